@@ -1,0 +1,160 @@
+"""Algorithm interface (DomainBed-style) and the registry.
+
+An :class:`Algorithm` owns its network and optimizer. ``objective(batch)`` builds the loss and
+the logged terms; ``update(batch)`` runs one optimization step; ``evaluate(x)`` returns the
+logits used for accuracy. ``forward(batch)`` is ``objective(batch)``, so a data-parallel wrapper
+(``DistributedDataParallel(algorithm)``) sees the whole training computation.
+
+A new algorithm is one class decorated with ``@ALGORITHMS.register("Name")`` that declares its
+hyperparameters in ``HPARAMS`` and overrides ``objective`` (and, if it adds networks, calls
+``super().__init__`` first). Any algorithm ``X`` gains MER-DG as ``"X+MER"`` (see
+:func:`merdg.algorithms.mer.with_mer`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from merdg.datasets.base import Batch
+from merdg.hparams import HParam
+from merdg.models.multimodal_net import ModelOutput, MultimodalNet
+from merdg.registry import Registry
+
+__all__ = ["ALGORITHMS", "Algorithm", "EvalOutput", "Objective", "get_algorithm_class"]
+
+
+class Objective(NamedTuple):
+    """What ``Algorithm.objective`` returns.
+
+    Attributes:
+        loss: Scalar to minimize (everything the optimizer sees, probes included).
+        logs: Named scalar terms to record (``{"ce": ..., "mer": ..., "mer_spec/audio": ...}``).
+        out: The network's forward output on the batch (reused by composed terms such as MER).
+        extras: Further tensors a composed term may reuse (e.g. ``"projections"``).
+    """
+
+    loss: Tensor
+    logs: dict[str, Tensor]
+    out: ModelOutput
+    extras: dict[str, Any]
+
+
+class EvalOutput(NamedTuple):
+    """Logits used for evaluation: fused (N, C) and per-modality probes ``{m: (N, C)}``."""
+
+    logits: Tensor
+    probe_logits: dict[str, Tensor]
+
+
+class Algorithm(nn.Module):
+    """Base class: late-fusion training with detached unimodal probes.
+
+    Args:
+        net: The multimodal network.
+        num_domains: Number of source domains.
+        hparams: Resolved hyperparameters (see :mod:`merdg.hparams`); read in ``__init__`` so
+            that a missing key fails before training starts.
+    """
+
+    HPARAMS: ClassVar[dict[str, HParam]] = {}
+
+    def __init__(self, net: MultimodalNet, num_domains: int, hparams: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.net = net
+        self.num_domains = num_domains
+        self.hparams = dict(hparams)
+        self.lr = float(hparams["lr"])
+        self.weight_decay = float(hparams["weight_decay"])
+        self.grad_clip = float(hparams["grad_clip"])
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    @property
+    def modalities(self) -> list[str]:
+        return self.net.modalities
+
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        """Adam over every trainable parameter (official: Adam, lr 1e-4, weight decay 1e-4)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        # the fused kernel is several times faster for the many small tensors of these nets
+        fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point
+                    for p in params)
+        self.optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay,
+                                          fused=fused)
+        return self.optimizer
+
+    def objective(self, batch: Batch) -> Objective:
+        raise NotImplementedError
+
+    def forward(self, batch: Batch) -> Objective:
+        return self.objective(batch)
+
+    def probe_loss(self, out: ModelOutput, y: Tensor) -> Tensor:
+        """Mean CE of the detached unimodal probes (trains only the probes)."""
+        losses = [F.cross_entropy(out.probe_logits[m], y) for m in self.modalities]
+        return torch.stack(losses).mean()
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One optimization step on ``batch``; returns the logged terms as floats."""
+        return self.apply_update(self(batch))
+
+    def apply_update(self, objective: Objective) -> dict[str, float]:
+        """Backward, optional gradient clipping and the optimizer step for ``objective``."""
+        if self.optimizer is None:
+            self.configure_optimizer()
+        if not torch.isfinite(objective.loss):
+            terms = {k: float(v.detach()) for k, v in objective.logs.items()}
+            raise FloatingPointError(f"non-finite training loss; terms: {terms}")
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.loss.backward()
+        if self.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.parameters(), self.grad_clip)
+        self.optimizer.step()
+        return {k: float(v.detach()) for k, v in objective.logs.items()}
+
+    @torch.no_grad()
+    def evaluate(self, x: Mapping[str, Tensor], zero: Collection[str] = ()) -> EvalOutput:
+        """Fused and probe logits; modalities in ``zero`` are zero-filled in the fusion."""
+        out = self.net(x, zero=zero)
+        return EvalOutput(out.logits, out.probe_logits)
+
+    @torch.no_grad()
+    def predict(self, x: Mapping[str, Tensor]) -> Tensor:
+        """Fused logits (N, C)."""
+        return self.evaluate(x).logits
+
+    def mer_features(self, batch: Batch, objective: Objective) -> dict[str, Tensor]:
+        """Tensors MER-DG regularizes: by default the per-modality projections (official).
+
+        ``hparams["mer_target"]``: ``"projection"`` (official ``train_mer_dg.py``),
+        ``"normalized_projection"`` (L2-normalized, as the SimMMDG variant's heads) or
+        ``"embedding"`` (the raw encoder output).
+        """
+        target = self.hparams.get("mer_target", "projection")
+        embeddings = objective.out.embeddings
+        if target == "embedding":
+            return dict(embeddings)
+        proj = objective.extras.get("projections") or self.net.project(embeddings)
+        if target == "projection":
+            return proj
+        if target == "normalized_projection":
+            return {m: F.normalize(z, dim=1) for m, z in proj.items()}
+        raise ValueError(f"unknown mer_target {target!r}")
+
+
+ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm")
+
+
+def get_algorithm_class(name: str) -> type[Algorithm]:
+    """The class registered as ``name``; ``"X+MER"`` composes MER-DG onto algorithm ``X``."""
+    if name in ALGORITHMS:
+        return ALGORITHMS.get(name)
+    if name.endswith("+MER"):
+        from merdg.algorithms.mer import with_mer
+
+        return with_mer(ALGORITHMS.get(name[: -len("+MER")]))
+    return ALGORITHMS.get(name)  # raises KeyError listing the names

@@ -1,0 +1,75 @@
+"""MER-DG as a composition: ``with_mer(Base)`` adds ``lambda * sum_m MER(z_m)`` to any algorithm.
+
+``MERDG`` is ``with_mer(ERM)`` ("Baseline Fusion + MER-DG"); ``"X+MER"`` names resolve to
+``with_mer(X)`` for any registered ``X``. Where the term acts is the algorithm's
+:meth:`~merdg.algorithms.base.Algorithm.mer_features` (projection heads by default; SimMMDG
+overrides it to regularize its common and specific heads as the official release does).
+"""
+
+from __future__ import annotations
+
+from merdg.algorithms.base import ALGORITHMS, Algorithm, Objective
+from merdg.algorithms.erm import ERM
+from merdg.datasets.base import Batch
+from merdg.hparams import HParam
+from merdg.losses.mer import MERLoss
+
+__all__ = ["MER_HPARAMS", "MERDG", "with_mer"]
+
+MER_HPARAMS: dict[str, HParam] = {
+    "mer_lambda": HParam(3.0, "weight of the MER-DG loss (official: 3.0)",
+                         ("loguniform", 0.3, 10.0)),
+    "mer_alpha_marg": HParam(1.0, "weight of the variance floor L_marg (official: 1.0)"),
+    "mer_alpha_spec": HParam(1.0, "weight of the log-det term L_spec (official: 1.0)"),
+    "mer_eps": HParam(1e-4, "epsilon of both terms (official: 1e-4)"),
+    "mer_reduction": HParam("sum", "'sum' over modalities (official) or 'mean'"),
+    "mer_target": HParam("projection", "'projection' (official), 'normalized_projection' or "
+                         "'embedding'"),
+}
+
+
+_COMPOSED: dict[type[Algorithm], type[Algorithm]] = {}
+
+
+def with_mer(base: type[Algorithm], name: str | None = None) -> type[Algorithm]:
+    """Return ``base`` with the MER-DG term added to its objective (one class per base).
+
+    Args:
+        base: Any :class:`~merdg.algorithms.base.Algorithm` subclass.
+        name: Class name on first composition (default ``"<Base>+MER"``).
+    """
+    if base not in _COMPOSED:
+        _COMPOSED[base] = _compose(base, name or f"{base.__name__}+MER")
+    return _COMPOSED[base]
+
+
+def _compose(base: type[Algorithm], name: str) -> type[Algorithm]:
+
+    class WithMER(base):  # type: ignore[misc, valid-type]
+        HPARAMS = {**base.HPARAMS, **MER_HPARAMS}
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            hp = self.hparams
+            self.mer_lambda = float(hp["mer_lambda"])
+            self.mer = MERLoss(alpha_marg=float(hp["mer_alpha_marg"]),
+                               alpha_spec=float(hp["mer_alpha_spec"]),
+                               reduction=hp["mer_reduction"],
+                               marg_eps=float(hp["mer_eps"]), spec_eps=float(hp["mer_eps"]))
+
+        def objective(self, batch: Batch) -> Objective:
+            obj = super().objective(batch)
+            terms = self.mer.terms(self.mer_features(batch, obj))
+            mer = self.mer.reduce(terms)
+            logs = dict(obj.logs, mer=mer)
+            for m, t in terms.items():
+                logs[f"mer_marg/{m}"] = t.marginal
+                logs[f"mer_spec/{m}"] = t.spectral
+            return obj._replace(loss=obj.loss + self.mer_lambda * mer, logs=logs)
+
+    WithMER.__name__ = WithMER.__qualname__ = name
+    WithMER.__doc__ = f"{base.__name__} + lambda * MER-DG (Yarici & AlRegib, ICML 2026)."
+    return WithMER
+
+
+MERDG = ALGORITHMS.register("MERDG")(with_mer(ERM, "MERDG"))

@@ -1,0 +1,46 @@
+"""The ``merdg`` command line. Each subcommand lives in a module of :mod:`merdg.commands` that
+defines ``register(subparsers)``; modules are discovered, so adding a command touches one file.
+
+Errors caused by the user's input (a missing file, an unknown name, a bad value) are printed as
+one line and exit with status 2; set ``MERDG_DEBUG=1`` to see the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+
+import merdg
+import merdg.commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="merdg",
+        description="Multimodal domain generalization with MER-DG (ICML 2026).",
+    )
+    parser.add_argument("--version", action="version", version=f"merdg {merdg.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(merdg.commands.__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"merdg.commands.{info.name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError, TypeError) as err:
+        if os.environ.get("MERDG_DEBUG"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"merdg {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Hyperparameters: a default and a search space per name, declared next to what uses them.
+
+Algorithms, datasets and encoders declare ``HPARAMS: dict[str, HParam]``. A run's hparams are the
+merge, in order, of :data:`TRAINING_HPARAMS`, the dataset's and the algorithm's declarations, then
+the user's overrides. Random trials (``hparams_seed > 0``) sample every hparam that has a search
+space with a generator seeded by ``(hparams_seed, name)``, so adding an hparam leaves the other
+sampled values unchanged (the DomainBed convention).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["HParam", "TRAINING_HPARAMS", "seed_hash", "resolve_hparams", "describe_search"]
+
+
+@dataclass(frozen=True)
+class HParam:
+    """One hyperparameter.
+
+    Attributes:
+        default: The published (or documented) default.
+        help: What it is, with its source.
+        search: ``None`` (fixed in random trials), ``("uniform", lo, hi)``,
+            ``("loguniform", lo, hi)``, ``("int", lo, hi)`` (inclusive) or ``("choice", [values])``.
+    """
+
+    default: Any
+    help: str
+    search: tuple | None = None
+
+    def sample(self, rng: np.random.RandomState) -> Any:
+        if self.search is None:
+            return self.default
+        kind, *args = self.search
+        if kind == "uniform":
+            return float(rng.uniform(args[0], args[1]))
+        if kind == "loguniform":
+            return float(math.exp(rng.uniform(math.log(args[0]), math.log(args[1]))))
+        if kind == "int":
+            return int(rng.randint(args[0], args[1] + 1))
+        if kind == "choice":
+            return args[0][rng.randint(len(args[0]))]
+        raise ValueError(f"unknown search kind {kind!r}")
+
+
+def describe_search(hp: HParam) -> str:
+    """Human-readable search space, e.g. ``U[0, 3]``."""
+    if hp.search is None:
+        return "fixed"
+    kind, *args = hp.search
+    names = {"uniform": "U", "loguniform": "logU", "int": "int"}
+    if kind == "choice":
+        return "choice" + json.dumps(args[0])
+    return f"{names[kind]}[{args[0]:g}, {args[1]:g}]"
+
+
+def seed_hash(*args: Any) -> int:
+    """A stable 31-bit integer from the arguments (same across processes and machines)."""
+    digest = hashlib.md5(json.dumps(args, sort_keys=True, default=str).encode()).hexdigest()
+    return int(digest, 16) % (2**31)
+
+
+TRAINING_HPARAMS: dict[str, HParam] = {
+    "lr": HParam(1e-4, "Adam learning rate (official: 1e-4)"),
+    "weight_decay": HParam(1e-4, "Adam weight decay (SimMMDG scripts: 1e-4)"),
+    "batch_size": HParam(16, "global batch, split evenly over source domains (official: 16)"),
+    "epochs": HParam(20, "training epochs (official run scripts: 20)"),
+    "fusion_hidden": HParam(512, "hidden width of the fusion classifier (official: 512)"),
+    "dropout": HParam(0.5, "dropout of the fusion classifier (official: 0.5)"),
+    "proj_hidden": HParam(2048, "hidden width of the projection heads (official: 2048)"),
+    "proj_dim": HParam(128, "output width of the projection heads (official: 128)"),
+    "grad_clip": HParam(0.0, "clip the gradient norm to this value; 0 disables (official: off)"),
+}
+
+
+def resolve_hparams(
+    *declarations: Mapping[str, HParam],
+    overrides: Mapping[str, Any] | None = None,
+    hparams_seed: int = 0,
+) -> dict[str, Any]:
+    """Merge declarations (later ones win), sample a trial, then apply overrides.
+
+    Args:
+        *declarations: ``HPARAMS`` mappings in increasing priority.
+        overrides: User values; an unknown name raises (typos fail fast).
+        hparams_seed: 0 gives the defaults; k > 0 samples every searchable hparam for trial k.
+
+    Raises:
+        KeyError: An override names an hparam that nothing declares.
+    """
+    merged: dict[str, HParam] = {}
+    for decl in declarations:
+        merged.update(decl)
+    values = {
+        name: hp.default if hparams_seed == 0 else hp.sample(
+            np.random.RandomState(seed_hash(hparams_seed, name)))
+        for name, hp in merged.items()
+    }
+    for name, value in (overrides or {}).items():
+        if name not in merged:
+            raise KeyError(f"unknown hparam {name!r}; known: {', '.join(sorted(merged))}")
+        values[name] = value
+    return values

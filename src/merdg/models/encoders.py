@@ -1,0 +1,121 @@
+"""Encoders, one per modality, built by name from the :data:`ENCODERS` registry.
+
+Every encoder maps a batch of one modality to an embedding of shape (batch, ``out_dim``). An
+encoder is specified as a JSON-serializable dict ``{"name": ..., **kwargs}``, so run records can
+rebuild it; datasets declare a default spec per modality (hparam ``encoders``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from merdg.registry import Registry
+
+ENCODERS: Registry[type[nn.Module]] = Registry("encoder")
+
+__all__ = ["ENCODERS", "MLPEncoder", "TemporalConvEncoder", "build_encoder"]
+
+
+def build_encoder(spec: Mapping[str, Any], input_shape: Sequence[int]) -> nn.Module:
+    """Build an encoder from ``{"name": registered name, **constructor kwargs}``.
+
+    Args:
+        spec: The encoder's name and keyword arguments.
+        input_shape: One sample's shape (without the batch dim).
+
+    Returns:
+        An ``nn.Module`` with an ``out_dim`` attribute.
+    """
+    if "name" not in spec:
+        raise ValueError(f"encoder spec {dict(spec)} has no 'name'; registered: {ENCODERS.names()}")
+    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    try:
+        encoder = ENCODERS.get(spec["name"])(tuple(input_shape), **kwargs)
+    except TypeError as err:
+        raise TypeError(f"encoder {spec['name']!r} rejected options {kwargs}: {err}") from err
+    if not isinstance(getattr(encoder, "out_dim", None), int):
+        raise TypeError(f"encoder {spec['name']!r} must set an integer attribute out_dim")
+    return encoder
+
+
+@ENCODERS.register("mlp")
+class MLPEncoder(nn.Module):
+    """MLP for feature vectors: (N, *input_shape) is flattened, then [Linear-ReLU] x layers.
+
+    Args:
+        input_shape: One sample's shape; flattened to prod(input_shape) inputs.
+        hidden: Width of the hidden layers.
+        out_dim: Embedding width.
+        layers: Number of Linear-ReLU blocks (>= 1); the last maps to ``out_dim``.
+        dropout: Dropout after each hidden block.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        hidden: int = 256,
+        out_dim: int = 128,
+        layers: int = 2,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"layers must be >= 1, got {layers}")
+        widths = [math.prod(input_shape)] + [hidden] * (layers - 1) + [out_dim]
+        blocks: list[nn.Module] = [nn.Flatten()]
+        for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
+            blocks += [nn.Linear(w_in, w_out), nn.ReLU()]
+            if dropout > 0 and i < layers - 1:
+                blocks.append(nn.Dropout(dropout))
+        self.net = nn.Sequential(*blocks)
+        self.out_dim = out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)  # (N, out_dim)
+
+
+@ENCODERS.register("tcn")
+class TemporalConvEncoder(nn.Module):
+    """1-D temporal CNN for sequences of shape (N, T, C): conv blocks, then mean over time.
+
+    Each block is Conv1d(kernel, stride 2 after the first) - BatchNorm1d - ReLU; the output is the
+    time-averaged last feature map, optionally followed by dropout.
+
+    Args:
+        input_shape: (T, C) of one sample.
+        channels: Output channels of each block; the embedding width is the last one.
+        kernel_size: Temporal kernel size (odd).
+        dropout: Dropout on the pooled embedding.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        channels: Sequence[int] = (32, 64, 128),
+        kernel_size: int = 5,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(input_shape) != 2:
+            raise ValueError(f"tcn expects samples of shape (T, C), got {input_shape}")
+        blocks: list[nn.Module] = []
+        c_in = input_shape[1]
+        for i, c_out in enumerate(channels):
+            stride = 1 if i == 0 else 2
+            blocks += [
+                nn.Conv1d(c_in, c_out, kernel_size, stride=stride, padding=kernel_size // 2),
+                nn.BatchNorm1d(c_out),
+                nn.ReLU(),
+            ]
+            c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.dropout = nn.Dropout(dropout)
+        self.out_dim = int(channels[-1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.blocks(x.transpose(1, 2))  # (N, T, C) -> (N, C, T) -> (N, C', T')
+        return self.dropout(h.mean(dim=2))  # (N, C')

@@ -1,0 +1,53 @@
+"""Heads of the multimodal network: fusion classifier, projection heads, unimodal probes."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class FusionClassifier(nn.Sequential):
+    """The paper's classifier on concatenated embeddings: Linear-ReLU-Dropout-Linear.
+
+    Official: Linear(sum of embedding dims, 512) - ReLU - Dropout(0.5) - Linear(512, n_classes).
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, hidden: int = 512, dropout: float = 0.5):
+        super().__init__(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, num_classes))
+
+
+class ProjectionHead(nn.Module):
+    """Per-modality projection: Linear-Norm-ReLU-Linear-Norm-ReLU-Linear (official MER-DG head).
+
+    Args:
+        in_dim: Embedding width.
+        hidden: Hidden width (official: 2048).
+        out_dim: Output width (official: 128).
+        norm: ``"layer"`` (``train_mer_dg.py``, unnormalized output) or ``"batch"`` (SimMMDG's
+            ProjectHead).
+        l2_normalize: L2-normalize the output (SimMMDG's ProjectHead does).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int = 2048,
+        out_dim: int = 128,
+        norm: str = "layer",
+        l2_normalize: bool = False,
+    ) -> None:
+        super().__init__()
+        norms = {"layer": nn.LayerNorm, "batch": nn.BatchNorm1d}
+        if norm not in norms:
+            raise ValueError(f"norm must be 'layer' or 'batch', got {norm!r}")
+        self.layers = nn.Sequential(
+            nn.Linear(in_dim, hidden), norms[norm](hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), norms[norm](hidden), nn.ReLU(),
+            nn.Linear(hidden, out_dim),
+        )
+        self.l2_normalize = l2_normalize
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.layers(x)  # (N, out_dim)
+        return F.normalize(z, dim=1) if self.l2_normalize else z

@@ -1,0 +1,203 @@
+"""The MER-DG loss: official reference values, exact Gram identity, properties, numerics."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import merdg
+from merdg.losses import MERLoss, correlation_logdet, mer_loss, mer_terms
+
+# mer-dg.md section 3.5: one numpy generator, drawn sequentially
+REFERENCE = [  # (N, L_marg, L_spec); the 5th draw is L2-normalized
+    (16, 0.078894, 7.877953),
+    (64, 0.03594, 4.475176),
+    (256, 0.016631, 0.300022),
+    (1024, 0.007231, 0.064497),
+]
+REFERENCE_L2 = (16, 0.912489, 7.878536)
+
+
+def reference_inputs():
+    rng = np.random.default_rng(0)
+    draws = [rng.standard_normal((n, 128)) for n, _, _ in REFERENCE]
+    last = rng.standard_normal((16, 128))
+    last /= np.linalg.norm(last, axis=1, keepdims=True)
+    return [torch.from_numpy(d) for d in draws], torch.from_numpy(last)
+
+
+@pytest.mark.parametrize("path", ["auto", "gram", "covariance"])
+def test_reference_values_float64(path):
+    draws, normalized = reference_inputs()
+    for z, (n, marg, spec) in zip(draws, REFERENCE):
+        terms = mer_terms(z, path=path)
+        assert z.shape == (n, 128)
+        assert round(terms.marginal.item(), 6) == pytest.approx(marg, abs=1e-6)
+        assert round(terms.spectral.item(), 6) == pytest.approx(spec, abs=1e-6)
+        assert terms.loss.item() == pytest.approx(marg + spec, abs=2e-6)
+    terms = mer_terms(normalized, path=path)
+    assert round(terms.marginal.item(), 6) == pytest.approx(REFERENCE_L2[1], abs=1e-6)
+    assert round(terms.spectral.item(), 6) == pytest.approx(REFERENCE_L2[2], abs=1e-6)
+
+
+def numpy_reference(z: np.ndarray, eps: float = 1e-4) -> tuple[float, float]:
+    """A slow, literal transcription of mer-dg.md section 3.1."""
+    n, d = z.shape
+    marg = np.mean(np.maximum(0.0, 1.0 - np.sqrt(z.var(axis=0, ddof=1) + eps)))
+    x = z - z.mean(axis=0)
+    x = x / np.maximum(x.std(axis=0) + eps, eps)
+    c = x.T @ x / (n - 1) + eps * np.eye(d)
+    return marg, -np.linalg.slogdet(c)[1] / d
+
+
+@pytest.mark.parametrize("n,d", [(5, 3), (3, 7), (40, 40), (9, 64)])
+def test_matches_numpy_transcription(n, d):
+    z = np.random.default_rng(n * d).standard_normal((n, d)) * np.linspace(0.1, 3, d)
+    marg, spec = numpy_reference(z)
+    terms = mer_terms(torch.from_numpy(z))
+    assert terms.marginal.item() == pytest.approx(marg, rel=1e-10, abs=1e-12)
+    assert terms.spectral.item() == pytest.approx(spec, rel=1e-10)
+
+
+def test_gram_identity_values_and_gradients():
+    z = torch.randn(12, 300, dtype=torch.float64)
+    values, grads = [], []
+    for path in ("gram", "covariance"):
+        x = z.clone().requires_grad_(True)
+        loss = mer_loss(x, path=path)
+        loss.backward()
+        values.append(loss.detach()), grads.append(x.grad)
+    assert torch.allclose(values[0], values[1], rtol=1e-12)
+    # the D x D path is ill-conditioned (eps = 1e-4 ridge): compare relative to the largest entry
+    assert (grads[0] - grads[1]).abs().max() <= 1e-8 * grads[1].abs().max()
+
+
+def test_correlation_logdet_rejects_unknown_path():
+    with pytest.raises(ValueError, match="path"):
+        correlation_logdet(torch.randn(4, 3), 1e-4, 3.0, path="svd")
+
+
+def test_identity_correlation_hand_computed():
+    # Columns of a 4x4 Hadamard matrix without its constant column: centered, orthogonal, each
+    # with biased std exactly 1. Then x^T x / (N - 1) = N/(N-1) I, so
+    # L_spec = -log(N/(N-1) + eps) (std + eps rescales x by 1/(1 + eps)^2 first).
+    h = torch.tensor([[1, 1, 1], [-1, 1, -1], [1, -1, -1], [-1, -1, 1]], dtype=torch.float64)
+    n, eps = 4, 1e-4
+    expected = -math.log(n / (n - 1) / (1 + eps) ** 2 + eps)
+    assert mer_terms(h).spectral.item() == pytest.approx(expected, rel=1e-12)
+    # unbiased variance of these columns is 4/3 > 1: the floor is inactive
+    assert mer_terms(h).marginal.item() == 0.0
+
+
+def test_duplicated_features_are_penalized():
+    z = torch.randn(256, 8, dtype=torch.float64)
+    duplicated = torch.cat([z[:, :4], z[:, :4]], dim=1)
+    assert mer_terms(duplicated).spectral > mer_terms(z).spectral + 2.0
+
+
+def test_logdet_invariant_to_feature_scaling_and_sample_order():
+    z = torch.randn(64, 16, dtype=torch.float64)
+    scaled = z * torch.logspace(-1, 1, 16, dtype=torch.float64)
+    # exact without the eps terms; with the official eps = 1e-4, eps/std of the 0.1-scaled
+    # features is 1e-3, which bounds the change
+    tiny = {"spec_eps": 1e-13}
+    assert mer_terms(scaled, **tiny).spectral.item() == pytest.approx(
+        mer_terms(z, **tiny).spectral.item(), rel=1e-9)
+    assert mer_terms(scaled).spectral.item() == pytest.approx(mer_terms(z).spectral.item(),
+                                                              rel=5e-3)
+    perm = torch.randperm(64)
+    assert mer_loss(z[perm]).item() == pytest.approx(mer_loss(z).item(), rel=1e-12)
+    feat_perm = torch.randperm(16)
+    assert mer_loss(z[:, feat_perm]).item() == pytest.approx(mer_loss(z).item(), rel=1e-12)
+
+
+def test_finite_when_batch_smaller_than_dim():
+    z = torch.randn(3, 512, requires_grad=True)
+    loss = mer_loss(z)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
+    # the null space contributes -(D - N + 1) log(eps) / D at least
+    assert loss.item() > -(512 - 2) * math.log(1e-4) / 512 - 1.0
+
+
+@pytest.mark.parametrize("path", ["gram", "covariance"])
+def test_gradcheck_float64(path):
+    z = torch.randn(6, 5 if path == "covariance" else 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: mer_loss(x, path=path), (z,))
+
+
+def test_loss_decreases_under_gradient_descent():
+    torch.manual_seed(0)
+    z = (torch.randn(32, 16) @ torch.randn(16, 16) * 0.1).requires_grad_(True)
+    opt = torch.optim.SGD([z], lr=0.05)
+    first = mer_loss(z).item()
+    for _ in range(30):
+        opt.zero_grad()
+        mer_loss(z).backward()
+        opt.step()
+    assert mer_loss(z).item() < first - 0.5
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_computed_in_float32(dtype):
+    z32 = torch.randn(16, 32)
+    loss = mer_loss(z32.to(dtype))
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(mer_loss(z32.to(dtype).float()).item(), rel=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = mer_loss(torch.nn.Linear(32, 32)(z32))
+    assert inside.dtype == torch.float32
+
+
+def test_single_sample_returns_connected_zero():
+    z = torch.randn(1, 8, requires_grad=True)
+    terms = mer_terms(z)
+    assert terms.loss.item() == 0.0 and terms.marginal.item() == 0.0
+    terms.loss.backward()
+    assert torch.equal(z.grad, torch.zeros_like(z))
+
+
+def test_one_feature_has_no_spectral_term():
+    terms = mer_terms(torch.randn(10, 1, dtype=torch.float64))
+    assert terms.spectral.item() == 0.0 and terms.marginal.item() > 0.0
+
+
+@pytest.mark.parametrize("bad", [torch.randn(4), torch.randn(2, 3, 4)])
+def test_non_2d_input_raises(bad):
+    with pytest.raises(ValueError, match=r"shape \(batch, dim\)"):
+        mer_loss(bad)
+
+
+def test_non_finite_input_raises():
+    z = torch.randn(8, 4)
+    z[2, 1] = float("nan")
+    z[3, 0] = float("inf")
+    with pytest.raises(ValueError, match="2 of 32 entries"):
+        mer_loss(z)
+    with pytest.raises(TypeError, match="floating-point"):
+        mer_loss(torch.ones(4, 4, dtype=torch.long))
+
+
+def test_weights_and_constants_are_keywords():
+    z = torch.randn(32, 8, dtype=torch.float64)
+    t = mer_terms(z, alpha_marg=0.5, alpha_spec=2.0)
+    assert t.loss.item() == pytest.approx(0.5 * t.marginal.item() + 2.0 * t.spectral.item())
+    assert mer_terms(z, std_target=2.0).marginal > mer_terms(z).marginal
+    assert mer_terms(z, unbiased=False).spectral != mer_terms(z).spectral
+    assert isinstance(mer_loss(z, return_terms=True), merdg.MERTerms)
+
+
+def test_merloss_sums_over_sorted_modalities():
+    feats = {"video": torch.randn(16, 8), "audio": torch.randn(16, 8)}
+    mer = MERLoss()
+    expected = mer_loss(feats["audio"]) + mer_loss(feats["video"])
+    assert mer(feats).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert list(mer.terms(feats)) == ["audio", "video"]
+    assert MERLoss(reduction="mean")(feats).item() == pytest.approx(expected.item() / 2, rel=1e-6)
+    weighted = MERLoss(weights={"audio": 0.0})(feats)
+    assert weighted.item() == pytest.approx(mer_loss(feats["video"]).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="reduction"):
+        MERLoss(reduction="max")
+    with pytest.raises(ValueError, match="no features"):
+        mer({})
