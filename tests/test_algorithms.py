@@ -79,3 +79,30 @@ def test_non_finite_loss_raises(tiny_hparams):
     batch.x["m0"][0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="non-finite"):
         algo.update(batch)
+
+
+def test_bf16_autocast_keeps_mer_in_float32(tiny_hparams):
+    algo, batch = small_setup("MERDG", ["m0", "m1"], tiny_hparams)
+    algo.set_precision("bf16")
+    with algo.autocast():
+        obj = algo.objective(batch)
+    assert obj.out.logits.dtype == torch.bfloat16
+    assert obj.logs["mer"].dtype == torch.float32
+    logs = algo.update(batch)
+    assert logs["mer"] == logs["mer"]
+    with pytest.raises(ValueError, match="precision"):
+        algo.set_precision("fp8")
+
+
+def test_forward_wrapper_is_used_and_not_a_submodule(tiny_hparams):
+    algo, batch = small_setup("ERM", ["m0", "m1"], tiny_hparams)
+    calls = []
+
+    def wrapper(b):
+        calls.append(len(b))
+        return algo(b)
+
+    n_modules = len(list(algo.modules()))
+    algo.set_forward_wrapper(wrapper)
+    algo.update(batch)
+    assert calls == [len(batch)] and len(list(algo.modules())) == n_modules

@@ -49,6 +49,7 @@ class BenchConfig:
     device: str = "cpu"
     num_workers: int = 0
     holdout_fraction: float = 0.2
+    precision: str = "fp32"
 
 
 def run_configs(bench: BenchConfig) -> list[RunConfig]:
@@ -65,7 +66,8 @@ def run_configs(bench: BenchConfig) -> list[RunConfig]:
             dataset=bench.dataset, target=target, algorithm=algo, modalities=sorted(mods),
             seed=seed, hparams=dict(bench.hparams), data_root=bench.data_root,
             dataset_options=dict(bench.dataset_options), holdout_fraction=bench.holdout_fraction,
-            out_dir=str(out), device=bench.device, num_workers=bench.num_workers))
+            out_dir=str(out), device=bench.device, num_workers=bench.num_workers,
+            precision=bench.precision))
     return configs
 
 

@@ -61,6 +61,7 @@ class RunConfig:
         num_workers: DataLoader workers (0 for in-memory data).
         eval_batch_size: Batch size of evaluation passes.
         save_model: Save the final weights to ``model.pt``.
+        precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` autocast of the forward passes.
     """
 
     dataset: str
@@ -79,6 +80,7 @@ class RunConfig:
     num_workers: int = 0
     eval_batch_size: int = 256
     save_model: bool = False
+    precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -142,7 +144,7 @@ def evaluate(algorithm: Algorithm, data: Dataset, device: torch.device, batch_si
     for batch in loader:
         batch = batch.to(device)
         out = algorithm.evaluate(batch.x, zero=zero)
-        correct += int((out.logits.argmax(1) == batch.y).sum())
+        correct += int((out.logits.argmax(1) == batch.y).sum())  # top-1 over the whole split
         loss += float(torch.nn.functional.cross_entropy(out.logits.float(), batch.y,
                                                         reduction="sum"))
         for m, logits in out.probe_logits.items():
@@ -201,6 +203,7 @@ def train(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     dataset.fit_normalization(sources)
     hparams = run_hparams(config, dataset)
     algorithm = build_algorithm(dataset, config.algorithm, len(sources), hparams, device)
+    algorithm.set_precision(config.precision)
     loader, sampler = _train_loader(dataset, sources, config, int(hparams["batch_size"]))
     val_sets = {d: dataset.split(d, "val", config.seed, config.holdout_fraction) for d in sources}
     target_set = dataset.split(config.target, "test", config.seed, config.holdout_fraction)

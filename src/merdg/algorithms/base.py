@@ -13,7 +13,8 @@ hyperparameters in ``HPARAMS`` and overrides ``objective`` (and, if it adds netw
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from contextlib import nullcontext
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -72,6 +73,11 @@ class Algorithm(nn.Module):
         self.weight_decay = float(hparams["weight_decay"])
         self.grad_clip = float(hparams["grad_clip"])
         self.optimizer: torch.optim.Optimizer | None = None
+        # autocast dtype of the forward pass (None: full precision); see set_precision
+        self.autocast_dtype: torch.dtype | None = None
+        # what update() calls to build the objective: the algorithm itself, or a wrapper such as
+        # DistributedDataParallel(self) (kept out of the module tree; see set_forward_wrapper)
+        self.__dict__["_forward_fn"] = None
 
     @property
     def modalities(self) -> list[str]:
@@ -87,6 +93,25 @@ class Algorithm(nn.Module):
                                           fused=fused)
         return self.optimizer
 
+    def set_precision(self, precision: str) -> None:
+        """``"fp32"`` (default) or ``"bf16"``/``"fp16"`` autocast for the forward pass; batch
+        statistics such as the MER-DG terms are computed in float32 regardless."""
+        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        if precision not in dtypes:
+            raise ValueError(f"precision must be one of {list(dtypes)}, got {precision!r}")
+        self.autocast_dtype = dtypes[precision]
+
+    def set_forward_wrapper(self, fn: Callable[[Batch], Objective] | None) -> None:
+        """Make :meth:`update` build objectives through ``fn`` (e.g. a DDP wrapper of self)."""
+        self.__dict__["_forward_fn"] = fn
+
+    def autocast(self):
+        """The autocast context of the forward pass (a no-op in full precision)."""
+        if self.autocast_dtype is None:
+            return nullcontext()
+        device_type = next(self.parameters()).device.type
+        return torch.autocast(device_type=device_type, dtype=self.autocast_dtype)
+
     def objective(self, batch: Batch) -> Objective:
         raise NotImplementedError
 
@@ -100,7 +125,10 @@ class Algorithm(nn.Module):
 
     def update(self, batch: Batch) -> dict[str, float]:
         """One optimization step on ``batch``; returns the logged terms as floats."""
-        return self.apply_update(self(batch))
+        forward = self.__dict__["_forward_fn"] or self
+        with self.autocast():
+            objective = forward(batch)
+        return self.apply_update(objective)
 
     def apply_update(self, objective: Objective) -> dict[str, float]:
         """Backward, optional gradient clipping and the optimizer step for ``objective``."""
@@ -119,7 +147,8 @@ class Algorithm(nn.Module):
     @torch.no_grad()
     def evaluate(self, x: Mapping[str, Tensor], zero: Collection[str] = ()) -> EvalOutput:
         """Fused and probe logits; modalities in ``zero`` are zero-filled in the fusion."""
-        out = self.net(x, zero=zero)
+        with self.autocast():
+            out = self.net(x, zero=zero)
         return EvalOutput(out.logits, out.probe_logits)
 
     @torch.no_grad()

@@ -58,5 +58,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hparams", help='JSON overrides, e.g. \'{"lr": 1e-3, "epochs": 5}\'')
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                        help="autocast precision of forward passes (MER-DG stays float32)")
     parser.add_argument("--holdout-fraction", type=float, default=0.2,
                         help="share of each source domain held out for model selection")

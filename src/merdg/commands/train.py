@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         hparams_seed=args.hparams_seed, hparams=parse_hparams(args.hparams),
         data_root=args.data_root, dataset_options=parse_options(args.dataset_option),
         holdout_fraction=args.holdout_fraction, out_dir=args.out, device=args.device,
-        num_workers=args.num_workers, save_model=args.save_model)
+        num_workers=args.num_workers, save_model=args.save_model,
+        precision=args.precision)
     summary = train(config)
     print(json.dumps(summary["selection"], indent=2))
     return 0
