@@ -104,26 +104,21 @@ def markdown_table(table: dict[tuple[str, str], dict[str, Any]], title: str = ""
     return "\n".join(lines) + "\n"
 
 
-def probe_table(rows: Iterable[dict[str, Any]], selection: str = "source_val") -> str:
-    """Markdown: unimodal probe accuracy on the target (mean ± std over runs), per modality."""
-    acc: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    fused: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for r in rows:
-        if r["selection"] != selection:
-            continue
-        key = (r["modalities"], r["algorithm"])
-        fused[key].append(r["target_acc"])
-        for k, v in r.items():
-            if k.startswith("target_probe_acc/"):
-                acc[key][k.split("/", 1)[1]].append(v)
-    modalities = sorted({m for per in acc.values() for m in per})
+def probe_table(rows: Sequence[dict[str, Any]], selection: str = "source_val") -> str:
+    """Markdown: average target accuracy of the fused model and of each modality's probe.
+
+    Each cell is the ``avg`` of :func:`aggregate` (targets averaged within a seed, then mean ±
+    std over seeds), so it is comparable with the main table's ``avg`` column.
+    """
+    modalities = sorted({k.split("/", 1)[1] for r in rows for k in r
+                         if k.startswith("target_probe_acc/")})
+    metrics = ["target_acc"] + [f"target_probe_acc/{m}" for m in modalities]
+    tables = [aggregate(rows, selection, metric) for metric in metrics]
     lines = ["| modalities | algorithm | fused | " + " | ".join(modalities) + " |",
              "|---|---|---|" + "---|" * len(modalities)]
-    for key in sorted(acc):
-        cells = [_fmt((*_mean_std(acc[key][m]), len(acc[key][m]))) if acc[key][m] else "-"
-                 for m in modalities]
-        lines.append(f"| {key[0]} | {key[1]} | {_fmt((*_mean_std(fused[key]), len(fused[key])))}"
-                     f" | " + " | ".join(cells) + " |")
+    for key in sorted(tables[0]):
+        cells = [_fmt(t.get(key, {}).get("avg")) for t in tables]
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

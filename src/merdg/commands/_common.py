@@ -54,7 +54,22 @@ def add_dataset_args(parser: argparse.ArgumentParser, default: str | None = None
                         help="dataset constructor option, repeatable (e.g. shortcut_strength=0.5)")
 
 
+def add_threads_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads per process (default 1: the small CPU models gain "
+                        "nothing from more, and 2 OpenMP threads on a busy 2-core machine can "
+                        "run 10-100x slower; 0 keeps torch's default)")
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    import torch
+
+    if getattr(args, "threads", 0) > 0:
+        torch.set_num_threads(args.threads)
+
+
 def add_training_args(parser: argparse.ArgumentParser) -> None:
+    add_threads_arg(parser)
     parser.add_argument("--hparams", help='JSON overrides, e.g. \'{"lr": 1e-3, "epochs": 5}\'')
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")

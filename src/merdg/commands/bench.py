@@ -6,7 +6,9 @@ import argparse
 
 from merdg.commands._common import (
     add_dataset_args,
+    add_threads_arg,
     add_training_args,
+    apply_threads,
     parse_hparams,
     parse_options,
     split_list,
@@ -36,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "defaults: ERM and MERDG, every target domain, 3 seeds.")
     d.add_argument("--out", default=DEMO_OUT, help=f"output directory (default: {DEMO_OUT})")
     d.add_argument("--seeds", type=int, default=3)
+    add_threads_arg(d)
     d.set_defaults(func=run_demo)
 
 
@@ -47,6 +50,7 @@ def _print_result(result: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     from merdg.bench import BenchConfig, parse_modality_sets, run_bench
 
+    apply_threads(args)
     bench = BenchConfig(
         dataset=args.dataset, algorithms=split_list(args.algorithms), seeds=args.seeds,
         out_dir=args.out or f"bench-{args.dataset}", targets=split_list(args.targets),
@@ -61,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from merdg.bench import BenchConfig, run_bench
 
+    apply_threads(args)
     bench = BenchConfig(dataset="synthetic", algorithms=["ERM", "MERDG"], seeds=args.seeds,
                         out_dir=args.out)
     _print_result(run_bench(bench))

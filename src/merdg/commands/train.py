@@ -8,6 +8,7 @@ import json
 from merdg.commands._common import (
     add_dataset_args,
     add_training_args,
+    apply_threads,
     parse_hparams,
     parse_options,
     split_list,
@@ -34,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from merdg.training import RunConfig, train
 
+    apply_threads(args)
     config = RunConfig(
         dataset=args.dataset, target=args.target, algorithm=args.algorithm,
         modalities=split_list(args.modalities), sources=args.source, seed=args.seed,

@@ -71,6 +71,9 @@ class SyntheticShortcut(DomainDataset):
         signal_dim / nuisance_dim / noise_dim: Coordinates of u_m, v_m, eta_m per modality.
         code_dim: k, the dimension of the shared code.
         style_scale: Scale of the per-domain offsets o_{d,m}.
+        nuisance_scale: s_n, multiplies the whole nuisance block v_m: below 1 the shortcut is a
+            subtle, low-variance direction while the invariant signal carries most variance.
+        noise_scale: sigma_0, std of the pure-noise coordinates eta_m.
         data_seed: Seed of every random parameter and sample.
     """
 
@@ -92,13 +95,15 @@ class SyntheticShortcut(DomainDataset):
         n_classes: int = 6,
         samples_per_domain: int = 600,
         shortcut_strength: float = 0.9,
-        signal_noise: float = 1.2,
-        nuisance_noise: float = 1.0,
+        signal_noise: float = 1.6,
+        nuisance_noise: float = 0.5,
         signal_dim: int = 8,
         nuisance_dim: int = 8,
         noise_dim: int = 16,
         code_dim: int = 4,
         style_scale: float = 1.0,
+        nuisance_scale: float = 1.0,
+        noise_scale: float = 1.0,
         data_seed: int = 0,
     ) -> None:
         if n_domains < 3 or n_modalities < 2:
@@ -117,7 +122,7 @@ class SyntheticShortcut(DomainDataset):
         self._samples = {
             d: _generate_domain(rng, params, d, self.ALL_MODALITIES, self.modalities,
                                 samples_per_domain, n_classes, shortcut_strength, signal_noise,
-                                nuisance_noise, noise_dim)
+                                nuisance_noise, noise_dim, nuisance_scale, noise_scale)
             for d in self.domains
         }
 
@@ -157,7 +162,7 @@ def _draw_parameters(rng, domains, modalities, n_classes, signal_dim, nuisance_d
 
 
 def _generate_domain(rng, p, domain, all_modalities, kept, n, n_classes, rho, sigma_s, sigma_n,
-                     noise_dim) -> TensorSamples:
+                     noise_dim, nuisance_scale, noise_scale) -> TensorSamples:
     y = np.arange(n) % n_classes  # balanced classes
     code_dim = p["W"][domain].shape[1]
     c = rho * p["W"][domain][y] + math.sqrt(1 - rho**2) * rng.standard_normal((n, code_dim))
@@ -166,6 +171,7 @@ def _generate_domain(rng, p, domain, all_modalities, kept, n, n_classes, rho, si
         u = p["mu"][m][y] + sigma_s * rng.standard_normal((n, p["mu"][m].shape[1]))
         v = c @ p["B"][m].T + p["o"][(domain, m)] + sigma_n * rng.standard_normal(
             (n, p["B"][m].shape[0]))
-        eta = rng.standard_normal((n, noise_dim))
+        v = nuisance_scale * v
+        eta = noise_scale * rng.standard_normal((n, noise_dim))
         x[m] = np.concatenate([u, v, eta], axis=1) @ p["Q"][m].T  # (n, dim)
     return TensorSamples({m: torch.from_numpy(x[m]).float() for m in kept}, torch.from_numpy(y))
