@@ -23,8 +23,9 @@ import merdg
 from merdg.records import read_jsonl
 from merdg.training import RunConfig, train
 
-HPARAMS = {"epochs": 2, "lr": 1e-4, "batch_size": 12, "proj_hidden": 32, "proj_dim": 4, "fusion_hidden": 16,
-           "dropout": 0.0, "encoders": {m: {"hidden": 16, "out_dim": 8} for m in ("m0", "m1", "m2")}}
+HPARAMS = {"epochs": 2, "lr": 1e-4, "batch_size": 12, "proj_hidden": 32, "proj_dim": 4,
+           "fusion_hidden": 16, "dropout": 0.0,
+           "encoders": {m: {"hidden": 16, "out_dim": 8} for m in ("m0", "m1", "m2")}}
 OPTIONS = {"samples_per_domain": 60, "n_classes": 3}
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 
 from merdg.commands._common import (
     add_dataset_args,
     add_training_args,
+    log_progress_to_stderr,
     parse_hparams,
     parse_options,
     split_list,
@@ -38,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from merdg.training import RunConfig, train
 
     config = RunConfig(
@@ -48,7 +52,11 @@ def run(args: argparse.Namespace) -> int:
         holdout_fraction=args.holdout_fraction, out_dir=args.out, device=args.device,
         num_workers=args.num_workers, save_model=args.save_model,
         precision=args.precision)
-    summary = train(config, resume=not args.restart)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, only rank 0 prints
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, only rank 0 prints
+    if main_rank:
+        log_progress_to_stderr()
+    with logging_redirect_tqdm(loggers=[logging.getLogger("merdg")]):
+        summary = train(config, resume=not args.restart)
+    if main_rank:
         print(json.dumps(summary["selection"], indent=2))
     return 0
