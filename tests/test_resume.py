@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import merdg.run_dir as run_dir
 import merdg.training as training
 from merdg.algorithms.base import Algorithm
 from merdg.checkpoint import CHECKPOINT_NAME, CheckpointMismatchError, RunDirBusyError, run_dir_lock
@@ -56,14 +57,14 @@ def crash_in_update_at(step, monkeypatch):
 
 
 def crash_in_record_append(epoch, monkeypatch):
-    original = training.append_jsonl
+    original = run_dir.append_jsonl
 
     def append(path, record):
         if record["epoch"] == epoch:  # after the checkpoint of this epoch, before its record
             raise Crash
         original(path, record)
 
-    monkeypatch.setattr(training, "append_jsonl", append)
+    monkeypatch.setattr(run_dir, "append_jsonl", append)
 
 
 @pytest.mark.parametrize("where", ["mid_epoch", "after_checkpoint"])

@@ -2,8 +2,8 @@
 
 - ``local`` with ``workers=1``: one job after another in this process;
 - ``local`` with ``workers=N``: N worker processes (``python -m merdg.jobs DIR``), each job's
-  output in its ``log.txt``; on Linux the workers die with this process, so killing a sweep
-  never leaves orphans that keep writing;
+  output in its ``log.txt``, worker slot k on GPU ``k mod #GPUs`` when there are GPUs; on Linux
+  the workers die with this process, so killing a sweep never leaves orphans that keep writing;
 - ``slurm``: a Slurm job array through submitit (``pip install 'merdg[slurm]'``); jobs that
   time out or are preempted are requeued and resume from their checkpoint;
 - ``submitit-local``: the same submitit path on this machine (to try a Slurm setup locally).
@@ -156,7 +156,19 @@ def _die_with_parent() -> Callable[[], None] | None:
     return lambda: libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _start_worker(job: Job, env: dict[str, str]) -> subprocess.Popen:
+def _visible_gpus() -> list[str]:
+    """GPU ids the workers may use (``CUDA_VISIBLE_DEVICES``, else every GPU; [] without)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g for g in visible.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _start_worker(job: Job, env: dict[str, str], gpu: str | None) -> subprocess.Popen:
+    if gpu is not None:  # one GPU per worker slot (DomainBed's multi_gpu launcher)
+        env = {**env, "CUDA_VISIBLE_DEVICES": gpu}
     with open(job.path / LOG_FILE, "a", encoding="utf-8") as log:
         return subprocess.Popen([sys.executable, "-m", "merdg.jobs", str(job.path)], env=env,
                                 stdout=log, stderr=subprocess.STDOUT,
@@ -164,21 +176,24 @@ def _start_worker(job: Job, env: dict[str, str]) -> subprocess.Popen:
 
 
 def _run_workers(todo: list[Job], workers: int, progress: bool, report: LaunchReport) -> None:
-    env = _worker_env(workers)
-    queue, running = list(todo), []
+    """At most ``workers`` jobs at once; worker slot k gets GPU ``k mod #GPUs`` if any."""
+    env, gpus = _worker_env(workers), _visible_gpus()
+    queue, running = list(todo), []  # running: (job, process, slot)
     bar = tqdm(total=len(todo), desc=f"jobs ({workers} workers)", disable=not progress)
     try:
         while queue or running:
-            while queue and len(running) < workers:
-                job = queue.pop(0)
-                running.append((job, _start_worker(job, env)))
+            for slot in sorted(set(range(workers)) - {r[2] for r in running}):
+                if queue:
+                    job = queue.pop(0)
+                    gpu = gpus[slot % len(gpus)] if gpus else None
+                    running.append((job, _start_worker(job, env, gpu), slot))
             time.sleep(0.1)
-            for job, process in [r for r in running if r[1].poll() is not None]:
-                running.remove((job, process))
-                _file(report, job, _status_after_worker(job))
+            for entry in [r for r in running if r[1].poll() is not None]:
+                running.remove(entry)
+                _file(report, entry[0], _status_after_worker(entry[0]))
                 bar.update()
     finally:
-        for _, process in running:  # interrupted: stop the workers (they resume later)
+        for _, process, _ in running:  # interrupted: stop the workers (they resume later)
             process.terminate()
         bar.close()
 

@@ -29,7 +29,6 @@ import json
 import logging
 import random
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -42,21 +41,22 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from merdg import dist as mdist
+from merdg import run_dir
 from merdg.algorithms import Algorithm, get_algorithm_class
-from merdg.checkpoint import (
-    CHECKPOINT_NAME,
-    load_checkpoint,
-    rng_state,
-    run_dir_lock,
-    save_checkpoint,
-    set_rng_state,
-)
+from merdg.checkpoint import CHECKPOINT_NAME, run_dir_lock
 from merdg.datasets import BalancedDomainBatchSampler, DomainDataset, build_dataset
-from merdg.datasets.base import DomainConcat, collate, subset
+from merdg.datasets.base import DomainConcat, collate
 from merdg.hparams import TRAINING_HPARAMS, resolve_hparams, seed_hash
 from merdg.model_selection import SELECTION_RULES, select_epoch
 from merdg.models import MultimodalNet, build_encoder
-from merdg.records import append_jsonl, run_metadata, write_json_atomic, write_jsonl_atomic
+from merdg.parallel import (
+    enable_data_parallel,
+    mean_over_ranks,
+    rank_shard,
+    setup_distributed,
+    sum_over_ranks,
+)
+from merdg.records import run_metadata
 
 __all__ = ["RunConfig", "build_algorithm", "config_identity", "evaluate", "train"]
 
@@ -195,7 +195,7 @@ def evaluate(algorithm: Algorithm, data: Dataset, device: torch.device, batch_si
     (correct, loss, count) are added over ranks, so every rank returns the whole split's metrics.
     """
     algorithm.eval()
-    data = _rank_shard(data)
+    data = rank_shard(data)
     wrapped = DomainConcat([data])
     loader = DataLoader(wrapped, batch_size=batch_size, shuffle=False, collate_fn=collate,
                         num_workers=num_workers)
@@ -211,31 +211,14 @@ def evaluate(algorithm: Algorithm, data: Dataset, device: torch.device, batch_si
             probe_correct[m] += int((logits.argmax(1) == batch.y).sum())
         n += len(batch)
     if mdist.is_distributed():
-        correct, loss, n, probe_correct = _sum_over_ranks(correct, loss, n, probe_correct,
-                                                          algorithm.modalities, device)
+        names = sorted(algorithm.modalities)
+        sums = sum_over_ranks([correct, loss, n, *(probe_correct[m] for m in names)], device)
+        correct, loss, n = int(sums[0]), sums[1], int(sums[2])
+        probe_correct = {m: int(v) for m, v in zip(names, sums[3:])}
     if n == 0:
         raise ValueError("evaluation split is empty")
     return {"acc": correct / n, "loss": loss / n, "n": n,
             "probe_acc": {m: c / n for m, c in sorted(probe_correct.items())}}
-
-
-def _rank_shard(data: Dataset) -> Dataset:
-    """Every ``world_size``-th sample from this rank's index on (the data when not distributed)."""
-    if not mdist.is_distributed():
-        return data
-    return subset(data, range(mdist.rank(), len(data), mdist.world_size()))
-
-
-def _sum_over_ranks(correct: int, loss: float, n: int, probe_correct: dict[str, int],
-                    modalities: Sequence[str], device: torch.device
-                    ) -> tuple[int, float, int, dict[str, int]]:
-    names = sorted(modalities)
-    sums = torch.tensor([correct, loss, n, *(probe_correct.get(m, 0) for m in names)],
-                        dtype=torch.float64, device=device)
-    mdist.all_reduce_sum(sums)
-    values = sums.tolist()
-    return (int(values[0]), values[1], int(values[2]),
-            {m: int(v) for m, v in zip(names, values[3:])})
 
 
 def _merge_eval(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -282,7 +265,7 @@ class _Run:
     val_sets: dict[str, Dataset]
     target_set: Dataset
     run_info: dict[str, Any]
-    identity: dict[str, Any]
+    identity: dict[str, Any]  # what a checkpoint or finished run must match to be reused
     out: Path | None  # where this process writes (None on ranks > 0 and without out_dir)
 
 
@@ -304,7 +287,7 @@ def train(config: RunConfig, progress: bool = True, resume: bool = True) -> dict
         RunDirBusyError: Another process is writing ``out_dir``.
         FloatingPointError: The training loss became NaN/Inf (records so far are kept).
     """
-    device, owns_group = _setup_distributed(config.device)
+    device, owns_group = setup_distributed(resolve_device(config.device))
     try:
         out = Path(config.out_dir) if config.out_dir and mdist.is_main_process() else None
         with run_dir_lock(out):
@@ -321,17 +304,22 @@ def _train(config: RunConfig, device: torch.device, out: Path | None, progress: 
     records = _start(run, resume)
     if isinstance(records, dict):  # the run had already finished: its summary
         return records
-    _enable_data_parallel(run)
+    enable_data_parallel(run.algorithm, device, run.sampler.per_domain)
     epochs = int(run.hparams["epochs"])
     bar = tqdm(range(len(records), epochs), desc=f"{config.algorithm} -> {config.target}",
                leave=False, initial=len(records), total=epochs,
                disable=not progress or not mdist.is_main_process())
     for epoch in bar:
         records.append(_run_epoch(run, epoch))
-        _save_progress(run, records)
+        if config.out_dir is not None:
+            run_dir.save_state(run.out, run.identity, run.algorithm, device, records)
+        _log_epoch(run, records[-1])  # after the checkpoint: logged epochs are never redone
         bar.set_postfix(val=f"{records[-1]['val']['acc']:.3f}",
                         target=f"{records[-1]['target']['acc']:.3f}")
-    return _finish(run, records)
+    summary = summarize(records, run.run_info)
+    if out is not None:
+        run_dir.finish(out, summary, run.algorithm, run.run_info, config.save_model)
+    return summary
 
 
 def _setup_run(config: RunConfig, device: torch.device, out: Path | None) -> _Run:
@@ -352,123 +340,37 @@ def _setup_run(config: RunConfig, device: torch.device, out: Path | None) -> _Ru
     target_set = dataset.split(config.target, "test", split_seed, config.holdout_fraction)
     run_info = {"config": config.to_dict(), "hparams": hparams, "sources": sources,
                 "modalities": dataset.modalities, **run_metadata()}
+    identity = {"config": config.identity(), "hparams": hparams, "sources": sources,
+                "modalities": dataset.modalities}
     return _Run(config, device, hparams, algorithm, loader, sampler, val_sets, target_set,
-                run_info, _run_identity(run_info), out)
+                run_info, identity, out)
 
-
-def _run_identity(run_info: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint or a finished run directory must match to be reused."""
-    return {"config": config_identity(run_info["config"]), "hparams": run_info["hparams"],
-            "sources": run_info["sources"], "modalities": run_info["modalities"]}
-
-
-# --- distributed setup -------------------------------------------------------------------------
-
-def _setup_distributed(device_name: str) -> tuple[torch.device, bool]:
-    """This rank's device; initializes the process group under torchrun.
-
-    Returns:
-        The device and whether this call initialized the process group (then :func:`train`
-        destroys it at the end).
-    """
-    if mdist.is_distributed():  # initialized by the caller
-        return _rank_device(device_name), False
-    if not mdist.launched_by_torchrun():
-        return resolve_device(device_name), False
-    device = _rank_device(device_name)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    mdist.init_from_env("nccl" if device.type == "cuda" else "gloo")
-    return device, True
-
-
-def _rank_device(name: str) -> torch.device:
-    """``cuda:LOCAL_RANK`` for ``cuda``/``auto`` with CUDA, else the CPU."""
-    if name.startswith("cuda:"):
-        raise ValueError(f"under torchrun every rank uses cuda:LOCAL_RANK; pass --device cuda, "
-                         f"not {name!r}")
-    device = resolve_device(name)
-    return torch.device("cuda", mdist.local_rank()) if device.type == "cuda" else device
-
-
-def _enable_data_parallel(run: _Run) -> None:
-    """Wrap the algorithm in DistributedDataParallel and route ``update`` through it."""
-    if not mdist.is_distributed():
-        return
-    algorithm = run.algorithm
-    has_batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                        for m in algorithm.modules())
-    if has_batchnorm and run.device.type == "cuda":
-        # BatchNorm statistics are batch statistics: compute them on the global batch
-        torch.nn.SyncBatchNorm.convert_sync_batchnorm(algorithm)
-    elif has_batchnorm:
-        warnings.warn("BatchNorm statistics stay per rank on CPU (SyncBatchNorm needs CUDA)",
-                      stacklevel=3)
-    _warn_uneven_rank_batches(run)
-    ddp = torch.nn.parallel.DistributedDataParallel(
-        algorithm, device_ids=[run.device.index] if run.device.type == "cuda" else None,
-        # parameters an algorithm leaves out (ERM never calls the projection heads)
-        find_unused_parameters=True)
-    algorithm.set_forward_wrapper(ddp)
-
-
-def _warn_uneven_rank_batches(run: _Run) -> None:
-    uneven = [k for k in run.sampler.per_domain if k % mdist.world_size()]
-    if uneven:
-        warnings.warn(
-            f"per-domain batch shares {run.sampler.per_domain} do not divide by "
-            f"{mdist.world_size()} ranks: rank batches differ in size, so per-sample losses "
-            "(averaged per rank) weigh samples slightly unevenly", stacklevel=4)
-
-
-# --- starting, resuming, saving ----------------------------------------------------------------
 
 def _start(run: _Run, resume: bool) -> list[dict[str, Any]] | dict[str, Any]:
-    """Records so far (resumed or fresh), or the stored summary of a finished run.
+    """Records so far (resumed, or [] for a fresh start), or the summary of a finished run.
 
     Rank 0 decides from the run directory and tells the other ranks, which then load the same
     checkpoint (multi-node runs need ``out_dir`` on a shared filesystem).
     """
-    decision = _decide_start(run, resume) if run.out is not None else {"kind": "fresh"}
+    decision = {"kind": "fresh"}
+    if run.out is not None:
+        decision = run_dir.decide_start(run.out, run.identity, resume)
     decision = mdist.broadcast_object(decision)
     if decision["kind"] == "finished":
         log.info("%s: already finished; returning its summary", run.config.out_dir)
         return decision["summary"]
     if decision["kind"] == "fresh":
         if run.out is not None:
-            _clear_run_dir(run.out, run.run_info)
+            run_dir.start_fresh(run.out, run.run_info, run.identity)
         _seed_rank(run.config.seed)
         return []
-    return _resume(run, decision["epoch"])
-
-
-def _decide_start(run: _Run, resume: bool) -> dict[str, Any]:
-    out = run.out
-    if not resume:
-        return {"kind": "fresh"}
-    if _finished_here(out, run.identity):
-        (out / CHECKPOINT_NAME).unlink(missing_ok=True)  # left if killed right after `done`
-        return {"kind": "finished", "summary": json.loads((out / "summary.json").read_text())}
-    if (out / CHECKPOINT_NAME).exists():
-        checkpoint = load_checkpoint(out / CHECKPOINT_NAME, run.identity)
-        return {"kind": "resume", "epoch": checkpoint["epoch"]}
-    return {"kind": "fresh"}
-
-
-def _finished_here(out: Path, identity: dict[str, Any]) -> bool:
-    """A ``done`` marker from a run with the same identity."""
-    if not (out / "done").exists() or not (out / "summary.json").exists():
-        return False
-    saved = json.loads((out / "config.json").read_text())
-    return json.loads(json.dumps(_run_identity(saved), sort_keys=True)) == json.loads(
-        json.dumps(identity, sort_keys=True))
-
-
-def _clear_run_dir(out: Path, run_info: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in ("records.jsonl", "summary.json", "done", CHECKPOINT_NAME):
-        (out / stale).unlink(missing_ok=True)
-    write_json_atomic(out / "config.json", run_info)
+    records = run_dir.load_state(Path(run.config.out_dir) / CHECKPOINT_NAME, run.identity,
+                                 run.algorithm, run.device, run.config.seed, decision["epoch"])
+    if run.out is not None:
+        run_dir.rewrite_records(run.out, records)
+    log.info("%s: resuming after epoch %d of %d", run.config.out_dir, decision["epoch"],
+             int(run.hparams["epochs"]))
+    return records
 
 
 def _seed_rank(seed: int) -> None:
@@ -477,71 +379,6 @@ def _seed_rank(seed: int) -> None:
     if mdist.rank() > 0:
         seed_everything(seed_hash("rank", seed, mdist.rank()))
 
-
-def _resume(run: _Run, epoch: int) -> list[dict[str, Any]]:
-    """Load the checkpoint (every rank), restore the state, and return its records."""
-    path = Path(run.config.out_dir) / CHECKPOINT_NAME
-    if not path.exists():
-        raise FileNotFoundError(f"rank {mdist.rank()} cannot read {path}; multi-node runs need "
-                                "out_dir on a filesystem every node shares")
-    checkpoint = load_checkpoint(path, run.identity, map_location=run.device)
-    if checkpoint["epoch"] != epoch:
-        raise RuntimeError(f"rank {mdist.rank()} read epoch {checkpoint['epoch']} from {path}, "
-                           f"rank 0 read epoch {epoch}")
-    run.algorithm.load_state_dict(checkpoint["algorithm"])
-    run.algorithm.optimizer.load_state_dict(checkpoint["optimizer"])
-    _restore_rng(run, checkpoint)
-    records = checkpoint["records"]
-    if run.out is not None:
-        # the checkpoint is the truth: drop lines written after it, add any it has beyond them
-        write_jsonl_atomic(run.out / "records.jsonl", records)
-    log.info("%s: resuming after epoch %d of %d", run.config.out_dir, epoch,
-             int(run.hparams["epochs"]))
-    return records
-
-
-def _restore_rng(run: _Run, checkpoint: dict[str, Any]) -> None:
-    states = checkpoint["rng"]
-    if len(states) == mdist.world_size():
-        set_rng_state(states[mdist.rank()], run.device)
-        return
-    warnings.warn(f"the checkpoint holds the random state of {len(states)} ranks, this run has "
-                  f"{mdist.world_size()}: reseeding, so the rest of the run is not bit-identical "
-                  "to an uninterrupted one", stacklevel=3)
-    seed_everything(seed_hash("resume", run.config.seed, checkpoint["epoch"], mdist.rank()))
-
-
-def _save_progress(run: _Run, records: list[dict[str, Any]]) -> None:
-    """Checkpoint after an epoch, then append its record (resume rewrites the records from the
-    checkpoint, so a kill between the two loses nothing and duplicates nothing)."""
-    if run.config.out_dir is None:
-        return
-    states = mdist.all_gather_object(rng_state(run.device))  # every rank takes part
-    if run.out is None:
-        return
-    save_checkpoint(run.out / CHECKPOINT_NAME, {
-        # records and identity as plain JSON data (what weights_only loading accepts)
-        "identity": run.identity, "epoch": len(records), "rng": states,
-        "records": json.loads(json.dumps(records, default=str)),
-        "algorithm": run.algorithm.state_dict(),
-        "optimizer": run.algorithm.optimizer.state_dict(), "world_size": mdist.world_size()})
-    append_jsonl(run.out / "records.jsonl", records[-1])
-
-
-def _finish(run: _Run, records: list[dict[str, Any]]) -> dict[str, Any]:
-    summary = summarize(records, run.run_info)
-    out = run.out
-    if out is not None:
-        if run.config.save_model:
-            torch.save({"state_dict": run.algorithm.state_dict(), "run": run.run_info},
-                       out / "model.pt")
-        write_json_atomic(out / "summary.json", summary)
-        (out / "done").write_text("done\n")
-        (out / CHECKPOINT_NAME).unlink(missing_ok=True)
-    return summary
-
-
-# --- one epoch ---------------------------------------------------------------------------------
 
 def _run_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     """Train one epoch, evaluate, and return the epoch's record."""
@@ -552,14 +389,10 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     for batch in run.loader:
         logs.append(run.algorithm.update(batch.to(run.device)))
         n_samples += len(batch)
-    train_logs = _mean_over_ranks(_mean_logs(logs), n_samples, run.device)
+    train_logs = mean_over_ranks(_mean_logs(logs), n_samples, run.device)
     evals = _evaluate_epoch(run)
-    record = {"epoch": epoch + 1, "steps": (epoch + 1) * len(run.loader), "train": train_logs,
-              **evals, "time_s": time.perf_counter() - start, "run": run.run_info}
-    log.info("epoch %d/%s: loss %.4f, val acc %.4f, target acc %.4f", epoch + 1,
-             run.hparams["epochs"], sum(v for k, v in train_logs.items() if "/" not in k),
-             evals["val"]["acc"], evals["target"]["acc"])
-    return record
+    return {"epoch": epoch + 1, "steps": (epoch + 1) * len(run.loader), "train": train_logs,
+            **evals, "time_s": time.perf_counter() - start, "run": run.run_info}
 
 
 def _evaluate_epoch(run: _Run) -> dict[str, Any]:
@@ -571,17 +404,10 @@ def _evaluate_epoch(run: _Run) -> dict[str, Any]:
                                config.eval_batch_size, config.num_workers)}
 
 
-def _mean_over_ranks(logs: dict[str, float], n_samples: int,
-                     device: torch.device) -> dict[str, float]:
-    """Sample-weighted mean of every rank's epoch means (global terms such as MER-DG are equal
-    on every rank; per-sample terms are local means)."""
-    if not mdist.is_distributed():
-        return logs
-    keys = sorted(logs)
-    sums = torch.tensor([n_samples, *(logs[k] * n_samples for k in keys)], dtype=torch.float64,
-                        device=device)
-    mdist.all_reduce_sum(sums)
-    return {k: float(v / sums[0]) for k, v in zip(keys, sums[1:])}
+def _log_epoch(run: _Run, record: dict[str, Any]) -> None:
+    terms = ", ".join(f"{k} {v:.4f}" for k, v in record["train"].items() if "/" not in k)
+    log.info("epoch %d/%s: %s; val acc %.4f, target acc %.4f", record["epoch"],
+             run.hparams["epochs"], terms, record["val"]["acc"], record["target"]["acc"])
 
 
 def summarize(records: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> dict[str, Any]:

@@ -75,7 +75,8 @@ def add_launcher_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-wait", action="store_true",
                    help="submitit launchers: submit and return (run the command again later)")
     g.add_argument("--timeout-min", type=int, default=24 * 60, help="submitit: minutes per job")
-    g.add_argument("--gpus-per-job", type=int, default=0, help="submitit: GPUs per job")
+    g.add_argument("--gpus-per-job", type=int,
+                   help="submitit: GPUs per job (default: 1 with --device cuda, else 0)")
     g.add_argument("--cpus-per-job", type=int, default=4, help="submitit: CPUs per job")
     g.add_argument("--mem-gb", type=float, help="submitit: memory per job (GB)")
     g.add_argument("--partition", help="Slurm partition")
@@ -90,7 +91,9 @@ def launcher_options(args: argparse.Namespace):
 
     return LauncherOptions(
         name=args.launcher, workers=args.workers, wait=not args.no_wait,
-        timeout_min=args.timeout_min, gpus_per_job=args.gpus_per_job,
+        timeout_min=args.timeout_min,
+        gpus_per_job=args.gpus_per_job if args.gpus_per_job is not None else int(
+            args.device.startswith("cuda")),
         cpus_per_job=args.cpus_per_job, mem_gb=args.mem_gb, partition=args.partition,
         max_parallel=args.max_parallel, slurm_options=parse_options(args.slurm_option))
 
