@@ -290,17 +290,17 @@ def train(config: RunConfig, progress: bool = True, resume: bool = True) -> dict
     device, owns_group = setup_distributed(resolve_device(config.device))
     try:
         out = Path(config.out_dir) if config.out_dir and mdist.is_main_process() else None
-        with run_dir_lock(out):
-            return _train(config, device, out, progress, resume)
+        seed_everything(config.seed)
+        run = _setup_run(config, device, out)
+        with run_dir_lock(out):  # nothing touches out_dir before this
+            return _train(run, progress, resume)
     finally:
         if owns_group:
             mdist.destroy()
 
 
-def _train(config: RunConfig, device: torch.device, out: Path | None, progress: bool,
-           resume: bool) -> dict[str, Any]:
-    seed_everything(config.seed)
-    run = _setup_run(config, device, out)
+def _train(run: _Run, progress: bool, resume: bool) -> dict[str, Any]:
+    config, device, out = run.config, run.device, run.out
     records = _start(run, resume)
     if isinstance(records, dict):  # the run had already finished: its summary
         return records
