@@ -1,8 +1,9 @@
 """``merdg bench``: every algorithm x modality set x target x seed, then tables, report and plot.
 
-Each run writes to ``<out>/runs/<modalities>/<algorithm>/<target>/seed<k>/``. A run whose
-directory already holds a ``done`` marker from the same config is skipped, so an interrupted
-bench resumes where it stopped; a half-written run is redone.
+Each run writes to ``<out>/runs/<modalities>/<algorithm>/<target>/seed<k>/`` and is launched
+as a job (:mod:`merdg.jobs`): a run whose directory already holds a ``done`` marker from the
+same config is skipped, and a half-finished one resumes from its checkpoint, so an interrupted
+bench continues where it stopped.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
+from merdg.checkpoint import CHECKPOINT_NAME
 from merdg.datasets import build_dataset
+from merdg.jobs import Job
+from merdg.launchers import LauncherOptions, launch
 from merdg.model_selection import SELECTION_RULES
 from merdg.records import write_json_atomic
 from merdg.reporting import (
@@ -28,7 +30,7 @@ from merdg.reporting import (
     probe_table,
     rows_to_csv,
 )
-from merdg.training import RunConfig, train
+from merdg.training import RunConfig, config_identity
 
 __all__ = ["BenchConfig", "run_bench", "write_report"]
 
@@ -71,26 +73,43 @@ def run_configs(bench: BenchConfig) -> list[RunConfig]:
     return configs
 
 
-def _finished(config: RunConfig) -> bool:
-    out = Path(config.out_dir)
-    if not (out / "done").exists():
-        return False
-    saved = json.loads((out / "config.json").read_text())["config"]
-    return saved == config.to_dict()
+def _discard_other_run(job: Job) -> None:
+    """Bench directories are named by axes, not by config: when one holds a run of another
+    config (e.g. the hparams changed), clear it so that the new config starts afresh."""
+    config_file = job.path / "config.json"
+    if not config_file.exists():
+        return
+    saved = json.loads(config_file.read_text())["config"]
+    if config_identity(saved) == job.config.identity():
+        return
+    print(f"note: {job.path} holds a run of another config; starting it over")
+    for name in ("records.jsonl", "summary.json", "done", CHECKPOINT_NAME, "failed", "config.json"):
+        (job.path / name).unlink(missing_ok=True)
 
 
-def run_bench(bench: BenchConfig, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) every run of the bench, then write the report; returns its paths."""
-    configs = run_configs(bench)
+def run_bench(bench: BenchConfig, progress: bool = True,
+              launcher: LauncherOptions | None = None) -> dict[str, Any]:
+    """Run (or resume) every run of the bench, then write the report; returns its paths.
+
+    Finished runs are skipped and interrupted ones resume from their checkpoints
+    (:mod:`merdg.jobs`); ``launcher`` runs them elsewhere (worker processes, Slurm).
+
+    Raises:
+        RuntimeError: Some runs failed (the others are kept), or are not finished yet.
+    """
+    jobs = [Job(config) for config in run_configs(bench)]
+    for job in jobs:
+        _discard_other_run(job)
     start = time.perf_counter()
-    skipped = 0
-    for config in tqdm(configs, desc=f"bench {bench.dataset}", disable=not progress):
-        if _finished(config):
-            skipped += 1
-            continue
-        train(config, progress=False)
+    report = launch(jobs, launcher, progress)
     elapsed = time.perf_counter() - start
-    return write_report(bench, elapsed, skipped)
+    if report.failed:
+        raise RuntimeError(f"{len(report.failed)} of {len(jobs)} runs failed (finished runs are "
+                           f"kept; run the command again to retry):\n{report.failures()}")
+    if report.submitted or report.busy:
+        raise RuntimeError(f"{len(report.submitted) + len(report.busy)} runs are not finished "
+                           "yet (submitted, or running elsewhere); run the command again later")
+    return write_report(bench, elapsed, len(report.skipped))
 
 
 def write_report(bench: BenchConfig, elapsed_s: float, skipped: int = 0) -> dict[str, Any]:

@@ -7,6 +7,9 @@ Per-sample losses (cross-entropy) stay local.
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -87,3 +90,66 @@ def all_reduce_sum(x: Tensor) -> Tensor:
     if is_distributed():
         dist.all_reduce(x, op=dist.ReduceOp.SUM)
     return x
+
+
+# --- process-group setup and non-differentiable helpers for the training loop ----------------
+
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def launched_by_torchrun() -> bool:
+    """True when the environment describes more than one process (``torchrun`` sets it)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def local_rank() -> int:
+    """This process' rank on its node (``LOCAL_RANK``; 0 when not set)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init_from_env(backend: str) -> None:
+    """Initialize the default process group from torchrun's environment variables.
+
+    Args:
+        backend: ``"nccl"`` (CUDA) or ``"gloo"`` (CPU).
+
+    Raises:
+        RuntimeError: The environment lacks one of torchrun's variables, or torch.distributed
+            is not available in this build.
+    """
+    missing = [v for v in TORCHRUN_VARS if v not in os.environ]
+    if missing:
+        raise RuntimeError(f"WORLD_SIZE > 1 but {missing} are not set; launch with torchrun")
+    if not dist.is_available():
+        raise RuntimeError("this torch build has no torch.distributed support")
+    dist.init_process_group(backend)
+
+
+def destroy() -> None:
+    """Tear the default process group down (no-op when none is initialized)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every rank; no-op when not distributed."""
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s picklable ``obj`` on every rank; ``obj`` itself when not distributed."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's picklable ``obj``, in rank order (``[obj]`` when not distributed)."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out

@@ -17,7 +17,8 @@ from typing import Any
 
 import merdg
 
-__all__ = ["git_revision", "read_jsonl", "run_metadata", "write_json_atomic", "append_jsonl"]
+__all__ = ["git_revision", "read_jsonl", "run_metadata", "write_json_atomic", "append_jsonl",
+           "write_jsonl_atomic"]
 
 
 def git_revision() -> str | None:
@@ -37,7 +38,7 @@ def run_metadata() -> dict[str, Any]:
     import torch
 
     return {"merdg_version": merdg.__version__, "git": git_revision(),
-            "torch_version": torch.__version__}
+            "torch_version": str(torch.__version__)}
 
 
 def _clean(obj: Any) -> Any:
@@ -77,3 +78,15 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{lineno}: malformed record ({err})") from err
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: list[dict[str, Any]]) -> None:
+    """Replace a JSON-lines file with ``records`` through a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(_clean(record), sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

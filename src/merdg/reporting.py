@@ -41,6 +41,7 @@ def run_rows(records: Sequence[dict[str, Any]], path: str = "") -> list[dict[str
             "algorithm": cfg["algorithm"], "target": cfg["target"], "seed": cfg["seed"],
             "hparams_seed": cfg["hparams_seed"], "selection": rule, "epoch": rec["epoch"],
             "val_acc": rec["val"]["acc"], "target_acc": rec["target"]["acc"], "path": path,
+            "val_loss": rec["val"]["loss"],
         }
         for m, acc in rec["target"]["probe_acc"].items():
             row[f"target_probe_acc/{m}"] = acc

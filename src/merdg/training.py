@@ -8,35 +8,59 @@ source-val and target accuracy after every epoch, and writes to ``out_dir``:
 - ``records.jsonl``: one line per epoch (loss terms, accuracies, per-modality probe accuracies,
   config embedded);
 - ``summary.json``: the epoch chosen by each selection rule (:mod:`merdg.model_selection`);
+- ``checkpoint.pt``: the state after the last finished epoch (removed once the run is done);
 - ``model.pt``: the final weights (with ``save_model``);
 - ``done``: written last; a run directory without it is incomplete.
+
+Resume: started again with the same config, an incomplete run continues from ``checkpoint.pt``
+(and ends with the same records as an uninterrupted run on CPU); a finished one returns its
+stored summary. A checkpoint written by another config is refused (:mod:`merdg.checkpoint`).
+
+Data parallelism: under ``torchrun`` (``WORLD_SIZE > 1``) every rank trains on its share of
+each global batch, the algorithm is wrapped in ``DistributedDataParallel``, MER-DG statistics
+use the batch gathered from every rank, evaluation sums correct counts and losses over ranks,
+and only rank 0 writes files (``docs/distributed.md``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import random
 import time
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from merdg import dist as mdist
+from merdg import run_dir
 from merdg.algorithms import Algorithm, get_algorithm_class
+from merdg.checkpoint import CHECKPOINT_NAME, run_dir_lock
 from merdg.datasets import BalancedDomainBatchSampler, DomainDataset, build_dataset
 from merdg.datasets.base import DomainConcat, collate
-from merdg.hparams import TRAINING_HPARAMS, resolve_hparams
+from merdg.hparams import TRAINING_HPARAMS, resolve_hparams, seed_hash
 from merdg.model_selection import SELECTION_RULES, select_epoch
 from merdg.models import MultimodalNet, build_encoder
-from merdg.records import append_jsonl, run_metadata, write_json_atomic
+from merdg.parallel import (
+    enable_data_parallel,
+    mean_over_ranks,
+    rank_shard,
+    setup_distributed,
+    sum_over_ranks,
+)
+from merdg.records import run_metadata
 
-__all__ = ["RunConfig", "build_algorithm", "evaluate", "train"]
+__all__ = ["RunConfig", "build_algorithm", "config_identity", "evaluate", "train"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,7 +86,13 @@ class RunConfig:
         eval_batch_size: Batch size of evaluation passes.
         save_model: Save the final weights to ``model.pt``.
         precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` autocast of the forward passes.
+        split_seed: Seed of the source train/val holdout (None: ``seed``). Hyperparameter
+            searches fix it so that every trial is selected on the same validation data.
     """
+
+    # fields that change where or how fast a run computes, not what it computes
+    NON_IDENTITY: ClassVar[tuple[str, ...]] = ("out_dir", "device", "num_workers",
+                                               "eval_batch_size", "save_model", "data_root")
 
     dataset: str
     target: str
@@ -81,9 +111,34 @@ class RunConfig:
     eval_batch_size: int = 256
     save_model: bool = False
     precision: str = "fp32"
+    split_seed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """What defines the run's results (see :func:`config_identity`)."""
+        return config_identity(self.to_dict())
+
+    def holdout_seed(self) -> int:
+        """Seed of the source train/val holdout."""
+        return self.seed if self.split_seed is None else self.split_seed
+
+
+def config_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The entries of a :class:`RunConfig` dict that define a run's results.
+
+    Drops :attr:`RunConfig.NON_IDENTITY`, every field left at its default (so adding a field
+    with a default keeps existing sweep hashes and checkpoints valid) and a ``split_seed`` equal
+    to ``seed``. Works on the dicts of older ``config.json`` files.
+    """
+    defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING
+                         else f.default) for f in dataclasses.fields(RunConfig)}
+    identity = {k: v for k, v in config.items()
+                if k not in RunConfig.NON_IDENTITY and (k not in defaults or v != defaults[k])}
+    if identity.get("split_seed") == config.get("seed", defaults["seed"]):
+        del identity["split_seed"]
+    return json.loads(json.dumps(identity, sort_keys=True))
 
 
 def seed_everything(seed: int) -> None:
@@ -134,8 +189,13 @@ def build_algorithm(dataset: DomainDataset, algorithm: str, num_domains: int,
 @torch.no_grad()
 def evaluate(algorithm: Algorithm, data: Dataset, device: torch.device, batch_size: int = 256,
              num_workers: int = 0, zero: Collection[str] = ()) -> dict[str, Any]:
-    """Accuracy (top-1 over the whole split), mean CE and per-modality probe accuracies."""
+    """Accuracy (top-1 over the whole split), mean CE and per-modality probe accuracies.
+
+    Under torch.distributed each rank evaluates every ``world_size``-th sample and the sums
+    (correct, loss, count) are added over ranks, so every rank returns the whole split's metrics.
+    """
     algorithm.eval()
+    data = rank_shard(data)
     wrapped = DomainConcat([data])
     loader = DataLoader(wrapped, batch_size=batch_size, shuffle=False, collate_fn=collate,
                         num_workers=num_workers)
@@ -150,6 +210,11 @@ def evaluate(algorithm: Algorithm, data: Dataset, device: torch.device, batch_si
         for m, logits in out.probe_logits.items():
             probe_correct[m] += int((logits.argmax(1) == batch.y).sum())
         n += len(batch)
+    if mdist.is_distributed():
+        names = sorted(algorithm.modalities)
+        sums = sum_over_ranks([correct, loss, n, *(probe_correct[m] for m in names)], device)
+        correct, loss, n = int(sums[0]), sums[1], int(sums[2])
+        probe_correct = {m: int(v) for m, v in zip(names, sums[3:])}
     if n == 0:
         raise ValueError("evaluation split is empty")
     return {"acc": correct / n, "loss": loss / n, "n": n,
@@ -172,8 +237,10 @@ def _merge_eval(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def _train_loader(dataset: DomainDataset, sources: Sequence[str], config: RunConfig,
                   batch_size: int) -> tuple[DataLoader, BalancedDomainBatchSampler]:
-    parts = [dataset.split(d, "train", config.seed, config.holdout_fraction) for d in sources]
-    sampler = BalancedDomainBatchSampler([len(p) for p in parts], batch_size, config.seed)
+    parts = [dataset.split(d, "train", config.holdout_seed(), config.holdout_fraction)
+             for d in sources]
+    sampler = BalancedDomainBatchSampler([len(p) for p in parts], batch_size, config.seed,
+                                         rank=mdist.rank(), world_size=mdist.world_size())
     loader = DataLoader(DomainConcat(parts), batch_sampler=sampler, collate_fn=collate,
                         num_workers=config.num_workers,
                         persistent_workers=config.num_workers > 0)
@@ -185,15 +252,78 @@ def _mean_logs(logs: Sequence[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([entry[k] for entry in logs if k in entry])) for k in keys}
 
 
-def train(config: RunConfig, progress: bool = True) -> dict[str, Any]:
+@dataclass
+class _Run:
+    """Everything :func:`train` sets up before the first epoch."""
+
+    config: RunConfig
+    device: torch.device
+    hparams: dict[str, Any]
+    algorithm: Algorithm
+    loader: DataLoader
+    sampler: BalancedDomainBatchSampler
+    val_sets: dict[str, Dataset]
+    target_set: Dataset
+    run_info: dict[str, Any]
+    identity: dict[str, Any]  # what a checkpoint or finished run must match to be reused
+    out: Path | None  # where this process writes (None on ranks > 0 and without out_dir)
+
+
+def train(config: RunConfig, progress: bool = True, resume: bool = True) -> dict[str, Any]:
     """Run one training job; returns the summary (also written to ``summary.json``).
+
+    Under ``torchrun`` the process group is initialized here (nccl on CUDA, gloo on CPU) and
+    torn down at the end; a process group the caller initialized is used as is.
+
+    Args:
+        config: The run.
+        progress: Show a progress bar.
+        resume: Continue from ``out_dir/checkpoint.pt`` when present, and return the stored
+            summary of a run that already finished; False starts over.
 
     Raises:
         ValueError: Unknown domains or modalities, or an empty split.
+        CheckpointMismatchError: ``out_dir`` holds a checkpoint of a different run.
+        RunDirBusyError: Another process is writing ``out_dir``.
         FloatingPointError: The training loss became NaN/Inf (records so far are kept).
     """
-    seed_everything(config.seed)
-    device = resolve_device(config.device)
+    device, owns_group = setup_distributed(resolve_device(config.device))
+    try:
+        out = Path(config.out_dir) if config.out_dir and mdist.is_main_process() else None
+        seed_everything(config.seed)
+        run = _setup_run(config, device, out)
+        with run_dir_lock(out):  # nothing touches out_dir before this
+            return _train(run, progress, resume)
+    finally:
+        if owns_group:
+            mdist.destroy()
+
+
+def _train(run: _Run, progress: bool, resume: bool) -> dict[str, Any]:
+    config, device, out = run.config, run.device, run.out
+    records = _start(run, resume)
+    if isinstance(records, dict):  # the run had already finished: its summary
+        return records
+    enable_data_parallel(run.algorithm, device, run.sampler.per_domain)
+    epochs = int(run.hparams["epochs"])
+    bar = tqdm(range(len(records), epochs), desc=f"{config.algorithm} -> {config.target}",
+               leave=False, initial=len(records), total=epochs,
+               disable=not progress or not mdist.is_main_process())
+    for epoch in bar:
+        records.append(_run_epoch(run, epoch))
+        if config.out_dir is not None:
+            run_dir.save_state(run.out, run.identity, run.algorithm, device, records)
+        _log_epoch(run, records[-1])  # after the checkpoint: logged epochs are never redone
+        bar.set_postfix(val=f"{records[-1]['val']['acc']:.3f}",
+                        target=f"{records[-1]['target']['acc']:.3f}")
+    summary = summarize(records, run.run_info)
+    if out is not None:
+        run_dir.finish(out, summary, run.algorithm, run.run_info, config.save_model)
+    return summary
+
+
+def _setup_run(config: RunConfig, device: torch.device, out: Path | None) -> _Run:
+    """Data, hparams, algorithm, loaders and the run's identity, for this rank."""
     dataset = build_dataset(config.dataset, config.data_root, config.modalities,
                             **config.dataset_options)
     dataset.check_domains([config.target, *(config.sources or [])])
@@ -205,47 +335,79 @@ def train(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     algorithm = build_algorithm(dataset, config.algorithm, len(sources), hparams, device)
     algorithm.set_precision(config.precision)
     loader, sampler = _train_loader(dataset, sources, config, int(hparams["batch_size"]))
-    val_sets = {d: dataset.split(d, "val", config.seed, config.holdout_fraction) for d in sources}
-    target_set = dataset.split(config.target, "test", config.seed, config.holdout_fraction)
-
+    split_seed = config.holdout_seed()
+    val_sets = {d: dataset.split(d, "val", split_seed, config.holdout_fraction) for d in sources}
+    target_set = dataset.split(config.target, "test", split_seed, config.holdout_fraction)
     run_info = {"config": config.to_dict(), "hparams": hparams, "sources": sources,
                 "modalities": dataset.modalities, **run_metadata()}
-    out = Path(config.out_dir) if config.out_dir else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in ("records.jsonl", "summary.json", "done"):
-            (out / stale).unlink(missing_ok=True)
-        write_json_atomic(out / "config.json", run_info)
+    identity = {"config": config.identity(), "hparams": hparams, "sources": sources,
+                "modalities": dataset.modalities}
+    return _Run(config, device, hparams, algorithm, loader, sampler, val_sets, target_set,
+                run_info, identity, out)
 
-    records: list[dict[str, Any]] = []
-    epochs = int(hparams["epochs"])
-    bar = tqdm(range(epochs), desc=f"{config.algorithm} -> {config.target}", leave=False,
-               disable=not progress)
-    for epoch in bar:
-        start = time.perf_counter()
-        algorithm.train()
-        sampler.set_epoch(epoch)
-        logs = [algorithm.update(batch.to(device)) for batch in loader]
-        evals = {"val": _merge_eval({d: evaluate(algorithm, s, device, config.eval_batch_size,
-                                                 config.num_workers)
-                                     for d, s in val_sets.items()}),
-                 "target": evaluate(algorithm, target_set, device, config.eval_batch_size,
-                                    config.num_workers)}
-        record = {"epoch": epoch + 1, "steps": (epoch + 1) * len(loader),
-                  "train": _mean_logs(logs), **evals,
-                  "time_s": time.perf_counter() - start, "run": run_info}
-        records.append(record)
-        if out is not None:
-            append_jsonl(out / "records.jsonl", record)
-        bar.set_postfix(val=f"{evals['val']['acc']:.3f}", target=f"{evals['target']['acc']:.3f}")
 
-    summary = summarize(records, run_info)
-    if out is not None:
-        if config.save_model:
-            torch.save({"state_dict": algorithm.state_dict(), "run": run_info}, out / "model.pt")
-        write_json_atomic(out / "summary.json", summary)
-        (out / "done").write_text("done\n")
-    return summary
+def _start(run: _Run, resume: bool) -> list[dict[str, Any]] | dict[str, Any]:
+    """Records so far (resumed, or [] for a fresh start), or the summary of a finished run.
+
+    Rank 0 decides from the run directory and tells the other ranks, which then load the same
+    checkpoint (multi-node runs need ``out_dir`` on a shared filesystem).
+    """
+    decision = {"kind": "fresh"}
+    if run.out is not None:
+        decision = run_dir.decide_start(run.out, run.identity, resume)
+    decision = mdist.broadcast_object(decision)
+    if decision["kind"] == "finished":
+        log.info("%s: already finished; returning its summary", run.config.out_dir)
+        return decision["summary"]
+    if decision["kind"] == "fresh":
+        if run.out is not None:
+            run_dir.start_fresh(run.out, run.run_info, run.identity)
+        _seed_rank(run.config.seed)
+        return []
+    records = run_dir.load_state(Path(run.config.out_dir) / CHECKPOINT_NAME, run.identity,
+                                 run.algorithm, run.device, run.config.seed, decision["epoch"])
+    if run.out is not None:
+        run_dir.rewrite_records(run.out, records)
+    log.info("%s: resuming after epoch %d of %d", run.config.out_dir, decision["epoch"],
+             int(run.hparams["epochs"]))
+    return records
+
+
+def _seed_rank(seed: int) -> None:
+    """Give ranks > 0 their own random stream (dropout, augmentation) after the identical
+    initialization; rank 0 keeps the single-process stream."""
+    if mdist.rank() > 0:
+        seed_everything(seed_hash("rank", seed, mdist.rank()))
+
+
+def _run_epoch(run: _Run, epoch: int) -> dict[str, Any]:
+    """Train one epoch, evaluate, and return the epoch's record."""
+    start = time.perf_counter()
+    run.algorithm.train()
+    run.sampler.set_epoch(epoch)
+    logs, n_samples = [], 0
+    for batch in run.loader:
+        logs.append(run.algorithm.update(batch.to(run.device)))
+        n_samples += len(batch)
+    train_logs = mean_over_ranks(_mean_logs(logs), n_samples, run.device)
+    evals = _evaluate_epoch(run)
+    return {"epoch": epoch + 1, "steps": (epoch + 1) * len(run.loader), "train": train_logs,
+            **evals, "time_s": time.perf_counter() - start, "run": run.run_info}
+
+
+def _evaluate_epoch(run: _Run) -> dict[str, Any]:
+    config = run.config
+    val = {d: evaluate(run.algorithm, s, run.device, config.eval_batch_size, config.num_workers)
+           for d, s in run.val_sets.items()}
+    return {"val": _merge_eval(val),
+            "target": evaluate(run.algorithm, run.target_set, run.device,
+                               config.eval_batch_size, config.num_workers)}
+
+
+def _log_epoch(run: _Run, record: dict[str, Any]) -> None:
+    terms = ", ".join(f"{k} {v:.4f}" for k, v in record["train"].items() if "/" not in k)
+    log.info("epoch %d/%s: %s; val acc %.4f, target acc %.4f", record["epoch"],
+             run.hparams["epochs"], terms, record["val"]["acc"], record["target"]["acc"])
 
 
 def summarize(records: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> dict[str, Any]:

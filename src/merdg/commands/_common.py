@@ -77,3 +77,50 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                         help="autocast precision of forward passes (MER-DG stays float32)")
     parser.add_argument("--holdout-fraction", type=float, default=0.2,
                         help="share of each source domain held out for model selection")
+
+
+def add_launcher_args(parser: argparse.ArgumentParser) -> None:
+    """Options of :class:`merdg.launchers.LauncherOptions`."""
+    g = parser.add_argument_group("launcher")
+    g.add_argument("--launcher", default="local", choices=["local", "slurm", "submitit-local"],
+                   help="local: this machine; slurm: a Slurm job array through submitit "
+                   "(pip install 'merdg[slurm]'); submitit-local: submitit on this machine")
+    g.add_argument("--workers", type=int, default=1,
+                   help="local launcher: concurrent worker processes (1: in this process)")
+    g.add_argument("--no-wait", action="store_true",
+                   help="submitit launchers: submit and return (run the command again later)")
+    g.add_argument("--timeout-min", type=int, default=24 * 60, help="submitit: minutes per job")
+    g.add_argument("--gpus-per-job", type=int,
+                   help="submitit: GPUs per job (default: 1 with --device cuda, else 0)")
+    g.add_argument("--cpus-per-job", type=int, default=4, help="submitit: CPUs per job")
+    g.add_argument("--mem-gb", type=float, help="submitit: memory per job (GB)")
+    g.add_argument("--partition", help="Slurm partition")
+    g.add_argument("--max-parallel", type=int, help="Slurm: at most this many jobs at once")
+    g.add_argument("--slurm-option", action="append", metavar="KEY=VALUE",
+                   help="further Slurm parameter, repeatable (e.g. account=lab, qos=high)")
+
+
+def launcher_options(args: argparse.Namespace):
+    """:class:`merdg.launchers.LauncherOptions` from :func:`add_launcher_args`' arguments."""
+    from merdg.launchers import LauncherOptions
+
+    return LauncherOptions(
+        name=args.launcher, workers=args.workers, wait=not args.no_wait,
+        timeout_min=args.timeout_min,
+        gpus_per_job=args.gpus_per_job if args.gpus_per_job is not None else int(
+            args.device.startswith("cuda")),
+        cpus_per_job=args.cpus_per_job, mem_gb=args.mem_gb, partition=args.partition,
+        max_parallel=args.max_parallel, slurm_options=parse_options(args.slurm_option))
+
+
+def log_progress_to_stderr() -> None:
+    """Show merdg's INFO messages (resuming, one line per epoch) on stderr, once."""
+    import logging
+
+    logger = logging.getLogger("merdg")
+    if not any(getattr(h, "_merdg_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._merdg_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)

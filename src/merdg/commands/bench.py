@@ -6,9 +6,11 @@ import argparse
 
 from merdg.commands._common import (
     add_dataset_args,
+    add_launcher_args,
     add_threads_arg,
     add_training_args,
     apply_threads,
+    launcher_options,
     parse_hparams,
     parse_options,
     split_list,
@@ -30,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    " (default: all modalities together)")
     p.add_argument("--out", default=None, help="output directory (default: bench-<dataset>)")
     add_training_args(p)
+    add_launcher_args(p)
     p.set_defaults(func=run)
 
     d = sub.add_parser("demo", help="ERM vs MER-DG on the built-in synthetic benchmark (CPU, "
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         hparams=parse_hparams(args.hparams), dataset_options=parse_options(args.dataset_option),
         data_root=args.data_root, device=args.device, num_workers=args.num_workers,
         holdout_fraction=args.holdout_fraction, precision=args.precision)
-    _print_result(run_bench(bench))
+    _print_result(run_bench(bench, launcher=launcher_options(args)))
     return 0
 
 

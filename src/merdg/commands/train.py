@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 
 from merdg.commands._common import (
     add_dataset_args,
     add_training_args,
     apply_threads,
+    log_progress_to_stderr,
     parse_hparams,
     parse_options,
     split_list,
@@ -18,7 +21,10 @@ from merdg.commands._common import (
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one configuration",
                        description="Train one algorithm on the source domains, evaluate on the "
-                       "target domain every epoch, and write records to --out.")
+                       "target domain every epoch, and write records to --out. Started again "
+                       "with the same arguments, an interrupted run resumes from its last "
+                       "checkpoint. Under torchrun (e.g. torchrun --nproc_per_node 4 -m "
+                       "merdg.cli train ...) it trains data-parallel.")
     add_dataset_args(p)
     p.add_argument("--algorithm", default="ERM", help="algorithm name; X+MER adds MER-DG to X")
     p.add_argument("--target", required=True, help="held-out target domain")
@@ -28,11 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hparams-seed", type=int, default=0, help="0: defaults; k: random trial k")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--save-model", action="store_true", help="save the final weights")
+    p.add_argument("--restart", action="store_true",
+                   help="start over instead of resuming from --out's checkpoint")
     add_training_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from merdg.training import RunConfig, train
 
     apply_threads(args)
@@ -44,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
         holdout_fraction=args.holdout_fraction, out_dir=args.out, device=args.device,
         num_workers=args.num_workers, save_model=args.save_model,
         precision=args.precision)
-    summary = train(config)
-    print(json.dumps(summary["selection"], indent=2))
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, only rank 0 prints
+    if main_rank:
+        log_progress_to_stderr()
+    with logging_redirect_tqdm(loggers=[logging.getLogger("merdg")]):
+        summary = train(config, resume=not args.restart)
+    if main_rank:
+        print(json.dumps(summary["selection"], indent=2))
     return 0

@@ -1,0 +1,251 @@
+"""Launchers: run a list of jobs, skipping finished ones and resuming interrupted ones.
+
+- ``local`` with ``workers=1``: one job after another in this process;
+- ``local`` with ``workers=N``: N worker processes (``python -m merdg.jobs DIR``), each job's
+  output in its ``log.txt``, worker slot k on GPU ``k mod #GPUs`` when there are GPUs; on Linux
+  the workers die with this process, so killing a sweep never leaves orphans that keep writing;
+- ``slurm``: a Slurm job array through submitit (``pip install 'merdg[slurm]'``); jobs that
+  time out or are preempted are requeued and resume from their checkpoint;
+- ``submitit-local``: the same submitit path on this machine (to try a Slurm setup locally).
+
+Every launcher runs :func:`merdg.jobs.run_job`, which never trains a finished job twice and
+refuses a directory another live process is writing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+import merdg
+from merdg.jobs import LOG_FILE, Job, failure_message, run_job
+
+__all__ = ["LAUNCHERS", "LaunchReport", "LauncherOptions", "launch"]
+
+LAUNCHERS = ("local", "slurm", "submitit-local")
+
+
+@dataclass
+class LauncherOptions:
+    """How to launch jobs.
+
+    Attributes:
+        name: One of :data:`LAUNCHERS`.
+        workers: Concurrent worker processes of the ``local`` launcher (1: in this process).
+        folder: Where submitit keeps its scripts and logs (default ``<first job>/../submitit``).
+        wait: submitit launchers: wait for the jobs to end (False: submit and return).
+        timeout_min: submitit: time limit of each job, minutes.
+        gpus_per_job / cpus_per_job / mem_gb: submitit resources of each job.
+        partition: Slurm partition.
+        max_parallel: Slurm array parallelism (None: no limit).
+        slurm_options: Further ``slurm_*`` parameters of ``AutoExecutor.update_parameters``
+            (without the prefix), e.g. ``{"account": "lab", "qos": "high"}``.
+    """
+
+    name: str = "local"
+    workers: int = 1
+    folder: str | None = None
+    wait: bool = True
+    timeout_min: int = 24 * 60
+    gpus_per_job: int = 0
+    cpus_per_job: int = 4
+    mem_gb: float | None = None
+    partition: str | None = None
+    max_parallel: int | None = None
+    slurm_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LaunchReport:
+    """What a launch did: ``skipped`` were already done, ``busy`` were run by another process,
+    ``submitted`` went to a scheduler without waiting; the rest ended ``done`` or ``failed``."""
+
+    skipped: list[Job] = field(default_factory=list)
+    done: list[Job] = field(default_factory=list)
+    failed: list[Job] = field(default_factory=list)
+    busy: list[Job] = field(default_factory=list)
+    submitted: list[Job] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{len(self.skipped)} already done", f"{len(self.done)} finished now",
+                 f"{len(self.failed)} failed"]
+        if self.busy:
+            parts.append(f"{len(self.busy)} running elsewhere")
+        if self.submitted:
+            parts.append(f"{len(self.submitted)} submitted")
+        return ", ".join(parts)
+
+    def failures(self) -> str:
+        return "\n".join(f"  {job.path}: {failure_message(job)}" for job in self.failed)
+
+
+def launch(jobs: Sequence[Job], options: LauncherOptions | None = None,
+           progress: bool = True) -> LaunchReport:
+    """Run every job that is not done yet with the chosen launcher.
+
+    Raises:
+        ValueError: Unknown launcher or a worker count below 1.
+    """
+    options = options or LauncherOptions()
+    if options.name not in LAUNCHERS:
+        raise ValueError(f"unknown launcher {options.name!r}; choose from {list(LAUNCHERS)}")
+    if options.workers < 1:
+        raise ValueError(f"workers must be >= 1, got {options.workers}")
+    report = LaunchReport()
+    todo = []
+    for job in jobs:
+        status = job.status()
+        if status == "done":
+            report.skipped.append(job)
+        elif status == "running":
+            report.busy.append(job)
+        else:
+            job.prepare()
+            todo.append(job)
+    if todo:
+        _run(todo, options, progress, report)
+    return report
+
+
+def _run(todo: list[Job], options: LauncherOptions, progress: bool,
+         report: LaunchReport) -> None:
+    if options.name != "local":
+        _run_submitit(todo, options, report)
+    elif options.workers == 1:
+        _run_in_process(todo, progress, report)
+    else:
+        _run_workers(todo, options.workers, progress, report)
+
+
+def _file(report: LaunchReport, job: Job, status: str) -> None:
+    {"done": report.done, "failed": report.failed, "running": report.busy}[status].append(job)
+
+
+def _run_in_process(todo: list[Job], progress: bool, report: LaunchReport) -> None:
+    for job in tqdm(todo, desc="jobs", disable=not progress):
+        _file(report, job, run_job(job.path))
+
+
+# --- worker processes --------------------------------------------------------------------------
+
+def _worker_env(workers: int) -> dict[str, str]:
+    """This merdg on the path; CPU threads shared among the workers unless set."""
+    env = dict(os.environ)
+    src = str(Path(merdg.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    return env
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec hook asking Linux to SIGTERM the worker when the launcher dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    return lambda: libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _visible_gpus() -> list[str]:
+    """GPU ids the workers may use (``CUDA_VISIBLE_DEVICES``, else every GPU; [] without)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g for g in visible.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _start_worker(job: Job, env: dict[str, str], gpu: str | None) -> subprocess.Popen:
+    if gpu is not None:  # one GPU per worker slot (DomainBed's multi_gpu launcher)
+        env = {**env, "CUDA_VISIBLE_DEVICES": gpu}
+    with open(job.path / LOG_FILE, "a", encoding="utf-8") as log:
+        return subprocess.Popen([sys.executable, "-m", "merdg.jobs", str(job.path)], env=env,
+                                stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=_die_with_parent())
+
+
+def _run_workers(todo: list[Job], workers: int, progress: bool, report: LaunchReport) -> None:
+    """At most ``workers`` jobs at once; worker slot k gets GPU ``k mod #GPUs`` if any."""
+    env, gpus = _worker_env(workers), _visible_gpus()
+    queue, running = list(todo), []  # running: (job, process, slot)
+    bar = tqdm(total=len(todo), desc=f"jobs ({workers} workers)", disable=not progress)
+    try:
+        while queue or running:
+            for slot in sorted(set(range(workers)) - {r[2] for r in running}):
+                if queue:
+                    job = queue.pop(0)
+                    gpu = gpus[slot % len(gpus)] if gpus else None
+                    running.append((job, _start_worker(job, env, gpu), slot))
+            time.sleep(0.1)
+            for entry in [r for r in running if r[1].poll() is not None]:
+                running.remove(entry)
+                _file(report, entry[0], _status_after_worker(entry[0]))
+                bar.update()
+    finally:
+        for _, process, _ in running:  # interrupted: stop the workers (they resume later)
+            process.terminate()
+        bar.close()
+
+
+def _status_after_worker(job: Job) -> str:
+    status = job.status()
+    if status in ("done", "running"):
+        return status
+    if status != "failed":  # the worker died without recording why (killed, crashed)
+        (job.path / "failed").write_text(f"worker exited without finishing; see "
+                                         f"{job.path / LOG_FILE}\n")
+    return "failed"
+
+
+# --- submitit ----------------------------------------------------------------------------------
+
+def _executor(options: LauncherOptions, folder: Path):
+    try:
+        import submitit
+    except ImportError as err:
+        raise RuntimeError("the slurm launchers need submitit: pip install 'merdg[slurm]'") from err
+    cluster = "slurm" if options.name == "slurm" else "local"
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    params: dict[str, Any] = {"timeout_min": options.timeout_min,
+                              "gpus_per_node": options.gpus_per_job,
+                              "cpus_per_task": options.cpus_per_job, "name": "merdg"}
+    if options.mem_gb is not None:
+        params["mem_gb"] = options.mem_gb
+    if cluster == "slurm":
+        params.update({f"slurm_{k}": v for k, v in options.slurm_options.items()})
+        if options.partition:
+            params["slurm_partition"] = options.partition
+        if options.max_parallel:
+            params["slurm_array_parallelism"] = options.max_parallel
+    executor.update_parameters(**params)
+    return executor
+
+
+def _run_submitit(todo: list[Job], options: LauncherOptions, report: LaunchReport) -> None:
+    from merdg.submitit_runner import JobRunner
+
+    folder = Path(options.folder or todo[0].path.parent.parent / "submitit")
+    executor = _executor(options, folder)
+    submitted = executor.map_array(JobRunner(), [str(job.path) for job in todo])
+    print(f"submitted {len(submitted)} jobs (submitit logs: {folder})")
+    if not options.wait:
+        report.submitted.extend(todo)
+        return
+    for job, handle in zip(todo, submitted):
+        try:
+            status = handle.result()
+        except Exception as err:  # the scheduler job died (e.g. cancelled): record it
+            (job.path / "failed").write_text(f"{type(err).__name__}: {err}\n")
+            status = "failed"
+        _file(report, job, status)
