@@ -210,6 +210,7 @@ def train(config: RunConfig, progress: bool = True) -> dict[str, Any]:
 
     run_info = {"config": config.to_dict(), "hparams": hparams, "sources": sources,
                 "modalities": dataset.modalities, **run_metadata()}
+    run_info.update(_load_reports(algorithm, dataset))
     out = Path(config.out_dir) if config.out_dir else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -234,18 +235,34 @@ def train(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         record = {"epoch": epoch + 1, "steps": (epoch + 1) * len(loader),
                   "train": _mean_logs(logs), **evals,
                   "time_s": time.perf_counter() - start, "run": run_info}
+        if dataset.data_issues():
+            record["data_issues"] = dataset.data_issues()
         records.append(record)
         if out is not None:
             append_jsonl(out / "records.jsonl", record)
         bar.set_postfix(val=f"{evals['val']['acc']:.3f}", target=f"{evals['target']['acc']:.3f}")
 
     summary = summarize(records, run_info)
+    if dataset.data_issues():
+        summary["data_issues"] = dataset.data_issues()
     if out is not None:
         if config.save_model:
             torch.save({"state_dict": algorithm.state_dict(), "run": run_info}, out / "model.pt")
         write_json_atomic(out / "summary.json", summary)
         (out / "done").write_text("done\n")
     return summary
+
+
+def _load_reports(algorithm: Algorithm, dataset: DomainDataset) -> dict[str, Any]:
+    """Pretrained-checkpoint load reports of the encoders and data problems found so far."""
+    info: dict[str, Any] = {}
+    reports = {m: enc.checkpoint_report for m, enc in algorithm.net.encoders.items()
+               if hasattr(enc, "checkpoint_report")}
+    if reports:
+        info["checkpoints"] = reports
+    if dataset.data_issues():
+        info["data_issues"] = dataset.data_issues()
+    return info
 
 
 def summarize(records: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> dict[str, Any]:
