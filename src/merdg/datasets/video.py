@@ -233,8 +233,9 @@ class ClipTransform:
         return self._normalize(clip.permute(1, 0, 2, 3))  # (C, T, H, W)
 
     def _normalize(self, clip: Tensor) -> Tensor:
-        """(x - mean) * (1 / std) per channel, as mmcv's ``imnormalize``; one float copy."""
-        out = torch.empty(clip.shape, dtype=torch.float32).copy_(clip)
+        """(x - mean) * (1 / std) per channel, as mmcv's ``imnormalize`` (the uint8 layout
+        change first: it is the cheaper copy)."""
+        out = clip.contiguous().to(torch.float32)
         shape = (-1,) + (1,) * (clip.dim() - 1)
         out.sub_(torch.tensor(self.mean).view(shape))
         return out.mul_(1.0 / torch.tensor(self.std, dtype=torch.float64).view(shape).float())
