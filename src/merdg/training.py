@@ -259,6 +259,7 @@ class _Run:
     config: RunConfig
     device: torch.device
     hparams: dict[str, Any]
+    dataset: DomainDataset
     algorithm: Algorithm
     loader: DataLoader
     sampler: BalancedDomainBatchSampler
@@ -317,6 +318,8 @@ def _train(run: _Run, progress: bool, resume: bool) -> dict[str, Any]:
         bar.set_postfix(val=f"{records[-1]['val']['acc']:.3f}",
                         target=f"{records[-1]['target']['acc']:.3f}")
     summary = summarize(records, run.run_info)
+    if run.dataset.data_issues():
+        summary["data_issues"] = run.dataset.data_issues()
     if out is not None:
         run_dir.finish(out, summary, run.algorithm, run.run_info, config.save_model)
     return summary
@@ -340,10 +343,11 @@ def _setup_run(config: RunConfig, device: torch.device, out: Path | None) -> _Ru
     target_set = dataset.split(config.target, "test", split_seed, config.holdout_fraction)
     run_info = {"config": config.to_dict(), "hparams": hparams, "sources": sources,
                 "modalities": dataset.modalities, **run_metadata()}
+    run_info.update(_load_reports(algorithm, dataset))
     identity = {"config": config.identity(), "hparams": hparams, "sources": sources,
                 "modalities": dataset.modalities}
-    return _Run(config, device, hparams, algorithm, loader, sampler, val_sets, target_set,
-                run_info, identity, out)
+    return _Run(config, device, hparams, dataset, algorithm, loader, sampler, val_sets,
+                target_set, run_info, identity, out)
 
 
 def _start(run: _Run, resume: bool) -> list[dict[str, Any]] | dict[str, Any]:
@@ -391,8 +395,11 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, Any]:
         n_samples += len(batch)
     train_logs = mean_over_ranks(_mean_logs(logs), n_samples, run.device)
     evals = _evaluate_epoch(run)
-    return {"epoch": epoch + 1, "steps": (epoch + 1) * len(run.loader), "train": train_logs,
-            **evals, "time_s": time.perf_counter() - start, "run": run.run_info}
+    record = {"epoch": epoch + 1, "steps": (epoch + 1) * len(run.loader), "train": train_logs,
+              **evals, "time_s": time.perf_counter() - start, "run": run.run_info}
+    if run.dataset.data_issues():  # samples skipped so far (on_error="skip")
+        record["data_issues"] = run.dataset.data_issues()
+    return record
 
 
 def _evaluate_epoch(run: _Run) -> dict[str, Any]:
@@ -408,6 +415,18 @@ def _log_epoch(run: _Run, record: dict[str, Any]) -> None:
     terms = ", ".join(f"{k} {v:.4f}" for k, v in record["train"].items() if "/" not in k)
     log.info("epoch %d/%s: %s; val acc %.4f, target acc %.4f", record["epoch"],
              run.hparams["epochs"], terms, record["val"]["acc"], record["target"]["acc"])
+
+
+def _load_reports(algorithm: Algorithm, dataset: DomainDataset) -> dict[str, Any]:
+    """Pretrained-checkpoint load reports of the encoders and data problems found so far."""
+    info: dict[str, Any] = {}
+    reports = {m: enc.checkpoint_report for m, enc in algorithm.net.encoders.items()
+               if hasattr(enc, "checkpoint_report")}
+    if reports:
+        info["checkpoints"] = reports
+    if dataset.data_issues():
+        info["data_issues"] = dataset.data_issues()
+    return info
 
 
 def summarize(records: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> dict[str, Any]:

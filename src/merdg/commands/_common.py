@@ -45,8 +45,10 @@ def split_list(text: str | None) -> list[str] | None:
     return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
 
-def add_dataset_args(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    parser.add_argument("--dataset", default=default, required=default is None,
+def add_dataset_args(parser: argparse.ArgumentParser, default: str | None = None,
+                     required: bool | None = None) -> None:
+    required = default is None if required is None else required
+    parser.add_argument("--dataset", default=default, required=required,
                         help="registered dataset name (see `merdg list datasets`)")
     parser.add_argument("--data-root", default=os.environ.get(DATA_ROOT_ENV),
                         help=f"dataset root directory (default: ${DATA_ROOT_ENV})")

@@ -7,7 +7,7 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list registered algorithms, datasets or encoders")
-    p.add_argument("what", choices=["algorithms", "datasets", "encoders"])
+    p.add_argument("what", choices=["algorithms", "datasets", "encoders", "presets"])
     p.set_defaults(func=run)
 
 
@@ -33,6 +33,11 @@ def run(args: argparse.Namespace) -> int:
             cls = DATASETS.get(name)
             mods = ", ".join(cls.ALL_MODALITIES) or "(set by options)"
             print(f"{name}: {_first_line(cls)}\n    modalities: {mods}")
+    elif args.what == "presets":
+        from merdg.presets import PRESETS
+
+        for name, preset in PRESETS.items():
+            print(f"{name}: {preset.description}")
     else:
         for name in ENCODERS:
             print(f"{name}: {_first_line(ENCODERS.get(name))}")

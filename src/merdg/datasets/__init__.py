@@ -1,5 +1,7 @@
 """Datasets: the :data:`DATASETS` registry and the built-in synthetic benchmark."""
 
+import merdg.datasets.epic_kitchens  # noqa: F401  (registers "epic-kitchens")
+import merdg.datasets.hac  # noqa: F401  (registers "hac")
 from merdg.datasets import synthetic  # noqa: F401  (registers "synthetic")
 from merdg.datasets.base import DATASETS, Batch, DomainDataset, TensorSamples, collate
 from merdg.datasets.samplers import BalancedDomainBatchSampler

@@ -271,6 +271,11 @@ class DomainDataset:
     def fit_normalization(self, sources: Sequence[str]) -> None:
         """Fit input normalization on the source domains only (default: nothing to fit)."""
 
+    def data_issues(self) -> dict[str, Any]:
+        """Problems met while reading the data that the run records should show (e.g. samples
+        skipped on request because of unreadable files); empty when there are none."""
+        return {}
+
     def split(self, domain: str, role: str, seed: int, holdout_fraction: float) -> Dataset:
         """The ``role`` part ("train", "val", "test") of ``domain``.
 

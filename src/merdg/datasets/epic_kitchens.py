@@ -1,0 +1,213 @@
+"""EPIC-Kitchens (MM-SADA domains D1/D2/D3, 8 verb classes) in the layout SimMMDG distributes.
+
+Layout under the data root (the ``frames_rgb_flow`` folder of the download script)::
+
+    MM-SADA_Domain_Adaptation_Splits/D{1,2,3}_{train,test}.pkl   pandas DataFrames, 10 columns
+    rgb/{train,test}/D{1,2,3}/<video_id>/frame_0000000001.jpg     RGB frames, 60 fps
+    rgb/{train,test}/D{1,2,3}/<video_id>.wav                     audio, one file per video
+    flow/{train,test}/D{1,2,3}/<video_id>/{u,v}/frame_%010d.jpg  TV-L1 flow, half rate
+
+The pickles' columns are ``uid, participant_id, video_id, narration, start_timestamp,
+stop_timestamp, start_frame, stop_frame, verb, verb_class``; a sample is one action segment
+(frames ``[start_frame, stop_frame)``, timestamps ``"HH:MM:SS.ff"``, label ``verb_class``).
+Domains: D1 = P08, D2 = P01, D3 = P22 (Munro & Damen, CVPR 2020, arXiv 2001.09691).
+
+Official splits (``train_mer_dg.py``): a source domain trains on its ``train`` pickle and is
+validated on its ``test`` pickle; the target domain is tested on its ``test`` pickle.
+
+Per sample (see :mod:`merdg.datasets.video` and :mod:`merdg.datasets.audio`):
+
+- RGB: 32 frames, every 2nd, of the segment (``start_index = start_frame``);
+- flow: 8 (u, v) frame pairs, every 4th, at half rate (``start_index = ceil(start_frame / 2)``,
+  ``total = int((stop - start) / 2)``);
+- audio: the segment's time window of the video's wav, tiled to 10 s, log spectrogram. A
+  window outside the wav is an error (the reference loops forever on it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from merdg.datasets.audio import (
+    AudioReadError,
+    augment_spectrogram,
+    log_spectrogram,
+    read_wav_window,
+    window_bounds,
+)
+from merdg.datasets.base import DATASETS
+from merdg.datasets.clips import ClipDataset, ClipRecord
+from merdg.datasets.video import FrameReadError, read_jpeg_frames, sample_clip_indices
+
+__all__ = ["EpicKitchens", "parse_timestamp"]
+
+SPLITS_DIR = "MM-SADA_Domain_Adaptation_Splits"
+REQUIRED_COLUMNS = ("video_id", "start_timestamp", "stop_timestamp", "start_frame",
+                    "stop_frame", "verb_class")
+FRAME = "frame_{:010d}.jpg"
+
+
+def parse_timestamp(text: str) -> float:
+    """``"HH:MM:SS.ff"`` -> seconds."""
+    hours, minutes, seconds = str(text).split(":")
+    return (float(hours) * 60 + float(minutes)) * 60 + float(seconds)
+
+
+@DATASETS.register("epic-kitchens")
+class EpicKitchens(ClipDataset):
+    """EPIC-Kitchens D1/D2/D3 (MM-SADA splits), RGB + flow + audio, read from disk.
+
+    Args:
+        root: The folder holding ``MM-SADA_Domain_Adaptation_Splits``, ``rgb`` and ``flow``.
+        modalities: Subset of ``audio``, ``flow``, ``video`` (default: all).
+        on_error / validate / clip options: see :class:`~merdg.datasets.clips.ClipDataset`.
+    """
+
+    DOMAINS: ClassVar[tuple[str, ...]] = ("D1", "D2", "D3")
+    CLASS_NAMES: ClassVar[tuple[str, ...]] = ("take", "put", "open", "close", "wash", "cut",
+                                               "mix", "pour")
+    SPLITS: ClassVar[tuple[str, ...]] = ("train", "test")
+
+    def load_records(self) -> dict[tuple[str, str], list[ClipRecord]]:
+        records = {}
+        for domain in self.DOMAINS:
+            for split in self.SPLITS:
+                path = self.root / SPLITS_DIR / f"{domain}_{split}.pkl"
+                if not path.exists():
+                    self.missing_index_files.append(str(path))
+                    continue
+                records[domain, split] = _read_split(path, domain, split, self.num_classes)
+        return records
+
+    def role_records(self, domain: str, role: str) -> list[ClipRecord]:
+        split = "train" if role == "train" else "test"
+        if (domain, split) not in self.records:
+            raise FileNotFoundError(f"split file {SPLITS_DIR}/{domain}_{split}.pkl is missing "
+                                    f"under {self.root}")
+        return self.records[domain, split]
+
+    def record_files(self, record: ClipRecord) -> dict[str, list[tuple[str, list[str]]]]:
+        info = record.info
+        rgb_dir = self._dir("rgb", record)
+        flow_start, flow_total = _flow_range(info["start_frame"], info["stop_frame"])
+        flow_names = [FRAME.format(i) for i in range(flow_start, flow_start + flow_total)]
+        flow_dir = self._dir("flow", record)
+        return {
+            "video": [(rgb_dir, [FRAME.format(i) for i in
+                                 range(info["start_frame"], info["stop_frame"])])],
+            "flow": [(os.path.join(flow_dir, "u"), flow_names),
+                     (os.path.join(flow_dir, "v"), flow_names)],
+            "audio": [(os.path.dirname(rgb_dir), [info["video_id"] + ".wav"])],
+        }
+
+    def read_sample(self, record: ClipRecord, train: bool) -> dict[str, Tensor]:
+        readers = {"video": self._read_rgb, "flow": self._read_flow, "audio": self._read_audio}
+        return {m: readers[m](record, train) for m in self.modalities}
+
+    # --- per modality -----------------------------------------------------------------
+    def _dir(self, kind: str, record: ClipRecord) -> str:
+        return os.path.join(self.root, kind, record.split, record.domain, record.info["video_id"])
+
+    def _read_rgb(self, record: ClipRecord, train: bool) -> Tensor:
+        start, stop = record.info["start_frame"], record.info["stop_frame"]
+        offsets = _sample(stop - start, self.options.rgb_clip_len, self.options.rgb_interval,
+                          train, record)
+        folder = self._dir("rgb", record)
+        frames = read_jpeg_frames([os.path.join(folder, FRAME.format(start + int(k)))
+                                   for k in offsets])
+        return self.options.transform("video", train)(frames)  # (3, T, H, W)
+
+    def _read_flow(self, record: ClipRecord, train: bool) -> Tensor:
+        start, total = _flow_range(record.info["start_frame"], record.info["stop_frame"])
+        offsets = _sample(total, self.options.flow_clip_len, self.options.flow_interval, train,
+                          record)
+        folder = self._dir("flow", record)
+        names = [FRAME.format(start + int(k)) for k in offsets]
+        u = read_jpeg_frames([os.path.join(folder, "u", n) for n in names], gray=True)
+        v = read_jpeg_frames([os.path.join(folder, "v", n) for n in names], gray=True)
+        return self.options.transform("flow", train)(torch.cat([u, v], dim=-1))  # (2, T, H, W)
+
+    def _read_audio(self, record: ClipRecord, train: bool) -> Tensor:
+        path = self._dir("rgb", record) + ".wav"
+        t0, t1 = record.info["start_s"], record.info["stop_s"]
+        samples, rate = read_wav_window(path, t0, t1)
+        if samples.size == 0:
+            raise AudioReadError(f"audio window {t0:.2f}-{t1:.2f} s lies outside {path}")
+        spec = log_spectrogram(samples, rate)  # (1, 257, 1004)
+        return augment_spectrogram(spec) if train else spec
+
+    def check_headers(self, records: list[ClipRecord]) -> dict[str, str]:
+        """Wavs that cannot be opened, and segments whose window lies outside their wav."""
+        if "audio" not in self.modalities:
+            return {}
+        import soundfile as sf
+
+        infos: dict[str, Any] = {}
+        problems = {}
+        for record in records:
+            path = self._dir("rgb", record) + ".wav"
+            if path not in infos:
+                try:
+                    infos[path] = sf.info(path)
+                except (OSError, RuntimeError) as err:
+                    infos[path] = err
+            info = infos[path]
+            if isinstance(info, Exception):
+                problems[record.uid] = f"{record.uid}: audio: unreadable {path}: {info}"
+                continue
+            start, _ = window_bounds(record.info["start_s"], record.info["stop_s"], info.frames,
+                                     info.samplerate)
+            if start >= info.frames:
+                problems[record.uid] = (f"{record.uid}: audio: window starts at "
+                                        f"{record.info['start_s']:.2f} s, after the end of "
+                                        f"{path} ({info.duration:.2f} s)")
+        return problems
+
+
+def _flow_range(start_frame: int, stop_frame: int) -> tuple[int, int]:
+    """First flow frame and number of flow frames of an RGB segment (flow is at half rate)."""
+    return math.ceil(start_frame / 2), int((stop_frame - start_frame) / 2)
+
+
+def _sample(total: int, clip_len: int, interval: int, train: bool,
+            record: ClipRecord) -> Tensor:
+    if total < 1:
+        raise FrameReadError(f"segment {record.uid} has {total} frames")
+    return sample_clip_indices(total, clip_len, interval, train)
+
+
+def _read_split(path, domain: str, split: str, num_classes: int) -> list[ClipRecord]:
+    """Records of one MM-SADA split pickle (a pandas DataFrame)."""
+    try:
+        import pandas as pd
+    except ImportError as err:  # pragma: no cover - the media extra installs pandas
+        raise ImportError("reading the MM-SADA split pickles needs pandas: "
+                          "pip install 'merdg[media]'") from err
+    try:
+        frame = pd.read_pickle(path)
+    except Exception as err:  # unpickling old pandas objects can fail in many ways
+        raise ValueError(f"cannot read split file {path} with pandas {pd.__version__}: "
+                         f"{err}") from err
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"split file {path} lacks columns {missing}; has {list(frame.columns)}")
+    records = []
+    for position, row in enumerate(frame.itertuples(index=False)):
+        row = row._asdict()
+        label = int(row["verb_class"])
+        if not 0 <= label < num_classes:
+            raise ValueError(f"{path} row {position}: verb_class {label} outside "
+                             f"0..{num_classes - 1}")
+        key = row.get("uid", position)
+        info = {"video_id": str(row["video_id"]), "start_frame": int(row["start_frame"]),
+                "stop_frame": int(row["stop_frame"]),
+                "start_s": parse_timestamp(row["start_timestamp"]),
+                "stop_s": parse_timestamp(row["stop_timestamp"])}
+        records.append(ClipRecord(f"{domain}/{split}/{info['video_id']}/{key}", domain, split,
+                                  label, info))
+    return records

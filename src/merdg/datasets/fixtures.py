@@ -1,0 +1,163 @@
+"""Tiny EPIC-Kitchens and HAC data sets in the exact distributed layouts, generated locally.
+
+Used by the tests, the data-pipeline benchmark and smoke runs: real JPEG frame folders, mp4
+videos (H.264 through PyAV), 16-bit PCM wavs, MM-SADA split pickles with their 10 columns and
+HAC split csvs. The content is synthetic (moving patterns whose colour depends on the class,
+tones whose pitch depends on the class) so that a model can learn something from it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["make_epic_fixture", "make_hac_fixture", "synthetic_frames", "synthetic_tone",
+           "write_jpegs", "write_mp4", "write_wav"]
+
+
+def synthetic_frames(n: int, height: int, width: int, label: int = 0, seed: int = 0,
+                     start: int = 0) -> np.ndarray:
+    """(n, height, width, 3) uint8 frames: smooth moving waves, hue set by ``label``."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    phase = rng.uniform(0, 2 * math.pi, 3)
+    frames = np.empty((n, height, width, 3), np.uint8)
+    for k in range(n):
+        t = (start + k) * 0.1
+        for c in range(3):
+            wave = np.sin(xx / (3 + c + label) + yy / 5 + t * (c + 1) + phase[c])
+            frames[k, ..., c] = np.clip(128 + 100 * wave + 10 * ((label + c) % 3), 0, 255)
+    return frames
+
+
+def synthetic_tone(seconds: float, rate: int = 16000, label: int = 0, seed: int = 0) -> np.ndarray:
+    """A tone whose pitch depends on ``label``, plus noise; float in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    tone = 0.4 * np.sin(2 * math.pi * (220 + 110 * label) * t)
+    return np.clip(tone + rng.normal(0, 0.05, t.shape), -1, 1)
+
+
+def write_jpegs(folder: Path, frames: np.ndarray, first_index: int, gray: bool = False,
+                template: str = "frame_{:010d}.jpg") -> None:
+    """Save frames as ``folder/template.format(first_index + k)`` JPEGs (grey: channel 0)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, frame in enumerate(frames):
+        image = Image.fromarray(frame[..., 0] if gray else frame, "L" if gray else "RGB")
+        image.save(folder / template.format(first_index + k), quality=90)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> None:
+    """16-bit PCM mono wav (the EPIC recipe: ffmpeg ``-ac 1 -ar 16000 pcm_s16le``)."""
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, samples, rate, subtype="PCM_16")
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: int = 24, gop: int | None = None) -> None:
+    """H.264 (libx264 defaults unless ``gop`` is given) yuv420p mp4 of (n, h, w, 3) frames."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _timestamp(seconds: float) -> str:
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{int(hours):02d}:{int(minutes):02d}:{secs:05.2f}"
+
+
+def make_epic_fixture(root: str | Path, segments: int = 4, segment_frames: int = 70,
+                      size: tuple[int, int] = (24, 40), domains: Sequence[str] = ("D1", "D2",
+                                                                                  "D3"),
+                      num_classes: int = 8, seed: int = 0) -> Path:
+    """A tiny EPIC-Kitchens tree (see :mod:`merdg.datasets.epic_kitchens` for the layout).
+
+    Each (domain, split) holds one video with ``segments`` back-to-back action segments of
+    ``segment_frames`` RGB frames (60 fps), the matching half-rate u/v flow frames, a 16 kHz
+    wav, and a split pickle with the MM-SADA columns. Labels cycle through the classes.
+    """
+    import pandas as pd
+
+    root = Path(root)
+    height, width = size
+    participant = {"D1": "P08", "D2": "P01", "D3": "P22"}
+    for d_index, domain in enumerate(domains):
+        for s_index, split in enumerate(("train", "test")):
+            video_id = f"{participant.get(domain, 'P99')}_{10 + s_index:02d}"
+            total = segments * segment_frames + 2
+            rgb_dir = root / "rgb" / split / domain / video_id
+            frames = synthetic_frames(total, height, width, seed=seed + d_index)
+            rows = []
+            for k in range(segments):
+                label = (k + d_index) % num_classes
+                start, stop = 1 + k * segment_frames, 1 + (k + 1) * segment_frames
+                frames[start - 1:stop - 1, ..., 0] //= (1 + label % 3)  # class-dependent tint
+                rows.append(_epic_row(domain, video_id, k, start, stop, label))
+            write_jpegs(rgb_dir, frames, first_index=1)
+            flow = frames[::2]
+            flow_dir = root / "flow" / split / domain / video_id
+            write_jpegs(flow_dir / "u", flow[..., :1], first_index=1, gray=True)
+            write_jpegs(flow_dir / "v", flow[..., 1:2], first_index=1, gray=True)
+            seconds = total / 60.0 + 0.5
+            write_wav(rgb_dir.parent / f"{video_id}.wav", synthetic_tone(seconds, seed=seed))
+            split_dir = root / "MM-SADA_Domain_Adaptation_Splits"
+            split_dir.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(rows).to_pickle(split_dir / f"{domain}_{split}.pkl")
+    return root
+
+
+def _epic_row(domain: str, video_id: str, k: int, start: int, stop: int, label: int) -> dict:
+    verbs = ["take", "put", "open", "close", "wash", "cut", "mix", "pour"]
+    return {"uid": 1000 * int(domain[-1]) + k, "participant_id": video_id[:3],
+            "video_id": video_id, "narration": f"{verbs[label % 8]} thing",
+            "start_timestamp": _timestamp(start / 60.0), "stop_timestamp": _timestamp(stop / 60.0),
+            "start_frame": start, "stop_frame": stop, "verb": verbs[label % 8],
+            "verb_class": label}
+
+
+def make_hac_fixture(root: str | Path, clips: int = 3, frames: int = 30,
+                     size: tuple[int, int] = (24, 32), domains: Sequence[str] = ("human",
+                                                                                 "animal",
+                                                                                 "cartoon"),
+                     num_classes: int = 7, seed: int = 0) -> Path:
+    """A tiny HAC tree (see :mod:`merdg.datasets.hac` for the layout): per (domain, split)
+    ``clips`` mp4 videos of ``frames`` frames at 24 fps with x/y flow videos and 16 kHz wavs,
+    and the split csvs."""
+    root = Path(root)
+    height, width = size
+    (root / "HAC_Splits").mkdir(parents=True, exist_ok=True)
+    for d_index, domain in enumerate(domains):
+        for split in ("train", "test"):
+            lines = []
+            for k in range(clips):
+                label = (k + d_index) % num_classes
+                name = f"{domain[:2]}{split}{k:03d}_000012_000022"
+                rgb = synthetic_frames(frames, height, width, label, seed=seed + k + d_index)
+                write_mp4(root / domain / "videos" / f"{name}.mp4", rgb)
+                write_mp4(root / domain / "flow" / f"{name}_flow_x.mp4",
+                          np.repeat(rgb[..., :1], 3, axis=-1))
+                write_mp4(root / domain / "flow" / f"{name}_flow_y.mp4",
+                          np.repeat(rgb[..., 1:2], 3, axis=-1))
+                write_wav(root / domain / "audio" / f"{name}.wav",
+                          synthetic_tone(frames / 24.0, label=label, seed=seed + k))
+                lines.append(f"{name}.mp4,{label}\n")
+            (root / "HAC_Splits" / f"HAC_{split}_only_{domain}.csv").write_text("".join(lines))
+    return root

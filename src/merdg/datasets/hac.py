@@ -1,0 +1,201 @@
+"""HAC (Human-Animal-Cartoon, 7 actions) in the layout of its Hugging Face release.
+
+Layout under the data root (hdong51/Human-Animal-Cartoon, as SimMMDG's HAC loader reads it)::
+
+    HAC_Splits/HAC_{train,test}_only_{human,animal,cartoon}.csv   rows "<file>.mp4,<label>"
+    {domain}/videos/<file>.mp4                                    RGB video
+    {domain}/flow/<stem>_flow_x.mp4, <stem>_flow_y.mp4            optical flow as videos
+    {domain}/audio/<stem>.wav                                     audio
+
+Official protocol (SimMMDG's ``HACDOMAIN``): a source domain trains on its train csv and is
+validated on its test csv; the **target** is tested on its test csv *plus* its train csv (every
+clip of the domain). ``target_test="test"`` restricts the target to its test csv.
+
+Per sample, as the reference loader (``docs/paper-setting.md`` lists its quirks):
+
+- the video has ``n`` frames; clips are sampled over ``n - 1`` frames (RGB: 32 every 2nd; flow:
+  8 every 4th) and index ``i`` reads frame ``clamp(i - 1, 0, n - 1)``;
+- flow videos are decoded to RGB and converted to grey (OpenCV's formula), x then y;
+- audio: the window between the first and last sampled RGB frame (flow frames without video),
+  in seconds at an assumed 24 fps (``audio_fps``); an empty window gives an all-zero
+  spectrogram, as the reference. With audio alone, the window starts at 0 s.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from merdg.datasets.audio import (
+    AUDIO_SAMPLES,
+    augment_spectrogram,
+    log_spectrogram,
+    read_wav_window,
+    spectrogram_shape,
+)
+from merdg.datasets.base import DATASETS
+from merdg.datasets.clips import ClipDataset, ClipRecord
+from merdg.datasets.video import FrameReadError, VideoFile, sample_clip_indices
+
+__all__ = ["HAC"]
+
+SPLITS_DIR = "HAC_Splits"
+
+
+@DATASETS.register("hac")
+class HAC(ClipDataset):
+    """HAC human/animal/cartoon, RGB + flow + audio, read from mp4 and wav files.
+
+    Args:
+        root: The folder holding ``HAC_Splits`` and the three domain folders.
+        modalities: Subset of ``audio``, ``flow``, ``video`` (default: all).
+        target_test: ``"all"`` (published protocol: target train + test clips) or ``"test"``.
+        audio_fps: Frame rate assumed when mapping sampled frames to audio time (reference: 24).
+        on_error / validate / clip options: see :class:`~merdg.datasets.clips.ClipDataset`.
+
+    Label names are not published with the data (candidates in ``docs/paper-setting.md``), so
+    classes are named ``class0`` .. ``class6``.
+    """
+
+    DOMAINS: ClassVar[tuple[str, ...]] = ("human", "animal", "cartoon")
+    CLASS_NAMES: ClassVar[tuple[str, ...]] = tuple(f"class{i}" for i in range(7))
+    SPLITS: ClassVar[tuple[str, ...]] = ("train", "test")
+
+    def __init__(self, root: str | None, modalities=None, target_test: str = "all",
+                 audio_fps: float = 24.0, **options) -> None:
+        if target_test not in ("all", "test"):
+            raise ValueError(f"target_test must be 'all' or 'test', got {target_test!r}")
+        self.target_test, self.audio_fps = target_test, float(audio_fps)
+        super().__init__(root, modalities, **options)
+
+    def load_records(self) -> dict[tuple[str, str], list[ClipRecord]]:
+        records = {}
+        for domain in self.DOMAINS:
+            for split in self.SPLITS:
+                path = self.root / SPLITS_DIR / f"HAC_{split}_only_{domain}.csv"
+                if not path.exists():
+                    self.missing_index_files.append(str(path))
+                    continue
+                records[domain, split] = _read_csv(path, domain, split, self.num_classes)
+        return records
+
+    def role_records(self, domain: str, role: str) -> list[ClipRecord]:
+        splits = {"train": ["train"], "val": ["test"],
+                  "test": ["test", "train"] if self.target_test == "all" else ["test"]}[role]
+        missing = [s for s in splits if (domain, s) not in self.records]
+        if missing:
+            raise FileNotFoundError(f"split files for {domain} {missing} are missing under "
+                                    f"{self.root / SPLITS_DIR}")
+        return [r for s in splits for r in self.records[domain, s]]
+
+    def record_files(self, record: ClipRecord) -> dict[str, list[tuple[str, list[str]]]]:
+        base = os.path.join(self.root, record.domain)
+        stem = record.info["stem"]
+        return {"video": [(os.path.join(base, "videos"), [record.info["file"]])],
+                "flow": [(os.path.join(base, "flow"), [f"{stem}_flow_x.mp4",
+                                                       f"{stem}_flow_y.mp4"])],
+                "audio": [(os.path.join(base, "audio"), [f"{stem}.wav"])]}
+
+    def _path(self, record: ClipRecord, modality: str, index: int = 0) -> str:
+        folder, names = self.record_files(record)[modality][0]
+        return os.path.join(folder, names[index])
+
+    def read_sample(self, record: ClipRecord, train: bool) -> dict[str, Tensor]:
+        x, frame_inds = {}, None
+        if "video" in self.modalities:
+            x["video"], frame_inds = self._read_rgb(record, train)
+        if "flow" in self.modalities:
+            x["flow"], flow_inds = self._read_flow(record, train)
+            frame_inds = flow_inds if frame_inds is None else frame_inds
+        if "audio" in self.modalities:
+            x["audio"] = self._read_audio(record, train, frame_inds)
+        return {m: x[m] for m in self.modalities}
+
+    def _read_rgb(self, record: ClipRecord, train: bool) -> tuple[Tensor, Tensor]:
+        with VideoFile(self._path(record, "video")) as video:
+            inds = _sample(video, self.options.rgb_clip_len, self.options.rgb_interval, train)
+            frames = video.frames(_frame_of_index(inds, video.num_frames))
+        return self.options.transform("video", train)(frames), inds
+
+    def _read_flow(self, record: ClipRecord, train: bool) -> tuple[Tensor, Tensor]:
+        with VideoFile(self._path(record, "flow", 0)) as fx, \
+                VideoFile(self._path(record, "flow", 1)) as fy:
+            inds = _sample(fx, self.options.flow_clip_len, self.options.flow_interval, train)
+            wanted = _frame_of_index(inds, fx.num_frames)
+            x = fx.frames(wanted, gray=True)
+            y = fy.frames(wanted.clamp(max=fy.num_frames - 1), gray=True)
+        return self.options.transform("flow", train)(torch.cat([x, y], dim=-1)), inds
+
+    def _read_audio(self, record: ClipRecord, train: bool, frame_inds: Tensor | None) -> Tensor:
+        if frame_inds is None:  # audio alone: no sampled frames to align with
+            t0, t1 = 0.0, AUDIO_SAMPLES  # seconds; read_wav_window keeps the first 160000
+        else:
+            t0, t1 = float(frame_inds[0]) / self.audio_fps, float(frame_inds[-1]) / self.audio_fps
+        samples, rate = read_wav_window(self._path(record, "audio"), t0, t1)
+        if samples.size == 0:  # the reference substitutes silence; its map standardizes to 0
+            spec = torch.zeros(1, *spectrogram_shape())
+        else:
+            spec = log_spectrogram(samples, rate)
+        return augment_spectrogram(spec) if train else spec
+
+    def check_headers(self, records: list[ClipRecord]) -> dict[str, str]:
+        """Videos that cannot be opened or have fewer than 2 frames; wavs that cannot be read."""
+        import soundfile as sf
+
+        problems = {}
+        for record in records:
+            errors = [self._video_problem(self._path(record, m, k))
+                      for m, k in (("video", 0), ("flow", 0), ("flow", 1))
+                      if m in self.modalities]
+            if "audio" in self.modalities:
+                try:
+                    sf.info(self._path(record, "audio"))
+                except (OSError, RuntimeError) as err:
+                    errors.append(f"unreadable {self._path(record, 'audio')}: {err}")
+            errors = [e for e in errors if e]
+            if errors:
+                problems[record.uid] = f"{record.uid}: " + "; ".join(errors)
+        return problems
+
+    @staticmethod
+    def _video_problem(path: str) -> str | None:
+        try:
+            with VideoFile(path) as video:
+                if video.num_frames < 2:
+                    return f"{path} has {video.num_frames} frame(s)"
+        except FrameReadError as err:
+            return str(err)
+        return None
+
+
+def _sample(video: VideoFile, clip_len: int, interval: int, train: bool) -> Tensor:
+    """Frame indices over ``n - 1`` frames (the reference's ``total_frames = end - start``)."""
+    total = video.num_frames - 1
+    if total < 1:
+        raise FrameReadError(f"{video.path} has {video.num_frames} frame(s)")
+    return sample_clip_indices(total, clip_len, interval, train)
+
+
+def _frame_of_index(inds: Tensor, num_frames: int) -> Tensor:
+    """The reference reads frame ``i - 1`` for index ``i``, clamped to the video."""
+    return (inds - 1).clamp(0, num_frames - 1)
+
+
+def _read_csv(path, domain: str, split: str, num_classes: int) -> list[ClipRecord]:
+    records = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for line, row in enumerate(csv.reader(f), 1):
+            if not row:
+                continue
+            if len(row) < 2:
+                raise ValueError(f"{path}:{line}: expected '<file>.mp4,<label>', got {row}")
+            label = int(row[1])
+            if not 0 <= label < num_classes:
+                raise ValueError(f"{path}:{line}: label {label} outside 0..{num_classes - 1}")
+            info = {"file": row[0], "stem": row[0][:-4]}
+            records.append(ClipRecord(f"{domain}/{split}/{row[0]}", domain, split, label, info))
+    return records
