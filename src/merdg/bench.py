@@ -50,6 +50,7 @@ class BenchConfig:
     num_workers: int = 0
     holdout_fraction: float = 0.2
     precision: str = "fp32"
+    diagnose_seeds: int = 0
 
 
 def run_configs(bench: BenchConfig) -> list[RunConfig]:
@@ -67,7 +68,7 @@ def run_configs(bench: BenchConfig) -> list[RunConfig]:
             seed=seed, hparams=dict(bench.hparams), data_root=bench.data_root,
             dataset_options=dict(bench.dataset_options), holdout_fraction=bench.holdout_fraction,
             out_dir=str(out), device=bench.device, num_workers=bench.num_workers,
-            precision=bench.precision))
+            precision=bench.precision, save_model=seed < bench.diagnose_seeds))
     return configs
 
 
@@ -76,7 +77,12 @@ def _finished(config: RunConfig) -> bool:
     if not (out / "done").exists():
         return False
     saved = json.loads((out / "config.json").read_text())["config"]
-    return saved == config.to_dict()
+    # fields added to RunConfig since the run was made take their defaults
+    saved = {**RunConfig(dataset=config.dataset, target=config.target).to_dict(), **saved}
+    wanted = config.to_dict()
+    if saved["save_model"] and (out / "model.pt").exists():
+        wanted["save_model"] = True  # a run that saved its weights serves either way
+    return saved == wanted
 
 
 def run_bench(bench: BenchConfig, progress: bool = True) -> dict[str, Any]:
@@ -89,12 +95,24 @@ def run_bench(bench: BenchConfig, progress: bool = True) -> dict[str, Any]:
             skipped += 1
             continue
         train(config, progress=False)
+    diagnostics = _diagnose(bench, configs, progress)
     elapsed = time.perf_counter() - start
-    return write_report(bench, elapsed, skipped)
+    return write_report(bench, elapsed, skipped, diagnostics)
 
 
-def write_report(bench: BenchConfig, elapsed_s: float, skipped: int = 0) -> dict[str, Any]:
-    """Tables (markdown, CSV), a PNG plot and ``report.md`` from the records under ``out_dir``."""
+def _diagnose(bench: BenchConfig, configs: list[RunConfig], progress: bool) -> list[str]:
+    """``merdg diagnose`` on the first ``diagnose_seeds`` seeds; the report section's lines."""
+    if bench.diagnose_seeds <= 0:
+        return []
+    from merdg.diagnostics.bench import diagnose_bench
+
+    return diagnose_bench(bench, configs, progress)
+
+
+def write_report(bench: BenchConfig, elapsed_s: float, skipped: int = 0,
+                 sections: Sequence[str] = ()) -> dict[str, Any]:
+    """Tables (markdown, CSV), a PNG plot and ``report.md`` from the records under ``out_dir``;
+    ``sections`` (markdown lines, e.g. the diagnostics) go before the configuration."""
     out = Path(bench.out_dir)
     rows = [r for r in load_runs(out / "runs") if r["algorithm"] in bench.algorithms]
     if not rows:
@@ -121,6 +139,7 @@ def write_report(bench: BenchConfig, elapsed_s: float, skipped: int = 0) -> dict
     ]
     if plot is not None:
         report += [f"![accuracy]({plot.name})", ""]
+    report += list(sections)
     report += ["## Configuration", "", "```json",
                json.dumps({k: v for k, v in bench.__dict__.items()}, indent=2, sort_keys=True),
                "```", ""]

@@ -62,6 +62,8 @@ class RunConfig:
         eval_batch_size: Batch size of evaluation passes.
         save_model: Save the final weights to ``model.pt``.
         precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` autocast of the forward passes.
+        tensorboard: Also log every scalar to TensorBoard under ``out_dir/tensorboard`` (needs
+            the ``tensorboard`` extra; see :mod:`merdg.tensorboard_log`).
     """
 
     dataset: str
@@ -81,6 +83,7 @@ class RunConfig:
     eval_batch_size: int = 256
     save_model: bool = False
     precision: str = "fp32"
+    tensorboard: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -185,6 +188,17 @@ def _mean_logs(logs: Sequence[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([entry[k] for entry in logs if k in entry])) for k in keys}
 
 
+def _tensorboard_logger(config: RunConfig, out: Path | None):
+    """The run's TensorBoard logger, or None when ``config.tensorboard`` is off."""
+    if not config.tensorboard:
+        return None
+    if out is None:
+        raise ValueError("tensorboard logging needs an out_dir to write to")
+    from merdg.tensorboard_log import TensorBoardLogger
+
+    return TensorBoardLogger(out / "tensorboard")
+
+
 def train(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     """Run one training job; returns the summary (also written to ``summary.json``).
 
@@ -216,6 +230,7 @@ def train(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         for stale in ("records.jsonl", "summary.json", "done"):
             (out / stale).unlink(missing_ok=True)
         write_json_atomic(out / "config.json", run_info)
+    tensorboard = _tensorboard_logger(config, out)
 
     records: list[dict[str, Any]] = []
     epochs = int(hparams["epochs"])
@@ -226,6 +241,8 @@ def train(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         algorithm.train()
         sampler.set_epoch(epoch)
         logs = [algorithm.update(batch.to(device)) for batch in loader]
+        if tensorboard is not None:
+            tensorboard.log_steps(logs, epoch * len(loader))
         evals = {"val": _merge_eval({d: evaluate(algorithm, s, device, config.eval_batch_size,
                                                  config.num_workers)
                                      for d, s in val_sets.items()}),
@@ -237,8 +254,12 @@ def train(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         records.append(record)
         if out is not None:
             append_jsonl(out / "records.jsonl", record)
+        if tensorboard is not None:
+            tensorboard.log_record(record)
         bar.set_postfix(val=f"{evals['val']['acc']:.3f}", target=f"{evals['target']['acc']:.3f}")
 
+    if tensorboard is not None:
+        tensorboard.close()
     summary = summarize(records, run_info)
     if out is not None:
         if config.save_model:

@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hparams-seed", type=int, default=0, help="0: defaults; k: random trial k")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--save-model", action="store_true", help="save the final weights")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log scalars to TensorBoard under OUT/tensorboard "
+                   "(pip install 'merdg[tensorboard]')")
     add_training_args(p)
     p.set_defaults(func=run)
 
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         data_root=args.data_root, dataset_options=parse_options(args.dataset_option),
         holdout_fraction=args.holdout_fraction, out_dir=args.out, device=args.device,
         num_workers=args.num_workers, save_model=args.save_model,
-        precision=args.precision)
+        precision=args.precision, tensorboard=args.tensorboard)
     summary = train(config)
     print(json.dumps(summary["selection"], indent=2))
     return 0
