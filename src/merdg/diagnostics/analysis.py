@@ -35,8 +35,8 @@ from merdg.hparams import seed_hash
 __all__ = ["DiagnoseOptions", "SPACES", "diagnose_run", "headline"]
 
 SPACES = {
-    "embedding": "encoder output (the fusion classifier's input; the paper's 'encoder features')",
-    "projection": "projection-head output (what MER-DG regularizes in the official code)",
+    "embedding": "encoder outputs, the fusion classifier's input",
+    "projection": "projection-head outputs, what MER-DG regularizes in the official code",
 }
 ALL_SOURCES = "all sources"
 
