@@ -52,6 +52,7 @@ class BenchConfig:
     num_workers: int = 0
     holdout_fraction: float = 0.2
     precision: str = "fp32"
+    diagnose_seeds: int = 0
 
 
 def run_configs(bench: BenchConfig) -> list[RunConfig]:
@@ -69,7 +70,7 @@ def run_configs(bench: BenchConfig) -> list[RunConfig]:
             seed=seed, hparams=dict(bench.hparams), data_root=bench.data_root,
             dataset_options=dict(bench.dataset_options), holdout_fraction=bench.holdout_fraction,
             out_dir=str(out), device=bench.device, num_workers=bench.num_workers,
-            precision=bench.precision))
+            precision=bench.precision, save_model=seed < bench.diagnose_seeds))
     return configs
 
 
@@ -87,6 +88,15 @@ def _discard_other_run(job: Job) -> None:
         (job.path / name).unlink(missing_ok=True)
 
 
+def _discard_run_without_weights(job: Job) -> None:
+    """A finished run that diagnostics need but that did not save its weights is redone."""
+    if job.config.save_model and (job.path / "done").exists() and not (
+            job.path / "model.pt").exists():
+        print(f"note: {job.path} has no saved weights for diagnostics; running it again")
+        for name in ("records.jsonl", "summary.json", "done", CHECKPOINT_NAME, "failed"):
+            (job.path / name).unlink(missing_ok=True)
+
+
 def run_bench(bench: BenchConfig, progress: bool = True,
               launcher: LauncherOptions | None = None) -> dict[str, Any]:
     """Run (or resume) every run of the bench, then write the report; returns its paths.
@@ -100,20 +110,33 @@ def run_bench(bench: BenchConfig, progress: bool = True,
     jobs = [Job(config) for config in run_configs(bench)]
     for job in jobs:
         _discard_other_run(job)
+        _discard_run_without_weights(job)
     start = time.perf_counter()
     report = launch(jobs, launcher, progress)
-    elapsed = time.perf_counter() - start
     if report.failed:
         raise RuntimeError(f"{len(report.failed)} of {len(jobs)} runs failed (finished runs are "
                            f"kept; run the command again to retry):\n{report.failures()}")
     if report.submitted or report.busy:
         raise RuntimeError(f"{len(report.submitted) + len(report.busy)} runs are not finished "
                            "yet (submitted, or running elsewhere); run the command again later")
-    return write_report(bench, elapsed, len(report.skipped))
+    diagnostics = _diagnose(bench, [job.config for job in jobs], progress)
+    elapsed = time.perf_counter() - start
+    return write_report(bench, elapsed, len(report.skipped), diagnostics)
 
 
-def write_report(bench: BenchConfig, elapsed_s: float, skipped: int = 0) -> dict[str, Any]:
-    """Tables (markdown, CSV), a PNG plot and ``report.md`` from the records under ``out_dir``."""
+def _diagnose(bench: BenchConfig, configs: list[RunConfig], progress: bool) -> list[str]:
+    """``merdg diagnose`` on the first ``diagnose_seeds`` seeds; the report section's lines."""
+    if bench.diagnose_seeds <= 0:
+        return []
+    from merdg.diagnostics.bench import diagnose_bench
+
+    return diagnose_bench(bench, configs, progress)
+
+
+def write_report(bench: BenchConfig, elapsed_s: float, skipped: int = 0,
+                 sections: Sequence[str] = ()) -> dict[str, Any]:
+    """Tables (markdown, CSV), a PNG plot and ``report.md`` from the records under ``out_dir``;
+    ``sections`` (markdown lines, e.g. the diagnostics) go before the configuration."""
     out = Path(bench.out_dir)
     rows = [r for r in load_runs(out / "runs") if r["algorithm"] in bench.algorithms]
     if not rows:
@@ -140,6 +163,7 @@ def write_report(bench: BenchConfig, elapsed_s: float, skipped: int = 0) -> dict
     ]
     if plot is not None:
         report += [f"![accuracy]({plot.name})", ""]
+    report += list(sections)
     report += ["## Configuration", "", "```json",
                json.dumps({k: v for k, v in bench.__dict__.items()}, indent=2, sort_keys=True),
                "```", ""]

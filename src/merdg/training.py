@@ -88,11 +88,14 @@ class RunConfig:
         precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` autocast of the forward passes.
         split_seed: Seed of the source train/val holdout (None: ``seed``). Hyperparameter
             searches fix it so that every trial is selected on the same validation data.
+        tensorboard: Also log every scalar to TensorBoard under ``out_dir/tensorboard`` (needs
+            the ``tensorboard`` extra; see :mod:`merdg.tensorboard_log`).
     """
 
     # fields that change where or how fast a run computes, not what it computes
     NON_IDENTITY: ClassVar[tuple[str, ...]] = ("out_dir", "device", "num_workers",
-                                               "eval_batch_size", "save_model", "data_root")
+                                               "eval_batch_size", "save_model", "data_root",
+                                               "tensorboard")
 
     dataset: str
     target: str
@@ -112,6 +115,7 @@ class RunConfig:
     save_model: bool = False
     precision: str = "fp32"
     split_seed: int | None = None
+    tensorboard: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -268,6 +272,19 @@ class _Run:
     run_info: dict[str, Any]
     identity: dict[str, Any]  # what a checkpoint or finished run must match to be reused
     out: Path | None  # where this process writes (None on ranks > 0 and without out_dir)
+    tensorboard: Any = None  # TensorBoardLogger on the writing rank when config.tensorboard
+
+
+def _tensorboard_logger(config: RunConfig, out: Path | None):
+    """The run's TensorBoard logger on the writing rank, or None (``config.tensorboard`` off,
+    or a rank > 0)."""
+    if not config.tensorboard or not mdist.is_main_process():
+        return None
+    if out is None:
+        raise ValueError("tensorboard logging needs an out_dir to write to")
+    from merdg.tensorboard_log import TensorBoardLogger
+
+    return TensorBoardLogger(out / "tensorboard")
 
 
 def train(config: RunConfig, progress: bool = True, resume: bool = True) -> dict[str, Any]:
@@ -301,10 +318,23 @@ def train(config: RunConfig, progress: bool = True, resume: bool = True) -> dict
 
 
 def _train(run: _Run, progress: bool, resume: bool) -> dict[str, Any]:
-    config, device, out = run.config, run.device, run.out
+    config, out = run.config, run.out
     records = _start(run, resume)
     if isinstance(records, dict):  # the run had already finished: its summary
         return records
+    run.tensorboard = _tensorboard_logger(config, out)
+    try:
+        return _train_epochs(run, records, progress)
+    finally:
+        if run.tensorboard is not None:
+            run.tensorboard.close()
+
+
+def _train_epochs(run: _Run, records: list[dict[str, Any]], progress: bool) -> dict[str, Any]:
+    config, device, out = run.config, run.device, run.out
+    if run.tensorboard is not None:  # a resumed run: the event files restart from the records
+        for record in records:
+            run.tensorboard.log_record(record)
     enable_data_parallel(run.algorithm, device, run.sampler.per_domain)
     epochs = int(run.hparams["epochs"])
     bar = tqdm(range(len(records), epochs), desc=f"{config.algorithm} -> {config.target}",
@@ -315,6 +345,8 @@ def _train(run: _Run, progress: bool, resume: bool) -> dict[str, Any]:
         if config.out_dir is not None:
             run_dir.save_state(run.out, run.identity, run.algorithm, device, records)
         _log_epoch(run, records[-1])  # after the checkpoint: logged epochs are never redone
+        if run.tensorboard is not None:
+            run.tensorboard.log_record(records[-1])
         bar.set_postfix(val=f"{records[-1]['val']['acc']:.3f}",
                         target=f"{records[-1]['target']['acc']:.3f}")
     summary = summarize(records, run.run_info)
@@ -394,6 +426,8 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, Any]:
         logs.append(run.algorithm.update(batch.to(run.device)))
         n_samples += len(batch)
     train_logs = mean_over_ranks(_mean_logs(logs), n_samples, run.device)
+    if run.tensorboard is not None:
+        run.tensorboard.log_steps(logs, epoch * len(run.loader))
     evals = _evaluate_epoch(run)
     record = {"epoch": epoch + 1, "steps": (epoch + 1) * len(run.loader), "train": train_logs,
               **evals, "time_s": time.perf_counter() - start, "run": run.run_info}

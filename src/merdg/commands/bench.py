@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="modality sets to compare, e.g. inertial,skeleton inertial,skeleton,depth"
                    " (default: all modalities together)")
     p.add_argument("--out", default=None, help="output directory (default: bench-<dataset>)")
+    add_diagnose_arg(p)
     add_training_args(p)
     add_launcher_args(p)
     p.set_defaults(func=run)
@@ -38,11 +39,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("demo", help="ERM vs MER-DG on the built-in synthetic benchmark (CPU, "
                        "a few minutes)",
                        description="`merdg bench` on the built-in synthetic benchmark with its "
-                       "defaults: ERM and MERDG, every target domain, 3 seeds.")
+                       "defaults: ERM and MERDG, every target domain, 3 seeds, and diagnostics "
+                       "of seed 0.")
     d.add_argument("--out", default=DEMO_OUT, help=f"output directory (default: {DEMO_OUT})")
     d.add_argument("--seeds", type=int, default=3)
+    add_diagnose_arg(d, default=1)  # about 1 of the demo's 2.5 minutes (docs/diagnostics.md)
     add_threads_arg(d)
     d.set_defaults(func=run_demo)
+
+
+def add_diagnose_arg(parser: argparse.ArgumentParser, default: int = 0) -> None:
+    parser.add_argument("--diagnose", type=int, nargs="?", const=1, default=default,
+                        metavar="SEEDS",
+                        help="also run `merdg diagnose` on the first SEEDS seeds (1 if SEEDS is "
+                        "omitted) of every modality set and target, saving those runs' weights, "
+                        f"and link the results from the report (default {default}; 0 disables; "
+                        "docs/diagnostics.md)")
 
 
 def _print_result(result: dict) -> None:
@@ -60,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         modality_sets=parse_modality_sets(args.modality_sets),
         hparams=parse_hparams(args.hparams), dataset_options=parse_options(args.dataset_option),
         data_root=args.data_root, device=args.device, num_workers=args.num_workers,
-        holdout_fraction=args.holdout_fraction, precision=args.precision)
+        holdout_fraction=args.holdout_fraction, precision=args.precision,
+        diagnose_seeds=args.diagnose)
     _print_result(run_bench(bench, launcher=launcher_options(args)))
     return 0
 
@@ -70,6 +83,6 @@ def run_demo(args: argparse.Namespace) -> int:
 
     apply_threads(args)
     bench = BenchConfig(dataset="synthetic", algorithms=["ERM", "MERDG"], seeds=args.seeds,
-                        out_dir=args.out)
+                        out_dir=args.out, diagnose_seeds=args.diagnose)
     _print_result(run_bench(bench))
     return 0

@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-model", action="store_true", help="save the final weights")
     p.add_argument("--restart", action="store_true",
                    help="start over instead of resuming from --out's checkpoint")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log scalars to TensorBoard under OUT/tensorboard "
+                   "(pip install 'merdg[tensorboard]')")
     add_training_args(p)
     p.set_defaults(func=run)
 
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         data_root=args.data_root, dataset_options=parse_options(args.dataset_option),
         holdout_fraction=args.holdout_fraction, out_dir=args.out, device=args.device,
         num_workers=args.num_workers, save_model=args.save_model,
-        precision=args.precision)
+        precision=args.precision, tensorboard=args.tensorboard)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, only rank 0 prints
     if main_rank:
         log_progress_to_stderr()
@@ -96,4 +99,4 @@ def preset_config(args: argparse.Namespace):
         data_root=args.data_root, dataset_options=parse_options(args.dataset_option),
         out_dir=out, device=args.device, num_workers=args.num_workers,
         eval_batch_size=preset.eval_batch_size, save_model=args.save_model,
-        precision=args.precision)
+        precision=args.precision, tensorboard=args.tensorboard)
