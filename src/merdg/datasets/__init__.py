@@ -1,6 +1,10 @@
 """Datasets: the :data:`DATASETS` registry and the built-in synthetic benchmark."""
 
-from merdg.datasets import synthetic  # noqa: F401  (registers "synthetic")
+from merdg.datasets import (  # noqa: F401  (each module registers its datasets)
+    manifest,  # "manifest": bring-your-own-data manifest.csv + .npy files
+    synthetic,  # "synthetic": the built-in benchmark
+    utd_mhad,  # "utd-mhad": the UTD-MHAD release
+)
 from merdg.datasets.base import DATASETS, Batch, DomainDataset, TensorSamples, collate
 from merdg.datasets.samplers import BalancedDomainBatchSampler
 
