@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from merdg.bench import BenchConfig, run_configs
 from merdg.cli import main
 from merdg.datasets import build_dataset
 from merdg.datasets import utd_mhad as utd
@@ -75,8 +76,9 @@ SMALL = {"inertial_length": 16, "skeleton_length": 8, "depth_frames": 4, "depth_
 
 
 def load(root, tmp_path, modalities=None, **options):
+    options = {**SMALL, "domains": "subject", **options}
     return build_dataset("utd-mhad", str(root), modalities, cache_dir=str(tmp_path / "cache"),
-                         progress=False, **{**SMALL, **options})
+                         progress=False, **options)
 
 
 def test_reads_the_layout_and_preprocesses(release, tmp_path):
@@ -102,7 +104,9 @@ def test_reads_the_layout_and_preprocesses(release, tmp_path):
 
 def test_domain_groupings(release, tmp_path):
     assert load(release, tmp_path, ["inertial"], domains="1+3,2").domains == ["s1+s3", "s2"]
-    assert load(release, tmp_path, ["inertial"], domains="pairs").domains == ["s1+s2", "s3+s4"]
+    default = build_dataset("utd-mhad", str(release), ["inertial"], progress=False,
+                            cache_dir=str(tmp_path / "cache"), **SMALL)
+    assert default.domains == ["s1+s2", "s3+s4"]  # the default grouping: pairs
     with pytest.raises(ValueError, match="exactly one group"):
         load(release, tmp_path, ["inertial"], domains="1+2")
     with pytest.raises(ValueError, match="skeleton_origin"):
@@ -142,18 +146,18 @@ def test_data_check_counts_and_problems(release, damaged, capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     header = next(line for line in lines if line.strip().startswith("class"))
-    assert header.split() == ["class", "s1", "s2", "s3", "total"]
-    assert next(line for line in lines if "sit to stand" in line).split()[-4:] == ["2", "2", "2",
-                                                                                   "6"]
+    assert header.split() == ["class", "s1+s2", "s3+s4", "total"]  # default grouping: pairs
+    assert next(line for line in lines if "sit to stand" in line).split()[-3:] == ["4", "2", "6"]
     assert next(line for line in lines if line.startswith("total ")).split() == [
-        "total", "6", "6", "6", "18"]
-    assert "OK: 18 readable samples in 3 domains" in out
+        "total", "12", "6", "18"]
+    assert "readable samples per subject: s1: 6, s2: 6, s3: 6" in out
+    assert "OK: 18 readable samples in 2 domains" in out
     assert main(["data", "check", "--dataset", "utd-mhad", "--data-root", str(damaged),
-                 "--dataset-option", "progress=false"]) == 1
+                 "--dataset-option", "progress=false", "--dataset-option", "domains=subject"]) == 1
     out = capsys.readouterr().out
     assert out.count("PROBLEM:") == 3 and "FAILED: 3 problem(s)" in out
     assert "a2_s1_t2_depth.mat: file missing" in out and "sample a24_s2_t1 (skeleton)" in out
-    assert "OK" not in out.splitlines()[-1] and "15 readable samples" in out
+    assert out.splitlines()[-1] == "FAILED: 3 problem(s): 15 readable samples in 3 domains"
 
 
 class _Boom(RuntimeError):
@@ -236,10 +240,23 @@ def test_training_runs_on_the_release(release, tmp_path):
     summary = train(RunConfig(dataset="utd-mhad", target="s3", algorithm="MERDG",
                               data_root=str(release), hparams=hp,
                               dataset_options={**SMALL, "cache_dir": str(tmp_path / "c"),
-                                               "progress": False}), progress=False)
+                                               "progress": False, "domains": "subject"}),
+                    progress=False)
     chosen = summary["selection"]["source_val"]
     assert set(chosen["target_probe_acc"]) == {"depth", "inertial", "skeleton"}
     assert 0.0 <= chosen["target_acc"] <= 1.0
+
+
+def test_bench_compares_the_declared_modality_sets(release, tmp_path):
+    bench = BenchConfig(dataset="utd-mhad", algorithms=["ERM", "MERDG"], out_dir=str(tmp_path),
+                        seeds=3, data_root=str(release),
+                        dataset_options={**SMALL, "cache_dir": str(tmp_path / "c"),
+                                         "progress": False})
+    configs = run_configs(bench)
+    assert len(configs) == 2 * 2 * 2 * 3  # modality sets x algorithms x targets x seeds
+    assert {"+".join(c.modalities) for c in configs} == {"inertial+skeleton",
+                                                          "depth+inertial+skeleton"}
+    assert {c.target for c in configs} == {"s1+s2", "s3+s4"}
 
 
 def _real_release() -> Path | None:

@@ -225,12 +225,15 @@ class DomainDataset:
         ALL_MODALITIES: Every modality the dataset offers.
         HPARAMS: Training defaults for this dataset (lr, epochs, batch size, encoders, ...).
         ENCODERS: Default encoder spec per modality.
+        BENCH_MODALITY_SETS: Modality sets ``merdg bench`` compares by default (empty: all
+            modalities together).
     """
 
     ALL_MODALITIES: ClassVar[tuple[str, ...]] = ()
     HPARAMS: ClassVar[dict[str, HParam]] = {}
     ENCODERS: ClassVar[dict[str, dict[str, Any]]] = {}
     HAS_OFFICIAL_SPLITS: ClassVar[bool] = False
+    BENCH_MODALITY_SETS: ClassVar[tuple[tuple[str, ...], ...]] = ()
 
     domains: list[str]
     modalities: list[str]
