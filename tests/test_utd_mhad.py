@@ -12,6 +12,7 @@ from merdg.bench import BenchConfig, run_configs
 from merdg.cli import main
 from merdg.datasets import build_dataset
 from merdg.datasets import utd_mhad as utd
+from merdg.datasets import utd_mhad_release as release_layout
 from merdg.datasets.preprocessing import DataError
 from merdg.training import RunConfig, train
 
@@ -95,11 +96,22 @@ def test_reads_the_layout_and_preprocesses(release, tmp_path):
     assert torch.allclose(first[0], torch.full((6,), 1.1), atol=1e-5)
     assert torch.allclose(first[-1], torch.arange(1, 7) + 1.1, atol=1e-5)
     # skeleton: joints are relative to the first frame's hip centre
-    hip = raw["skeleton"][0, 0].reshape(20, 3)[utd.HIP_CENTER]
+    hip = raw["skeleton"][0, 0].reshape(20, 3)[release_layout.HIP_CENTER]
     assert torch.allclose(hip, torch.zeros(3), atol=1e-5)
     # depth: metres, area-averaged; the 80..160 x 120..200 block covers cells 4..7 x 6..9
-    depth = raw["depth"][ds.samples.index(utd.UTDSample(1, 24, 1))]
+    depth = raw["depth"][ds.samples.index(release_layout.UTDSample(1, 24, 1))]
     assert depth[0, 5, 7].item() == pytest.approx(3.4, abs=1e-4) and depth[0, 0, 0].item() == 0.0
+
+
+def test_root_from_the_environment(release, tmp_path, monkeypatch):
+    monkeypatch.setenv(release_layout.ROOT_ENV, str(release))
+    assert release_layout.find_root(None) == release
+    assert release_layout.find_root(str(release.parent)) == release  # an explicit root wins
+    monkeypatch.delenv(release_layout.ROOT_ENV)
+    with pytest.raises(FileNotFoundError, match="MERDG_UTD_MHAD_ROOT"):
+        release_layout.find_root(None)
+    with pytest.raises(FileNotFoundError, match="tried"):
+        release_layout.find_root(str(tmp_path))
 
 
 def test_domain_groupings(release, tmp_path):
@@ -261,7 +273,7 @@ def test_bench_compares_the_declared_modality_sets(release, tmp_path):
 
 def _real_release() -> Path | None:
     here = Path(__file__).resolve().parents[1]
-    for c in (os.environ.get(utd.ROOT_ENV), here.parent / "shared" / "data" / "utd-mhad",
+    for c in (os.environ.get(release_layout.ROOT_ENV), here.parent / "shared" / "data" / "utd-mhad",
               "/work/shared/data/utd-mhad"):
         if c and (Path(c) / "Inertial").is_dir():
             return Path(c)
@@ -271,10 +283,10 @@ def _real_release() -> Path | None:
 @pytest.mark.skipif(_real_release() is None, reason="the shared UTD-MHAD release is absent")
 def test_real_release_file_list():
     root = _real_release()
-    samples, ignored = utd.discover_samples(root)
+    samples, ignored = release_layout.discover_samples(root)
     assert len(samples) == 861 and not ignored
-    assert not {s.id for s in samples} & set(utd.RELEASE_MISSING)
-    per_subject = [sum(s.subject == k for s in samples) for k in utd.SUBJECTS]
+    assert not {s.id for s in samples} & set(release_layout.RELEASE_MISSING)
+    per_subject = [sum(s.subject == k for s in samples) for k in release_layout.SUBJECTS]
     assert per_subject == [107, 108, 108, 108, 108, 107, 108, 107]
     for m in ("depth", "inertial", "skeleton"):
         assert all(s.path(root, m).is_file() for s in samples)

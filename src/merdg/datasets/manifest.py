@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from merdg.datasets.arrays import ArrayDomainDataset
@@ -280,7 +281,7 @@ class ManifestDataset(ArrayDomainDataset):
     def encoder_spec(self, modality: str) -> dict[str, Any]:
         return default_encoder(self.input_shape(modality))
 
-    def split(self, domain: str, role: str, seed: int, holdout_fraction: float):
+    def split(self, domain: str, role: str, seed: int, holdout_fraction: float) -> Dataset:
         """The manifest's ``split`` column when present, else the seeded holdout."""
         if self._splits is None:
             return super().split(domain, role, seed, holdout_fraction)
