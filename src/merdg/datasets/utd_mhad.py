@@ -66,7 +66,6 @@ __all__ = ["ROOT_ENV", "UTDMHAD", "subject_domains"]
 CACHE_FORMAT = 1  # bump when the preprocessing code changes what it writes
 
 
-
 def subject_domains(spec: str, subjects: Sequence[int]) -> dict[int, str]:
     """Domain name of each subject: ``"subject"`` (``s1`` .. ``s8``), ``"pairs"`` (``s1+s2``,
     ``s3+s4``, ...) or explicit groups such as ``"1+5,2+6,3+7,4+8"``."""
