@@ -60,7 +60,8 @@ def run_configs(bench: BenchConfig) -> list[RunConfig]:
     dataset = build_dataset(bench.dataset, bench.data_root, None, **bench.dataset_options)
     targets = bench.targets or dataset.domains
     dataset.check_domains(targets)
-    modality_sets = bench.modality_sets or [list(dataset.modalities)]
+    modality_sets = (bench.modality_sets or [list(m) for m in dataset.BENCH_MODALITY_SETS]
+                     or [list(dataset.modalities)])
     configs = []
     for mods, algo, target, seed in itertools.product(modality_sets, bench.algorithms, targets,
                                                       range(bench.seeds)):

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--targets", help="comma-separated target domains (default: every domain)")
     p.add_argument("--modality-sets", nargs="+", metavar="A,B",
                    help="modality sets to compare, e.g. inertial,skeleton inertial,skeleton,depth"
-                   " (default: all modalities together)")
+                   " (default: the dataset's BENCH_MODALITY_SETS, else all modalities together)")
     p.add_argument("--out", default=None, help="output directory (default: bench-<dataset>)")
     add_diagnose_arg(p)
     add_training_args(p)

@@ -1,8 +1,12 @@
 """Datasets: the :data:`DATASETS` registry and the built-in synthetic benchmark."""
 
-import merdg.datasets.epic_kitchens  # noqa: F401  (registers "epic-kitchens")
-import merdg.datasets.hac  # noqa: F401  (registers "hac")
-from merdg.datasets import synthetic  # noqa: F401  (registers "synthetic")
+from merdg.datasets import (  # noqa: F401  (each module registers its datasets)
+    epic_kitchens,  # "epic-kitchens": EPIC-Kitchens D1/D2/D3 (MM-SADA splits)
+    hac,  # "hac": human / animal / cartoon
+    manifest,  # "manifest": bring-your-own-data manifest.csv + .npy files
+    synthetic,  # "synthetic": the built-in benchmark
+    utd_mhad,  # "utd-mhad": the UTD-MHAD release
+)
 from merdg.datasets.base import DATASETS, Batch, DomainDataset, TensorSamples, collate
 from merdg.datasets.samplers import BalancedDomainBatchSampler
 

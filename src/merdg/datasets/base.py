@@ -199,9 +199,13 @@ class CheckReport:
         per_class = [str(sum(c[k] for c in self.counts.values())) for k in classes]
         total = sum(sum(c.values()) for c in self.counts.values())
         rows.append(["total", *per_class, str(total)])
+        if len(classes) > 10:  # many classes: one row per class, one column per domain
+            header, *rows = [list(col) for col in zip(header, *rows)]
+            header[0] = "class"
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         for r in [header, *rows]:
-            lines.append("  ".join(v.rjust(w) for v, w in zip(r, widths)))
+            lines.append("  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                                   for i, (v, w) in enumerate(zip(r, widths))))
         lines.append("")
         for p in self.problems:
             lines.append(f"PROBLEM: {p}")
@@ -221,12 +225,15 @@ class DomainDataset:
         ALL_MODALITIES: Every modality the dataset offers.
         HPARAMS: Training defaults for this dataset (lr, epochs, batch size, encoders, ...).
         ENCODERS: Default encoder spec per modality.
+        BENCH_MODALITY_SETS: Modality sets ``merdg bench`` compares by default (empty: all
+            modalities together).
     """
 
     ALL_MODALITIES: ClassVar[tuple[str, ...]] = ()
     HPARAMS: ClassVar[dict[str, HParam]] = {}
     ENCODERS: ClassVar[dict[str, dict[str, Any]]] = {}
     HAS_OFFICIAL_SPLITS: ClassVar[bool] = False
+    BENCH_MODALITY_SETS: ClassVar[tuple[tuple[str, ...], ...]] = ()
 
     domains: list[str]
     modalities: list[str]

@@ -1,6 +1,9 @@
 """Networks: encoders (registry), heads, the late-fusion multimodal network."""
 
-from merdg.models import paper_encoders  # noqa: F401  (registers the paper's encoders)
+from merdg.models import (  # noqa: F401  (each module registers its encoders)
+    cnn3d,  # "cnn3d": small 3-D CNN for depth clips
+    paper_encoders,  # the paper's SlowFast / SlowOnly / VGGSound ResNet-18
+)
 from merdg.models.encoders import ENCODERS, build_encoder
 from merdg.models.heads import FusionClassifier, ProjectionHead
 from merdg.models.multimodal_net import ModelOutput, MultimodalNet

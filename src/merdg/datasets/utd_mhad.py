@@ -1,0 +1,253 @@
+"""UTD-MHAD: real inertial, skeleton and depth recordings of 27 actions by 8 subjects.
+
+Reads the authors' release layout (MATLAB v5 ``.mat`` files, read with ``scipy.io.loadmat``)::
+
+    Inertial/a{A}_s{S}_t{T}_inertial.mat   d_iner  (T_i, 6)         50 Hz acc xyz (g), gyro (deg/s)
+    Skeleton/a{A}_s{S}_t{T}_skeleton.mat   d_skel  (20, 3, T_k)     30 Hz Kinect v1 joints (m)
+    Depth/a{A}_s{S}_t{T}_depth.mat         d_depth (240, 320, T_k)  30 Hz depth (mm, uint16)
+
+with action A = 1..27 (label A - 1), subject S = 1..8 and trial T = 1..4 (861 samples: three
+are absent from the release). Domains are groups of subjects: by default the four pairs
+``s1+s2``, ``s3+s4``, ``s5+s6``, ``s7+s8`` (``domains="pairs"``), or the eight subjects
+(``domains="subject"``), or any grouping such as ``"1+5,2+6,3+7,4+8"``.
+
+Preprocessing (cached on disk, keyed by these settings; see :mod:`merdg.datasets.cache`):
+
+- ``inertial``: (T_i, 6) resampled linearly to (``inertial_length``, 6);
+- ``skeleton``: joints (T_k, 20, 3) expressed relative to the hip centre of the first frame
+  (``skeleton_origin``), flattened to (T_k, 60) and resampled to (``skeleton_length``, 60);
+- ``depth``: metres, resampled to ``depth_frames`` frames and area-averaged to
+  (``depth_height``, ``depth_width``) pixels.
+
+Standardization statistics (per channel for the sequences, one scalar for depth) come from the
+source domains only (:meth:`~merdg.datasets.arrays.ArrayDomainDataset.fit_normalization`).
+
+References:
+    C. Chen, R. Jafari, N. Kehtarnavaz, "UTD-MHAD: A Multimodal Dataset for Human Action
+    Recognition Utilizing a Depth Camera and a Wearable Inertial Sensor", IEEE ICIP 2015,
+    https://doi.org/10.1109/ICIP.2015.7350781. See ``docs/utd-mhad.md``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from merdg.datasets.arrays import ArrayDomainDataset
+from merdg.datasets.base import DATASETS, CheckReport
+from merdg.datasets.cache import ArrayCache, default_cache_dir, file_fingerprint
+from merdg.datasets.preprocessing import DataError, raise_problems
+from merdg.datasets.utd_mhad_release import (
+    ACTIONS,
+    LAYOUT,
+    RELEASE_MISSING,
+    ROOT_ENV,
+    SUBJECTS,
+    TRIALS,
+    UTDPreprocessing,
+    UTDSample,
+    discover_samples,
+    find_root,
+    load_modality,
+    preprocess,
+    read_raw,
+)
+from merdg.hparams import HParam
+
+__all__ = ["ROOT_ENV", "UTDMHAD", "subject_domains"]
+
+CACHE_FORMAT = 1  # bump when the preprocessing code changes what it writes
+
+
+def subject_domains(spec: str, subjects: Sequence[int]) -> dict[int, str]:
+    """Domain name of each subject: ``"subject"`` (``s1`` .. ``s8``), ``"pairs"`` (``s1+s2``,
+    ``s3+s4``, ...) or explicit groups such as ``"1+5,2+6,3+7,4+8"``."""
+    if spec == "subject":
+        return {s: f"s{s}" for s in subjects}
+    text = "1+2,3+4,5+6,7+8" if spec == "pairs" else str(spec)
+    try:
+        groups = [[int(s) for s in g.split("+")] for g in text.split(",")]
+    except ValueError as err:
+        raise ValueError(f"domains must be 'subject', 'pairs' or groups like '1+2,3+4', got "
+                         f"{spec!r}") from err
+    mapping = {s: "+".join(f"s{x}" for x in g) for g in groups for s in g}
+    unassigned = sorted(set(subjects) - set(mapping))
+    if unassigned or sum(map(len, groups)) != len(mapping):
+        raise ValueError(f"domains {spec!r}: every subject must be in exactly one group "
+                         f"(unassigned: {unassigned})")
+    return {s: mapping[s] for s in subjects}
+
+
+def _select(modalities: Sequence[str] | None) -> list[str]:
+    chosen = sorted(set(modalities)) if modalities else sorted(LAYOUT)
+    unknown = [m for m in chosen if m not in LAYOUT]
+    if unknown:
+        raise ValueError(f"unknown UTD-MHAD modalities {unknown}; available: {sorted(LAYOUT)}")
+    return chosen
+
+
+def _missing_files(root: Path, samples: Sequence[UTDSample], modality: str) -> list[str]:
+    return [f"sample {s.id} ({modality}): {s.path(root, modality)}: file missing"
+            for s in samples if not s.path(root, modality).is_file()]
+
+
+@DATASETS.register("utd-mhad")
+class UTDMHAD(ArrayDomainDataset):
+    """UTD-MHAD (ICIP 2015): inertial, skeleton and depth; 27 actions; subject pairs as domains.
+
+    Args:
+        root: The release directory (or its parent); default ``$MERDG_UTD_MHAD_ROOT``.
+        modalities: Subset of ``depth``, ``inertial``, ``skeleton`` (default: all).
+        domains: ``"pairs"`` (default: 4 domains ``s1+s2``, ``s3+s4``, ``s5+s6``, ``s7+s8``;
+            see docs/utd-mhad.md for why), ``"subject"`` (8 domains) or explicit groups such as
+            ``"1+5,2+6,3+7,4+8"``.
+        cache_dir: Where preprocessed arrays are cached (default ``$MERDG_CACHE_DIR`` or
+            ``~/.cache/merdg``).
+        normalize: Standardize with source-domain statistics (see ``fit_normalization``).
+        progress: Show a progress bar while preprocessing.
+        **preprocessing: Fields of :class:`UTDPreprocessing`.
+
+    Raises:
+        FileNotFoundError: No release under ``root``.
+        DataError: Missing, truncated or corrupt files (all of them are listed).
+    """
+
+    ALL_MODALITIES: ClassVar[tuple[str, ...]] = ("depth", "inertial", "skeleton")
+    HPARAMS: ClassVar[dict[str, HParam]] = {
+        "lr": HParam(1e-3, "Adam learning rate for the small from-scratch encoders"),
+        "weight_decay": HParam(1e-4, "Adam weight decay"),
+        "batch_size": HParam(24, "global batch: 8 per source domain with the 3 source pairs "
+                             "(official: 16 = 8 x 2 sources); use 56 with domains=subject"),
+        "epochs": HParam(30, "training epochs (source validation saturates by ~20; sized for "
+                         "the 2-core CPU benchmark)"),
+        "proj_hidden": HParam(256, "projection head hidden width (scaled down from 2048)"),
+        "fusion_hidden": HParam(128, "fusion classifier hidden width (scaled down from 512)"),
+    }
+    ENCODERS: ClassVar[dict[str, dict[str, Any]]] = {
+        "inertial": {"name": "tcn", "channels": [32, 64, 64], "kernel_size": 5},
+        "skeleton": {"name": "tcn", "channels": [32, 64, 64], "kernel_size": 5},
+        "depth": {"name": "cnn3d", "channels": [8, 16, 32]},
+    }
+    BENCH_MODALITY_SETS: ClassVar[tuple[tuple[str, ...], ...]] = (
+        ("inertial", "skeleton"), ("depth", "inertial", "skeleton"))
+    normalization: ClassVar[dict[str, str]] = {
+        "inertial": "channel", "skeleton": "channel", "depth": "global"}
+
+    def __init__(self, root: str | None = None, modalities: Sequence[str] | None = None,
+                 domains: str = "pairs", cache_dir: str | None = None, normalize: bool = True,
+                 progress: bool = True, **preprocessing: Any) -> None:
+        self.root = find_root(root)
+        self.modalities = _select(modalities)
+        self.settings = UTDPreprocessing(**preprocessing)
+        self.normalize = normalize
+        self.samples, _ = discover_samples(self.root)
+        if not self.samples:
+            raise DataError(f"no UTD-MHAD files for {self.modalities} under {self.root}")
+        raise_problems([p for m in self.modalities
+                        for p in _missing_files(self.root, self.samples, m)],
+                       f"UTD-MHAD under {self.root}")
+        cache = Path(cache_dir) if cache_dir else default_cache_dir()
+        x = self._load_all(cache, progress)
+        subject_domain = subject_domains(domains, sorted({s.subject for s in self.samples}))
+        names = sorted({subject_domain[s.subject] for s in self.samples}, key=_domain_sort_key)
+        self.set_samples(x, torch.tensor([s.action - 1 for s in self.samples]),
+                         [subject_domain[s.subject] for s in self.samples], names, ACTIONS)
+
+    def _load_all(self, cache_dir: Path, progress: bool) -> dict[str, torch.Tensor]:
+        """Every loaded modality; a modality that fails does not stop the others (each is
+        cached as soon as it is built), and all failures are raised together."""
+        x, failures = {}, []
+        for m in self.modalities:
+            try:
+                x[m] = torch.from_numpy(self._cached(m, cache_dir, progress))
+            except DataError as err:
+                failures.append(str(err))
+        if failures:
+            raise DataError("\n".join(failures))
+        return x
+
+    def _cached(self, modality: str, cache_dir: Path, progress: bool) -> np.ndarray:
+        """The preprocessed (n, ...) array of ``modality``, from the cache or built."""
+        paths = [s.path(self.root, modality) for s in self.samples]
+        key = {"format": CACHE_FORMAT, "modality": modality,
+               "files": file_fingerprint(paths, self.root), **self.settings.for_modality(modality)}
+        cache = ArrayCache(cache_dir / "utd-mhad", modality, key)
+        ids = np.array([s.id for s in self.samples])
+        arrays = cache.load_or_build(lambda: {
+            "data": load_modality(self.root, self.samples, modality, self.settings, progress),
+            "sample_ids": ids})
+        if not np.array_equal(arrays["sample_ids"], ids):
+            raise RuntimeError(f"cache {cache.path} lists other samples than {self.root}; "
+                               "delete it")
+        return arrays["data"]
+
+    @classmethod
+    def check(cls, root: str | None, modalities: Sequence[str] | None = None,
+              domains: str = "pairs", progress: bool = True, cache_dir: str | None = None,
+              normalize: bool = True, **preprocessing: Any) -> CheckReport:
+        """Read and preprocess every file (writing nothing); report counts and every problem.
+
+        ``cache_dir`` and ``normalize`` are accepted so that training options can be reused.
+        """
+        root_path, mods = find_root(root), _select(modalities)
+        settings = UTDPreprocessing(**preprocessing)
+        samples, ignored = discover_samples(root_path)
+        subject_domain = subject_domains(domains, sorted({s.subject for s in samples}))
+        problems, lengths, readable = [], defaultdict(list), []
+        for s in tqdm(samples, desc="UTD-MHAD: checking", disable=not progress):
+            ok = True
+            for m in mods:
+                try:
+                    raw = read_raw(root_path, s, m)
+                    preprocess(raw, m, settings)
+                    lengths[m].append(raw.shape[0 if m == "inertial" else 2])
+                except DataError as err:
+                    problems.append(str(err))
+                    ok = False
+            if ok:
+                readable.append(s)
+        counts = _counts(readable, subject_domain)
+        notes = _check_notes(root_path, mods, samples, readable, lengths, ignored, settings)
+        return CheckReport("utd-mhad", counts, problems, notes)
+
+
+def _domain_sort_key(name: str) -> int:
+    return int(name.split("+")[0][1:])
+
+
+def _counts(samples: Sequence[UTDSample], subject_domain: dict[int, str]
+            ) -> dict[str, dict[str, int]]:
+    """``{domain: {action name: readable samples}}`` with every domain and action listed."""
+    domains = sorted(set(subject_domain.values()), key=_domain_sort_key)  # present subjects only
+    per = Counter((subject_domain[s.subject], s.action) for s in samples)
+    return {d: {name: per[(d, a)] for a, name in enumerate(ACTIONS, 1)} for d in domains}
+
+
+def _check_notes(root: Path, mods: Sequence[str], samples: Sequence[UTDSample],
+                 readable: Sequence[UTDSample], lengths: dict[str, list[int]],
+                 ignored: Sequence[str], settings: UTDPreprocessing) -> list[str]:
+    notes = [f"root: {root}", f"modalities: {', '.join(mods)}",
+             f"preprocessing: {asdict(settings)}"]
+    for m in mods:
+        if lengths[m]:
+            notes.append(f"  {m}: raw frames {min(lengths[m])}..{max(lengths[m])}")
+    per_subject = Counter(s.subject for s in readable)
+    notes.append("readable samples per subject: " + ", ".join(
+        f"s{k}: {per_subject[k]}" for k in sorted({s.subject for s in samples})))
+    release = {UTDSample(s, a, t) for s in SUBJECTS for a in range(1, len(ACTIONS) + 1)
+               for t in TRIALS if UTDSample(s, a, t).id not in RELEASE_MISSING}
+    absent = [s.id for s in sorted(release - set(samples))]
+    notes.append(f"official release: {len(release)} samples; "
+                 + (f"{len(absent)} absent here: {', '.join(absent[:20])}"
+                    + (" ..." if len(absent) > 20 else "") if absent else "all present"))
+    if ignored:
+        notes.append(f"ignored {len(ignored)} files with unexpected names: "
+                     + ", ".join(ignored[:10]) + (" ..." if len(ignored) > 10 else ""))
+    return notes

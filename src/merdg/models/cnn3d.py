@@ -1,0 +1,60 @@
+"""A small 3-D CNN for short clips (depth maps, low-resolution video) that trains on a CPU."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from merdg.models.encoders import ENCODERS
+
+__all__ = ["Conv3DEncoder"]
+
+
+@ENCODERS.register("cnn3d")
+class Conv3DEncoder(nn.Module):
+    """3-D CNN for clips (N, T, H, W) or (N, C, T, H, W): conv blocks, then global average pool.
+
+    Each block is Conv3d(kernel, padding kernel // 2) - BatchNorm3d - ReLU. The first block
+    strides only in space (1, 2, 2), keeping the few frames of a short clip; later blocks stride
+    2 in time and space. The embedding is the space-time average of the last feature map,
+    optionally followed by dropout.
+
+    Args:
+        input_shape: (T, H, W) (one channel, e.g. depth) or (C, T, H, W).
+        channels: Output channels of each block; the embedding width is the last one.
+        kernel_size: Cubic kernel size (odd).
+        dropout: Dropout on the pooled embedding.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        channels: Sequence[int] = (8, 16, 32),
+        kernel_size: int = 3,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(input_shape) not in (3, 4):
+            raise ValueError(f"cnn3d expects samples of shape (T, H, W) or (C, T, H, W), got "
+                             f"{input_shape}")
+        if not channels:
+            raise ValueError("cnn3d needs at least one block")
+        self.add_channel_dim = len(input_shape) == 3
+        c_in = 1 if self.add_channel_dim else input_shape[0]
+        blocks: list[nn.Module] = []
+        for i, c_out in enumerate(channels):
+            stride = (1, 2, 2) if i == 0 else (2, 2, 2)
+            blocks += [nn.Conv3d(c_in, c_out, kernel_size, stride=stride,
+                                 padding=kernel_size // 2, bias=False),
+                       nn.BatchNorm3d(c_out), nn.ReLU()]
+            c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.dropout = nn.Dropout(dropout)
+        self.out_dim = int(channels[-1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.add_channel_dim:
+            x = x.unsqueeze(1)  # (N, T, H, W) -> (N, 1, T, H, W)
+        h = self.blocks(x)  # (N, C', T', H', W')
+        return self.dropout(h.mean(dim=(2, 3, 4)))  # (N, C')

@@ -1,0 +1,292 @@
+"""The UTD-MHAD reader on a small release written in the authors' layout (MATLAB v5 files)."""
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from merdg.bench import BenchConfig, run_configs
+from merdg.cli import main
+from merdg.datasets import build_dataset
+from merdg.datasets import utd_mhad as utd
+from merdg.datasets import utd_mhad_release as release_layout
+from merdg.datasets.preprocessing import DataError
+from merdg.training import RunConfig, train
+
+savemat = pytest.importorskip("scipy.io").savemat
+
+SUBJECTS, ACTIONS, TRIALS = (1, 2, 3), (1, 2, 24), (1, 2)
+
+
+def _inertial(rng, a, s):
+    t = int(rng.integers(20, 40))
+    return np.linspace(0, 1, t)[:, None] * np.arange(1, 7) + a + 0.1 * s  # (T_i, 6)
+
+
+def _skeleton(rng, a, s, frames):
+    joints = rng.normal(size=(20, 3, 1)) + np.linspace(0, a, frames)  # (20, 3, T_k)
+    return joints + s
+
+
+def _depth(a, frames):
+    clip = np.zeros((240, 320, frames), dtype=np.uint16)
+    clip[80:160, 120:200, :] = 1000 + 100 * a  # a block at 1.1 .. 3.4 m
+    return clip
+
+
+def write_release(root: Path, seed: int = 0) -> Path:
+    """SUBJECTS x ACTIONS x TRIALS samples, each modality in its folder, real variable names."""
+    rng = np.random.default_rng(seed)
+    for d in ("Inertial", "Skeleton", "Depth"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "Skeleton" / "Skeleton_joint_order.txt").write_text("1. head;\n")
+    for s in SUBJECTS:
+        for a in ACTIONS:
+            for t in TRIALS:
+                name, frames = f"a{a}_s{s}_t{t}", int(rng.integers(5, 9))
+                savemat(root / "Inertial" / f"{name}_inertial.mat",
+                        {"d_iner": _inertial(rng, a, s)})
+                savemat(root / "Skeleton" / f"{name}_skeleton.mat",
+                        {"d_skel": _skeleton(rng, a, s, frames)})
+                savemat(root / "Depth" / f"{name}_depth.mat", {"d_depth": _depth(a, frames)},
+                        do_compression=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    return write_release(tmp_path_factory.mktemp("utd") / "utd-mhad")
+
+
+@pytest.fixture
+def damaged(tmp_path, release):
+    """A copy of the release with one missing, one truncated and one garbage file."""
+    root = Path(shutil.copytree(release, tmp_path / "damaged"))
+    (root / "Depth" / "a2_s1_t2_depth.mat").unlink()
+    truncated = root / "Skeleton" / "a24_s2_t1_skeleton.mat"
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    (root / "Inertial" / "a1_s3_t2_inertial.mat").write_bytes(b"MATLAB 5.0 garbage" * 10)
+    return root
+
+
+SMALL = {"inertial_length": 16, "skeleton_length": 8, "depth_frames": 4, "depth_height": 12,
+         "depth_width": 16}
+
+
+def load(root, tmp_path, modalities=None, **options):
+    options = {**SMALL, "domains": "subject", **options}
+    return build_dataset("utd-mhad", str(root), modalities, cache_dir=str(tmp_path / "cache"),
+                         progress=False, **options)
+
+
+def test_reads_the_layout_and_preprocesses(release, tmp_path):
+    ds = load(release.parent, tmp_path)  # the parent directory also works (root/utd-mhad)
+    assert ds.domains == ["s1", "s2", "s3"] and ds.num_classes == 27
+    assert ds.class_names[23] == "sit to stand"
+    assert {m: ds.input_shape(m) for m in ds.modalities} == {
+        "depth": (4, 12, 16), "inertial": (16, 6), "skeleton": (8, 60)}
+    assert [s.id for s in ds.samples[:3]] == ["a1_s1_t1", "a1_s1_t2", "a2_s1_t1"]
+    assert ds.labels("s2") == [0, 0, 1, 1, 23, 23]
+    raw = ds._raw
+    # inertial: a linear ramp stays a linear ramp with the same endpoints
+    first = raw["inertial"][0]
+    assert torch.allclose(first[0], torch.full((6,), 1.1), atol=1e-5)
+    assert torch.allclose(first[-1], torch.arange(1, 7) + 1.1, atol=1e-5)
+    # skeleton: joints are relative to the first frame's hip centre
+    hip = raw["skeleton"][0, 0].reshape(20, 3)[release_layout.HIP_CENTER]
+    assert torch.allclose(hip, torch.zeros(3), atol=1e-5)
+    # depth: metres, area-averaged; the 80..160 x 120..200 block covers cells 4..7 x 6..9
+    depth = raw["depth"][ds.samples.index(release_layout.UTDSample(1, 24, 1))]
+    assert depth[0, 5, 7].item() == pytest.approx(3.4, abs=1e-4) and depth[0, 0, 0].item() == 0.0
+
+
+def test_root_from_the_environment(release, tmp_path, monkeypatch):
+    monkeypatch.setenv(release_layout.ROOT_ENV, str(release))
+    assert release_layout.find_root(None) == release
+    assert release_layout.find_root(str(release.parent)) == release  # an explicit root wins
+    monkeypatch.delenv(release_layout.ROOT_ENV)
+    with pytest.raises(FileNotFoundError, match="MERDG_UTD_MHAD_ROOT"):
+        release_layout.find_root(None)
+    with pytest.raises(FileNotFoundError, match="tried"):
+        release_layout.find_root(str(tmp_path))
+
+
+def test_domain_groupings(release, tmp_path):
+    assert load(release, tmp_path, ["inertial"], domains="1+3,2").domains == ["s1+s3", "s2"]
+    default = build_dataset("utd-mhad", str(release), ["inertial"], progress=False,
+                            cache_dir=str(tmp_path / "cache"), **SMALL)
+    assert default.domains == ["s1+s2", "s3+s4"]  # the default grouping: pairs
+    with pytest.raises(ValueError, match="exactly one group"):
+        load(release, tmp_path, ["inertial"], domains="1+2")
+    with pytest.raises(ValueError, match="skeleton_origin"):
+        load(release, tmp_path, skeleton_origin="feet")
+
+
+def test_every_damaged_file_is_named_with_its_sample(damaged, tmp_path):
+    with pytest.raises(DataError) as err:
+        load(damaged, tmp_path, ["depth"])
+    assert "a2_s1_t2" in str(err.value) and "a2_s1_t2_depth.mat: file missing" in str(err.value)
+    with pytest.raises(DataError) as err:
+        load(damaged, tmp_path, ["inertial", "skeleton"])
+    message = str(err.value)
+    assert "1 problem(s) in UTD-MHAD inertial" in message
+    assert "1 problem(s) in UTD-MHAD skeleton" in message
+    assert "sample a24_s2_t1 (skeleton)" in message and "a24_s2_t1_skeleton.mat" in message
+    assert "sample a1_s3_t2 (inertial)" in message and "truncated or corrupt" in message
+    assert not list((tmp_path / "cache" / "utd-mhad").glob("skeleton-*"))  # nothing cached
+
+
+def test_wrong_variable_shape_and_nan_are_rejected(tmp_path, release):
+    root = Path(shutil.copytree(release, tmp_path / "bad"))
+    savemat(root / "Inertial" / "a1_s1_t1_inertial.mat", {"inertial": np.zeros((30, 6))})
+    savemat(root / "Inertial" / "a1_s1_t2_inertial.mat", {"d_iner": np.zeros((30, 5))})
+    savemat(root / "Inertial" / "a2_s1_t1_inertial.mat", {"d_iner": np.full((30, 6), np.nan)})
+    with pytest.raises(DataError) as err:
+        load(root, tmp_path, ["inertial"])
+    message = str(err.value)
+    assert "a1_s1_t1" in message and "no variable 'd_iner' (found ['inertial'])" in message
+    assert "expected shape (T >= 2, 6), got (30, 5)" in message
+    assert "sample a2_s1_t1 (inertial)" in message and "180 NaN/Inf" in message
+
+
+def test_data_check_counts_and_problems(release, damaged, capsys):
+    assert main(["data", "check", "--dataset", "utd-mhad", "--data-root", str(release),
+                 "--dataset-option", "progress=false"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    header = next(line for line in lines if line.strip().startswith("class"))
+    assert header.split() == ["class", "s1+s2", "s3+s4", "total"]  # default grouping: pairs
+    assert next(line for line in lines if "sit to stand" in line).split()[-3:] == ["4", "2", "6"]
+    assert next(line for line in lines if line.startswith("total ")).split() == [
+        "total", "12", "6", "18"]
+    assert "readable samples per subject: s1: 6, s2: 6, s3: 6" in out
+    assert "OK: 18 readable samples in 2 domains" in out
+    assert main(["data", "check", "--dataset", "utd-mhad", "--data-root", str(damaged),
+                 "--dataset-option", "progress=false", "--dataset-option", "domains=subject"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("PROBLEM:") == 3 and "FAILED: 3 problem(s)" in out
+    assert "a2_s1_t2_depth.mat: file missing" in out and "sample a24_s2_t1 (skeleton)" in out
+    assert out.splitlines()[-1] == "FAILED: 3 problem(s): 15 readable samples in 3 domains"
+
+
+class _Boom(RuntimeError):
+    pass
+
+
+def test_cache_is_keyed_reused_and_never_half_written(release, tmp_path, monkeypatch):
+    load(release, tmp_path, ["inertial"])
+    entries = list((tmp_path / "cache" / "utd-mhad").glob("inertial-*.npz"))
+    assert len(entries) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the cache should have been used")
+
+    monkeypatch.setattr(utd, "load_modality", fail)
+    again = load(release, tmp_path, ["inertial"])  # same settings: read from the cache
+    assert again.input_shape("inertial") == (16, 6)
+    monkeypatch.undo()
+
+    real_savez = np.savez
+
+    def interrupted(file, **arrays):  # write half of the file, then die
+        real_savez(file, **arrays)
+        file.truncate(100)
+        raise _Boom("killed while writing")
+
+    monkeypatch.setattr(np, "savez", interrupted)
+    with pytest.raises(_Boom):
+        load(release, tmp_path, ["inertial"], inertial_length=20)  # new key: builds
+    monkeypatch.undo()
+    names = sorted(p.name for p in (tmp_path / "cache" / "utd-mhad").iterdir())
+    assert names == [entries[0].name]  # no half-written entry, no temporary file left
+    assert load(release, tmp_path, ["inertial"], inertial_length=20).input_shape("inertial") == (
+        20, 6)
+    assert len(list((tmp_path / "cache" / "utd-mhad").glob("inertial-*.npz"))) == 2
+
+
+def test_unreadable_cache_entry_is_rebuilt_with_a_warning(release, tmp_path):
+    load(release, tmp_path, ["skeleton"])
+    entry = next((tmp_path / "cache" / "utd-mhad").glob("skeleton-*.npz"))
+    entry.write_bytes(entry.read_bytes()[:50])
+    with pytest.warns(UserWarning, match="unreadable cache file"):
+        ds = load(release, tmp_path, ["skeleton"])
+    assert ds.input_shape("skeleton") == (8, 60)
+
+
+def test_changed_input_file_changes_the_cache_key(release, tmp_path):
+    root = Path(shutil.copytree(release, tmp_path / "copy"))
+    load(root, tmp_path, ["inertial"])
+    path = root / "Inertial" / "a1_s1_t1_inertial.mat"
+    savemat(path, {"d_iner": np.ones((25, 6))})
+    os.utime(path, ns=(1, 1))
+    ds = load(root, tmp_path, ["inertial"])
+    assert torch.equal(ds._raw["inertial"][0], torch.ones(16, 6))
+    assert len(list((tmp_path / "cache" / "utd-mhad").glob("inertial-*.npz"))) == 2
+
+
+def test_normalization_uses_the_source_domains_only(release, tmp_path):
+    ds = load(release, tmp_path, ["inertial", "depth"])
+    with pytest.raises(RuntimeError, match="fit_normalization"):
+        ds.domain_samples("s1")
+    ds.fit_normalization(["s1", "s2"])
+    sources = torch.cat([ds.domain_samples(d).x["inertial"] for d in ("s1", "s2")])
+    assert torch.allclose(sources.mean(dim=(0, 1)), torch.zeros(6), atol=1e-4)
+    assert torch.allclose(sources.std(dim=(0, 1), unbiased=False), torch.ones(6), atol=1e-4)
+    assert ds.statistics["depth"].mean.numel() == 1  # one scalar for depth clips
+    stats = ds.statistics["inertial"].mean.clone()
+    target = ds.domain_indices("s3")
+    ds._raw["inertial"][target] *= 100.0  # a wildly different target changes nothing
+    ds.fit_normalization(["s1", "s2"])
+    assert torch.equal(ds.statistics["inertial"].mean, stats)
+    assert not torch.allclose(ds.domain_samples("s3").x["inertial"].mean(dim=(0, 1)),
+                              torch.zeros(6), atol=1.0)
+
+
+def test_training_runs_on_the_release(release, tmp_path):
+    hp = {"epochs": 1, "batch_size": 6, "proj_hidden": 16, "fusion_hidden": 16,
+          "encoders": {"depth": {"channels": [4, 8]}, "inertial": {"channels": [8, 8]},
+                       "skeleton": {"channels": [8, 8]}}}
+    summary = train(RunConfig(dataset="utd-mhad", target="s3", algorithm="MERDG",
+                              data_root=str(release), hparams=hp,
+                              dataset_options={**SMALL, "cache_dir": str(tmp_path / "c"),
+                                               "progress": False, "domains": "subject"}),
+                    progress=False)
+    chosen = summary["selection"]["source_val"]
+    assert set(chosen["target_probe_acc"]) == {"depth", "inertial", "skeleton"}
+    assert 0.0 <= chosen["target_acc"] <= 1.0
+
+
+def test_bench_compares_the_declared_modality_sets(release, tmp_path):
+    bench = BenchConfig(dataset="utd-mhad", algorithms=["ERM", "MERDG"], out_dir=str(tmp_path),
+                        seeds=3, data_root=str(release),
+                        dataset_options={**SMALL, "cache_dir": str(tmp_path / "c"),
+                                         "progress": False})
+    configs = run_configs(bench)
+    assert len(configs) == 2 * 2 * 2 * 3  # modality sets x algorithms x targets x seeds
+    assert {"+".join(c.modalities) for c in configs} == {"inertial+skeleton",
+                                                          "depth+inertial+skeleton"}
+    assert {c.target for c in configs} == {"s1+s2", "s3+s4"}
+
+
+def _real_release() -> Path | None:
+    here = Path(__file__).resolve().parents[1]
+    for c in (os.environ.get(release_layout.ROOT_ENV), here.parent / "shared" / "data" / "utd-mhad",
+              "/work/shared/data/utd-mhad"):
+        if c and (Path(c) / "Inertial").is_dir():
+            return Path(c)
+    return None
+
+
+@pytest.mark.skipif(_real_release() is None, reason="the shared UTD-MHAD release is absent")
+def test_real_release_file_list():
+    root = _real_release()
+    samples, ignored = release_layout.discover_samples(root)
+    assert len(samples) == 861 and not ignored
+    assert not {s.id for s in samples} & set(release_layout.RELEASE_MISSING)
+    per_subject = [sum(s.subject == k for s in samples) for k in release_layout.SUBJECTS]
+    assert per_subject == [107, 108, 108, 108, 108, 107, 108, 107]
+    for m in ("depth", "inertial", "skeleton"):
+        assert all(s.path(root, m).is_file() for s in samples)
