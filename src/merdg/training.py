@@ -62,6 +62,9 @@ class RunConfig:
         eval_batch_size: Batch size of evaluation passes.
         save_model: Save the final weights to ``model.pt``.
         precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` autocast of the forward passes.
+        eval_missing: Also evaluate the target with each modality missing (zero-filled, plus
+            imputed by translation for algorithms that define it): ``"none"``, ``"last"``
+            (final epoch only) or ``"every"`` epoch (needed for the selected epoch's numbers).
     """
 
     dataset: str
@@ -81,6 +84,7 @@ class RunConfig:
     eval_batch_size: int = 256
     save_model: bool = False
     precision: str = "fp32"
+    eval_missing: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,8 +137,13 @@ def build_algorithm(dataset: DomainDataset, algorithm: str, num_domains: int,
 
 @torch.no_grad()
 def evaluate(algorithm: Algorithm, data: Dataset, device: torch.device, batch_size: int = 256,
-             num_workers: int = 0, zero: Collection[str] = ()) -> dict[str, Any]:
-    """Accuracy (top-1 over the whole split), mean CE and per-modality probe accuracies."""
+             num_workers: int = 0, zero: Collection[str] = (),
+             translate: bool = False) -> dict[str, Any]:
+    """Accuracy (top-1 over the whole split), mean CE and per-modality probe accuracies.
+
+    Modalities in ``zero`` are zero-filled, or, with ``translate``, imputed by the algorithm's
+    ``evaluate_translated`` (SimMMDG, MOOSA).
+    """
     algorithm.eval()
     wrapped = DomainConcat([data])
     loader = DataLoader(wrapped, batch_size=batch_size, shuffle=False, collate_fn=collate,
@@ -143,7 +152,8 @@ def evaluate(algorithm: Algorithm, data: Dataset, device: torch.device, batch_si
     probe_correct: dict[str, int] = defaultdict(int)
     for batch in loader:
         batch = batch.to(device)
-        out = algorithm.evaluate(batch.x, zero=zero)
+        out = (algorithm.evaluate_translated(batch.x, zero) if translate
+               else algorithm.evaluate(batch.x, zero=zero))
         correct += int((out.logits.argmax(1) == batch.y).sum())  # top-1 over the whole split
         loss += float(torch.nn.functional.cross_entropy(out.logits.float(), batch.y,
                                                         reduction="sum"))
@@ -170,6 +180,22 @@ def _merge_eval(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+MISSING_MODES = ("none", "last", "every")
+
+
+def evaluate_missing(algorithm: Algorithm, data: Dataset, device: torch.device,
+                     modalities: Sequence[str], batch_size: int = 256,
+                     num_workers: int = 0) -> dict[str, dict[str, float]]:
+    """Accuracy with each modality missing: ``{"missing": {m: acc}}`` (zero-filled) and, for
+    algorithms with ``evaluate_translated``, ``{"missing_translated": {m: acc}}``."""
+    strategies = {"missing": False}
+    if hasattr(algorithm, "evaluate_translated"):
+        strategies["missing_translated"] = True
+    return {key: {m: evaluate(algorithm, data, device, batch_size, num_workers, zero=[m],
+                              translate=translate)["acc"] for m in modalities}
+            for key, translate in strategies.items()}
+
+
 def _train_loader(dataset: DomainDataset, sources: Sequence[str], config: RunConfig,
                   batch_size: int) -> tuple[DataLoader, BalancedDomainBatchSampler]:
     parts = [dataset.split(d, "train", config.seed, config.holdout_fraction) for d in sources]
@@ -192,6 +218,9 @@ def train(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         ValueError: Unknown domains or modalities, or an empty split.
         FloatingPointError: The training loss became NaN/Inf (records so far are kept).
     """
+    if config.eval_missing not in MISSING_MODES:
+        raise ValueError(f"eval_missing must be one of {MISSING_MODES}, got "
+                         f"{config.eval_missing!r}")
     seed_everything(config.seed)
     device = resolve_device(config.device)
     dataset = build_dataset(config.dataset, config.data_root, config.modalities,
@@ -231,6 +260,10 @@ def train(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                                      for d, s in val_sets.items()}),
                  "target": evaluate(algorithm, target_set, device, config.eval_batch_size,
                                     config.num_workers)}
+        if _missing_due(config.eval_missing, epoch, epochs, dataset.modalities):
+            evals["target"].update(evaluate_missing(algorithm, target_set, device,
+                                                    dataset.modalities, config.eval_batch_size,
+                                                    config.num_workers))
         record = {"epoch": epoch + 1, "steps": (epoch + 1) * len(loader),
                   "train": _mean_logs(logs), **evals,
                   "time_s": time.perf_counter() - start, "run": run_info}
@@ -248,6 +281,13 @@ def train(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     return summary
 
 
+def _missing_due(mode: str, epoch: int, epochs: int, modalities: Sequence[str]) -> bool:
+    """Whether this epoch evaluates the target with a modality missing (needs >= 2)."""
+    if mode == "none" or len(modalities) < 2:
+        return False
+    return mode == "every" or epoch == epochs - 1
+
+
 def summarize(records: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> dict[str, Any]:
     """The epoch each selection rule picks, with its accuracies."""
     chosen = {}
@@ -257,5 +297,8 @@ def summarize(records: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> di
                         "target_acc": rec["target"]["acc"],
                         "target_probe_acc": rec["target"]["probe_acc"],
                         "val_probe_acc": rec["val"]["probe_acc"]}
+        for key in ("missing", "missing_translated"):
+            if key in rec["target"]:
+                chosen[rule][f"target_{key}_acc"] = rec["target"][key]
     return {"selection": chosen, "epochs": len(records), "run": run_info,
             "train_time_s": sum(r["time_s"] for r in records)}

@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         modality_sets=parse_modality_sets(args.modality_sets),
         hparams=parse_hparams(args.hparams), dataset_options=parse_options(args.dataset_option),
         data_root=args.data_root, device=args.device, num_workers=args.num_workers,
-        holdout_fraction=args.holdout_fraction, precision=args.precision)
+        holdout_fraction=args.holdout_fraction, precision=args.precision,
+        eval_missing=args.eval_missing)
     _print_result(run_bench(bench))
     return 0
 

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         data_root=args.data_root, dataset_options=parse_options(args.dataset_option),
         holdout_fraction=args.holdout_fraction, out_dir=args.out, device=args.device,
         num_workers=args.num_workers, save_model=args.save_model,
-        precision=args.precision)
+        precision=args.precision, eval_missing=args.eval_missing)
     summary = train(config)
     print(json.dumps(summary["selection"], indent=2))
     return 0
