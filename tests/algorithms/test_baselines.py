@@ -148,3 +148,9 @@ def test_translated_missing_modality_evaluation(tiny_hparams):
     out = algo.evaluate_translated(x, ["m1"])
     assert out.logits.shape == (len(batch), 3) and torch.isfinite(out.logits).all()
     assert not torch.allclose(out.logits, algo.evaluate(batch.x, zero=["m1"]).logits)
+
+
+def test_simmmdg_rejects_odd_embedding_widths(tiny_hparams):
+    tiny_hparams["encoders"]["m0"] = {"hidden": 16, "out_dim": 7}
+    with pytest.raises(ValueError, match="odd"):
+        setup("SimMMDG", tiny_hparams, ("m0", "m1"))

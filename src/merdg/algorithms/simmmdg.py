@@ -64,7 +64,7 @@ __all__ = ["MOOSA", "SimMMDG"]
 
 
 def split_halves(z: Tensor) -> tuple[Tensor, Tensor]:
-    """(N, D) -> shared (N, D // 2) and specific (N, D - D // 2) halves."""
+    """(N, D) -> shared (N, D / 2) and specific (N, D / 2) halves (D even)."""
     half = z.shape[1] // 2
     return z[:, :half], z[:, half:]
 
@@ -87,6 +87,10 @@ class SimMMDG(Algorithm):
 
     def __init__(self, net: MultimodalNet, num_domains: int, hparams: Mapping[str, Any]) -> None:
         super().__init__(net, num_domains, hparams)
+        odd = {m: d for m, d in net.dims.items() if d % 2}
+        if odd:
+            raise ValueError(f"{type(self).__name__} splits every embedding into two halves; "
+                             f"embedding widths {odd} are odd")
         hp = self.hparams
         self.temperature = float(hp["temperature"])
         self.weights = {"ce": 1.0, "probe_ce": 1.0, "trans": float(hp["alpha_trans"]),
@@ -94,16 +98,17 @@ class SimMMDG(Algorithm):
                         "dist": float(hp["explore_loss_coeff"])}
         hidden = int(hp["trans_hidden"] or hp["proj_hidden"])
         self.translators = CrossModalTranslators(net.dims, hidden)
-        self.shared_projectors = self._half_heads(first=True)
+        self.shared_projectors = self._half_heads()
         # MER-DG's specific-half heads, only when MER-DG is composed (they get no other loss)
-        self.specific_projectors = self._half_heads(first=False) if "mer_lambda" in hp else None
+        self.specific_projectors = self._half_heads() if "mer_lambda" in hp else None
 
-    def _half_heads(self, first: bool) -> nn.ModuleDict:
+    def _half_heads(self) -> nn.ModuleDict:
+        """SimMMDG's ProjectHead (BatchNorm, L2-normalized output) on each half embedding."""
         hp = self.hparams
-        widths = {m: d // 2 if first else d - d // 2 for m, d in self.net.dims.items()}
-        return nn.ModuleDict({m: ProjectionHead(w, int(hp["proj_hidden"]), int(hp["proj_dim"]),
-                                                norm="batch", l2_normalize=True)
-                              for m, w in widths.items()})
+        return nn.ModuleDict({m: ProjectionHead(d // 2, int(hp["proj_hidden"]),
+                                                int(hp["proj_dim"]), norm="batch",
+                                                l2_normalize=True)
+                              for m, d in self.net.dims.items()})
 
     def objective(self, batch: Batch) -> Objective:
         out = self.net(batch.x)
@@ -215,8 +220,8 @@ class MOOSA(SimMMDG):
     def jigsaw_term(self, z: Mapping[str, Tensor]) -> Tensor:
         """CE of recognising which permutation shuffled the embedding chunks."""
         feat = torch.cat([z[m] for m in self.modalities], dim=1)  # (N, sum D_m)
-        puzzles = feat[:, self.jigsaw_index]  # (N, P, sum D_m)
-        n, p = puzzles.shape[:2]
+        n, (p, d) = feat.shape[0], self.jigsaw_index.shape
+        puzzles = feat.index_select(1, self.jigsaw_index.reshape(-1)).reshape(n, p, d)
         labels = torch.arange(p, device=feat.device).repeat(n)  # puzzle j of each sample
         return F.cross_entropy(self.jigsaw_classifier(puzzles.reshape(n * p, -1)), labels)
 
