@@ -38,7 +38,9 @@ def test_algorithm_updates_and_predicts(name, modalities, tiny_hparams):
     dropped = algo.evaluate(batch.x, zero=[modalities[0]])
     assert dropped.logits.shape == (len(batch), 3)
     if name.endswith("+MER") or name == "MERDG":
-        assert {f"mer_spec/{m}" for m in modalities} <= set(logs) and "mer" in logs
+        assert "mer" in logs
+        for m in modalities:  # SimMMDG/MOOSA: "mer_spec/<m>/shared" and ".../specific"
+            assert any(k == f"mer_spec/{m}" or k.startswith(f"mer_spec/{m}/") for k in logs)
 
 
 def test_mer_composition_is_one_line_and_cached():

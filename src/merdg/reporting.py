@@ -21,7 +21,8 @@ import numpy as np
 from merdg.model_selection import SELECTION_RULES, select_epoch
 from merdg.records import read_jsonl
 
-__all__ = ["aggregate", "load_runs", "markdown_table", "probe_table", "rows_to_csv", "plot_bench"]
+__all__ = ["aggregate", "load_runs", "markdown_table", "probe_table", "rows_to_csv", "plot_bench",
+           "missing_modality_table", "time_table"]
 
 
 def find_record_files(root: str | Path) -> list[Path]:
@@ -47,6 +48,10 @@ def run_rows(records: Sequence[dict[str, Any]], path: str = "") -> list[dict[str
             row[f"target_probe_acc/{m}"] = acc
         for m, acc in rec["val"]["probe_acc"].items():
             row[f"val_probe_acc/{m}"] = acc
+        for key in ("missing", "missing_translated"):
+            for m, acc in rec["target"].get(key, {}).items():
+                row[f"target_{key}/{m}"] = acc
+        row["train_time_s"] = sum(r.get("time_s", 0.0) for r in records)
         rows.append(row)
     return rows
 
@@ -120,6 +125,45 @@ def probe_table(rows: Sequence[dict[str, Any]], selection: str = "source_val") -
     for key in sorted(tables[0]):
         cells = [_fmt(t.get(key, {}).get("avg")) for t in tables]
         lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def missing_modality_table(rows: Sequence[dict[str, Any]], selection: str = "source_val",
+                           kind: str = "missing") -> str:
+    """Markdown: average target accuracy with all modalities and with each one missing.
+
+    Args:
+        rows: Rows of :func:`load_runs`.
+        selection: Selection rule of the epochs reported.
+        kind: ``"missing"`` (zero-filled) or ``"missing_translated"`` (imputed by translation).
+
+    Returns:
+        The table, or "" when no row holds the metric. Cells as in :func:`probe_table`.
+    """
+    prefix = f"target_{kind}/"
+    modalities = sorted({k[len(prefix):] for r in rows for k in r if k.startswith(prefix)})
+    if not modalities:
+        return ""
+    metrics = ["target_acc"] + [prefix + m for m in modalities]
+    tables = [aggregate(rows, selection, metric) for metric in metrics]
+    lines = ["| modalities | algorithm | all | " + " | ".join(f"no {m}" for m in modalities) + " |",
+             "|---|---|---|" + "---|" * len(modalities)]
+    for key in sorted(k for k in tables[1] if k in tables[0]):
+        cells = [_fmt(t.get(key, {}).get("avg")) for t in tables]
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def time_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown: mean ± std wall time of one run (all its epochs and evaluations), in seconds."""
+    times: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for r in rows:
+        if "train_time_s" in r:
+            times[(r["modalities"], r["algorithm"])][r["path"]] = r["train_time_s"]
+    lines = ["| modalities | algorithm | runs | seconds per run |", "|---|---|---|---|"]
+    for (mods, algo), per_run in sorted(times.items()):
+        mean, std = _mean_std(list(per_run.values()))
+        lines.append(f"| {mods} | {algo} | {len(per_run)} | {mean:.1f} ± {std:.1f} |")
     return "\n".join(lines) + "\n"
 
 

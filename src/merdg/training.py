@@ -90,6 +90,9 @@ class RunConfig:
             searches fix it so that every trial is selected on the same validation data.
         tensorboard: Also log every scalar to TensorBoard under ``out_dir/tensorboard`` (needs
             the ``tensorboard`` extra; see :mod:`merdg.tensorboard_log`).
+        eval_missing: Also evaluate the target with each modality missing (zero-filled, plus
+            imputed by translation for algorithms that define it): ``"none"``, ``"last"``
+            (final epoch only) or ``"every"`` epoch (needed for the selected epoch's numbers).
     """
 
     # fields that change where or how fast a run computes, not what it computes
@@ -116,6 +119,7 @@ class RunConfig:
     precision: str = "fp32"
     split_seed: int | None = None
     tensorboard: bool = False
+    eval_missing: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -192,11 +196,14 @@ def build_algorithm(dataset: DomainDataset, algorithm: str, num_domains: int,
 
 @torch.no_grad()
 def evaluate(algorithm: Algorithm, data: Dataset, device: torch.device, batch_size: int = 256,
-             num_workers: int = 0, zero: Collection[str] = ()) -> dict[str, Any]:
+             num_workers: int = 0, zero: Collection[str] = (),
+             translate: bool = False) -> dict[str, Any]:
     """Accuracy (top-1 over the whole split), mean CE and per-modality probe accuracies.
 
-    Under torch.distributed each rank evaluates every ``world_size``-th sample and the sums
-    (correct, loss, count) are added over ranks, so every rank returns the whole split's metrics.
+    Modalities in ``zero`` are zero-filled, or, with ``translate``, imputed by the algorithm's
+    ``evaluate_translated`` (SimMMDG, MOOSA). Under torch.distributed each rank evaluates every
+    ``world_size``-th sample and the sums (correct, loss, count) are added over ranks, so every
+    rank returns the whole split's metrics.
     """
     algorithm.eval()
     data = rank_shard(data)
@@ -207,7 +214,8 @@ def evaluate(algorithm: Algorithm, data: Dataset, device: torch.device, batch_si
     probe_correct: dict[str, int] = defaultdict(int)
     for batch in loader:
         batch = batch.to(device)
-        out = algorithm.evaluate(batch.x, zero=zero)
+        out = (algorithm.evaluate_translated(batch.x, zero) if translate
+               else algorithm.evaluate(batch.x, zero=zero))
         correct += int((out.logits.argmax(1) == batch.y).sum())  # top-1 over the whole split
         loss += float(torch.nn.functional.cross_entropy(out.logits.float(), batch.y,
                                                         reduction="sum"))
@@ -237,6 +245,22 @@ def _merge_eval(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "per_domain": {d: p["acc"] for d, p in parts.items()},
     }
     return merged
+
+
+MISSING_MODES = ("none", "last", "every")
+
+
+def evaluate_missing(algorithm: Algorithm, data: Dataset, device: torch.device,
+                     modalities: Sequence[str], batch_size: int = 256,
+                     num_workers: int = 0) -> dict[str, dict[str, float]]:
+    """Accuracy with each modality missing: ``{"missing": {m: acc}}`` (zero-filled) and, for
+    algorithms with ``evaluate_translated``, ``{"missing_translated": {m: acc}}``."""
+    strategies = {"missing": False}
+    if hasattr(algorithm, "evaluate_translated"):
+        strategies["missing_translated"] = True
+    return {key: {m: evaluate(algorithm, data, device, batch_size, num_workers, zero=[m],
+                              translate=translate)["acc"] for m in modalities}
+            for key, translate in strategies.items()}
 
 
 def _train_loader(dataset: DomainDataset, sources: Sequence[str], config: RunConfig,
@@ -305,6 +329,9 @@ def train(config: RunConfig, progress: bool = True, resume: bool = True) -> dict
         RunDirBusyError: Another process is writing ``out_dir``.
         FloatingPointError: The training loss became NaN/Inf (records so far are kept).
     """
+    if config.eval_missing not in MISSING_MODES:
+        raise ValueError(f"eval_missing must be one of {MISSING_MODES}, got "
+                         f"{config.eval_missing!r}")
     device, owns_group = setup_distributed(resolve_device(config.device))
     try:
         out = Path(config.out_dir) if config.out_dir and mdist.is_main_process() else None
@@ -428,7 +455,7 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     train_logs = mean_over_ranks(_mean_logs(logs), n_samples, run.device)
     if run.tensorboard is not None:
         run.tensorboard.log_steps(logs, epoch * len(run.loader))
-    evals = _evaluate_epoch(run)
+    evals = _evaluate_epoch(run, epoch)
     record = {"epoch": epoch + 1, "steps": (epoch + 1) * len(run.loader), "train": train_logs,
               **evals, "time_s": time.perf_counter() - start, "run": run.run_info}
     if run.dataset.data_issues():  # samples skipped so far (on_error="skip")
@@ -436,13 +463,17 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     return record
 
 
-def _evaluate_epoch(run: _Run) -> dict[str, Any]:
+def _evaluate_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     config = run.config
     val = {d: evaluate(run.algorithm, s, run.device, config.eval_batch_size, config.num_workers)
            for d, s in run.val_sets.items()}
-    return {"val": _merge_eval(val),
-            "target": evaluate(run.algorithm, run.target_set, run.device,
-                               config.eval_batch_size, config.num_workers)}
+    target = evaluate(run.algorithm, run.target_set, run.device, config.eval_batch_size,
+                      config.num_workers)
+    if _missing_due(config.eval_missing, epoch, int(run.hparams["epochs"]), run.dataset.modalities):
+        target.update(evaluate_missing(run.algorithm, run.target_set, run.device,
+                                       run.dataset.modalities, config.eval_batch_size,
+                                       config.num_workers))
+    return {"val": _merge_eval(val), "target": target}
 
 
 def _log_epoch(run: _Run, record: dict[str, Any]) -> None:
@@ -463,6 +494,13 @@ def _load_reports(algorithm: Algorithm, dataset: DomainDataset) -> dict[str, Any
     return info
 
 
+def _missing_due(mode: str, epoch: int, epochs: int, modalities: Sequence[str]) -> bool:
+    """Whether this epoch evaluates the target with a modality missing (needs >= 2)."""
+    if mode == "none" or len(modalities) < 2:
+        return False
+    return mode == "every" or epoch == epochs - 1
+
+
 def summarize(records: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> dict[str, Any]:
     """The epoch each selection rule picks, with its accuracies."""
     chosen = {}
@@ -472,5 +510,8 @@ def summarize(records: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> di
                         "target_acc": rec["target"]["acc"],
                         "target_probe_acc": rec["target"]["probe_acc"],
                         "val_probe_acc": rec["val"]["probe_acc"]}
+        for key in ("missing", "missing_translated"):
+            if key in rec["target"]:
+                chosen[rule][f"target_{key}_acc"] = rec["target"][key]
     return {"selection": chosen, "epochs": len(records), "run": run_info,
             "train_time_s": sum(r["time_s"] for r in records)}

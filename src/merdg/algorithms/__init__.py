@@ -1,17 +1,36 @@
-"""Algorithms: the registry, ERM, MER-DG and the composition that adds MER-DG to any of them."""
+"""Algorithms: the registry, ERM, MER-DG and the composition that adds MER-DG to any of them.
 
+Baselines, one module per family: :mod:`~merdg.algorithms.simmmdg` (SimMMDG, MOOSA),
+:mod:`~merdg.algorithms.contrastive` (CMC, NEL), :mod:`~merdg.algorithms.teacher` (CMRF, MBCD),
+:mod:`~merdg.algorithms.adversarial` (JAT, GMP), :mod:`~merdg.algorithms.rna` (RNANet).
+"""
+
+from merdg.algorithms.adversarial import GMP, JAT
 from merdg.algorithms.base import ALGORITHMS, Algorithm, EvalOutput, Objective, get_algorithm_class
+from merdg.algorithms.contrastive import CMC, NEL
 from merdg.algorithms.erm import ERM
 from merdg.algorithms.mer import MER_HPARAMS, MERDG, with_mer
+from merdg.algorithms.rna import RNANet
+from merdg.algorithms.simmmdg import MOOSA, SimMMDG
+from merdg.algorithms.teacher import CMRF, MBCD
 
 __all__ = [
     "ALGORITHMS",
     "Algorithm",
+    "CMC",
+    "CMRF",
     "ERM",
     "EvalOutput",
+    "GMP",
+    "JAT",
+    "MBCD",
     "MERDG",
     "MER_HPARAMS",
+    "MOOSA",
+    "NEL",
     "Objective",
+    "RNANet",
+    "SimMMDG",
     "get_algorithm_class",
     "with_mer",
 ]

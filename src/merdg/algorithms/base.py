@@ -138,11 +138,23 @@ class Algorithm(nn.Module):
             terms = {k: float(v.detach()) for k, v in objective.logs.items()}
             raise FloatingPointError(f"non-finite training loss; terms: {terms}")
         self.optimizer.zero_grad(set_to_none=True)
+        corrections = self.gradient_corrections(objective)
         objective.loss.backward()
+        for param, extra in corrections:
+            param.grad = extra if param.grad is None else param.grad.add_(extra)
         if self.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.parameters(), self.grad_clip)
         self.optimizer.step()
         return {k: float(v.detach()) for k, v in objective.logs.items()}
+
+    def gradient_corrections(self, objective: Objective) -> list[tuple[nn.Parameter, Tensor]]:
+        """Extra gradients that :meth:`apply_update` adds after ``objective.loss.backward()``.
+
+        Computed before the backward pass, while the graph is alive (e.g. GMP's modulated and
+        projected per-modality gradients minus the plain ones). Default: none. Under DDP the
+        corrections must already be identical on every rank (average what they depend on).
+        """
+        return []
 
     @torch.no_grad()
     def evaluate(self, x: Mapping[str, Tensor], zero: Collection[str] = ()) -> EvalOutput:

@@ -79,6 +79,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                         help="autocast precision of forward passes (MER-DG stays float32)")
     parser.add_argument("--holdout-fraction", type=float, default=0.2,
                         help="share of each source domain held out for model selection")
+    parser.add_argument("--eval-missing", default="none", choices=["none", "last", "every"],
+                        help="also evaluate the target with each modality missing (zero-filled; "
+                        "translated for SimMMDG/MOOSA) at the last or every epoch")
 
 
 def add_launcher_args(parser: argparse.ArgumentParser) -> None:

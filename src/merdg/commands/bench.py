@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         hparams=parse_hparams(args.hparams), dataset_options=parse_options(args.dataset_option),
         data_root=args.data_root, device=args.device, num_workers=args.num_workers,
         holdout_fraction=args.holdout_fraction, precision=args.precision,
-        diagnose_seeds=args.diagnose)
+        diagnose_seeds=args.diagnose, eval_missing=args.eval_missing)
     _print_result(run_bench(bench, launcher=launcher_options(args)))
     return 0
 

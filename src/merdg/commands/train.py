@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         data_root=args.data_root, dataset_options=parse_options(args.dataset_option),
         holdout_fraction=args.holdout_fraction, out_dir=args.out, device=args.device,
         num_workers=args.num_workers, save_model=args.save_model,
-        precision=args.precision, tensorboard=args.tensorboard)
+        precision=args.precision, tensorboard=args.tensorboard,
+        eval_missing=args.eval_missing)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, only rank 0 prints
     if main_rank:
         log_progress_to_stderr()
@@ -99,4 +100,4 @@ def preset_config(args: argparse.Namespace):
         data_root=args.data_root, dataset_options=parse_options(args.dataset_option),
         out_dir=out, device=args.device, num_workers=args.num_workers,
         eval_batch_size=preset.eval_batch_size, save_model=args.save_model,
-        precision=args.precision, tensorboard=args.tensorboard)
+        precision=args.precision, tensorboard=args.tensorboard, eval_missing=args.eval_missing)
