@@ -168,3 +168,18 @@ def test_bench_resumes_and_discards_other_configs(tmp_path, tiny_hparams):
     assert [r["epoch"] for r in rows if r["selection"] == "last"] == [1]
     assert Job(RunConfig(**json.loads((run_dir / "config.json").read_text())["config"])
                ).finished()
+
+
+def test_sweep_cli_passes_training_options_to_every_run(tmp_path, tiny_hparams):
+    from merdg.cli import build_parser
+    from merdg.commands.sweep import sweep_config
+    from merdg.sweep import run_config
+
+    args = build_parser().parse_args(["sweep", "--dataset", "synthetic", "--algorithms", "SimMMDG",
+                              "--out", str(tmp_path), "--eval-missing", "every",
+                              "--precision", "bf16", "--holdout-fraction", "0.3"])
+    sweep = sweep_config(args)
+    task = tasks(sweep)[0]
+    config = run_config(sweep, task, trial=0, seed=1)
+    assert (config.eval_missing, config.precision, config.holdout_fraction) == ("every", "bf16",
+                                                                                0.3)

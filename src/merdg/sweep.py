@@ -57,8 +57,8 @@ class SweepConfig:
         protocol: ``"fair"`` or ``"grid"`` (module docstring).
         split_seed: Seed of the source train/val split shared by every run.
         hparams: Overrides applied to every run (also to random trials).
-        dataset_options / data_root / device / num_workers / holdout_fraction / precision:
-            As in :class:`~merdg.training.RunConfig`.
+        dataset_options / data_root / device / num_workers / holdout_fraction / precision /
+            eval_missing: As in :class:`~merdg.training.RunConfig`.
     """
 
     dataset: str
@@ -77,6 +77,7 @@ class SweepConfig:
     num_workers: int = 0
     holdout_fraction: float = 0.2
     precision: str = "fp32"
+    eval_missing: str = "none"
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def run_config(sweep: SweepConfig, task: Task, trial: int, seed: int) -> RunConf
         hparams=dict(sweep.hparams), data_root=sweep.data_root,
         dataset_options=dict(sweep.dataset_options), holdout_fraction=sweep.holdout_fraction,
         device=sweep.device, num_workers=sweep.num_workers, precision=sweep.precision,
-        split_seed=sweep.split_seed)
+        split_seed=sweep.split_seed, eval_missing=sweep.eval_missing)
 
 
 def _job(sweep: SweepConfig, task: Task, trial: int, seed: int, phase: str) -> Job:

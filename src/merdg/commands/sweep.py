@@ -62,7 +62,8 @@ def sweep_config(args: argparse.Namespace):
         trials=args.trials, seeds=args.seeds, protocol=args.protocol, split_seed=args.split_seed,
         hparams=parse_hparams(args.hparams), dataset_options=parse_options(args.dataset_option),
         data_root=args.data_root, device=args.device, num_workers=args.num_workers,
-        holdout_fraction=args.holdout_fraction, precision=args.precision)
+        holdout_fraction=args.holdout_fraction, precision=args.precision,
+        eval_missing=args.eval_missing)
 
 
 def print_plan(sweep) -> None:
