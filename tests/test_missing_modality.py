@@ -54,3 +54,16 @@ def test_bench_report_has_missing_modality_and_time_tables(tmp_path):
     report = (out / "report.md").read_text()
     assert "one modality missing (zero-filled" in report and "| m0+m1+m2 | MOOSA+MER |" in report
     assert "cross-modal translation" in report and "seconds per run" in report
+
+
+def test_missing_modality_passes_do_not_change_the_training(tmp_path, tiny_hparams,
+                                                            tiny_synthetic_options):
+    # every DataLoader pass draws from the global generator; dropout (0.5 in the fusion head)
+    # then sees other masks unless the optional passes restore the generator
+    assert tiny_hparams.get("dropout", 0.5) > 0
+    _, plain = run(tmp_path, tiny_hparams, tiny_synthetic_options, "SimMMDG", "none", "plain")
+    _, extra = run(tmp_path, tiny_hparams, tiny_synthetic_options, "SimMMDG", "every", "extra")
+    assert len(plain) == len(extra) >= 2
+    for a, b in zip(plain, extra):
+        assert a["train"] == b["train"]
+        assert (a["val"]["acc"], a["target"]["acc"]) == (b["val"]["acc"], b["target"]["acc"])

@@ -470,9 +470,12 @@ def _evaluate_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     target = evaluate(run.algorithm, run.target_set, run.device, config.eval_batch_size,
                       config.num_workers)
     if _missing_due(config.eval_missing, epoch, int(run.hparams["epochs"]), run.dataset.modalities):
-        target.update(evaluate_missing(run.algorithm, run.target_set, run.device,
-                                       run.dataset.modalities, config.eval_batch_size,
-                                       config.num_workers))
+        # every DataLoader iteration draws its base seed from the global CPU generator: the
+        # optional passes restore it, so that they cannot change the training that follows
+        with torch.random.fork_rng(devices=[]):
+            target.update(evaluate_missing(run.algorithm, run.target_set, run.device,
+                                           run.dataset.modalities, config.eval_batch_size,
+                                           config.num_workers))
     return {"val": _merge_eval(val), "target": target}
 
 

@@ -154,3 +154,11 @@ def test_simmmdg_rejects_odd_embedding_widths(tiny_hparams):
     tiny_hparams["encoders"]["m0"] = {"hidden": 16, "out_dim": 7}
     with pytest.raises(ValueError, match="odd"):
         setup("SimMMDG", tiny_hparams, ("m0", "m1"))
+
+
+def test_mbcd_logs_the_share_of_initial_weights_left_in_its_teacher(tiny_hparams):
+    algo, batch = setup("MBCD", tiny_hparams, ema_beta=0.9)
+    shares = [algo.update(batch)["teacher_init_share"] for _ in range(3)]
+    assert shares == pytest.approx([0.9, 0.81, 0.729])
+    cmrf, batch = setup("CMRF", tiny_hparams)
+    assert "teacher_init_share" not in cmrf.update(batch)  # the SMA holds no initial weights

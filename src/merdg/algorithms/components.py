@@ -111,6 +111,15 @@ class MovingAverage(nn.Module):
         else:
             self._blend(current, 0.0)
 
+    def init_share(self) -> float:
+        """Weight the initial weights still have in the average: ``beta ** steps`` for the EMA.
+
+        An EMA teacher evaluated while this is large is mostly the (random) initialization: it
+        falls below 5 % only after about ``3 / (1 - beta)`` steps (3000 for beta = 0.999). The SMA
+        is a copy, then a mean of trained weights: 0.
+        """
+        return self.beta ** int(self.step) if self.mode == "ema" else 0.0
+
     def _blend(self, current: Mapping[str, Tensor], keep: float) -> None:
         for name, avg in self.average.state_dict().items():
             if avg.is_floating_point():

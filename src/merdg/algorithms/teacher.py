@@ -76,6 +76,8 @@ class _TeacherEvaluated(Algorithm):
     def apply_update(self, objective: Objective) -> dict[str, float]:
         logs = super().apply_update(objective)
         self.teacher.update()
+        if self.teacher.mode == "ema":  # recorded so that a teacher still near init shows
+            logs["teacher_init_share"] = self.teacher.init_share()
         return logs
 
     @torch.no_grad()
@@ -158,7 +160,9 @@ class MBCD(_TeacherEvaluated):
     """MBCD: look-ahead fusion, adaptive modality dropout, EMA-teacher distillation."""
 
     HPARAMS = {
-        "ema_beta": HParam(0.999, "EMA decay of the teacher (MMDG-Bench 0.999)",
+        "ema_beta": HParam(0.999, "EMA decay of the teacher (MMDG-Bench 0.999); the evaluated "
+                           "teacher keeps beta**steps of its random init (logged as "
+                           "teacher_init_share): lower it for runs shorter than 3/(1-beta) steps",
                            ("uniform", 0.9, 1.0)),
         "kl_mm_coeff": HParam(1.0, "weight of KL(teacher || fused) (1.0)", ("uniform", 0.0, 2.0)),
         "kl_um_coeff": HParam(1.0, "weight of KL(teacher || unimodal) (1.0)",
