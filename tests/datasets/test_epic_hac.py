@@ -138,3 +138,16 @@ def test_bad_roots_and_options(tmp_path, epic_root):
         build_dataset("epic-kitchens", str(epic_root), on_error="ignore")
     empty = DATASETS.get("epic-kitchens").check(str(tmp_path))
     assert len(empty.problems) == 6 and "D1_train.pkl" in empty.problems[0]
+
+
+@pytest.mark.parametrize("name,domain,index", [
+    ("epic-kitchens", "D2", "MM-SADA_Domain_Adaptation_Splits/D2_test.pkl"),
+    ("hac", "animal", "HAC_Splits/HAC_test_only_animal.csv")])
+def test_missing_split_file_is_reported_and_named(name, domain, index, epic_copy, hac_copy):
+    root = epic_copy if name == "epic-kitchens" else hac_copy
+    (root / index).unlink()
+    report = DATASETS.get(name).check(str(root), **CLIP_OPTIONS)
+    assert not report.ok and any(index in p for p in report.problems)
+    dataset = build_dataset(name, str(root), validate=False, **CLIP_OPTIONS)
+    with pytest.raises(FileNotFoundError, match=index):
+        dataset.split(domain, "test", 0)

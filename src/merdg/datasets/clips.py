@@ -10,9 +10,11 @@
   decode during training stops the run with the file's name, or (``on_error="skip"``) is
   replaced by the next sample of the same part and logged.
 
-A subclass provides the records (:meth:`ClipDataset.load_records`), reads one sample
-(:meth:`ClipDataset.read_sample`), lists a record's files (:meth:`ClipDataset.record_files`)
-and maps roles to official splits (:meth:`ClipDataset.role_records`).
+A subclass names and parses its split files (:meth:`ClipDataset.index_path`,
+:meth:`ClipDataset.read_index`; :meth:`ClipDataset.load_records` reads them all), reads one
+sample (:meth:`ClipDataset.read_sample`), lists a record's files
+(:meth:`ClipDataset.record_files`) and maps roles to official splits
+(:meth:`ClipDataset.role_records`).
 """
 
 from __future__ import annotations
@@ -192,6 +194,7 @@ class ClipDataset(DomainDataset):
     HAS_OFFICIAL_SPLITS: ClassVar[bool] = True
     DOMAINS: ClassVar[tuple[str, ...]] = ()
     CLASS_NAMES: ClassVar[tuple[str, ...]] = ()
+    SPLITS: ClassVar[tuple[str, ...]] = ("train", "test")
 
     def __init__(self, root: str | None, modalities: Sequence[str] | None = None,
                  on_error: str = "raise", validate: bool = True, **clip_options: Any) -> None:
@@ -217,6 +220,22 @@ class ClipDataset(DomainDataset):
     # --- what a subclass provides -------------------------------------------------------
     def load_records(self) -> dict[tuple[str, str], list[ClipRecord]]:
         """``{(domain, split): records}``; absent split files go to ``missing_index_files``."""
+        records = {}
+        for domain in self.DOMAINS:
+            for split in self.SPLITS:
+                path = self.index_path(domain, split)
+                if not path.exists():
+                    self.missing_index_files.append(str(path))
+                    continue
+                records[domain, split] = self.read_index(path, domain, split)
+        return records
+
+    def index_path(self, domain: str, split: str) -> Path:
+        """The split/annotation file listing ``domain``'s ``split`` clips."""
+        raise NotImplementedError
+
+    def read_index(self, path: Path, domain: str, split: str) -> list[ClipRecord]:
+        """The records of one split file."""
         raise NotImplementedError
 
     def role_records(self, domain: str, role: str) -> list[ClipRecord]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -71,24 +72,17 @@ class EpicKitchens(ClipDataset):
     DOMAINS: ClassVar[tuple[str, ...]] = ("D1", "D2", "D3")
     CLASS_NAMES: ClassVar[tuple[str, ...]] = ("take", "put", "open", "close", "wash", "cut",
                                                "mix", "pour")
-    SPLITS: ClassVar[tuple[str, ...]] = ("train", "test")
 
-    def load_records(self) -> dict[tuple[str, str], list[ClipRecord]]:
-        records = {}
-        for domain in self.DOMAINS:
-            for split in self.SPLITS:
-                path = self.root / SPLITS_DIR / f"{domain}_{split}.pkl"
-                if not path.exists():
-                    self.missing_index_files.append(str(path))
-                    continue
-                records[domain, split] = _read_split(path, domain, split, self.num_classes)
-        return records
+    def index_path(self, domain: str, split: str) -> Path:
+        return self.root / SPLITS_DIR / f"{domain}_{split}.pkl"
+
+    def read_index(self, path: Path, domain: str, split: str) -> list[ClipRecord]:
+        return _read_split(path, domain, split, self.num_classes)
 
     def role_records(self, domain: str, role: str) -> list[ClipRecord]:
         split = "train" if role == "train" else "test"
         if (domain, split) not in self.records:
-            raise FileNotFoundError(f"split file {SPLITS_DIR}/{domain}_{split}.pkl is missing "
-                                    f"under {self.root}")
+            raise FileNotFoundError(f"split file {self.index_path(domain, split)} is missing")
         return self.records[domain, split]
 
     def record_files(self, record: ClipRecord) -> dict[str, list[tuple[str, list[str]]]]:

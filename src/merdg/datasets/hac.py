@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import os
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -63,7 +64,6 @@ class HAC(ClipDataset):
 
     DOMAINS: ClassVar[tuple[str, ...]] = ("human", "animal", "cartoon")
     CLASS_NAMES: ClassVar[tuple[str, ...]] = tuple(f"class{i}" for i in range(7))
-    SPLITS: ClassVar[tuple[str, ...]] = ("train", "test")
 
     def __init__(self, root: str | None, modalities=None, target_test: str = "all",
                  audio_fps: float = 24.0, **options) -> None:
@@ -72,24 +72,19 @@ class HAC(ClipDataset):
         self.target_test, self.audio_fps = target_test, float(audio_fps)
         super().__init__(root, modalities, **options)
 
-    def load_records(self) -> dict[tuple[str, str], list[ClipRecord]]:
-        records = {}
-        for domain in self.DOMAINS:
-            for split in self.SPLITS:
-                path = self.root / SPLITS_DIR / f"HAC_{split}_only_{domain}.csv"
-                if not path.exists():
-                    self.missing_index_files.append(str(path))
-                    continue
-                records[domain, split] = _read_csv(path, domain, split, self.num_classes)
-        return records
+    def index_path(self, domain: str, split: str) -> Path:
+        return self.root / SPLITS_DIR / f"HAC_{split}_only_{domain}.csv"
+
+    def read_index(self, path: Path, domain: str, split: str) -> list[ClipRecord]:
+        return _read_csv(path, domain, split, self.num_classes)
 
     def role_records(self, domain: str, role: str) -> list[ClipRecord]:
         splits = {"train": ["train"], "val": ["test"],
                   "test": ["test", "train"] if self.target_test == "all" else ["test"]}[role]
         missing = [s for s in splits if (domain, s) not in self.records]
         if missing:
-            raise FileNotFoundError(f"split files for {domain} {missing} are missing under "
-                                    f"{self.root / SPLITS_DIR}")
+            files = ", ".join(str(self.index_path(domain, s)) for s in missing)
+            raise FileNotFoundError(f"split file(s) of {domain} missing: {files}")
         return [r for s in splits for r in self.records[domain, s]]
 
     def record_files(self, record: ClipRecord) -> dict[str, list[tuple[str, list[str]]]]:
