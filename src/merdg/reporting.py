@@ -34,6 +34,7 @@ def run_rows(records: Sequence[dict[str, Any]], path: str = "") -> list[dict[str
     """One flat row per selection rule for one run's records."""
     run = records[0]["run"]
     cfg = run["config"]
+    run_time_s = sum(r.get("time_s", 0.0) for r in records)
     rows = []
     for rule in SELECTION_RULES:
         rec = select_epoch(records, rule)
@@ -51,7 +52,7 @@ def run_rows(records: Sequence[dict[str, Any]], path: str = "") -> list[dict[str
         for key in ("missing", "missing_translated"):
             for m, acc in rec["target"].get(key, {}).items():
                 row[f"target_{key}/{m}"] = acc
-        row["train_time_s"] = sum(r.get("time_s", 0.0) for r in records)
+        row["train_time_s"] = run_time_s
         rows.append(row)
     return rows
 

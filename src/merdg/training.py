@@ -254,13 +254,19 @@ def evaluate_missing(algorithm: Algorithm, data: Dataset, device: torch.device,
                      modalities: Sequence[str], batch_size: int = 256,
                      num_workers: int = 0) -> dict[str, dict[str, float]]:
     """Accuracy with each modality missing: ``{"missing": {m: acc}}`` (zero-filled) and, for
-    algorithms with ``evaluate_translated``, ``{"missing_translated": {m: acc}}``."""
+    algorithms with ``evaluate_translated``, ``{"missing_translated": {m: acc}}``.
+
+    These passes are optional, so they leave the global random state as they found it (every
+    DataLoader iteration draws its base seed from the global CPU generator): turning them on
+    cannot change the training that follows.
+    """
     strategies = {"missing": False}
     if hasattr(algorithm, "evaluate_translated"):
         strategies["missing_translated"] = True
-    return {key: {m: evaluate(algorithm, data, device, batch_size, num_workers, zero=[m],
-                              translate=translate)["acc"] for m in modalities}
-            for key, translate in strategies.items()}
+    with torch.random.fork_rng(devices=[]):
+        return {key: {m: evaluate(algorithm, data, device, batch_size, num_workers, zero=[m],
+                                  translate=translate)["acc"] for m in modalities}
+                for key, translate in strategies.items()}
 
 
 def _train_loader(dataset: DomainDataset, sources: Sequence[str], config: RunConfig,
@@ -470,12 +476,9 @@ def _evaluate_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     target = evaluate(run.algorithm, run.target_set, run.device, config.eval_batch_size,
                       config.num_workers)
     if _missing_due(config.eval_missing, epoch, int(run.hparams["epochs"]), run.dataset.modalities):
-        # every DataLoader iteration draws its base seed from the global CPU generator: the
-        # optional passes restore it, so that they cannot change the training that follows
-        with torch.random.fork_rng(devices=[]):
-            target.update(evaluate_missing(run.algorithm, run.target_set, run.device,
-                                           run.dataset.modalities, config.eval_batch_size,
-                                           config.num_workers))
+        target.update(evaluate_missing(run.algorithm, run.target_set, run.device,
+                                       run.dataset.modalities, config.eval_batch_size,
+                                       config.num_workers))
     return {"val": _merge_eval(val), "target": target}
 
 
