@@ -84,6 +84,13 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                         "translated for SimMMDG/MOOSA) at the last or every epoch")
 
 
+def training_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The run options of :func:`add_training_args` (``--hparams`` aside), as the keyword
+    arguments RunConfig, BenchConfig and SweepConfig share: every command passes them all."""
+    return {"device": args.device, "num_workers": args.num_workers, "precision": args.precision,
+            "holdout_fraction": args.holdout_fraction, "eval_missing": args.eval_missing}
+
+
 def add_launcher_args(parser: argparse.ArgumentParser) -> None:
     """Options of :class:`merdg.launchers.LauncherOptions`."""
     g = parser.add_argument_group("launcher")

@@ -14,6 +14,7 @@ from merdg.commands._common import (
     parse_hparams,
     parse_options,
     split_list,
+    training_options,
 )
 
 DEMO_OUT = "merdg-demo"
@@ -71,9 +72,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out or f"bench-{args.dataset}", targets=split_list(args.targets),
         modality_sets=parse_modality_sets(args.modality_sets),
         hparams=parse_hparams(args.hparams), dataset_options=parse_options(args.dataset_option),
-        data_root=args.data_root, device=args.device, num_workers=args.num_workers,
-        holdout_fraction=args.holdout_fraction, precision=args.precision,
-        diagnose_seeds=args.diagnose, eval_missing=args.eval_missing)
+        data_root=args.data_root, diagnose_seeds=args.diagnose, **training_options(args))
     _print_result(run_bench(bench, launcher=launcher_options(args)))
     return 0
 

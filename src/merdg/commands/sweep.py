@@ -12,6 +12,7 @@ from merdg.commands._common import (
     parse_hparams,
     parse_options,
     split_list,
+    training_options,
 )
 
 
@@ -61,9 +62,7 @@ def sweep_config(args: argparse.Namespace):
         modality_sets=parse_modality_sets(args.modality_sets), targets=split_list(args.targets),
         trials=args.trials, seeds=args.seeds, protocol=args.protocol, split_seed=args.split_seed,
         hparams=parse_hparams(args.hparams), dataset_options=parse_options(args.dataset_option),
-        data_root=args.data_root, device=args.device, num_workers=args.num_workers,
-        holdout_fraction=args.holdout_fraction, precision=args.precision,
-        eval_missing=args.eval_missing)
+        data_root=args.data_root, **training_options(args))
 
 
 def print_plan(sweep) -> None:

@@ -15,6 +15,7 @@ from merdg.commands._common import (
     parse_hparams,
     parse_options,
     split_list,
+    training_options,
 )
 
 
@@ -61,10 +62,8 @@ def run(args: argparse.Namespace) -> int:
         modalities=split_list(args.modalities), sources=args.source, seed=args.seed,
         hparams_seed=args.hparams_seed, hparams=parse_hparams(args.hparams),
         data_root=args.data_root, dataset_options=parse_options(args.dataset_option),
-        holdout_fraction=args.holdout_fraction, out_dir=args.out, device=args.device,
-        num_workers=args.num_workers, save_model=args.save_model,
-        precision=args.precision, tensorboard=args.tensorboard,
-        eval_missing=args.eval_missing)
+        out_dir=args.out, save_model=args.save_model, tensorboard=args.tensorboard,
+        **training_options(args))
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, only rank 0 prints
     if main_rank:
         log_progress_to_stderr()
@@ -98,6 +97,5 @@ def preset_config(args: argparse.Namespace):
         seed=args.seed, hparams_seed=args.hparams_seed,
         hparams=preset.resolved_hparams(checkpoints, parse_hparams(args.hparams)),
         data_root=args.data_root, dataset_options=parse_options(args.dataset_option),
-        out_dir=out, device=args.device, num_workers=args.num_workers,
-        eval_batch_size=preset.eval_batch_size, save_model=args.save_model,
-        precision=args.precision, tensorboard=args.tensorboard, eval_missing=args.eval_missing)
+        out_dir=out, eval_batch_size=preset.eval_batch_size, save_model=args.save_model,
+        tensorboard=args.tensorboard, **training_options(args))
