@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from merdg.datasets.audio import AUDIO_SAMPLES, log_spectrogram, read_wav_window
-from merdg.datasets.fixtures import (
+from merdg.testing import (
     synthetic_frames,
     synthetic_tone,
     write_jpegs,

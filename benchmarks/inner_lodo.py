@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from merdg.datasets import build_dataset
-from merdg.model_selection import select_epoch
-from merdg.records import read_jsonl
-from merdg.training import RunConfig, train
+from merdg.run.selection import select_epoch
+from merdg.run.records import read_jsonl
+from merdg.run.training import RunConfig, train
 
 # name: (algorithm, hparam overrides); MERDG defaults: lambda 3, loss on the 128-d projections
 SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {

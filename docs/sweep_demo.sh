@@ -18,7 +18,7 @@ while [ "$(count done)" -lt 5 ] || [ "$(count checkpoint.pt)" -lt 1 ]; do sleep 
 kill -9 "$sweep"; wait "$sweep" 2>/dev/null || true
 sleep 1  # the workers get SIGTERM from the kernel when the sweep dies (PR_SET_PDEATHSIG)
 echo "killed: $(count done) jobs done, $(count checkpoint.pt) with a checkpoint;" \
-     "workers still alive: $(pgrep -f "merdg.jobs $OUT" | wc -l)"
+     "workers still alive: $(pgrep -f "merdg.experiments.jobs $OUT" | wc -l)"
 
 echo "== 2. status after the kill"
 $MERDG "${ARGS[@]}" --out "$OUT" --dry-run | grep -v '^pending'

@@ -6,7 +6,8 @@ import torch
 from merdg.algorithms import ALGORITHMS, ERM, MERDG, get_algorithm_class, with_mer
 from merdg.datasets import build_dataset
 from merdg.datasets.base import DomainConcat, collate
-from merdg.training import RunConfig, build_algorithm, run_hparams
+from merdg.run.config import RunConfig
+from merdg.run.training import build_algorithm, run_hparams
 
 ALGORITHM_NAMES = sorted(set(ALGORITHMS.names()) | {f"{n}+MER" for n in ALGORITHMS.names()
                                                     if n != "MERDG"})

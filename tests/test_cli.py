@@ -25,14 +25,14 @@ def test_train_and_bench(tmp_path, capsys):
             "--targets", "d0,d1", "--modality-sets", "m0,m1", "m0,m1,m2", "--hparams", TINY,
             "--out", str(out), *OPTS]
     assert main(args) == 0
-    for name in ("report.md", "table.md", "results.csv", "accuracy.png", "bench.json"):
+    for name in ("report.md", "table.md", "results.csv", "accuracy.png", "experiment.json"):
         assert (out / name).exists(), name
     table = (out / "table.md").read_text()
     assert "| m0+m1 | ERM |" in table and "| m0+m1+m2 | MERDG |" in table and "±" in table
     assert "oracle" in (out / "report.md").read_text()
     # a second invocation reuses every finished run
     assert main(args) == 0
-    assert json.loads((out / "bench.json").read_text())["skipped"] == 16
+    assert json.loads((out / "experiment.json").read_text())["skipped"] == 16
 
 
 def test_data_check(capsys):

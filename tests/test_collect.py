@@ -5,7 +5,8 @@ import json
 import pytest
 
 from merdg.cli import main
-from merdg.collect import build_tables, choose_trial, load_rows, write_tables
+from merdg.experiments.report import write_tables
+from merdg.experiments.results import build_tables, choose_trial, load_rows
 
 
 def write_run(root, name, *, algo, target, seed, trial, epochs, mods=("a", "b"), done=True,
@@ -113,11 +114,11 @@ toy,"{""split_seed"": 0}",a+b,MERDG,A,0.712300,0.000000,0.000000,1,0,0
 def test_tables_from_fixture_records(sweep_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("tables")
     result = write_tables(sweep_dir, out)
-    assert (out / "tables.md").read_text() == MARKDOWN
-    assert (out / "tables.tex").read_text() == LATEX
-    assert (out / "tables.csv").read_text() == CSV
-    runs = (out / "runs.csv").read_text().splitlines()
-    assert len(runs) == 1 + 14 and runs[0].startswith("dataset,modalities,algorithm,target")
+    assert (out / "table.md").read_text() == MARKDOWN
+    assert (out / "table.tex").read_text() == LATEX
+    assert (out / "cells.csv").read_text() == CSV
+    runs = (out / "results.csv").read_text().splitlines()  # one row per (run, selection rule)
+    assert len(runs) == 1 + 14 * 3 and runs[0].startswith("dataset,modalities,algorithm,target")
     assert result["markdown"] == MARKDOWN
 
 

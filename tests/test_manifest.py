@@ -11,7 +11,8 @@ import torch
 from merdg.cli import main
 from merdg.datasets import build_dataset
 from merdg.datasets.preprocessing import DataError
-from merdg.training import RunConfig, train
+from merdg.run.config import RunConfig
+from merdg.run.training import train
 
 DOMAINS, LABELS = ("lab", "home", "car"), ("walk", "run")
 

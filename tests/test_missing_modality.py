@@ -5,9 +5,10 @@ import json
 import pytest
 
 from merdg.cli import main
-from merdg.records import read_jsonl
-from merdg.reporting import load_runs, missing_modality_table, time_table
-from merdg.training import RunConfig, train
+from merdg.run.records import read_jsonl
+from merdg.experiments.results import load_rows, missing_modality_table, time_table
+from merdg.run.config import RunConfig
+from merdg.run.training import train
 
 OPTS = ["--dataset-option", "samples_per_domain=40", "--dataset-option", "n_classes=3"]
 
@@ -28,7 +29,7 @@ def test_every_epoch_zero_filled_and_translated(tmp_path, tiny_hparams, tiny_syn
         assert all(0 <= a <= 1 for a in rec["target"]["missing"].values())
     chosen = summary["selection"]["source_val"]
     assert set(chosen["target_missing_acc"]) == {"m0", "m1", "m2"}
-    rows = load_runs(tmp_path)
+    rows = load_rows(tmp_path)
     table = missing_modality_table(rows)
     assert "| m0+m1+m2 | SimMMDG |" in table and "no m2" in table
     assert "| SimMMDG |" in missing_modality_table(rows, kind="missing_translated")

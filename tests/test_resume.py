@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
-import merdg.run_dir as run_dir
-import merdg.training as training
+import merdg.run.directory as run_dir
+import merdg.run.training as training
 from merdg.algorithms.base import Algorithm
-from merdg.checkpoint import CHECKPOINT_NAME, CheckpointMismatchError, RunDirBusyError, run_dir_lock
-from merdg.records import read_jsonl
-from merdg.training import RunConfig, train
+from merdg.run.checkpoint import CheckpointMismatchError
+from merdg.run.directory import RunDir, RunDirBusyError
+from merdg.run.records import read_jsonl
+from merdg.run.config import RunConfig
+from merdg.run.training import train
 
 
 class Crash(Exception):
@@ -82,10 +84,10 @@ def test_resumed_run_equals_uninterrupted(where, tmp_path, tiny_hparams, tiny_sy
     # debris a kill can leave: half a record line and half a checkpoint
     with open(tmp_path / "records.jsonl", "a") as f:
         f.write('{"epoch": 3, "trai')
-    (tmp_path / (CHECKPOINT_NAME + ".tmp")).write_bytes(b"\x80partial")
+    (tmp_path / (RunDir.CHECKPOINT + ".tmp")).write_bytes(b"\x80partial")
     train(cfg, progress=False)
     assert comparable(tmp_path) == uninterrupted
-    assert (tmp_path / "done").exists() and not (tmp_path / CHECKPOINT_NAME).exists()
+    assert (tmp_path / "done").exists() and not (tmp_path / RunDir.CHECKPOINT).exists()
 
 
 def test_checkpoint_of_another_config_is_refused(tmp_path, tiny_hparams, tiny_synthetic_options,
@@ -115,7 +117,7 @@ def test_finished_run_returns_its_summary(tmp_path, tiny_hparams, tiny_synthetic
 
 
 def test_busy_run_directory_is_refused(tmp_path, tiny_hparams, tiny_synthetic_options):
-    with run_dir_lock(tmp_path), pytest.raises(RunDirBusyError, match="another process"):
+    with RunDir(tmp_path).lock(), pytest.raises(RunDirBusyError, match="another process"):
         train(config(tmp_path, tiny_hparams, tiny_synthetic_options), progress=False)
 
 
@@ -131,7 +133,7 @@ def test_sigkill_then_same_command_ends_like_uninterrupted(tmp_path, tiny_hparam
            "--algorithm", "MERDG", "--hparams", json.dumps(hparams), "--out", str(out),
            "--dataset-option", "samples_per_domain=100", "--dataset-option", "n_classes=3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(Path(training.__file__).parents[1])}
+           "PYTHONPATH": str(Path(training.__file__).parents[2])}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:

@@ -1,27 +1,36 @@
 """Sweeps: job hashing and enumeration, skipping and resuming, failures, the launchers."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
-import merdg.jobs as jobs_module
-import merdg.training as training
-from merdg.checkpoint import run_dir_lock
+import merdg.experiments.jobs as jobs_module
+import merdg.run.training as training
 from merdg.cli import main
-from merdg.jobs import Job, job_hash, sweep_job
-from merdg.launchers import LauncherOptions, launch
-from merdg.records import read_jsonl
-from merdg.sweep import SweepConfig, plan, retrain_jobs, run_sweep, search_jobs, tasks
-from merdg.training import RunConfig, config_identity
+from merdg.experiments.jobs import Job, job_hash
+from merdg.experiments.launchers import LauncherOptions, launch
+from merdg.experiments.plan import ExperimentConfig, plan, retrain_jobs, search_jobs
+from merdg.experiments.runner import experiment_tasks, run_experiment
+from merdg.run.config import RunConfig, config_identity
+from merdg.run.directory import RunDir, RunDirConflictError
+from merdg.run.records import read_jsonl
 
 OPTIONS = {"samples_per_domain": 60, "n_classes": 3}
 
 
-def tiny_sweep(out, tiny_hparams, **kw) -> SweepConfig:
-    return SweepConfig(**{"dataset": "synthetic", "algorithms": ["MERDG"], "out_dir": str(out),
-                          "targets": ["d1"], "trials": 1, "seeds": 2, "hparams": tiny_hparams,
-                          "dataset_options": OPTIONS, **kw})
+def tiny_sweep(out, tiny_hparams, **kw) -> ExperimentConfig:
+    base = RunConfig(dataset="synthetic", hparams=tiny_hparams, dataset_options=OPTIONS,
+                     split_seed=0)
+    return ExperimentConfig(**{"base": base, "algorithms": ["MERDG"], "out_dir": str(out),
+                               "targets": ["d1"], "trials": 1, "seeds": 2, "layout": "hashed",
+                               **kw})
+
+
+def sweep_job(config: RunConfig, root) -> Job:
+    """A standalone job in ``root/jobs/<hash>`` (the sweep layout)."""
+    return Job(dataclasses.replace(config, out_dir=str(Path(root) / "jobs" / job_hash(config))))
 
 
 def test_job_hash_names_what_a_run_computes():
@@ -44,21 +53,21 @@ def test_job_hash_names_what_a_run_computes():
 def test_enumeration_fair_and_grid(tmp_path, tiny_hparams):
     sweep = tiny_sweep(tmp_path, tiny_hparams, algorithms=["ERM", "MERDG"], targets=None,
                        modality_sets=[["m1", "m0"], ["m0", "m1", "m2"]], trials=2, seeds=3)
-    all_tasks = tasks(sweep)
+    all_tasks = experiment_tasks(sweep)
     assert len(all_tasks) == 2 * 2 * 4 and all_tasks[0].modalities == ("m0", "m1")
     search = search_jobs(sweep, all_tasks[0])
     assert [(j.config.hparams_seed, j.config.seed) for j in search] == [(0, 0), (1, 1), (2, 2)]
     assert [j.config.seed for j in retrain_jobs(sweep, all_tasks[0], 1)] == [3, 4]
     assert all(j.config.split_seed == 0 and j.config.hparams_seed == 1
                for j in retrain_jobs(sweep, all_tasks[0], 1))
-    jobs, waiting = plan(sweep)
+    jobs, waiting = plan(sweep, all_tasks)
     assert len(jobs) == 16 * 3 and len(waiting) == 16  # retrains wait for the search
     assert len({j.path for j in jobs}) == len(jobs)
     assert all(j.path == tmp_path / "jobs" / job_hash(j.config) for j in jobs)
-    grid = SweepConfig(**{**sweep.__dict__, "protocol": "grid"})
+    grid = dataclasses.replace(sweep, protocol="grid")
     assert [(j.config.hparams_seed, j.config.seed) for j in search_jobs(grid, all_tasks[0])] == [
         (k, s) for k in range(3) for s in range(3)]
-    assert len(plan(grid)[0]) == 16 * 9
+    assert len(plan(grid, all_tasks)[0]) == 16 * 9
 
 
 class Killed(BaseException):
@@ -73,7 +82,7 @@ def comparable_records(root: Path) -> dict:
 
 def test_interrupted_sweep_resumes_without_loss_or_repetition(tmp_path, tiny_hparams,
                                                               monkeypatch):
-    reference = run_sweep(tiny_sweep(tmp_path / "reference", tiny_hparams), progress=False)
+    reference = run_experiment(tiny_sweep(tmp_path / "reference", tiny_hparams), progress=False)
     assert reference.status["done"] == 3 and reference.waiting == []
     sweep = tiny_sweep(tmp_path / "sweep", tiny_hparams)
     trained = []  # (job directory, epoch) of every epoch that started
@@ -87,19 +96,19 @@ def test_interrupted_sweep_resumes_without_loss_or_repetition(tmp_path, tiny_hpa
 
     monkeypatch.setattr(training, "_run_epoch", run_epoch)
     with pytest.raises(Killed):
-        run_sweep(sweep, progress=False)
-    jobs, _ = plan(sweep)
+        run_experiment(sweep, progress=False)
+    jobs, _ = plan(sweep, experiment_tasks(sweep))
     assert [j.status() for j in jobs] == ["done", "incomplete"]  # retrain not enumerable yet
-    result = run_sweep(sweep, progress=False)
+    result = run_experiment(sweep, progress=False)
     assert [len(r.skipped) for r in result.reports] == [1, 0]
     assert [len(r.done) for r in result.reports] == [1, 1]
     finished = [t for i, t in enumerate(trained) if i != 3]  # the killed epoch was redone
     assert len(trained) == 7 and len(set(finished)) == 6 == len(finished)
     assert comparable_records(tmp_path / "sweep") == comparable_records(tmp_path / "reference")
-    assert (tmp_path / "sweep" / "tables.md").read_text() == (
-        tmp_path / "reference" / "tables.md").read_text()
+    assert (tmp_path / "sweep" / "table.md").read_text() == (
+        tmp_path / "reference" / "table.md").read_text()
     # once everything is done, launching again trains nothing
-    again = run_sweep(sweep, progress=False)
+    again = run_experiment(sweep, progress=False)
     assert [len(r.skipped) for r in again.reports] == [2, 1] and len(trained) == 7
 
 
@@ -118,7 +127,7 @@ def test_failures_are_recorded_then_retried(tmp_path, tiny_hparams, monkeypatch)
     assert "ValueError: corrupt file x.wav" in (job.path / "failed").read_text()
     report = launch([job], progress=False)
     assert report.done == [job] and job.status() == "done" and not (job.path / "failed").exists()
-    with run_dir_lock(job.path):  # a live process holds it: left alone
+    with RunDir(job.path).lock():  # a live process holds it: left alone
         (job.path / "done").unlink()
         assert job.status() == "running"
         assert launch([job], progress=False).busy == [job]
@@ -145,41 +154,45 @@ def test_sweep_cli_with_worker_processes(tmp_path, tiny_hparams, capsys):
     assert main([*args, "--workers", "2"]) == 0
     out = capsys.readouterr().out
     assert "jobs: 0 already done, 2 finished now, 0 failed" in out
-    assert "| m0+m1+m2 | ERM |" in out and (tmp_path / "tables.tex").exists()
+    assert "| m0+m1+m2 | ERM |" in out and (tmp_path / "table.tex").exists()
     logs = [p.read_text() for p in tmp_path.glob("jobs/*/log.txt")]
     assert len(logs) == 2 and all("epoch 2/2" in log for log in logs)
     assert main([*args, "--dry-run"]) == 0
     assert "2 jobs: 2 done" in capsys.readouterr().out
-    assert json.loads((tmp_path / "sweep.json").read_text())["sweep"]["seeds"] == 2
+    assert json.loads((tmp_path / "experiment.json").read_text())["experiment"]["seeds"] == 2
 
 
-def test_bench_resumes_and_discards_other_configs(tmp_path, tiny_hparams):
-    from merdg.bench import BenchConfig, run_bench
-
-    bench = BenchConfig(dataset="synthetic", algorithms=["ERM"], out_dir=str(tmp_path), seeds=1,
-                        targets=["d0"], hparams=tiny_hparams, dataset_options=OPTIONS)
-    first = run_bench(bench, progress=False)
-    run_dir = Path(first["rows"][0]["path"])
+def test_bench_resumes_and_refuses_other_configs_unless_overwrite(tmp_path, tiny_hparams):
+    base = RunConfig(dataset="synthetic", hparams=tiny_hparams, dataset_options=OPTIONS)
+    bench = ExperimentConfig(base=base, algorithms=["ERM"], out_dir=str(tmp_path), seeds=1,
+                             targets=["d0"])
+    first = run_experiment(bench, progress=False).tables["rows"]
+    run_dir = Path(first[0]["path"])
+    assert run_dir == tmp_path / "runs" / "m0+m1+m2" / "ERM" / "d0" / "seed0"
     (run_dir / "done").unlink()  # an interrupted run: resumed, not redone
-    assert run_bench(bench, progress=False)["rows"][0]["target_acc"] == first["rows"][0][
-        "target_acc"]
-    changed = BenchConfig(**{**bench.__dict__, "hparams": {**tiny_hparams, "epochs": 1}})
-    rows = run_bench(changed, progress=False)["rows"]
+    rows = run_experiment(bench, progress=False).tables["rows"]
+    assert rows[0]["target_acc"] == first[0]["target_acc"]
+    changed = dataclasses.replace(bench, base=dataclasses.replace(
+        base, hparams={**tiny_hparams, "epochs": 1}))
+    with pytest.raises(RunDirConflictError, match=r"hparams.epochs: 2 \(saved\) vs 1"):
+        run_experiment(changed, progress=False)  # a finished run is never replaced silently
+    assert json.loads((run_dir / "config.json").read_text())["hparams"]["epochs"] == 2
+    rows = run_experiment(changed, progress=False, overwrite=True).tables["rows"]
     assert [r["epoch"] for r in rows if r["selection"] == "last"] == [1]
-    assert Job(RunConfig(**json.loads((run_dir / "config.json").read_text())["config"])
-               ).finished()
+    saved = json.loads((run_dir / "config.json").read_text())["config"]
+    assert Job(RunConfig.from_dict({**saved, "out_dir": str(run_dir)})).finished()
 
 
 def test_sweep_cli_passes_training_options_to_every_run(tmp_path, tiny_hparams):
     from merdg.cli import build_parser
-    from merdg.commands.sweep import sweep_config
-    from merdg.sweep import run_config
+    from merdg.cli.sweep import experiment_config
+    from merdg.experiments.plan import run_config
 
-    args = build_parser().parse_args(["sweep", "--dataset", "synthetic", "--algorithms", "SimMMDG",
-                              "--out", str(tmp_path), "--eval-missing", "every",
-                              "--precision", "bf16", "--holdout-fraction", "0.3"])
-    sweep = sweep_config(args)
-    task = tasks(sweep)[0]
+    args = build_parser().parse_args(["sweep", "--dataset", "synthetic", "--algorithms",
+                                      "SimMMDG", "--out", str(tmp_path), "--eval-missing",
+                                      "every", "--precision", "bf16", "--holdout-fraction", "0.3"])
+    sweep = experiment_config(args)
+    task = experiment_tasks(sweep)[0]
     config = run_config(sweep, task, trial=0, seed=1)
     assert (config.eval_missing, config.precision, config.holdout_fraction) == ("every", "bf16",
                                                                                 0.3)

@@ -2,9 +2,10 @@
 
 import pytest
 
-from merdg.records import read_jsonl
-from merdg.tensorboard_log import flatten_scalars
-from merdg.training import RunConfig, train
+from merdg.run.records import read_jsonl
+from merdg.run.tensorboard import flatten_scalars
+from merdg.run.config import RunConfig
+from merdg.run.training import train
 
 pytest.importorskip("tensorboard")
 

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from merdg.model_selection import select_epoch
-from merdg.records import read_jsonl
-from merdg.training import RunConfig, train
+from merdg.run.selection import select_epoch
+from merdg.run.records import read_jsonl
+from merdg.run.config import RunConfig
+from merdg.run.training import train
 
 
 def tiny_config(tmp_path, tiny_hparams, tiny_synthetic_options, **kw):

@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from merdg.bench import BenchConfig, run_configs
+from merdg.experiments.plan import ExperimentConfig, first_phase
+from merdg.experiments.runner import experiment_tasks
 from merdg.cli import main
 from merdg.datasets import build_dataset
 from merdg.datasets import utd_mhad as utd
 from merdg.datasets import utd_mhad_release as release_layout
 from merdg.datasets.preprocessing import DataError
-from merdg.training import RunConfig, train
+from merdg.run.config import RunConfig
+from merdg.run.training import train
 
 savemat = pytest.importorskip("scipy.io").savemat
 
@@ -260,11 +262,12 @@ def test_training_runs_on_the_release(release, tmp_path):
 
 
 def test_bench_compares_the_declared_modality_sets(release, tmp_path):
-    bench = BenchConfig(dataset="utd-mhad", algorithms=["ERM", "MERDG"], out_dir=str(tmp_path),
-                        seeds=3, data_root=str(release),
-                        dataset_options={**SMALL, "cache_dir": str(tmp_path / "c"),
-                                         "progress": False})
-    configs = run_configs(bench)
+    base = RunConfig(dataset="utd-mhad", data_root=str(release),
+                     dataset_options={**SMALL, "cache_dir": str(tmp_path / "c"),
+                                      "progress": False})
+    bench = ExperimentConfig(base=base, algorithms=["ERM", "MERDG"], out_dir=str(tmp_path),
+                             seeds=3)
+    configs = [job.config for job in first_phase(bench, experiment_tasks(bench))]
     assert len(configs) == 2 * 2 * 2 * 3  # modality sets x algorithms x targets x seeds
     assert {"+".join(c.modalities) for c in configs} == {"inertial+skeleton",
                                                           "depth+inertial+skeleton"}
@@ -273,8 +276,8 @@ def test_bench_compares_the_declared_modality_sets(release, tmp_path):
 
 def _real_release() -> Path | None:
     here = Path(__file__).resolve().parents[1]
-    for c in (os.environ.get(release_layout.ROOT_ENV), here.parent / "shared" / "data" / "utd-mhad",
-              "/work/shared/data/utd-mhad"):
+    for c in (os.environ.get(release_layout.ROOT_ENV),
+              here.parent / "shared" / "data" / "utd-mhad"):
         if c and (Path(c) / "Inertial").is_dir():
             return Path(c)
     return None

@@ -1,10 +1,17 @@
 """Hyperparameters: a default and a search space per name, declared next to what uses them.
 
-Algorithms, datasets and encoders declare ``HPARAMS: dict[str, HParam]``. A run's hparams are the
-merge, in order, of :data:`TRAINING_HPARAMS`, the dataset's and the algorithm's declarations, then
-the user's overrides. Random trials (``hparams_seed > 0``) sample every hparam that has a search
-space with a generator seeded by ``(hparams_seed, name)``, so adding an hparam leaves the other
-sampled values unchanged (the DomainBed convention).
+Algorithms and datasets declare ``HPARAMS: dict[str, HParam]``. :func:`resolve_hparams` is the
+one place that merges them, in this order (later layers win):
+
+1. the declarations: :data:`TRAINING_HPARAMS`, then the dataset's, then the algorithm's;
+2. a preset's values (:mod:`merdg.presets`: where a paper run differs from the defaults);
+3. a random trial (``hparams_seed > 0``) draws every hparam that has a search space, with a
+   generator seeded by ``(hparams_seed, name)``, so adding an hparam leaves the other sampled
+   values unchanged (the DomainBed convention);
+4. the user's overrides.
+
+A run's values (these plus its encoder specs) come from
+:func:`merdg.run.hparams.resolve_run_hparams`.
 """
 
 from __future__ import annotations
@@ -83,29 +90,46 @@ TRAINING_HPARAMS: dict[str, HParam] = {
 
 def resolve_hparams(
     *declarations: Mapping[str, HParam],
+    preset: Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
     hparams_seed: int = 0,
+    layer_names: tuple[str, ...] = (),
+    provenance: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Merge declarations (later ones win), sample a trial, then apply overrides.
+    """Merge declarations (later ones win), apply a preset, draw a trial, apply overrides.
 
     Args:
         *declarations: ``HPARAMS`` mappings in increasing priority.
-        overrides: User values; an unknown name raises (typos fail fast).
-        hparams_seed: 0 gives the defaults; k > 0 samples every searchable hparam for trial k.
+        preset: A preset's values (they replace the declared defaults).
+        overrides: User values.
+        hparams_seed: 0 keeps the defaults (and preset); k > 0 draws every searchable hparam
+            for trial k.
+        layer_names: Names of the declarations (for ``provenance``).
+        provenance: If given, filled with ``{name: where its value came from}``.
 
     Raises:
-        KeyError: An override names an hparam that nothing declares.
+        KeyError: A preset or override names an hparam that nothing declares (typos fail fast).
     """
     merged: dict[str, HParam] = {}
-    for decl in declarations:
+    origin: dict[str, str] = {}
+    for i, decl in enumerate(declarations):
         merged.update(decl)
-    values = {
-        name: hp.default if hparams_seed == 0 else hp.sample(
-            np.random.RandomState(seed_hash(hparams_seed, name)))
-        for name, hp in merged.items()
-    }
-    for name, value in (overrides or {}).items():
-        if name not in merged:
-            raise KeyError(f"unknown hparam {name!r}; known: {', '.join(sorted(merged))}")
-        values[name] = value
+        origin.update(dict.fromkeys(decl, layer_names[i] if i < len(layer_names) else str(i)))
+    for layer, what in ((preset, "preset"), (overrides, "override")):
+        for name in layer or {}:
+            if name not in merged:
+                raise KeyError(f"unknown hparam {name!r} ({what}); known: "
+                               f"{', '.join(sorted(merged))}")
+    values = {name: hp.default for name, hp in merged.items()}
+    values.update(preset or {})
+    origin.update(dict.fromkeys(preset or {}, "preset"))
+    if hparams_seed > 0:
+        drawn = {name: hp.sample(np.random.RandomState(seed_hash(hparams_seed, name)))
+                 for name, hp in merged.items() if hp.search is not None}
+        values.update(drawn)
+        origin.update(dict.fromkeys(drawn, f"trial {hparams_seed}"))
+    values.update(overrides or {})
+    origin.update(dict.fromkeys(overrides or {}, "override"))
+    if provenance is not None:
+        provenance.update(origin)
     return values

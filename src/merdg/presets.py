@@ -5,13 +5,20 @@ trains one of the paper's configurations: Fusion (``fusion``, the official "Base
 fusion, cross-entropy) or Fusion + MER-DG (``merdg``, lambda = 3), for the modality sets V+A,
 V+F, A+F and V+A+F, on EPIC-Kitchens or HAC. Names: ``{epic,hac}-{va,vf,af,vaf}-{fusion,merdg}``.
 
-Every preset uses the official values (``docs/paper-setting.md`` gives the sources):
-Adam lr 1e-4, weight decay 1e-4, batch 16 with 8 per source domain from the balanced
-per-domain sampler, 20 epochs, fusion MLP 512 with dropout 0.5, LayerNorm projection heads
-2048 -> 128 (MER-DG's input), lambda 3 / alpha_marg 1 / alpha_spec 1; the SlowFast R101,
-SlowOnly R50 and VGGSound ResNet-18 encoders with their public checkpoints, trunks frozen,
-BatchNorm of the frozen video/flow trunks in train mode, audio trunk in eval mode, and the
-audio ``layer4`` randomly initialized as in the released code.
+A preset names a dataset, a modality set and an algorithm, and stores only where the paper's
+run differs from merdg's declared defaults: every paper value lives in one place, next to what
+uses it (``docs/paper-setting.md`` gives the sources):
+
+- training (Adam lr 1e-4, weight decay 1e-4, batch 16 with 8 per source domain, 20 epochs,
+  fusion MLP 512 with dropout 0.5, LayerNorm projection heads 2048 -> 128):
+  :data:`merdg.hparams.TRAINING_HPARAMS`;
+- MER-DG (lambda 3, alpha_marg 1, alpha_spec 1, on the projections):
+  :data:`merdg.algorithms.mer.MER_HPARAMS`;
+- encoders (SlowFast R101, SlowOnly R50, VGGSound ResNet-18; trunks frozen, BatchNorm of the
+  video/flow trunks in train mode, audio trunk in eval mode):
+  :data:`merdg.datasets.clips.PAPER_ENCODERS` and the encoder classes' defaults;
+- the one difference: the audio ``layer4`` starts from random weights, as the released code
+  effectively does (``--encoders '{"audio": {"layer4_init": "checkpoint"}}'`` loads it).
 
 Where the release is ambiguous, the choice made here:
 
@@ -19,14 +26,14 @@ Where the release is ambiguous, the choice made here:
   presets use Adam 1e-4 / wd 1e-4 (the SimMMDG scripts the release builds on);
 - epochs: 20 for every split (``run_experiments.sh``), not SimMMDG's per-split 10-25;
 - HAC target test set: target train + test clips (SimMMDG's loader; the MER-DG HAC loader is
-  missing from the release), ``--dataset-option target_test=test`` for the test csv only;
-- audio ``layer4``: random, as the release effectively does (``layer4_init=checkpoint`` in
-  ``--hparams`` loads it instead).
+  missing from the release), ``--dataset-option target_test=test`` for the test csv only.
+
+The presets' values are applied by :func:`merdg.run.hparams.resolve_run_hparams`, between the
+algorithm's declared defaults and the user's overrides.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +44,9 @@ MODALITY_SETS = {"va": ["video", "audio"], "vf": ["video", "flow"], "af": ["audi
                  "vaf": ["video", "audio", "flow"]}
 ALGORITHMS = {"fusion": "ERM", "merdg": "MERDG"}
 DATASETS = {"epic": "epic-kitchens", "hac": "hac"}
+
+# where the paper's runs differ from the declared defaults (see the module docstring)
+PAPER_ENCODER_CHANGES: dict[str, dict[str, Any]] = {"audio": {"layer4_init": "random"}}
 
 CHECKPOINT_FILES: dict[str, tuple[str, ...]] = {
     "video": ("slowfast_r101_8x8x1_256e_kinetics400_rgb_20210218-0dd54025.pth",),
@@ -53,18 +63,6 @@ CHECKPOINT_SOURCES = {
     "audio": "http://www.robots.ox.ac.uk/~vgg/data/vggsound/models/H.pth.tar",
 }
 
-OFFICIAL_HPARAMS: dict[str, Any] = {
-    "lr": 1e-4, "weight_decay": 1e-4, "batch_size": 16, "epochs": 20, "fusion_hidden": 512,
-    "dropout": 0.5, "proj_hidden": 2048, "proj_dim": 128, "grad_clip": 0.0,
-}
-MER_HPARAMS: dict[str, Any] = {"mer_lambda": 3.0, "mer_alpha_marg": 1.0, "mer_alpha_spec": 1.0,
-                               "mer_target": "projection", "mer_reduction": "sum"}
-ENCODER_OPTIONS: dict[str, dict[str, Any]] = {
-    "video": {"name": "slowfast", "trunk_bn": "train"},
-    "flow": {"name": "slowonly", "trunk_bn": "train"},
-    "audio": {"name": "vggsound_resnet", "trunk_bn": "eval", "layer4_init": "random"},
-}
-
 
 @dataclass(frozen=True)
 class Preset:
@@ -75,7 +73,8 @@ class Preset:
         dataset: Registered dataset name.
         modalities: Modalities used.
         algorithm: ``ERM`` (Fusion) or ``MERDG`` (Fusion + MER-DG).
-        hparams: Hyperparameters, encoders included (without checkpoint paths).
+        hparams: Hparam values that differ from the declared defaults.
+        encoders: Encoder options (per modality) that differ from the dataset's defaults.
         eval_batch_size: Evaluation batch size (evaluation runs BN in eval mode, so it does not
             change the numbers).
     """
@@ -85,6 +84,7 @@ class Preset:
     modalities: list[str]
     algorithm: str
     hparams: dict[str, Any] = field(default_factory=dict)
+    encoders: dict[str, dict[str, Any]] = field(default_factory=dict)
     eval_batch_size: int = 16
 
     @property
@@ -93,36 +93,17 @@ class Preset:
         mods = "+".join({"video": "V", "audio": "A", "flow": "F"}[m] for m in self.modalities)
         return f"{method}, {mods}, {self.dataset}"
 
-    def resolved_hparams(self, checkpoint_dir: str | None = None,
-                         overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The preset's hparams with checkpoint paths from ``checkpoint_dir`` and the user's
-        overrides on top (per-modality encoder options merge key by key)."""
-        hparams = copy.deepcopy(self.hparams)
-        if checkpoint_dir is not None:
-            for m, path in resolve_checkpoints(checkpoint_dir, self.modalities).items():
-                hparams["encoders"][m]["checkpoint"] = path
-        overrides = copy.deepcopy(overrides or {})
-        for m, spec in overrides.pop("encoders", {}).items():
-            if m not in ENCODER_OPTIONS:
-                raise KeyError(f"encoder override for unknown modality {m!r}; the paper's "
-                               f"modalities are {list(ENCODER_OPTIONS)}")
-            if m in self.modalities:  # options for the other presets' modalities may be shared
-                hparams["encoders"][m].update(spec)
-        hparams.update(overrides)
-        return hparams
-
 
 def _build_presets() -> dict[str, Preset]:
     presets = {}
     for d_key, dataset in DATASETS.items():
         for m_key, modalities in MODALITY_SETS.items():
             for a_key, algorithm in ALGORITHMS.items():
-                hparams = dict(OFFICIAL_HPARAMS)
-                if algorithm == "MERDG":
-                    hparams.update(MER_HPARAMS)
-                hparams["encoders"] = {m: dict(ENCODER_OPTIONS[m]) for m in modalities}
                 name = f"{d_key}-{m_key}-{a_key}"
-                presets[name] = Preset(name, dataset, list(modalities), algorithm, hparams)
+                encoders = {m: dict(v) for m, v in PAPER_ENCODER_CHANGES.items()
+                            if m in modalities}
+                presets[name] = Preset(name, dataset, list(modalities), algorithm,
+                                       encoders=encoders)
     return presets
 
 

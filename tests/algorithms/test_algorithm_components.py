@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from merdg.algorithms.components import (
+from merdg.algorithms.building_blocks import (
     MovingAverage,
     jigsaw_column_index,
     leave_one_out_ratios,

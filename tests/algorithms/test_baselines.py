@@ -5,11 +5,12 @@ import torch
 from torch import nn
 
 from merdg.algorithms import ALGORITHMS, MER_HPARAMS
-from merdg.algorithms.components import flat_grad, leave_one_out_ratios, modulate_gradients
+from merdg.algorithms.building_blocks import flat_grad, leave_one_out_ratios, modulate_gradients
 from merdg.datasets import build_dataset
 from merdg.datasets.base import DomainConcat, collate
 from merdg.hparams import TRAINING_HPARAMS
-from merdg.training import RunConfig, build_algorithm, run_hparams
+from merdg.run.config import RunConfig
+from merdg.run.training import build_algorithm, run_hparams
 
 
 def setup(algorithm, tiny_hparams, modalities=("m0", "m1", "m2"), **hparams):
@@ -45,7 +46,7 @@ def test_simmmdg_mer_on_shared_and_specific_heads(tiny_hparams):
     obj = algo.objective(batch)
     feats = algo.mer_features(batch, obj)
     assert set(feats) == {f"{m}/{h}" for m in ("m0", "m1", "m2") for h in ("shared", "specific")}
-    for z in feats.values():  # SimMMDG's heads L2-normalize (mer-dg.md 3.2 B)
+    for z in feats.values():  # SimMMDG's heads L2-normalize (official *_MERDG.py)
         assert z.shape == (len(batch), algo.hparams["proj_dim"])
         assert torch.allclose(z.norm(dim=1), torch.ones(len(batch)), atol=1e-5)
     # the specific heads are trained by MER only

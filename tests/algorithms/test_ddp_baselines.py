@@ -15,7 +15,8 @@ import torch.multiprocessing as mp
 
 from merdg.datasets import build_dataset
 from merdg.datasets.base import Batch, DomainConcat, collate
-from merdg.training import RunConfig, build_algorithm, run_hparams
+from merdg.run.config import RunConfig
+from merdg.run.training import build_algorithm, run_hparams
 
 WORLD = 2
 TINY = {"epochs": 1, "batch_size": 12, "proj_hidden": 16, "fusion_hidden": 16, "lr": 0.0,

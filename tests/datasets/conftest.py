@@ -5,7 +5,7 @@ import shutil
 import pytest
 from media_setup import write_tiny_checkpoints
 
-from merdg.datasets.fixtures import make_epic_fixture, make_hac_fixture
+from merdg.testing import make_epic_fixture, make_hac_fixture
 
 
 @pytest.fixture(scope="session")

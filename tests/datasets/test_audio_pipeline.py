@@ -14,7 +14,7 @@ from merdg.datasets.audio import (
     tile_to_length,
     tukey_window,
 )
-from merdg.datasets.fixtures import write_wav
+from merdg.testing import write_wav
 
 signal = pytest.importorskip("scipy.signal")
 

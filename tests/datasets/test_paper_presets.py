@@ -6,8 +6,11 @@ import pytest
 from media_setup import CLIP_OPTIONS, TINY_ENCODERS
 
 from merdg.cli import main
+from merdg.datasets import build_dataset
 from merdg.presets import PRESETS, get_preset, resolve_checkpoints
-from merdg.records import read_jsonl
+from merdg.run.config import RunConfig
+from merdg.run.hparams import resolve_run_hparams
+from merdg.run.records import read_jsonl
 
 # batch 4 = 2 per source domain; 4 training clips per domain -> 2 steps in the epoch
 TINY_HPARAMS = {"epochs": 1, "batch_size": 4, "proj_hidden": 16, "fusion_hidden": 16,
@@ -15,33 +18,48 @@ TINY_HPARAMS = {"epochs": 1, "batch_size": 4, "proj_hidden": 16, "fusion_hidden"
 OPTIONS = [f"--dataset-option={k}={v}" for k, v in CLIP_OPTIONS.items()]
 
 
-def test_presets_cover_the_paper_runs():
+def resolved(preset_name, epic_root, **settings):
+    """The hparams a run of the preset resolves to (the one resolution every command uses)."""
+    preset = get_preset(preset_name)
+    config = RunConfig(dataset=preset.dataset, target="D3", algorithm=preset.algorithm,
+                       modalities=preset.modalities, preset=preset_name, checkpoint_dir="none",
+                       data_root=str(epic_root), dataset_options=CLIP_OPTIONS, **settings)
+    dataset = build_dataset(config.dataset, config.data_root, config.modalities,
+                            **config.dataset_options)
+    return resolve_run_hparams(config, dataset)
+
+
+def test_presets_cover_the_paper_runs(epic_root):
     assert len(PRESETS) == 16
     for dataset in ("epic", "hac"):
         for mods in ("va", "vf", "af", "vaf"):
             fusion, mer = PRESETS[f"{dataset}-{mods}-fusion"], PRESETS[f"{dataset}-{mods}-merdg"]
             assert fusion.algorithm == "ERM" and mer.algorithm == "MERDG"
-            assert mer.hparams["mer_lambda"] == 3.0 and "mer_lambda" not in fusion.hparams
             assert len(fusion.modalities) == len(mods)
-    preset = get_preset("epic-vaf-merdg")
-    hp = preset.hparams
+    hp = resolved("epic-vaf-merdg", epic_root)
+    assert hp["mer_lambda"] == 3.0 and "mer_lambda" not in resolved("epic-vaf-fusion", epic_root)
+    assert (hp["mer_alpha_marg"], hp["mer_alpha_spec"], hp["mer_target"]) == (1.0, 1.0,
+                                                                              "projection")
     assert (hp["lr"], hp["weight_decay"], hp["batch_size"], hp["epochs"]) == (1e-4, 1e-4, 16, 20)
     assert (hp["fusion_hidden"], hp["dropout"], hp["proj_hidden"], hp["proj_dim"]) == (
         512, 0.5, 2048, 128)
     assert hp["encoders"]["audio"] == {"name": "vggsound_resnet", "trunk_bn": "eval",
                                        "layer4_init": "random"}
     assert hp["encoders"]["video"]["trunk_bn"] == "train"
-    merged = preset.resolved_hparams(None, {"lr": 3e-4, "encoders": {"audio": {
-        "layer4_init": "checkpoint"}}})
+    merged = resolved("epic-vaf-merdg", epic_root, hparams={"lr": 3e-4},
+                      encoders={"audio": {"layer4_init": "checkpoint"}})
     assert merged["lr"] == 3e-4 and merged["encoders"]["audio"]["trunk_bn"] == "eval"
     assert merged["encoders"]["audio"]["layer4_init"] == "checkpoint"
-    assert preset.hparams["encoders"]["audio"]["layer4_init"] == "random"  # not mutated
-    shared = PRESETS["hac-va-fusion"].resolved_hparams(None, {"encoders": {"flow": {"width": 4}}})
+    assert get_preset("epic-vaf-merdg").encoders["audio"]["layer4_init"] == "random"  # kept
+    shared = resolved("epic-va-fusion", epic_root, encoders={"flow": {"width": 4}})
     assert set(shared["encoders"]) == {"video", "audio"}
     with pytest.raises(KeyError, match="vidoe"):
-        preset.resolved_hparams(None, {"encoders": {"vidoe": {"width": 4}}})
+        resolved("epic-vaf-merdg", epic_root, encoders={"vidoe": {"width": 4}})
     with pytest.raises(KeyError, match="epic-va-fusion"):
         get_preset("epic-av")
+    # a preset stores only where the paper's run differs from the declared defaults
+    assert all(p.hparams == {} for p in PRESETS.values())
+    assert get_preset("epic-vf-merdg").encoders == {}
 
 
 def test_checkpoint_files_are_found_or_listed(tmp_path, tiny_checkpoints):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from merdg.datasets.fixtures import synthetic_frames, write_jpegs, write_mp4
+from merdg.testing import synthetic_frames, write_jpegs, write_mp4
 from merdg.datasets.video import (
     ClipTransform,
     FrameReadError,

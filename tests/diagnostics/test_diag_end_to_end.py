@@ -7,8 +7,10 @@ import torch
 
 from merdg.cli import main
 from merdg.diagnostics import DiagnoseOptions, diagnose, load_run
-from merdg.records import read_jsonl
-from merdg.training import RunConfig, evaluate, train
+from merdg.run.records import read_jsonl
+from merdg.run.config import RunConfig
+from merdg.run.evaluation import evaluate
+from merdg.run.training import train
 
 OPTIONS = {"samples_per_domain": 60, "n_classes": 3}
 HPARAMS = {"epochs": 2, "batch_size": 12, "proj_hidden": 32, "proj_dim": 16, "fusion_hidden": 16,
@@ -168,4 +170,4 @@ def test_bench_diagnose_links_reports(tmp_path, capsys):
     assert (out / "diagnostics_summary.png").exists()
     # the same bench without --diagnose reuses every run, those that saved weights included
     assert main(args[:-1]) == 0
-    assert json.loads((out / "bench.json").read_text())["skipped"] == 4
+    assert json.loads((out / "experiment.json").read_text())["skipped"] == 4

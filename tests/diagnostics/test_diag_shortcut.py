@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from merdg.diagnostics import DiagnoseOptions, diagnose
-from merdg.training import RunConfig, train
+from merdg.run.config import RunConfig
+from merdg.run.training import train
 
 STRENGTHS = (0.0, 0.8, 0.98)
 SEEDS = (0, 1)

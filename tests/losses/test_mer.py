@@ -9,7 +9,8 @@ import torch
 import merdg
 from merdg.losses import MERLoss, correlation_logdet, mer_loss, mer_terms
 
-# mer-dg.md section 3.5: one numpy generator, drawn sequentially
+# reference values of docs/mer-loss.md ("Reference values"): one numpy generator, drawn
+# sequentially
 REFERENCE = [  # (N, L_marg, L_spec); the 5th draw is L2-normalized
     (16, 0.078894, 7.877953),
     (64, 0.03594, 4.475176),
@@ -42,7 +43,7 @@ def test_reference_values_float64(path):
 
 
 def numpy_reference(z: np.ndarray, eps: float = 1e-4) -> tuple[float, float]:
-    """A slow, literal transcription of mer-dg.md section 3.1."""
+    """A slow, literal transcription of the official loss (docs/mer-loss.md, "The loss")."""
     n, d = z.shape
     marg = np.mean(np.maximum(0.0, 1.0 - np.sqrt(z.var(axis=0, ddof=1) + eps)))
     x = z - z.mean(axis=0)

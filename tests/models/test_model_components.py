@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from merdg.models.components import CrossModalTranslators, LayerNormEncoder, grad_reverse
+from merdg.models.baseline_modules import CrossModalTranslators, LayerNormEncoder, grad_reverse
 from merdg.models.encoders import MLPEncoder
 
 

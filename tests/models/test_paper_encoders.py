@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from merdg.models import ENCODERS, MultimodalNet, build_encoder
-from merdg.models.checkpoints import CheckpointError
+from merdg.models.pretrained import CheckpointError
 
 BLOCKS = {18: [2, 2, 2, 2], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3]}
 

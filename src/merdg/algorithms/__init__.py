@@ -6,7 +6,7 @@ Baselines, one module per family: :mod:`~merdg.algorithms.simmmdg` (SimMMDG, MOO
 """
 
 from merdg.algorithms.adversarial import GMP, JAT
-from merdg.algorithms.base import ALGORITHMS, Algorithm, EvalOutput, Objective, get_algorithm_class
+from merdg.algorithms.base import ALGORITHMS, Algorithm, EvalOutput, Objective
 from merdg.algorithms.contrastive import CMC, NEL
 from merdg.algorithms.erm import ERM
 from merdg.algorithms.mer import MER_HPARAMS, MERDG, with_mer
@@ -34,3 +34,16 @@ __all__ = [
     "get_algorithm_class",
     "with_mer",
 ]
+
+
+def get_algorithm_class(name: str) -> type[Algorithm]:
+    """The class registered as ``name``; ``"X+MER"`` composes MER-DG onto algorithm ``X``.
+
+    Raises:
+        KeyError: Unknown name (the message lists the registered names).
+    """
+    if name in ALGORITHMS:
+        return ALGORITHMS.get(name)
+    if name.endswith("+MER"):
+        return with_mer(ALGORITHMS.get(name[: -len("+MER")]))
+    return ALGORITHMS.get(name)  # raises KeyError listing the names

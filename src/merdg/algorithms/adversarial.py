@@ -21,7 +21,7 @@ domain loss :math:`g_d` on its encoder and head are scaled by
 \sigma)` (if :math:`\sigma > 1`), with :math:`\rho` the modality's mean true-class confidence over
 the others' and :math:`\sigma` the others' mean true-domain confidence over its own; if the
 scaled gradients conflict, the stronger task's is projected onto the normal of the other's
-(:func:`merdg.algorithms.components.modulate_gradients`). The fused CE is back-propagated
+(:func:`merdg.algorithms.building_blocks.modulate_gradients`). The fused CE is back-propagated
 unchanged. Unlike MMDG-Bench's script, whose domain discriminator never receives a gradient,
 the discriminator is trained here (through the GRL, as the paper describes).
 
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from merdg.algorithms.base import ALGORITHMS, Algorithm, Objective
-from merdg.algorithms.components import (
+from merdg.algorithms.building_blocks import (
     all_reduce_mean,
     flat_grad,
     leave_one_out_ratios,
@@ -56,7 +56,7 @@ from merdg.datasets.base import Batch
 from merdg.hparams import HParam
 from merdg.losses import prediction_entropy
 from merdg.models import FusionClassifier, MultimodalNet
-from merdg.models.components import AdversarialProjection, DomainClassifier, grad_reverse
+from merdg.models.baseline_modules import AdversarialProjection, DomainClassifier, grad_reverse
 
 __all__ = ["GMP", "JAT"]
 

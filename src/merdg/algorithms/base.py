@@ -7,8 +7,10 @@ logits used for accuracy. ``forward(batch)`` is ``objective(batch)``, so a data-
 
 A new algorithm is one class decorated with ``@ALGORITHMS.register("Name")`` that declares its
 hyperparameters in ``HPARAMS`` and overrides ``objective`` (and, if it adds networks, calls
-``super().__init__`` first). Any algorithm ``X`` gains MER-DG as ``"X+MER"`` (see
-:func:`merdg.algorithms.mer.with_mer`).
+``super().__init__`` first). Terms that regularize representations (MER-DG) are composed onto
+any algorithm through the neutral hooks :meth:`Algorithm.representations` and
+:meth:`Algorithm.requested_representations` (:func:`merdg.algorithms.mer.with_mer`); the
+registry lookup that resolves ``"X+MER"`` is :func:`merdg.algorithms.get_algorithm_class`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from merdg.hparams import HParam
 from merdg.models.multimodal_net import ModelOutput, MultimodalNet
 from merdg.registry import Registry
 
-__all__ = ["ALGORITHMS", "Algorithm", "EvalOutput", "Objective", "get_algorithm_class"]
+__all__ = ["ALGORITHMS", "Algorithm", "EvalOutput", "Objective"]
 
 
 class Objective(NamedTuple):
@@ -168,34 +170,35 @@ class Algorithm(nn.Module):
         """Fused logits (N, C)."""
         return self.evaluate(x).logits
 
-    def mer_features(self, batch: Batch, objective: Objective) -> dict[str, Tensor]:
-        """Tensors MER-DG regularizes: by default the per-modality projections (official).
+    REPRESENTATION_KINDS: ClassVar[tuple[str, ...]] = ("projection", "normalized_projection",
+                                                       "embedding")
 
-        ``hparams["mer_target"]``: ``"projection"`` (official ``train_mer_dg.py``),
-        ``"normalized_projection"`` (L2-normalized, as the SimMMDG variant's heads) or
-        ``"embedding"`` (the raw encoder output).
+    def requested_representations(self) -> tuple[str, ...]:
+        """Representation kinds a term composed onto this algorithm will regularize.
+
+        Empty by default; a composition such as :func:`merdg.algorithms.mer.with_mer` returns
+        the kind it regularizes, and an algorithm that needs extra heads for a kind (SimMMDG's
+        specific-half heads) builds them in ``__init__`` only when it is requested.
         """
-        target = self.hparams.get("mer_target", "projection")
+        return ()
+
+    def representations(self, objective: Objective, kind: str) -> dict[str, Tensor]:
+        """Per-modality representations of ``kind`` that an add-on term may regularize.
+
+        ``"projection"``: the projection heads' outputs (MER-DG's official target,
+        ``train_mer_dg.py``); ``"normalized_projection"``: the same, L2-normalized;
+        ``"embedding"``: the raw encoder outputs.
+        """
         embeddings = objective.out.embeddings
-        if target == "embedding":
+        if kind == "embedding":
             return dict(embeddings)
         proj = objective.extras.get("projections") or self.net.project(embeddings)
-        if target == "projection":
+        if kind == "projection":
             return proj
-        if target == "normalized_projection":
+        if kind == "normalized_projection":
             return {m: F.normalize(z, dim=1) for m, z in proj.items()}
-        raise ValueError(f"unknown mer_target {target!r}")
+        raise ValueError(f"unknown representation kind {kind!r}; choose from "
+                         f"{list(self.REPRESENTATION_KINDS)}")
 
 
 ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm")
-
-
-def get_algorithm_class(name: str) -> type[Algorithm]:
-    """The class registered as ``name``; ``"X+MER"`` composes MER-DG onto algorithm ``X``."""
-    if name in ALGORITHMS:
-        return ALGORITHMS.get(name)
-    if name.endswith("+MER"):
-        from merdg.algorithms.mer import with_mer
-
-        return with_mer(ALGORITHMS.get(name[: -len("+MER")]))
-    return ALGORITHMS.get(name)  # raises KeyError listing the names

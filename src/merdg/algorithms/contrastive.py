@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from merdg.algorithms.base import ALGORITHMS, Algorithm, Objective
-from merdg.algorithms.components import weighted_sum
+from merdg.algorithms.building_blocks import weighted_sum
 from merdg.datasets.base import Batch
 from merdg.hparams import HParam
 from merdg.losses import (

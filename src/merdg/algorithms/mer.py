@@ -1,12 +1,17 @@
 """MER-DG as a composition: ``with_mer(Base)`` adds ``lambda * sum_m MER(z_m)`` to any algorithm.
 
 ``MERDG`` is ``with_mer(ERM)`` ("Baseline Fusion + MER-DG"); ``"X+MER"`` names resolve to
-``with_mer(X)`` for any registered ``X``. Where the term acts is the algorithm's
-:meth:`~merdg.algorithms.base.Algorithm.mer_features` (projection heads by default; SimMMDG
-overrides it to regularize its common and specific heads as the official release does).
+``with_mer(X)`` for any registered ``X``. MER-DG owns its hparams (``mer_*``, among them
+``mer_target``, the representation kind it regularizes); the algorithm only answers the neutral
+hooks :meth:`~merdg.algorithms.base.Algorithm.requested_representations` (so that it can build
+heads a kind needs) and :meth:`~merdg.algorithms.base.Algorithm.representations` (projection
+heads by default; SimMMDG returns its shared- and specific-half heads, as the official release
+regularizes them).
 """
 
 from __future__ import annotations
+
+from torch import Tensor
 
 from merdg.algorithms.base import ALGORITHMS, Algorithm, Objective
 from merdg.algorithms.erm import ERM
@@ -23,8 +28,8 @@ MER_HPARAMS: dict[str, HParam] = {
     "mer_alpha_spec": HParam(1.0, "weight of the log-det term L_spec (official: 1.0)"),
     "mer_eps": HParam(1e-4, "epsilon of both terms (official: 1e-4)"),
     "mer_reduction": HParam("sum", "'sum' over modalities (official) or 'mean'"),
-    "mer_target": HParam("projection", "'projection' (official), 'normalized_projection' or "
-                         "'embedding'"),
+    "mer_target": HParam("projection", "representation regularized: 'projection' (official), "
+                         "'normalized_projection' or 'embedding'"),
 }
 
 
@@ -51,11 +56,22 @@ def _compose(base: type[Algorithm], name: str) -> type[Algorithm]:
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             hp = self.hparams
+            if hp["mer_target"] not in self.REPRESENTATION_KINDS:
+                raise ValueError(f"mer_target must be one of {list(self.REPRESENTATION_KINDS)}, "
+                                 f"got {hp['mer_target']!r}")
+            self.mer_target = hp["mer_target"]
             self.mer_lambda = float(hp["mer_lambda"])
             self.mer = MERLoss(alpha_marg=float(hp["mer_alpha_marg"]),
                                alpha_spec=float(hp["mer_alpha_spec"]),
                                reduction=hp["mer_reduction"],
                                marg_eps=float(hp["mer_eps"]), spec_eps=float(hp["mer_eps"]))
+
+        def requested_representations(self) -> tuple[str, ...]:
+            return (*super().requested_representations(), self.hparams["mer_target"])
+
+        def mer_features(self, batch: Batch, objective: Objective) -> dict[str, Tensor]:
+            """What MER-DG regularizes: the algorithm's ``mer_target`` representations."""
+            return self.representations(objective, self.mer_target)
 
         def objective(self, batch: Batch) -> Objective:
             obj = super().objective(batch)

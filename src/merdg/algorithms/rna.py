@@ -22,7 +22,7 @@ from typing import Any
 import torch.nn.functional as F
 
 from merdg.algorithms.base import ALGORITHMS, Algorithm, Objective
-from merdg.algorithms.components import weighted_sum
+from merdg.algorithms.building_blocks import weighted_sum
 from merdg.datasets.base import Batch
 from merdg.hparams import HParam
 from merdg.losses import relative_norm_alignment_loss

@@ -14,7 +14,8 @@ with :math:`P_m` SimMMDG's projection head (Linear-BN-ReLU-Linear-BN-ReLU-Linear
 and :math:`T_{a\to b}` an MLP translator on the full embeddings. **SimMMDG + MER-DG** follows
 the official release (``train_video_flow_audio_*_MERDG.py``): MER regularizes
 :math:`P_m(c_m)` and :math:`P^s_m(s_m)` for every modality, with new specific-half heads
-:math:`P^s_m` that get no other loss (``mer-dg.md`` section 3.2 B).
+:math:`P^s_m` that get no other loss (``train_video_flow_audio_{EPIC,HAC}_MERDG.py`` in
+github.com/olivesgatech/MER-DG).
 
 **MOOSA** (Dong et al., ECCV 2024), closed-set variant as used by MMDG-Bench: SimMMDG's shared /
 specific split and SupCon, plus per-modality heads whose cross-entropies (with the fused one)
@@ -43,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from merdg.algorithms.base import ALGORITHMS, Algorithm, EvalOutput, Objective
-from merdg.algorithms.components import (
+from merdg.algorithms.building_blocks import (
     jigsaw_column_index,
     sample_permutations,
     unimodal_heads,
@@ -58,7 +59,7 @@ from merdg.losses import (
     translation_loss,
 )
 from merdg.models import ModelOutput, MultimodalNet, ProjectionHead
-from merdg.models.components import CrossModalTranslators
+from merdg.models.baseline_modules import CrossModalTranslators
 
 __all__ = ["MOOSA", "SimMMDG"]
 
@@ -99,8 +100,10 @@ class SimMMDG(Algorithm):
         hidden = int(hp["trans_hidden"] or hp["proj_hidden"])
         self.translators = CrossModalTranslators(net.dims, hidden)
         self.shared_projectors = self._half_heads()
-        # MER-DG's specific-half heads, only when MER-DG is composed (they get no other loss)
-        self.specific_projectors = self._half_heads() if "mer_lambda" in hp else None
+        # specific-half heads, only when a composed term (MER-DG) regularizes the projections
+        # (they get no other loss, so they would be unused parameters otherwise)
+        self.specific_projectors = (self._half_heads() if "projection" in
+                                    self.requested_representations() else None)
 
     def _half_heads(self) -> nn.ModuleDict:
         """SimMMDG's ProjectHead (BatchNorm, L2-normalized output) on each half embedding."""
@@ -137,15 +140,14 @@ class SimMMDG(Algorithm):
                   for a, b in self.translators.pairs]
         return torch.stack(losses).mean()
 
-    def mer_features(self, batch: Batch, objective: Objective) -> dict[str, Tensor]:
-        """The official SimMMDG + MER-DG targets: P_m(c_m) and P^s_m(s_m) for every modality.
-
-        Any ``mer_target`` other than ``"projection"`` falls back to the base behavior.
-        """
-        if self.hparams.get("mer_target", "projection") != "projection":
-            return super().mer_features(batch, objective)
+    def representations(self, objective: Objective, kind: str) -> dict[str, Tensor]:
+        """``"projection"``: the official SimMMDG + MER-DG targets, P_m(c_m) and P^s_m(s_m) for
+        every modality; other kinds as the base class."""
+        if kind != "projection":
+            return super().representations(objective, kind)
         if self.specific_projectors is None:
-            raise RuntimeError("specific-half heads are built only with the MER-DG hparams")
+            raise RuntimeError("the specific-half heads are built only when a composed term "
+                               "requests the 'projection' representations")
         features = {}
         for m in self.modalities:
             specific = split_halves(objective.out.embeddings[m])[1]

@@ -51,7 +51,7 @@ from torch import Tensor, nn
 
 from merdg import dist
 from merdg.algorithms.base import ALGORITHMS, Algorithm, EvalOutput, Objective
-from merdg.algorithms.components import (
+from merdg.algorithms.building_blocks import (
     MovingAverage,
     lookahead_forward,
     modality_drop_probabilities,
@@ -63,7 +63,7 @@ from merdg.datasets.base import Batch
 from merdg.hparams import HParam
 from merdg.losses import supcon_loss, translation_loss
 from merdg.models import FusionClassifier, ModelOutput, MultimodalNet, ProjectionHead
-from merdg.models.components import LayerNormEncoder
+from merdg.models.baseline_modules import LayerNormEncoder
 
 __all__ = ["CMRF", "MBCD"]
 

@@ -14,7 +14,7 @@ from merdg.diagnostics.analysis import DiagnoseOptions, diagnose_run
 from merdg.diagnostics.features import load_run
 from merdg.diagnostics.plots import matplotlib_available, plot_all
 from merdg.diagnostics.report import markdown_report, run_labels
-from merdg.records import run_metadata, write_json_atomic
+from merdg.run.records import run_metadata, write_json_atomic
 
 __all__ = ["diagnose"]
 

@@ -1,6 +1,6 @@
 """Rebuild a trained run from its directory and pass its data through the frozen model.
 
-A run directory written by :func:`merdg.training.train` with ``save_model=True`` holds
+A run directory written by :func:`merdg.run.training.train` with ``save_model=True`` holds
 ``config.json`` (config, resolved hparams, sources, modalities) and ``model.pt``
 (``{"state_dict", "run"}``). :func:`load_run` rebuilds the dataset with the same options, fits
 the input normalization on the same sources, rebuilds the algorithm and loads the weights, so
@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 from merdg.algorithms import Algorithm
 from merdg.datasets import DomainDataset, build_dataset
 from merdg.datasets.base import DomainConcat, collate
-from merdg.records import read_jsonl
-from merdg.training import build_algorithm, resolve_device
+from merdg.run.records import read_jsonl
+from merdg.run.training import build_algorithm, resolve_device
 
 __all__ = ["LoadedRun", "Outputs", "extract", "load_run", "zero_variants"]
 
@@ -84,7 +84,7 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise ValueError(f"{file}: malformed JSON ({err})") from err
     missing = [k for k in ("config", "hparams", "sources", "modalities") if k not in info]
     if missing:
-        raise ValueError(f"{file} lacks {missing}; was it written by merdg.training.train?")
+        raise ValueError(f"{file} lacks {missing}; was it written by merdg.run.training.train?")
     return info
 
 
@@ -101,7 +101,7 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
     except Exception as err:  # torch raises many types for a truncated or foreign file
         raise ValueError(f"{file}: cannot be read as a merdg checkpoint ({err})") from err
     if not isinstance(saved, dict) or "state_dict" not in saved:
-        raise ValueError(f"{file}: expected a dict with 'state_dict' (merdg.training.train)")
+        raise ValueError(f"{file}: expected a dict with 'state_dict' (merdg.run.training.train)")
     return saved["state_dict"]
 
 
@@ -115,7 +115,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", data_root: str | None = N
     """Rebuild the dataset and the trained algorithm of a run directory.
 
     Args:
-        run_dir: Directory written by :func:`merdg.training.train` with ``save_model=True``.
+        run_dir: Directory written by :func:`merdg.run.training.train` with ``save_model=True``.
         device: Device for the forward passes (``"auto"`` picks CUDA when available).
         data_root: Overrides the run's ``data_root`` (data moved since training).
         dataset: A dataset already built with the run's dataset options and modalities (reused

@@ -3,11 +3,12 @@ whether it transfers to the unseen target domain.
 
 A probe is trained on the source domains' training parts, evaluated after every epoch on the
 sources' validation parts and on the target, and reported at the epoch with the best source
-validation accuracy (ties: the later epoch, as :func:`merdg.model_selection.select_epoch`). The
+validation accuracy (ties: the later epoch, as :func:`merdg.run.selection.select_epoch`). The
 official release's ``evaluate_modality_features.py`` keeps the epoch with the best *target*
 accuracy instead; that oracle number is recorded next to it, labeled (``docs/diagnostics.md``).
 
-Recipe of the official probe (mer-dg.md section 9): Linear(d, 512) - ReLU - Dropout(0.3) -
+Recipe of the official probe (``EPIC-rgb-flow-audio/evaluate_modality_features.py`` in
+github.com/olivesgatech/MER-DG): Linear(d, 512) - ReLU - Dropout(0.3) -
 Linear(512, C), Adam lr 1e-3, weight decay 1e-4, batch 256, 25 epochs, cross-entropy, no feature
 normalization. ``hidden=0`` gives the linear probe with the same optimizer.
 """

@@ -2,7 +2,7 @@
 
 ``forward`` returns the fused logits, each modality's embedding and the logits of a per-modality
 linear probe. The probes read *detached* embeddings: they measure what each encoder's features
-hold about the label (unimodal accuracy, peers.md section 5 item 12) without changing training.
+hold about the label (unimodal accuracy, ``docs/diagnostics.md``) without changing training.
 Projection heads (MER-DG's input) are computed on demand by :meth:`MultimodalNet.project`.
 """
 

@@ -23,7 +23,7 @@ keep updating their running statistics (``trunk_bn="train"``, the default of ``s
 ``slowonly``); the audio network is kept in ``eval()`` (``trunk_bn="eval"``, the default of
 ``vggsound_resnet``). ``trunk_bn="eval"`` freezes the statistics too.
 
-Checkpoints load strictly (:mod:`merdg.models.checkpoints`): the OpenMMLab files
+Checkpoints load strictly (:mod:`merdg.models.pretrained`): the OpenMMLab files
 ``slowfast_r101_8x8x1_256e_kinetics400_rgb_20210218-0dd54025.pth`` and
 ``slowonly_r50_8x8x1_256e_kinetics400_flow_20200704-6b384243.pth`` (entry ``state_dict``, keys
 ``backbone.*``; ``cls_head.*`` ignored) and VGGSound's ``H.pth.tar`` (entry
@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from merdg.models.audio_resnet import AudioResNet
-from merdg.models.checkpoints import load_checkpoint
+from merdg.models.pretrained import load_checkpoint
 from merdg.models.encoders import ENCODERS
 from merdg.models.resnet3d import Bottleneck3d, ResNet3dPathway, SlowFastBackbone
 

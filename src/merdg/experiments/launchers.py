@@ -1,14 +1,14 @@
 """Launchers: run a list of jobs, skipping finished ones and resuming interrupted ones.
 
 - ``local`` with ``workers=1``: one job after another in this process;
-- ``local`` with ``workers=N``: N worker processes (``python -m merdg.jobs DIR``), each job's
+- ``local`` with ``workers=N``: N worker processes (``python -m merdg.experiments.jobs DIR``), each job's
   output in its ``log.txt``, worker slot k on GPU ``k mod #GPUs`` when there are GPUs; on Linux
   the workers die with this process, so killing a sweep never leaves orphans that keep writing;
 - ``slurm``: a Slurm job array through submitit (``pip install 'merdg[slurm]'``); jobs that
   time out or are preempted are requeued and resume from their checkpoint;
 - ``submitit-local``: the same submitit path on this machine (to try a Slurm setup locally).
 
-Every launcher runs :func:`merdg.jobs.run_job`, which never trains a finished job twice and
+Every launcher runs :func:`merdg.experiments.jobs.run_job`, which never trains a finished job twice and
 refuses a directory another live process is writing.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 import merdg
-from merdg.jobs import LOG_FILE, Job, failure_message, run_job
+from merdg.experiments.jobs import Job, run_job
 
 __all__ = ["LAUNCHERS", "LaunchReport", "LauncherOptions", "launch"]
 
@@ -86,7 +86,7 @@ class LaunchReport:
         return ", ".join(parts)
 
     def failures(self) -> str:
-        return "\n".join(f"  {job.path}: {failure_message(job)}" for job in self.failed)
+        return "\n".join(f"  {job.path}: {job.failure()}" for job in self.failed)
 
 
 def launch(jobs: Sequence[Job], options: LauncherOptions | None = None,
@@ -169,9 +169,9 @@ def _visible_gpus() -> list[str]:
 def _start_worker(job: Job, env: dict[str, str], gpu: str | None) -> subprocess.Popen:
     if gpu is not None:  # one GPU per worker slot (DomainBed's multi_gpu launcher)
         env = {**env, "CUDA_VISIBLE_DEVICES": gpu}
-    with open(job.path / LOG_FILE, "a", encoding="utf-8") as log:
-        return subprocess.Popen([sys.executable, "-m", "merdg.jobs", str(job.path)], env=env,
-                                stdout=log, stderr=subprocess.STDOUT,
+    with open(job.run_dir.log_file, "a", encoding="utf-8") as log:
+        return subprocess.Popen([sys.executable, "-m", "merdg.experiments.jobs", str(job.path)],
+                                env=env, stdout=log, stderr=subprocess.STDOUT,
                                 preexec_fn=_die_with_parent())
 
 
@@ -203,8 +203,7 @@ def _status_after_worker(job: Job) -> str:
     if status in ("done", "running"):
         return status
     if status != "failed":  # the worker died without recording why (killed, crashed)
-        (job.path / "failed").write_text(f"worker exited without finishing; see "
-                                         f"{job.path / LOG_FILE}\n")
+        job.run_dir.mark_failed(f"worker exited without finishing; see {job.run_dir.log_file}")
     return "failed"
 
 
@@ -233,7 +232,7 @@ def _executor(options: LauncherOptions, folder: Path):
 
 
 def _run_submitit(todo: list[Job], options: LauncherOptions, report: LaunchReport) -> None:
-    from merdg.submitit_runner import JobRunner
+    from merdg.experiments.submitit_runner import JobRunner
 
     folder = Path(options.folder or todo[0].path.parent.parent / "submitit")
     executor = _executor(options, folder)
@@ -246,6 +245,6 @@ def _run_submitit(todo: list[Job], options: LauncherOptions, report: LaunchRepor
         try:
             status = handle.result()
         except Exception as err:  # the scheduler job died (e.g. cancelled): record it
-            (job.path / "failed").write_text(f"{type(err).__name__}: {err}\n")
+            job.run_dir.mark_failed(f"{type(err).__name__}: {err}")
             status = "failed"
         _file(report, job, status)

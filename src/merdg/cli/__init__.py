@@ -1,4 +1,4 @@
-"""The ``merdg`` command line. Each subcommand lives in a module of :mod:`merdg.commands` that
+"""The ``merdg`` command line. Each subcommand lives in a module of :mod:`merdg.cli` that
 defines ``register(subparsers)``; modules are discovered, so adding a command touches one file.
 
 Errors caused by the user's input (a missing file, an unknown name, a bad value) are printed as
@@ -14,7 +14,8 @@ import pkgutil
 import sys
 
 import merdg
-import merdg.commands
+
+NOT_COMMANDS = ("options", "__main__")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"merdg {merdg.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(merdg.commands.__path__), key=lambda i: i.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"merdg.commands.{info.name}").register(sub)
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name not in NOT_COMMANDS:
+            importlib.import_module(f"{__name__}.{info.name}").register(sub)
     return parser
 
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError, TypeError) as err:
+    except (ValueError, KeyError, OSError, RuntimeError, TypeError) as err:
         if os.environ.get("MERDG_DEBUG"):
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

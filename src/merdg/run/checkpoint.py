@@ -17,23 +17,19 @@ import json
 import os
 import random
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]
+from merdg import dist as mdist
+from merdg.hparams import seed_hash
+from merdg.run.config import identity_differences
 
-__all__ = ["CHECKPOINT_NAME", "CheckpointMismatchError", "RunDirBusyError", "is_locked",
-           "load_checkpoint", "rng_state", "run_dir_lock", "save_checkpoint", "set_rng_state"]
+__all__ = ["CheckpointMismatchError", "epoch_payload", "load_checkpoint", "restore_training_state",
+           "rng_state", "save_checkpoint", "set_rng_state"]
 
-CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = 1
 
 
@@ -77,33 +73,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` atomically (temporary file, fsync, rename)."""
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any],
+                    with_format: bool = True) -> None:
+    """Write ``payload`` to ``path`` atomically (temporary file, fsync, rename); with
+    ``with_format`` it is tagged as a merdg checkpoint (:func:`load_checkpoint` checks it)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, **payload}, f)
+        torch.save({"format": FORMAT, **payload} if with_format else payload, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
-
-
-def _canonical(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
-
-
-def identity_differences(saved: dict[str, Any], expected: dict[str, Any],
-                         prefix: str = "") -> list[str]:
-    """Dotted names of the entries that differ between two identity dicts."""
-    diffs = []
-    for key in sorted(set(saved) | set(expected)):
-        a, b = saved.get(key, "<absent>"), expected.get(key, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += identity_differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            diffs.append(f"{prefix}{key}: {a!r} (checkpoint) vs {b!r} (now)")
-    return diffs
 
 
 def load_checkpoint(path: str | os.PathLike, identity: dict[str, Any],
@@ -122,7 +103,7 @@ def load_checkpoint(path: str | os.PathLike, identity: dict[str, Any],
                          "delete it to start the run over") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a merdg checkpoint (format {FORMAT})")
-    diffs = identity_differences(_canonical(payload["identity"]), _canonical(identity))
+    diffs = identity_differences(payload["identity"], identity, labels=("checkpoint", "now"))
     if diffs:
         raise CheckpointMismatchError(
             f"{path} was written by a different run; differences: " + "; ".join(diffs[:10])
@@ -130,57 +111,33 @@ def load_checkpoint(path: str | os.PathLike, identity: dict[str, Any],
     return payload
 
 
-LOCK_NAME = ".lock"
+def epoch_payload(identity: dict[str, Any], algorithm: Any, device: torch.device,
+                  records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a checkpoint after an epoch holds. Every rank calls this (the RNG states of all
+    ranks are gathered); only the main process writes the result."""
+    states = mdist.all_gather_object(rng_state(device))
+    return {
+        # records and identity as plain JSON data (what weights_only loading accepts)
+        "identity": identity, "epoch": len(records), "rng": states,
+        "records": json.loads(json.dumps(records, default=str)),
+        "algorithm": algorithm.state_dict(), "optimizer": algorithm.optimizer.state_dict(),
+        "world_size": mdist.world_size()}
 
 
-class RunDirBusyError(RuntimeError):
-    """Another live process is writing the same run directory."""
-
-
-@contextmanager
-def run_dir_lock(path: str | os.PathLike | None) -> Iterator[None]:
-    """Hold an exclusive lock on run directory ``path`` (no-op for None).
-
-    The lock is an ``flock`` on ``path/.lock``: the kernel drops it when its process dies, even
-    by SIGKILL, so a killed run never leaves a stale lock behind.
-
-    Raises:
-        RunDirBusyError: Another live process holds the lock.
-    """
-    if path is None:
-        yield
-        return
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    with open(path / LOCK_NAME, "a") as handle:
-        _acquire(handle, path)
-        yield
-
-
-def _acquire(handle: Any, path: Path) -> None:
-    if fcntl is None:  # not POSIX: concurrent writers are not detected
-        return
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as err:
-        raise RunDirBusyError(f"{path} is being written by another process; wait for it to "
-                              "finish or use another output directory") from err
-    except OSError as err:  # e.g. a network filesystem without flock support
-        warnings.warn(f"cannot lock {path} ({err}); two processes writing this run directory "
-                      "at once would not be detected", stacklevel=3)
-
-
-def is_locked(path: str | os.PathLike) -> bool:
-    """True when a live process holds the lock of run directory ``path``."""
-    lock = Path(path) / LOCK_NAME
-    if fcntl is None or not lock.exists():
-        return False
-    with open(lock, "a") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-    return False
+def restore_training_state(checkpoint: dict[str, Any], algorithm: Any, device: torch.device,
+                           seed: int) -> list[dict[str, Any]]:
+    """Load weights, optimizer and this rank's RNG states; returns the records so far."""
+    algorithm.load_state_dict(checkpoint["algorithm"])
+    algorithm.optimizer.load_state_dict(checkpoint["optimizer"])
+    states = checkpoint["rng"]
+    if len(states) == mdist.world_size():
+        set_rng_state(states[mdist.rank()], device)
+    else:
+        warnings.warn(f"the checkpoint holds the random state of {len(states)} ranks, this run "
+                      f"has {mdist.world_size()}: reseeding, so the rest of the run is not "
+                      "bit-identical to an uninterrupted one", stacklevel=3)
+        state = seed_hash("resume", seed, checkpoint["epoch"], mdist.rank())
+        random.seed(state)
+        np.random.seed(state)
+        torch.manual_seed(state)
+    return checkpoint["records"]

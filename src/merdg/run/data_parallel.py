@@ -1,7 +1,7 @@
 """Data-parallel training under ``torchrun``: the process group, each rank's device, the
 DistributedDataParallel wrapper, and sums over ranks for logged terms and metrics.
 
-What is global and what is local (style.md section 2): per-sample losses (cross-entropy) are
+What is global and what is local (``docs/distributed.md``): per-sample losses (cross-entropy) are
 averaged over the rank's own samples and DDP averages the gradients; batch statistics (MER-DG,
 BatchNorm on CUDA through SyncBatchNorm) use the batch gathered from every rank; evaluation sums
 correct counts, losses and sample counts over ranks. See ``docs/distributed.md``.

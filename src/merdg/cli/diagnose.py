@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from merdg.commands._common import add_threads_arg, apply_threads
+from merdg.cli.options import add_threads_arg, apply_threads
 
 
 def register(sub: argparse._SubParsersAction) -> None:

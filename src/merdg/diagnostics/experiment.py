@@ -21,7 +21,7 @@ from merdg.diagnostics.analysis import DiagnoseOptions
 from merdg.diagnostics.compare import diagnose
 from merdg.diagnostics.plots import matplotlib_available, plot_bench_summary
 
-__all__ = ["diagnose_bench", "diagnostics_section"]
+__all__ = ["diagnose_experiment", "diagnostics_section"]
 
 
 def comparisons(configs: Sequence[Any], seeds: int) -> dict[tuple[str, str, int], list[Any]]:
@@ -33,22 +33,25 @@ def comparisons(configs: Sequence[Any], seeds: int) -> dict[tuple[str, str, int]
     return dict(groups)
 
 
-def diagnose_bench(bench: Any, configs: Sequence[Any], progress: bool = True) -> list[str]:
-    """Diagnose every comparison of a finished bench; returns the report section's lines.
+def diagnose_experiment(experiment: Any, configs: Sequence[Any],
+                        progress: bool = True) -> list[str]:
+    """Diagnose every comparison of a finished experiment; returns the report section's lines.
 
     Args:
-        bench: The :class:`merdg.bench.BenchConfig` (``diagnose_seeds`` > 0).
+        experiment: The :class:`merdg.experiments.plan.ExperimentConfig` (``diagnose_seeds``
+            > 0).
         configs: Its run configs (trained with ``save_model``).
         progress: Show a progress bar over comparisons.
     """
-    out = Path(bench.out_dir)
+    out = Path(experiment.out_dir)
     done = []
-    groups = comparisons(configs, bench.diagnose_seeds)
+    groups = comparisons(configs, experiment.diagnose_seeds)
     for (mods, target, seed), group in tqdm(groups.items(), desc="diagnose",
                                             disable=not progress):
         rel = Path("diagnostics", mods, target, f"seed{seed}")
         result = diagnose([c.out_dir for c in group], out / rel, DiagnoseOptions(),
-                          device=bench.device, data_root=bench.data_root, progress=False)
+                          device=experiment.base.device, data_root=experiment.base.data_root,
+                          progress=False)
         done.append((mods, target, seed, rel, result))
     return diagnostics_section(done, out)
 

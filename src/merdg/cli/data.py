@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import argparse
 
-from merdg.commands._common import add_dataset_args, parse_options
+from merdg.cli.options import add_run_options, run_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="dataset utilities")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     c = data_sub.add_parser("check", help="validate a dataset and print per-domain/class counts")
-    add_dataset_args(c)
-    c.add_argument("--modalities", help="comma-separated modalities to check (default: all)")
+    add_run_options(c, title="dataset",
+                    only=("dataset", "data_root", "dataset_options", "modalities"))
     c.set_defaults(func=run_check)
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from merdg.commands._common import split_list
     from merdg.datasets import DATASETS
 
-    cls = DATASETS.get(args.dataset)
-    report = cls.check(args.data_root, modalities=split_list(args.modalities),
-                       **parse_options(args.dataset_option))
+    settings = run_settings(args)
+    if "dataset" not in settings:
+        raise ValueError("--dataset is required (see `merdg list datasets`)")
+    cls = DATASETS.get(settings["dataset"])
+    report = cls.check(settings.get("data_root"), modalities=settings.get("modalities"),
+                       **settings.get("dataset_options", {}))
     print(report.text())
     return 0 if report.ok else 1

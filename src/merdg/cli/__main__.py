@@ -1,0 +1,7 @@
+"""``python -m merdg.cli ...`` (e.g. under ``torchrun -m merdg.cli train ...``)."""
+
+import sys
+
+from merdg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,85 @@
+"""``merdg list``: what is registered (algorithms, datasets, encoders, presets) and a run's
+resolved hyperparameters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from merdg.cli.options import add_run_options
+
+CHOICES = ["algorithms", "datasets", "encoders", "presets", "hparams"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="list registered algorithms, datasets, encoders or presets, "
+                       "or a run's resolved hparams",
+                       description="`merdg list hparams --dataset D --algorithm A [run "
+                       "settings]` prints the hparams and encoder specs a run with these "
+                       "settings would use, and where each value comes from.")
+    p.add_argument("what", choices=CHOICES)
+    add_run_options(p, title="run settings (for `list hparams`)")
+    p.set_defaults(func=run)
+
+
+def _first_line(obj: object) -> str:
+    return (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
+
+
+def list_hparams(args: argparse.Namespace) -> None:
+    from merdg.datasets import build_dataset
+    from merdg.run.config import RunConfig
+    from merdg.run.hparams import resolve_run_hparams
+
+    settings = run_settings_for_listing(args)
+    config = RunConfig(**settings)
+    dataset = build_dataset(config.dataset, config.data_root, config.modalities,
+                            **config.dataset_options)
+    provenance: dict[str, str] = {}
+    hparams = resolve_run_hparams(config, dataset, provenance)
+    print(f"{config.algorithm} on {config.dataset} (order: training < dataset < algorithm < "
+          "preset < trial < override)")
+    for name in sorted(k for k in hparams if k != "encoders"):
+        print(f"    {name} = {hparams[name]!r}  ({provenance[name]})")
+    for m, spec in hparams["encoders"].items():
+        print(f"    encoders.{m} = {json.dumps(spec, sort_keys=True)}")
+
+
+def run_settings_for_listing(args: argparse.Namespace) -> dict:
+    from merdg.cli.options import run_settings
+
+    settings = run_settings(args)
+    if "dataset" not in settings:
+        raise ValueError("merdg list hparams needs --dataset (and usually --algorithm)")
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    from merdg.algorithms import ALGORITHMS
+    from merdg.datasets import DATASETS
+    from merdg.hparams import describe_search
+    from merdg.models import ENCODERS
+
+    if args.what == "hparams":
+        list_hparams(args)
+    elif args.what == "algorithms":
+        for name in ALGORITHMS:
+            cls = ALGORITHMS.get(name)
+            print(f"{name}: {_first_line(cls)}")
+            for hp_name, hp in cls.HPARAMS.items():
+                print(f"    {hp_name} = {hp.default!r}  search {describe_search(hp)}  -- {hp.help}")
+        print("Any algorithm X also runs with MER-DG added as 'X+MER' (MERDG is 'ERM+MER').")
+    elif args.what == "datasets":
+        for name in DATASETS:
+            cls = DATASETS.get(name)
+            mods = ", ".join(cls.ALL_MODALITIES) or "(set by options)"
+            print(f"{name}: {_first_line(cls)}\n    modalities: {mods}")
+    elif args.what == "presets":
+        from merdg.presets import PRESETS
+
+        for name, preset in PRESETS.items():
+            print(f"{name}: {preset.description}")
+    else:
+        for name in ENCODERS:
+            print(f"{name}: {_first_line(ENCODERS.get(name))}")
+    return 0

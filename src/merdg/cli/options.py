@@ -1,0 +1,224 @@
+"""Command-line options shared by several commands.
+
+The run settings are not written here: :func:`add_run_options` builds one option per
+:class:`~merdg.run.config.RunConfig` field from its declaration, and :func:`run_settings`
+reads them back, so ``merdg train``, ``merdg bench`` and ``merdg sweep`` always offer the same
+run settings with the same names, help texts and checks.
+
+Lists are space-separated (``--targets d0 d1``); the comma-separated form (``--targets d0,d1``)
+is accepted too. A modality set is one item with its modalities joined by ``+`` or ``,``
+(``--modality-sets inertial+skeleton inertial+skeleton+depth``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from merdg.run.config import Option, run_options
+
+__all__ = ["DATA_ROOT_ENV", "add_experiment_options", "add_launcher_args", "add_run_options",
+           "add_threads_arg", "apply_threads", "experiment_settings", "launcher_options",
+           "log_progress_to_stderr", "parse_json_object", "parse_options", "run_settings",
+           "split_items"]
+
+DATA_ROOT_ENV = "MERDG_DATA_ROOT"
+PREFIX = "run_"  # namespace of the RunConfig options in argparse's result
+
+
+def parse_value(text: str) -> Any:
+    """JSON if it parses (numbers, booleans, lists), else the raw string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_options(pairs: list[str] | None, flag: str = "--dataset-option") -> dict[str, Any]:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``."""
+    options = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        options[key.strip()] = parse_value(value)
+    return options
+
+
+def parse_json_object(text: str | None, flag: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{flag} must be a JSON object, got {text!r} ({err})") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object, got {text!r}")
+    return value
+
+
+def split_items(values: list[str] | str | None) -> list[str] | None:
+    """Space- and/or comma-separated items -> a flat list (None when nothing was given)."""
+    if values is None:
+        return None
+    values = [values] if isinstance(values, str) else values
+    items = [s.strip() for v in values for s in v.split(",") if s.strip()]
+    return items or None
+
+
+def parse_modality_sets(values: list[str] | None) -> list[list[str]] | None:
+    """``["a,b", "a+b+c"]`` -> ``[["a", "b"], ["a", "b", "c"]]`` (each item one set)."""
+    if not values:
+        return None
+    return [sorted(s for s in v.replace("+", ",").split(",") if s) for v in values]
+
+
+# --- run settings (one option per RunConfig field) -------------------------------------------
+
+def _help(opt: Option, default: Any) -> str:
+    if opt.kind == "bool" or default in (None, {}, []):
+        return opt.help
+    return f"{opt.help} (default: {default})"
+
+
+def add_run_options(parser: argparse.ArgumentParser, axes: bool = True,
+                    title: str = "run settings", only: tuple[str, ...] | None = None) -> None:
+    """One option per :class:`RunConfig` field; ``axes=False`` leaves out the fields an
+    experiment sets per run (target, algorithm, modalities, seeds, ...); ``only`` keeps the
+    named fields."""
+    group = parser.add_argument_group(title)
+    for name, opt, default in run_options():
+        if (opt.axis is not None and not axes) or (only is not None and name not in only):
+            continue
+        kwargs: dict[str, Any] = {"dest": PREFIX + name, "default": None,
+                                  "help": _help(opt, default)}
+        if opt.metavar:
+            kwargs["metavar"] = opt.metavar
+        if opt.kind == "bool":
+            kwargs["action"] = "store_true"
+        elif opt.kind == "list":
+            kwargs["nargs"] = "+"
+        elif opt.kind == "pairs":
+            kwargs["action"] = "append"
+        else:
+            kwargs["type"] = {"int": int, "float": float}.get(opt.kind, str)
+            if opt.choices is not None:
+                kwargs["choices"] = list(opt.choices)
+        group.add_argument(opt.flag, **kwargs)
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`RunConfig` fields given on the command line (parsed), plus ``data_root``
+    from ``$MERDG_DATA_ROOT`` when not given."""
+    settings = {}
+    for name, opt, _ in run_options():
+        value = getattr(args, PREFIX + name, None)
+        if value is None or (opt.kind == "bool" and value is False):
+            continue
+        if opt.kind == "list":
+            value = split_items(value)
+        elif opt.kind == "json":
+            value = parse_json_object(value, opt.flag)
+        elif opt.kind == "pairs":
+            value = parse_options(value, opt.flag)
+        settings[name] = value
+    if "data_root" not in settings and os.environ.get(DATA_ROOT_ENV):
+        settings["data_root"] = os.environ[DATA_ROOT_ENV]
+    return settings
+
+
+# --- experiments (bench, sweep) --------------------------------------------------------------
+
+def add_experiment_options(parser: argparse.ArgumentParser, out_required: bool) -> None:
+    """The axes of ``merdg bench`` / ``merdg sweep`` and ``--overwrite``."""
+    g = parser.add_argument_group("experiment")
+    g.add_argument("--algorithms", nargs="+", default=["ERM,MERDG"], metavar="NAME",
+                   help="algorithm names (default: ERM MERDG)")
+    g.add_argument("--modality-sets", nargs="+", metavar="SET",
+                   help="modality sets to compare, each with its modalities joined by + (e.g. "
+                   "inertial+skeleton inertial+skeleton+depth; default: the dataset's "
+                   "BENCH_MODALITY_SETS, else all modalities together)")
+    g.add_argument("--targets", nargs="+", metavar="DOMAIN",
+                   help="target domains (default: every domain)")
+    g.add_argument("--out", required=out_required,
+                   help="experiment directory" + ("" if out_required
+                                                  else " (default: bench-<dataset>)"))
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace run directories that hold runs of another config (otherwise "
+                   "they are refused)")
+
+
+def experiment_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~merdg.experiments.plan.ExperimentConfig` axes given on the command line."""
+    return {"algorithms": split_items(args.algorithms) or [],
+            "modality_sets": parse_modality_sets(args.modality_sets),
+            "targets": split_items(args.targets)}
+
+
+# --- process-level options -------------------------------------------------------------------
+
+def add_threads_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads per process (default 1: the small CPU models gain "
+                        "nothing from more, and 2 OpenMP threads on a busy 2-core machine can "
+                        "run 10-100x slower; 0 keeps torch's default)")
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    import torch
+
+    threads = getattr(args, "threads", 0)
+    if threads < 0:
+        raise ValueError(f"--threads must be >= 0 (0 keeps torch's default), got {threads}")
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def add_launcher_args(parser: argparse.ArgumentParser) -> None:
+    """Options of :class:`merdg.experiments.launchers.LauncherOptions`."""
+    g = parser.add_argument_group("launcher")
+    g.add_argument("--launcher", default="local", choices=["local", "slurm", "submitit-local"],
+                   help="local: this machine; slurm: a Slurm job array through submitit "
+                   "(pip install 'merdg[slurm]'); submitit-local: submitit on this machine")
+    g.add_argument("--workers", type=int, default=1,
+                   help="local launcher: concurrent worker processes (1: in this process)")
+    g.add_argument("--no-wait", action="store_true",
+                   help="submitit launchers: submit and return (run the command again later)")
+    g.add_argument("--timeout-min", type=int, default=24 * 60, help="submitit: minutes per job")
+    g.add_argument("--gpus-per-job", type=int,
+                   help="submitit: GPUs per job (default: 1 with --device cuda, else 0)")
+    g.add_argument("--cpus-per-job", type=int, default=4, help="submitit: CPUs per job")
+    g.add_argument("--mem-gb", type=float, help="submitit: memory per job (GB)")
+    g.add_argument("--partition", help="Slurm partition")
+    g.add_argument("--max-parallel", type=int, help="Slurm: at most this many jobs at once")
+    g.add_argument("--slurm-option", action="append", metavar="KEY=VALUE",
+                   help="further Slurm parameter, repeatable (e.g. account=lab, qos=high)")
+
+
+def launcher_options(args: argparse.Namespace, device: str = "cpu"):
+    """:class:`merdg.experiments.launchers.LauncherOptions` from :func:`add_launcher_args`."""
+    from merdg.experiments.launchers import LauncherOptions
+
+    return LauncherOptions(
+        name=args.launcher, workers=args.workers, wait=not args.no_wait,
+        timeout_min=args.timeout_min,
+        gpus_per_job=args.gpus_per_job if args.gpus_per_job is not None else int(
+            device.startswith("cuda")),
+        cpus_per_job=args.cpus_per_job, mem_gb=args.mem_gb, partition=args.partition,
+        max_parallel=args.max_parallel, slurm_options=parse_options(args.slurm_option,
+                                                                    "--slurm-option"))
+
+
+def log_progress_to_stderr() -> None:
+    """Show merdg's INFO messages (resuming, one line per epoch) on stderr, once."""
+    import logging
+
+    logger = logging.getLogger("merdg")
+    if not any(getattr(h, "_merdg_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._merdg_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)

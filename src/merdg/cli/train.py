@@ -1,0 +1,82 @@
+"""``merdg train``: one run (one algorithm, modality set, target domain and seed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+
+from merdg.cli.options import (
+    add_run_options,
+    add_threads_arg,
+    apply_threads,
+    log_progress_to_stderr,
+    run_settings,
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one configuration",
+                       description="Train one algorithm on the source domains, evaluate on the "
+                       "target domain every epoch, and write records to --out. Started again "
+                       "with the same arguments, an interrupted run resumes from its last "
+                       "checkpoint and a finished one prints its summary. Under torchrun "
+                       "(e.g. torchrun --nproc_per_node 4 -m merdg.cli train ...) it trains "
+                       "data-parallel.")
+    add_run_options(p)
+    p.add_argument("--restart", action="store_true",
+                   help="start an unfinished run over instead of resuming its checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace what --out holds: a finished run, a run of another config, or "
+                   "files merdg did not write (otherwise refused)")
+    add_threads_arg(p)
+    p.set_defaults(func=run)
+
+
+def run_config(args: argparse.Namespace):
+    """The :class:`~merdg.run.config.RunConfig` of the command line; a preset fills in its
+    dataset, modalities, algorithm, evaluation batch size and a default ``--out``."""
+    from merdg.run.config import RunConfig
+
+    settings = run_settings(args)
+    if "preset" in settings:
+        settings = _with_preset(settings)
+    if not ("dataset" in settings and "out_dir" in settings):
+        raise ValueError("--dataset and --out are required unless --preset is given")
+    if "target" not in settings:
+        raise ValueError("--target is required")
+    return RunConfig(**settings)
+
+
+def _with_preset(settings: dict) -> dict:
+    from merdg.presets import get_preset
+
+    preset = get_preset(settings["preset"])
+    if settings.get("dataset", preset.dataset) != preset.dataset:
+        raise ValueError(f"preset {preset.name} is for --dataset {preset.dataset}")
+    if "modalities" in settings:
+        raise ValueError("a preset fixes the modalities; pick the preset of the modality set")
+    sources = "+".join(settings.get("sources") or ["all"])
+    out = (f"runs/{preset.name}/{sources}-to-{settings.get('target')}/"
+           f"seed{settings.get('seed', 0)}")
+    return {"dataset": preset.dataset, "modalities": list(preset.modalities),
+            "algorithm": preset.algorithm, "eval_batch_size": preset.eval_batch_size,
+            "out_dir": out, **settings}
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from merdg.run.training import train
+
+    apply_threads(args)
+    config = run_config(args)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, only rank 0 prints
+    if main_rank:
+        log_progress_to_stderr()
+    with logging_redirect_tqdm(loggers=[logging.getLogger("merdg")]):
+        summary = train(config, resume=not args.restart, overwrite=args.overwrite)
+    if main_rank:
+        print(json.dumps(summary["selection"], indent=2))
+    return 0

@@ -1,0 +1,210 @@
+"""An experiment: a base :class:`~merdg.run.config.RunConfig` and the axes varied around it.
+
+``merdg bench`` and ``merdg sweep`` are both an :class:`ExperimentConfig`: algorithms x
+modality sets x targets x hparam trials x seeds on one dataset, every other setting taken from
+the base run config. A bench is an experiment without a search (``trials = 0``) whose runs live
+in directories named by their axes (``runs/<modalities>/<algorithm>/<target>/seed<k>``); a
+sweep searches hparams and names each run by the md5 of its identity (``jobs/<hash>``, as
+DomainBed's ``Job``), so the same run always lands in the same directory.
+
+Runs are built with :func:`dataclasses.replace` on the base config (:func:`run_config`). The
+protocols and the choice of a trial are in :mod:`merdg.experiments.search`. Every run of a
+sweep uses the same source train/val split (``base.split_seed``), so trials are compared on
+the same validation data and seeds vary only the training randomness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from merdg.experiments.jobs import Job, job_hash
+from merdg.experiments.results import run_rows
+from merdg.experiments.search import PROTOCOLS, choose_trial
+from merdg.run.config import RunConfig
+
+__all__ = ["LAYOUTS", "ExperimentConfig", "Task", "plan", "retrain_jobs", "run_config",
+           "search_jobs", "tasks"]
+
+LAYOUTS = ("named", "hashed")
+
+
+@dataclass
+class ExperimentConfig:
+    """Many runs: ``base`` with these axes varied.
+
+    Attributes:
+        base: Every setting the runs share (its ``target``, ``algorithm``, ``modalities``,
+            ``seed``, ``hparams_seed`` and ``out_dir`` are set per run; ``sources`` must be
+            unset: each run trains on every domain but its target).
+        out_dir: The experiment directory.
+        algorithms: Algorithm names.
+        modality_sets: Modality sets to compare (None: the dataset's
+            ``BENCH_MODALITY_SETS``, else all modalities together).
+        targets: Target domains (None: every domain).
+        seeds: Runs per task to report (fair), or seeds of every trial (grid).
+        trials: Random hyperparameter trials besides the default (MMDG-Bench: 10).
+        protocol: ``"fair"`` or ``"grid"`` (:mod:`merdg.experiments.search`).
+        layout: ``"named"`` (``runs/<modalities>/<algorithm>/<target>/[trial<k>/]seed<s>``) or
+            ``"hashed"`` (``jobs/<md5 of the run's identity>``).
+        diagnose_seeds: Diagnose (``merdg diagnose``) the first this many seeds of every
+            modality set and target, saving those runs' weights (plain comparisons only).
+    """
+
+    base: RunConfig
+    out_dir: str
+    algorithms: list[str] = field(default_factory=lambda: ["ERM", "MERDG"])
+    modality_sets: list[list[str]] | None = None
+    targets: list[str] | None = None
+    seeds: int = 3
+    trials: int = 0
+    protocol: str = "fair"
+    layout: str = "named"
+    diagnose_seeds: int = 0
+
+    def validate(self) -> ExperimentConfig:
+        """Check the axes (the base config checks itself); returns self.
+
+        Raises:
+            ValueError: One line naming the setting, the value and what is allowed.
+        """
+        if not self.algorithms:
+            raise ValueError("--algorithms lists no algorithm")
+        if len(set(self.algorithms)) != len(self.algorithms):
+            raise ValueError(f"--algorithms lists a name twice: {self.algorithms}")
+        if not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"--seeds must be an integer >= 1, got {self.seeds!r}")
+        if not isinstance(self.trials, int) or self.trials < 0:
+            raise ValueError(f"--trials must be an integer >= 0, got {self.trials!r}")
+        if not isinstance(self.diagnose_seeds, int) or not 0 <= self.diagnose_seeds:
+            raise ValueError(f"--diagnose must be an integer >= 0, got {self.diagnose_seeds!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; choose from {list(PROTOCOLS)}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.diagnose_seeds and self.trials:
+            raise ValueError("--diagnose works on plain comparisons (no hparam trials)")
+        if self.base.sources is not None:
+            raise ValueError("an experiment trains each run on every domain but its target; "
+                             "--source is for merdg train")
+        for mods in self.modality_sets or []:
+            if not mods or len(set(mods)) != len(mods):
+                raise ValueError(f"invalid modality set {mods} in --modality-sets")
+        self.base.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "base": self.base.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
+        return cls(**{**data, "base": RunConfig.from_dict(data["base"])})
+
+
+@dataclass(frozen=True)
+class Task:
+    """What one table cell is about."""
+
+    modalities: tuple[str, ...]
+    algorithm: str
+    target: str
+
+
+def tasks(experiment: ExperimentConfig, domains: Sequence[str],
+          default_modality_sets: Sequence[Sequence[str]]) -> list[Task]:
+    """Every (modality set, algorithm, target) of the experiment.
+
+    Args:
+        experiment: The experiment.
+        domains: The dataset's domains (targets default to all of them).
+        default_modality_sets: Used when the experiment names none.
+    """
+    targets = experiment.targets or list(domains)
+    modality_sets = experiment.modality_sets or [list(m) for m in default_modality_sets]
+    return [Task(tuple(sorted(mods)), algo, target) for mods in modality_sets
+            for algo in experiment.algorithms for target in targets]
+
+
+def _run_path(experiment: ExperimentConfig, config: RunConfig) -> Path:
+    root = Path(experiment.out_dir)
+    if experiment.layout == "hashed":
+        return root / "jobs" / job_hash(config)
+    path = root / "runs" / "+".join(config.modalities or ["all"]) / config.algorithm / str(
+        config.target)
+    if config.hparams_seed:
+        path = path / f"trial{config.hparams_seed}"
+    return path / f"seed{config.seed}"
+
+
+def run_config(experiment: ExperimentConfig, task: Task, trial: int, seed: int) -> RunConfig:
+    """The run of ``task`` for hparam ``trial`` and ``seed``: the base config with the axes
+    set."""
+    config = dataclasses.replace(
+        experiment.base, target=task.target, algorithm=task.algorithm,
+        modalities=list(task.modalities), seed=seed, hparams_seed=trial, out_dir=None,
+        save_model=experiment.base.save_model or seed < experiment.diagnose_seeds)
+    return dataclasses.replace(config, out_dir=str(_run_path(experiment, config)))
+
+
+def _job(experiment: ExperimentConfig, task: Task, trial: int, seed: int, phase: str) -> Job:
+    return Job(run_config(experiment, task, trial, seed), {"trial": trial, "phase": phase})
+
+
+def search_jobs(experiment: ExperimentConfig, task: Task) -> list[Job]:
+    """Fair: trial k with seed k. Grid: every trial with every seed."""
+    if experiment.protocol == "grid":
+        return [_job(experiment, task, k, s, "grid") for k in range(experiment.trials + 1)
+                for s in range(experiment.seeds)]
+    return [_job(experiment, task, k, k, "search") for k in range(experiment.trials + 1)]
+
+
+def retrain_jobs(experiment: ExperimentConfig, task: Task, trial: int) -> list[Job]:
+    """The chosen trial's extra seeds (above every search seed)."""
+    first = experiment.trials + 1
+    return [_job(experiment, task, trial, s, "retrain")
+            for s in range(first, first + experiment.seeds - 1)]
+
+
+def chosen_trial(jobs: Sequence[Job]) -> int | None:
+    """The trial chosen among a task's search jobs, once every one is done or failed (None
+    while some are unfinished, or when all failed)."""
+    statuses = [job.status() for job in jobs]
+    if any(s not in ("done", "failed") for s in statuses) or "done" not in statuses:
+        return None
+    rows = [row for job, s in zip(jobs, statuses) if s == "done"
+            for row in run_rows(job.run_dir.read_records()) if row["selection"] == "source_val"]
+    return choose_trial(rows)
+
+
+def first_phase(experiment: ExperimentConfig, all_tasks: Sequence[Task]) -> list[Job]:
+    """Jobs that can run now: every search job (and, without a search, every retrain job)."""
+    jobs = [job for task in all_tasks for job in search_jobs(experiment, task)]
+    if experiment.protocol == "fair" and experiment.trials == 0:  # nothing to choose
+        jobs += [job for task in all_tasks for job in retrain_jobs(experiment, task, 0)]
+    return jobs
+
+
+def second_phase(experiment: ExperimentConfig, all_tasks: Sequence[Task]
+                 ) -> tuple[list[Job], list[Task]]:
+    """Retrain jobs of tasks whose search is settled, and the tasks still waiting."""
+    if experiment.protocol == "grid" or experiment.trials == 0:
+        return [], []
+    jobs, waiting = [], []
+    for task in all_tasks:
+        trial = chosen_trial(search_jobs(experiment, task))
+        if trial is None:
+            waiting.append(task)
+        else:
+            jobs += retrain_jobs(experiment, task, trial)
+    return jobs, waiting
+
+
+def plan(experiment: ExperimentConfig, all_tasks: Sequence[Task]
+         ) -> tuple[list[Job], list[Task]]:
+    """Every job that can be enumerated now (search, plus retrain jobs of settled tasks), and
+    the tasks whose retrain jobs wait for their search."""
+    second, waiting = second_phase(experiment, all_tasks)
+    return first_phase(experiment, all_tasks) + second, waiting

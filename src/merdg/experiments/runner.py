@@ -1,0 +1,183 @@
+"""Running an experiment: validate, launch the runs (resumably), then write tables and report.
+
+:func:`run_experiment` is ``merdg bench``, ``merdg sweep`` and ``merdg demo``. Everything is
+checked before any run starts: the dataset and its domains, every algorithm's hparams (unknown
+names and presets fail here), and the run directories (one holding a run of another config is
+refused, listing the differences, unless ``overwrite``). Launching again skips finished runs,
+resumes interrupted ones from their checkpoints and retries failed ones, so the same command
+can be repeated until everything is done. Tables are written from whatever has finished, also
+when some runs failed (their errors are listed; the command then exits with status 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from merdg.datasets import DomainDataset, build_dataset
+from merdg.experiments.jobs import Job, count_statuses
+from merdg.experiments.launchers import LauncherOptions, LaunchReport, launch
+from merdg.experiments.plan import (
+    ExperimentConfig,
+    Task,
+    first_phase,
+    plan,
+    run_config,
+    second_phase,
+    tasks,
+)
+from merdg.experiments.report import EXPERIMENT_FILE, write_report, write_tables
+from merdg.run.directory import RunDirConflictError
+from merdg.run.hparams import resolve_run_hparams
+from merdg.run.records import run_metadata, write_json_atomic
+
+__all__ = ["ExperimentResult", "check_experiment", "experiment_tasks", "run_experiment"]
+
+
+@dataclass
+class ExperimentResult:
+    """What :func:`run_experiment` did.
+
+    Attributes:
+        reports: Launch reports, one per phase (search, retrain).
+        waiting: Tasks whose retrain jobs wait for their search to finish.
+        tables: ``{"markdown", "paths", "tables", "rows"}`` from
+            :func:`merdg.experiments.report.write_tables` (None when nothing finished).
+        report: ``report.md`` (None when nothing finished).
+        status: Job counts per status.
+        elapsed_s: Wall time of this invocation.
+    """
+
+    reports: list[LaunchReport]
+    waiting: list[Task]
+    tables: dict[str, Any] | None
+    report: Path | None
+    status: dict[str, int]
+    elapsed_s: float
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(r.failed for r in self.reports)
+
+    @property
+    def unfinished(self) -> int:
+        return sum(len(r.submitted) + len(r.busy) for r in self.reports) + len(self.waiting)
+
+
+def _dataset(experiment: ExperimentConfig) -> DomainDataset:
+    base = experiment.base
+    return build_dataset(base.dataset, base.data_root, None, **base.dataset_options)
+
+
+def experiment_tasks(experiment: ExperimentConfig,
+                     dataset: DomainDataset | None = None) -> list[Task]:
+    """The experiment's tasks, with targets and modality sets checked against the dataset."""
+    dataset = dataset or _dataset(experiment)
+    if experiment.targets:
+        dataset.check_domains(experiment.targets)
+    defaults = [list(m) for m in dataset.BENCH_MODALITY_SETS] or [list(dataset.modalities)]
+    return tasks(experiment, dataset.domains, defaults)
+
+
+def check_experiment(experiment: ExperimentConfig) -> list[Task]:
+    """Validate everything a run could fail on before any run starts; returns the tasks.
+
+    Every (modality set, algorithm) resolves its hparams exactly as its runs will
+    (:func:`merdg.run.hparams.resolve_run_hparams`), so an unknown algorithm or hparam name, a
+    bad preset or a missing checkpoint fails here, once.
+    """
+    experiment.validate()
+    dataset = _dataset(experiment)
+    all_tasks = experiment_tasks(experiment, dataset)
+    checked: set[tuple[tuple[str, ...], str]] = set()
+    for task in all_tasks:
+        if (task.modalities, task.algorithm) in checked:
+            continue
+        checked.add((task.modalities, task.algorithm))
+        subset = build_dataset(experiment.base.dataset, experiment.base.data_root,
+                               list(task.modalities), **experiment.base.dataset_options)
+        for trial in range(experiment.trials + 1):
+            resolve_run_hparams(run_config(experiment, task, trial, trial), subset)
+    return all_tasks
+
+
+def _settle_directories(jobs: Sequence[Job], overwrite: bool) -> None:
+    """Refuse (or, with ``overwrite``, clear) run directories holding another config's run."""
+    foreign = [job for job in jobs if job.status() == "foreign"]
+    if foreign and not overwrite:
+        first = foreign[0].run_dir.conflict_message(foreign[0].config)
+        raise RunDirConflictError(f"{len(foreign)} run director{'y' if len(foreign) == 1 else 'ies'}"
+                                  f" of this experiment hold other runs; the first: {first}")
+    for job in foreign:
+        job.run_dir.reset()
+
+
+def _check_weights(jobs: Sequence[Job], overwrite: bool) -> None:
+    """Finished runs that diagnostics need must have saved their weights."""
+    missing = [job for job in jobs if job.config.save_model and job.status() == "done"
+               and not job.run_dir.model_file.exists()]
+    if missing and not overwrite:
+        raise RunDirConflictError(
+            f"{len(missing)} finished runs lack the weights --diagnose needs (e.g. "
+            f"{missing[0].path}); run again with --overwrite to retrain them, or without "
+            "--diagnose")
+    for job in missing:
+        job.run_dir.reset()
+
+
+def run_experiment(experiment: ExperimentConfig, launcher: LauncherOptions | None = None,
+                   progress: bool = True, overwrite: bool = False) -> ExperimentResult:
+    """Run (or resume) every run of the experiment, then write its tables and report.
+
+    Args:
+        experiment: What to run.
+        launcher: Where to run the jobs (this process, worker processes, Slurm).
+        progress: Show progress bars.
+        overwrite: Replace run directories that hold runs of another config (and finished
+            runs that lack weights the diagnostics need).
+    """
+    start = time.perf_counter()
+    all_tasks = check_experiment(experiment)
+    root = Path(experiment.out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(root / EXPERIMENT_FILE, {"experiment": experiment.to_dict(),
+                                               **run_metadata()})
+    first = first_phase(experiment, all_tasks)
+    _settle_directories(first, overwrite)
+    _check_weights(first, overwrite)
+    reports = [launch(first, launcher, progress)]
+    second, waiting = second_phase(experiment, all_tasks)
+    if second:
+        _settle_directories(second, overwrite)
+        reports.append(launch(second, launcher, progress))
+    jobs, _ = plan(experiment, all_tasks)
+    result = ExperimentResult(reports, waiting, None, None, count_statuses(jobs), 0.0)
+    if result.status["done"]:
+        sections = _diagnose(experiment, jobs, progress) if not (
+            result.failed or result.unfinished) else []
+        result.tables = write_tables(root)
+        result.elapsed_s = time.perf_counter() - start
+        skipped = sum(len(r.skipped) for r in reports)
+        result.report = write_report(root, experiment.to_dict(), result.tables["rows"],
+                                     result.elapsed_s, skipped, sections)
+    result.elapsed_s = time.perf_counter() - start
+    write_json_atomic(root / EXPERIMENT_FILE, {
+        "experiment": experiment.to_dict(), **run_metadata(), "elapsed_s": result.elapsed_s,
+        "status": result.status, "skipped": sum(len(r.skipped) for r in reports),
+        "failed": sum(len(r.failed) for r in reports)})
+    return result
+
+
+def _diagnose(experiment: ExperimentConfig, jobs: Sequence[Job], progress: bool) -> list[str]:
+    """``merdg diagnose`` on the first ``diagnose_seeds`` seeds; the report section's lines."""
+    if experiment.diagnose_seeds <= 0:
+        return []
+    from merdg.diagnostics.experiment import diagnose_experiment
+
+    configs = [dataclasses.replace(job.config) for job in jobs]
+    return diagnose_experiment(experiment, configs, progress)

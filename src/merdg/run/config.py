@@ -1,0 +1,342 @@
+"""The description of one run: :class:`RunConfig`, the only one in merdg.
+
+Every setting of a run is one field of :class:`RunConfig`, declared once with its help text,
+its command-line flag, its type and its allowed range (:class:`Option`). From those
+declarations:
+
+- ``merdg train``, ``merdg bench`` and ``merdg sweep`` build their options
+  (:mod:`merdg.cli.options`), so a new run option is one new field here;
+- :meth:`RunConfig.validate` checks every value before any work starts, naming the field, the
+  value and what is allowed;
+- :func:`config_identity` keeps the fields that change a run's results (the job hash of a
+  sweep, and what a finished run or a checkpoint must match to be reused).
+
+A bench or a sweep is a base :class:`RunConfig` plus axes (:mod:`merdg.experiments.plan`); its
+runs are built with :func:`dataclasses.replace`. This module imports neither torch nor numpy,
+so configs can be read and hashed anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+__all__ = ["Option", "RunConfig", "config_identity", "identity_differences", "option_of",
+           "run_options"]
+
+KINDS = ("str", "int", "float", "bool", "list", "json", "pairs")
+DEVICE_PATTERN = re.compile(r"^(cpu|auto|mps|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one :class:`RunConfig` field is given and checked.
+
+    Attributes:
+        help: What the setting does (the command-line help text).
+        flag: Its command-line flag.
+        kind: ``"str"``, ``"int"``, ``"float"``, ``"bool"`` (a switch), ``"list"`` (of strings),
+            ``"json"`` (a JSON object) or ``"pairs"`` (repeatable ``KEY=VALUE``).
+        choices: Allowed values (None: any value of the kind).
+        low / high: Inclusive bounds of numbers; ``low_open`` / ``high_open`` make them strict.
+        nullable: None is allowed (meaning "not set"; the help says what that means).
+        identity: The setting changes what the run computes, so it is part of the run's
+            identity (:func:`config_identity`); False for where or how fast it computes.
+        axis: The experiment option that sets this field per run in ``merdg bench`` and
+            ``merdg sweep`` (e.g. ``"targets"``); None when the experiment passes it through.
+        metavar: Placeholder in the help text.
+    """
+
+    help: str
+    flag: str
+    kind: str
+    choices: tuple[Any, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    nullable: bool = False
+    identity: bool = True
+    axis: str | None = None
+    metavar: str | None = None
+
+
+def _setting(default: Any = dataclasses.MISSING, **option: Any) -> Any:
+    """A dataclass field carrying its :class:`Option` (mutable defaults get a factory)."""
+    meta = {"option": Option(**option)}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines one run (JSON-serializable).
+
+    The fields and what each means are declared below with :class:`Option` (``merdg train
+    --help`` prints the same texts). ``hparams`` are overrides; the values a run uses are
+    resolved by :func:`merdg.run.hparams.resolve_run_hparams` (training defaults < dataset <
+    algorithm < preset < random trial < overrides).
+    """
+
+    # legacy name kept for callers; the source of truth is Option.identity
+    NON_IDENTITY: ClassVar[tuple[str, ...]] = ()
+
+    dataset: str = _setting(
+        help="registered dataset name (see `merdg list datasets`)", flag="--dataset", kind="str")
+    target: str | None = _setting(
+        None, help="held-out target domain", flag="--target", kind="str", nullable=True,
+        axis="targets")
+    algorithm: str = _setting(
+        "ERM", help="algorithm name (`merdg list algorithms`); X+MER adds MER-DG to X",
+        flag="--algorithm", kind="str", axis="algorithms")
+    modalities: list[str] | None = _setting(
+        None, help="modalities to use (default: all the dataset offers)", flag="--modalities",
+        kind="list", nullable=True, axis="modality_sets", metavar="MODALITY")
+    sources: list[str] | None = _setting(
+        None, help="source domains (default: every domain but the target)", flag="--source",
+        kind="list", nullable=True, axis="targets", metavar="DOMAIN")
+    seed: int = _setting(
+        0, help="seed of initialization, batch order and (unless --split-seed) the holdout",
+        flag="--seed", kind="int", low=0, axis="seeds")
+    hparams_seed: int = _setting(
+        0, help="0: default hparams; k > 0: random hparam trial k", flag="--hparams-seed",
+        kind="int", low=0, axis="trials")
+    hparams: dict[str, Any] = _setting(
+        {}, help='hparam overrides as a JSON object, e.g. \'{"lr": 1e-3, "epochs": 5}\' '
+        "(`merdg list hparams` shows the resolved values)", flag="--hparams", kind="json")
+    encoders: dict[str, dict[str, Any]] = _setting(
+        {}, help='encoder options per modality as JSON, e.g. \'{"m0": {"hidden": 64}}\' '
+        "(merged into the dataset's default spec; `merdg list encoders`)", flag="--encoders",
+        kind="json")
+    preset: str | None = _setting(
+        None, help="a paper configuration (`merdg list presets`): its hparams and encoder "
+        "options apply between the algorithm's defaults and your overrides", flag="--preset",
+        kind="str", nullable=True)
+    checkpoint_dir: str | None = _setting(
+        None, help="folder with the public checkpoints of the paper encoders "
+        "(docs/paper-setting.md); 'none' starts them from random weights",
+        flag="--checkpoint-dir", kind="str", nullable=True)
+    data_root: str | None = _setting(
+        None, help="dataset root directory (default: $MERDG_DATA_ROOT)", flag="--data-root",
+        kind="str", nullable=True, identity=False)
+    dataset_options: dict[str, Any] = _setting(
+        {}, help="dataset constructor option, repeatable (e.g. shortcut_strength=0.5)",
+        flag="--dataset-option", kind="pairs", metavar="KEY=VALUE")
+    holdout_fraction: float = _setting(
+        0.2, help="share of each source domain held out for model selection (datasets "
+        "without official splits)", flag="--holdout-fraction", kind="float", low=0.0,
+        high=1.0, low_open=True, high_open=True)
+    split_seed: int | None = _setting(
+        None, help="seed of the source train/val holdout (default: --seed); a sweep fixes it "
+        "so that every trial is selected on the same validation data", flag="--split-seed",
+        kind="int", low=0, nullable=True)
+    out_dir: str | None = _setting(
+        None, help="run directory (nothing is written without it)", flag="--out", kind="str",
+        nullable=True, identity=False, axis="out_dir")
+    device: str = _setting(
+        "cpu", help="cpu, cuda, cuda:N, mps or auto", flag="--device", kind="str",
+        identity=False)
+    num_workers: int = _setting(
+        0, help="DataLoader worker processes (0: load in the main process)",
+        flag="--num-workers", kind="int", low=0, identity=False)
+    eval_batch_size: int = _setting(
+        256, help="batch size of evaluation passes (does not change the numbers)",
+        flag="--eval-batch-size", kind="int", low=1, identity=False)
+    save_model: bool = _setting(
+        False, help="save the final weights to model.pt (needed by `merdg diagnose`)",
+        flag="--save-model", kind="bool", identity=False)
+    precision: str = _setting(
+        "fp32", help="autocast precision of forward passes (MER-DG statistics stay float32)",
+        flag="--precision", kind="str", choices=("fp32", "bf16", "fp16"))
+    tensorboard: bool = _setting(
+        False, help="also log scalars to TensorBoard under OUT/tensorboard "
+        "(pip install 'merdg[tensorboard]')", flag="--tensorboard", kind="bool",
+        identity=False)
+    eval_missing: str = _setting(
+        "none", help="also evaluate the target with each modality missing (zero-filled; "
+        "translated for SimMMDG/MOOSA) at the last or every epoch", flag="--eval-missing",
+        kind="str", choices=("none", "last", "every"))
+
+    def __post_init__(self) -> None:
+        # legacy spelling: encoder options inside hparams (configs written before v0.2)
+        if isinstance(self.hparams, dict) and "encoders" in self.hparams:
+            hparams = dict(self.hparams)
+            moved = hparams.pop("encoders")
+            if not isinstance(moved, dict):
+                raise ValueError(f"hparams['encoders'] must be a JSON object, got {moved!r}")
+            self.encoders = _merge_encoders(moved, self.encoders or {})
+            self.hparams = hparams
+        self.validate()
+
+    # --- (de)serialization ----------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """A config from its dict (``config.json``, ``job.json``); unknown keys raise."""
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown run settings {unknown} (written by a newer merdg?)")
+        return cls(**data)
+
+    def identity(self) -> dict[str, Any]:
+        """What defines the run's results (see :func:`config_identity`)."""
+        return config_identity(self.to_dict())
+
+    def holdout_seed(self) -> int:
+        """Seed of the source train/val holdout."""
+        return self.seed if self.split_seed is None else self.split_seed
+
+    # --- validation -----------------------------------------------------------------------
+
+    def validate(self) -> RunConfig:
+        """Check every field's type and range; returns self.
+
+        Raises:
+            ValueError: One line naming the field (and its flag), the value and what is
+                allowed.
+        """
+        for f in dataclasses.fields(self):
+            _check(f.name, getattr(self, f.name), option_of(f.name))
+        for m, spec in self.encoders.items():
+            if not isinstance(spec, dict):
+                raise ValueError(f"encoders[{m!r}] (--encoders) must be a JSON object of "
+                                 f"encoder options, got {spec!r}")
+        if self.target is not None and self.sources and self.target in self.sources:
+            raise ValueError(f"target {self.target!r} is also a source domain (--source "
+                             f"{' '.join(self.sources)})")
+        return self
+
+
+def _merge_encoders(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for m, spec in layer.items():
+            merged[m] = {**merged.get(m, {}), **(spec if isinstance(spec, dict) else {})}
+    return merged
+
+
+def option_of(name: str) -> Option:
+    """The :class:`Option` of field ``name``."""
+    for f in dataclasses.fields(RunConfig):
+        if f.name == name:
+            return f.metadata["option"]
+    raise KeyError(f"RunConfig has no field {name!r}")
+
+
+def run_options() -> list[tuple[str, Option, Any]]:
+    """``(field name, option, default)`` for every field, in declaration order."""
+    out = []
+    for f in dataclasses.fields(RunConfig):
+        default = (f.default_factory() if f.default_factory is not dataclasses.MISSING
+                   else f.default)
+        out.append((f.name, f.metadata["option"], default))
+    return out
+
+
+def _describe_range(opt: Option) -> str:
+    if opt.choices is not None:
+        return "one of " + ", ".join(map(repr, opt.choices))
+    parts = []
+    if opt.low is not None:
+        parts.append(f"{'>' if opt.low_open else '>='} {opt.low:g}")
+    if opt.high is not None:
+        parts.append(f"{'<' if opt.high_open else '<='} {opt.high:g}")
+    return " and ".join(parts)
+
+
+def _type_ok(value: Any, kind: str) -> bool:
+    if kind == "str":
+        return isinstance(value, str) and value != ""
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "list":
+        return (isinstance(value, list) and len(value) > 0
+                and all(isinstance(v, str) and v for v in value))
+    return isinstance(value, dict)  # json, pairs
+
+
+KIND_WORDS = {"str": "a non-empty string", "int": "an integer", "float": "a finite number",
+              "bool": "true or false", "list": "a non-empty list of names",
+              "json": "a JSON object", "pairs": "KEY=VALUE pairs"}
+
+
+def _check(name: str, value: Any, opt: Option) -> None:
+    where = f"{name} ({opt.flag})"
+    if value is None:
+        if not opt.nullable:
+            raise ValueError(f"{where} is required")
+        return
+    if not _type_ok(value, opt.kind):
+        raise ValueError(f"{where} must be {KIND_WORDS[opt.kind]}, got {value!r}")
+    if opt.kind == "list" and len(set(value)) != len(value):
+        raise ValueError(f"{where} lists a name twice: {value}")
+    if opt.choices is not None and value not in opt.choices:
+        raise ValueError(f"{where} must be {_describe_range(opt)}, got {value!r}")
+    if opt.kind in ("int", "float"):
+        low_bad = opt.low is not None and (value <= opt.low if opt.low_open else value < opt.low)
+        high_bad = opt.high is not None and (value >= opt.high if opt.high_open
+                                              else value > opt.high)
+        if low_bad or high_bad:
+            raise ValueError(f"{where} must be {_describe_range(opt)}, got {value!r}")
+    if name == "device" and not DEVICE_PATTERN.match(value):
+        raise ValueError(f"{where} must be cpu, cuda, cuda:N, mps or auto, got {value!r}")
+
+
+def _defaults() -> dict[str, Any]:
+    return {name: default for name, _, default in run_options()}
+
+
+def config_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The entries of a :class:`RunConfig` dict that define a run's results.
+
+    Drops the fields whose :attr:`Option.identity` is False, every field left at its default
+    (so adding a field with a default keeps existing sweep hashes and checkpoints valid) and a
+    ``split_seed`` equal to ``seed``. Works on the dicts of older ``config.json`` files (their
+    ``hparams["encoders"]`` is read as the ``encoders`` field).
+    """
+    config = dict(config)
+    hparams = config.get("hparams")
+    if isinstance(hparams, dict) and "encoders" in hparams:
+        hparams = dict(hparams)
+        config["encoders"] = _merge_encoders(hparams.pop("encoders"), config.get("encoders")
+                                             or {})
+        config["hparams"] = hparams
+    defaults = _defaults()
+    skip = {name for name, opt, _ in run_options() if not opt.identity}
+    identity = {k: v for k, v in config.items()
+                if k not in skip and (k not in defaults or v != defaults[k])}
+    if identity.get("split_seed") == config.get("seed", defaults["seed"]):
+        del identity["split_seed"]
+    return json.loads(json.dumps(identity, sort_keys=True))
+
+
+RunConfig.NON_IDENTITY = tuple(name for name, opt, _ in run_options() if not opt.identity)
+
+
+def identity_differences(saved: dict[str, Any], expected: dict[str, Any], prefix: str = "",
+                         labels: tuple[str, str] = ("saved", "now")) -> list[str]:
+    """``"name: a (saved) vs b (now)"`` for every entry that differs between two identity
+    dicts (nested dicts give dotted names)."""
+    canon = lambda x: json.loads(json.dumps(x, sort_keys=True, default=str))  # noqa: E731
+    saved, expected = canon(saved), canon(expected)
+    diffs = []
+    for key in sorted(set(saved) | set(expected)):
+        a, b = saved.get(key, "<absent>"), expected.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += identity_differences(a, b, f"{prefix}{key}.", labels)
+        elif a != b:
+            diffs.append(f"{prefix}{key}: {a!r} ({labels[0]}) vs {b!r} ({labels[1]})")
+    return diffs

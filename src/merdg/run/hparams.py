@@ -1,0 +1,100 @@
+"""A run's resolved hyperparameters: the one function that computes them.
+
+:func:`resolve_run_hparams` is what ``merdg train``, ``merdg bench``, ``merdg sweep`` and
+``merdg list hparams`` use. The scalar hparams merge, in order (later wins; see
+:func:`merdg.hparams.resolve_hparams`): training defaults, the dataset's defaults, the
+algorithm's declared ``HPARAMS``, the preset, the trial's random draw, the user's overrides.
+The encoder spec of each modality merges the dataset's default spec, the preset's encoder
+options and the config's ``encoders``, key by key; ``checkpoint_dir`` then fills in the paths
+of the paper encoders' public checkpoints.
+
+The result is what a run records as ``hparams`` in ``config.json`` (encoder specs under
+``"encoders"``), so a run can be rebuilt from its records alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from merdg.algorithms import get_algorithm_class
+from merdg.datasets import DomainDataset
+from merdg.hparams import TRAINING_HPARAMS, resolve_hparams
+from merdg.presets import CHECKPOINT_FILES, Preset, get_preset, resolve_checkpoints
+from merdg.run.config import RunConfig
+
+__all__ = ["resolve_encoders", "resolve_run_hparams"]
+
+
+def _preset_of(config: RunConfig, dataset: DomainDataset) -> Preset | None:
+    if config.preset is None:
+        return None
+    preset = get_preset(config.preset)
+    if config.dataset != preset.dataset:
+        raise ValueError(f"preset {preset.name} is for --dataset {preset.dataset}, not "
+                         f"{config.dataset}")
+    if sorted(dataset.modalities) != sorted(preset.modalities):
+        raise ValueError(f"preset {preset.name} fixes the modalities to "
+                         f"{'+'.join(preset.modalities)}; pick the preset of the modality set")
+    if config.checkpoint_dir is None:
+        raise ValueError("presets load the public pretrained checkpoints: pass --checkpoint-dir "
+                         "DIR (docs/paper-setting.md lists the files), or --checkpoint-dir none "
+                         "to start from random weights")
+    return preset
+
+
+def resolve_encoders(config: RunConfig, dataset: DomainDataset,
+                     preset: Preset | None = None) -> dict[str, dict[str, Any]]:
+    """``{modality: encoder spec}``: dataset default < preset < ``config.encoders``, plus the
+    public checkpoints found in ``config.checkpoint_dir``. Options for a modality the dataset
+    has but the run does not use are ignored (one ``--encoders`` can serve several modality
+    sets).
+
+    Raises:
+        KeyError: ``config.encoders`` names a modality the dataset does not have.
+        FileNotFoundError: A checkpoint is missing from ``checkpoint_dir`` (all are listed).
+    """
+    specs = {m: dict(dataset.encoder_spec(m)) for m in dataset.modalities}
+    for m, spec in (preset.encoders if preset else {}).items():
+        if m in specs:
+            specs[m].update(spec)
+    for m, spec in config.encoders.items():
+        if m in specs:
+            specs[m].update(spec)
+        elif m not in dataset.ALL_MODALITIES:  # options for unused modalities may be shared
+            raise KeyError(f"encoder options for {m!r}, which this dataset does not have "
+                           f"(modalities: {list(dataset.ALL_MODALITIES)})")
+    if config.checkpoint_dir is not None and config.checkpoint_dir.lower() != "none":
+        wanted = [m for m in dataset.modalities if m in CHECKPOINT_FILES
+                  and "checkpoint" not in specs[m]]
+        if not wanted and not any("checkpoint" in s for s in specs.values()):
+            raise ValueError(f"--checkpoint-dir applies to the paper encoders of modalities "
+                             f"{sorted(CHECKPOINT_FILES)}; this run uses {dataset.modalities}")
+        for m, path in resolve_checkpoints(config.checkpoint_dir, wanted).items():
+            specs[m]["checkpoint"] = path
+    return specs
+
+
+def resolve_run_hparams(config: RunConfig, dataset: DomainDataset,
+                        provenance: dict[str, str] | None = None) -> dict[str, Any]:
+    """The hparams a run uses (``"encoders"``: its encoder specs).
+
+    Args:
+        config: The run.
+        dataset: Its dataset, built with the run's modalities and options (the default encoder
+            specs may depend on the data's shapes).
+        provenance: If given, filled with where each hparam's value came from (``training``,
+            ``dataset``, ``algorithm``, ``preset``, ``trial k``, ``override``).
+
+    Raises:
+        KeyError: Unknown algorithm, preset or hparam name (the message lists the known ones).
+        ValueError: A preset that does not fit the run.
+    """
+    algorithm_cls = get_algorithm_class(config.algorithm)
+    preset = _preset_of(config, dataset)
+    hparams = resolve_hparams(TRAINING_HPARAMS, dataset.HPARAMS, algorithm_cls.HPARAMS,
+                              preset=preset.hparams if preset else None,
+                              overrides=config.hparams, hparams_seed=config.hparams_seed,
+                              layer_names=("training", "dataset", "algorithm"),
+                              provenance=provenance)
+    hparams["encoders"] = resolve_encoders(config, dataset, preset)
+    return hparams
