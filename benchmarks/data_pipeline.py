@@ -37,19 +37,19 @@ import numpy as np
 import torch
 
 from merdg.datasets.audio import AUDIO_SAMPLES, log_spectrogram, read_wav_window
-from merdg.testing import (
-    synthetic_frames,
-    synthetic_tone,
-    write_jpegs,
-    write_mp4,
-    write_wav,
-)
 from merdg.datasets.video import (
     RGB_MEAN_STD,
     ClipTransform,
     VideoFile,
     read_jpeg_frames,
     sample_clip_indices,
+)
+from merdg.testing import (
+    synthetic_frames,
+    synthetic_tone,
+    write_jpegs,
+    write_mp4,
+    write_wav,
 )
 
 WAV_SECONDS = 600

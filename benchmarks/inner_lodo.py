@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from merdg.datasets import build_dataset
-from merdg.run.selection import select_epoch
 from merdg.run.records import read_jsonl
+from merdg.run.selection import select_epoch
 from merdg.run.training import RunConfig, train
 
 # name: (algorithm, hparam overrides); MERDG defaults: lambda 3, loss on the 128-d projections

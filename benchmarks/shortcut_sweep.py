@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from merdg.experiments.runner import BenchConfig, run_bench
 from merdg.experiments.report import _fmt, aggregate
+from merdg.experiments.runner import BenchConfig, run_bench
 
 
 def probe_average(rows: list[dict], key: tuple[str, str]) -> tuple[float, float, int]:

@@ -1,5 +1,7 @@
-"""Shared test setup: one CPU thread (2-core CI machines; see docs/development.md)."""
+"""Shared test setup: one CPU thread (2-core CI machines: 2 OpenMP threads beside another busy
+process can run 10-100x slower)."""
 
+import copy
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -22,4 +24,4 @@ TINY_HPARAMS = {"epochs": 2, "batch_size": 12, "proj_hidden": 32, "fusion_hidden
 
 @pytest.fixture
 def tiny_hparams():
-    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY_HPARAMS.items()}
+    return copy.deepcopy(TINY_HPARAMS)

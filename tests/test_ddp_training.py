@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 import merdg
-from merdg.run.records import read_jsonl
 from merdg.run.config import RunConfig
+from merdg.run.records import read_jsonl
 from merdg.run.training import train
 
 HPARAMS = {"epochs": 2, "lr": 1e-4, "batch_size": 12, "proj_hidden": 32, "proj_dim": 4,

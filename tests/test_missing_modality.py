@@ -5,9 +5,9 @@ import json
 import pytest
 
 from merdg.cli import main
-from merdg.run.records import read_jsonl
 from merdg.experiments.results import load_rows, missing_modality_table, time_table
 from merdg.run.config import RunConfig
+from merdg.run.records import read_jsonl
 from merdg.run.training import train
 
 OPTS = ["--dataset-option", "samples_per_domain=40", "--dataset-option", "n_classes=3"]

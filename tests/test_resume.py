@@ -14,9 +14,9 @@ import merdg.run.directory as run_dir
 import merdg.run.training as training
 from merdg.algorithms.base import Algorithm
 from merdg.run.checkpoint import CheckpointMismatchError
+from merdg.run.config import RunConfig
 from merdg.run.directory import RunDir, RunDirBusyError
 from merdg.run.records import read_jsonl
-from merdg.run.config import RunConfig
 from merdg.run.training import train
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 
+from merdg.run.config import RunConfig
 from merdg.run.records import read_jsonl
 from merdg.run.tensorboard import flatten_scalars
-from merdg.run.config import RunConfig
 from merdg.run.training import train
 
 pytest.importorskip("tensorboard")

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from merdg.run.selection import select_epoch
-from merdg.run.records import read_jsonl
 from merdg.run.config import RunConfig
+from merdg.run.records import read_jsonl
+from merdg.run.selection import select_epoch
 from merdg.run.training import train
 
 

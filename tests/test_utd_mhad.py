@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from merdg.experiments.plan import ExperimentConfig, first_phase
-from merdg.experiments.runner import experiment_tasks
 from merdg.cli import main
 from merdg.datasets import build_dataset
 from merdg.datasets import utd_mhad as utd
 from merdg.datasets import utd_mhad_release as release_layout
 from merdg.datasets.preprocessing import DataError
+from merdg.experiments.plan import ExperimentConfig, first_phase
+from merdg.experiments.runner import experiment_tasks
 from merdg.run.config import RunConfig
 from merdg.run.training import train
 

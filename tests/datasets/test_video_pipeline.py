@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from merdg.testing import synthetic_frames, write_jpegs, write_mp4
 from merdg.datasets.video import (
     ClipTransform,
     FrameReadError,
@@ -15,6 +14,7 @@ from merdg.datasets.video import (
     rgb_to_gray,
     sample_clip_indices,
 )
+from merdg.testing import synthetic_frames, write_jpegs, write_mp4
 
 
 def mmaction_test_offsets(total, clip_len, interval):

@@ -7,9 +7,9 @@ import torch
 
 from merdg.cli import main
 from merdg.diagnostics import DiagnoseOptions, diagnose, load_run
-from merdg.run.records import read_jsonl
 from merdg.run.config import RunConfig
 from merdg.run.evaluation import evaluate
+from merdg.run.records import read_jsonl
 from merdg.run.training import train
 
 OPTIONS = {"samples_per_domain": 60, "n_classes": 3}

@@ -63,8 +63,8 @@ def test_spectral_term_is_the_mer_loss_and_reaches_its_floor():
 
 
 def test_spectral_floor_values():
-    # docs/mer-loss.md, reference values: at N = 16, D = 128 the 113 null eigenvalues alone give 8.131; random
-    # Gaussian data (reference L_spec 7.877953) sits just above the floor
+    # docs/mer-loss.md, reference values: at N = 16, D = 128 the 113 null eigenvalues alone
+    # give 8.131; random Gaussian data (reference L_spec 7.877953) sits just above the floor
     assert metrics.spectral_floor(16, 128) == pytest.approx(7.8722, abs=1e-4)
     assert 0 < 7.877953 - metrics.spectral_floor(16, 128) < 0.01
     # the synthetic benchmark's batch of 48 with 128-d projections

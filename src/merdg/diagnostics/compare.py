@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from merdg.diagnostics.analysis import DiagnoseOptions, diagnose_run
 from merdg.diagnostics.features import load_run
 from merdg.diagnostics.plots import matplotlib_available, plot_all
 from merdg.diagnostics.report import markdown_report, run_labels
+from merdg.run.directory import RunDir
 from merdg.run.records import run_metadata, write_json_atomic
 
 __all__ = ["diagnose"]
@@ -23,10 +23,7 @@ COMPARABLE = ("dataset", "dataset_options", "target")
 
 
 def _read_info(path: Path) -> dict[str, Any]:
-    file = path / "config.json"
-    if not file.exists():
-        raise FileNotFoundError(f"{file} not found: {path} is not a merdg run directory")
-    return json.loads(file.read_text())
+    return RunDir(path).read_info()
 
 
 def check_comparable(infos: Sequence[dict[str, Any]], paths: Sequence[Path]) -> None:

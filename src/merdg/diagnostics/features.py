@@ -9,7 +9,6 @@ the splits are exactly those of training (same ``seed`` and ``holdout_fraction``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from merdg.algorithms import Algorithm
 from merdg.datasets import DomainDataset, build_dataset
 from merdg.datasets.base import DomainConcat, collate
-from merdg.run.records import read_jsonl
+from merdg.run.directory import RunDir
 from merdg.run.training import build_algorithm, resolve_device
 
 __all__ = ["LoadedRun", "Outputs", "extract", "load_run", "zero_variants"]
@@ -70,44 +69,18 @@ class LoadedRun:
 
     def split(self, domain: str, role: str) -> Dataset:
         """The run's ``role`` part of ``domain`` (same seed and holdout as in training)."""
-        return self.dataset.split(domain, role, int(self.config["seed"]),
-                                  float(self.config["holdout_fraction"]))
+        split_seed = self.config.get("split_seed")
+        seed = int(self.config["seed"] if split_seed is None else split_seed)
+        return self.dataset.split(domain, role, seed, float(self.config["holdout_fraction"]))
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    file = path / "config.json"
-    if not file.exists():
-        raise FileNotFoundError(f"{file} not found: {path} is not a merdg run directory")
-    try:
-        info = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{file}: malformed JSON ({err})") from err
+def _read_info(run_dir: RunDir) -> dict[str, Any]:
+    info = run_dir.read_info()
     missing = [k for k in ("config", "hparams", "sources", "modalities") if k not in info]
     if missing:
-        raise ValueError(f"{file} lacks {missing}; was it written by merdg.run.training.train?")
+        raise ValueError(f"{run_dir.path}: config.json lacks {missing}; was it written by "
+                         "merdg train?")
     return info
-
-
-def _read_weights(path: Path) -> dict[str, Tensor]:
-    file = path / "model.pt"
-    if not file.exists():
-        raise FileNotFoundError(
-            f"{file} not found: diagnostics need the trained weights; train with "
-            "`merdg train --save-model` (RunConfig.save_model=True) or `merdg bench --diagnose`")
-    # the saved run info holds torch.__version__, a str subclass the safe unpickler must know
-    torch.serialization.add_safe_globals([torch.torch_version.TorchVersion])
-    try:
-        saved = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a truncated or foreign file
-        raise ValueError(f"{file}: cannot be read as a merdg checkpoint ({err})") from err
-    if not isinstance(saved, dict) or "state_dict" not in saved:
-        raise ValueError(f"{file}: expected a dict with 'state_dict' (merdg.run.training.train)")
-    return saved["state_dict"]
-
-
-def _read_records(path: Path) -> list[dict[str, Any]]:
-    file = path / "records.jsonl"
-    return list(read_jsonl(file)) if file.exists() else []
 
 
 def load_run(run_dir: str | Path, device: str = "cpu", data_root: str | None = None,
@@ -126,7 +99,8 @@ def load_run(run_dir: str | Path, device: str = "cpu", data_root: str | None = N
         ValueError: A file is malformed, or the weights do not fit the rebuilt model.
     """
     path = Path(run_dir)
-    info = _read_config(path)
+    directory = RunDir(path)
+    info = _read_info(directory)
     cfg = info["config"]
     if dataset is None:
         dataset = build_dataset(cfg["dataset"], data_root or cfg["data_root"], info["modalities"],
@@ -136,13 +110,13 @@ def load_run(run_dir: str | Path, device: str = "cpu", data_root: str | None = N
     algorithm = build_algorithm(dataset, cfg["algorithm"], len(info["sources"]), info["hparams"],
                                 torch_device)
     try:
-        algorithm.load_state_dict(_read_weights(path))
+        algorithm.load_state_dict(directory.read_model_state())
     except RuntimeError as err:
-        raise ValueError(f"{path / 'model.pt'} does not fit the model rebuilt from "
-                         f"{path / 'config.json'}: {err}") from err
+        raise ValueError(f"{directory.model_file} does not fit the model rebuilt from the run's "
+                         f"config.json: {err}") from err
     algorithm.set_precision(cfg.get("precision", "fp32"))
     algorithm.eval()
-    return LoadedRun(path, info, _read_records(path), dataset, algorithm, torch_device)
+    return LoadedRun(path, info, directory.read_records(), dataset, algorithm, torch_device)
 
 
 def zero_variants(modalities: list[str]) -> dict[str, list[str]]:

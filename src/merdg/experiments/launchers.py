@@ -1,15 +1,16 @@
 """Launchers: run a list of jobs, skipping finished ones and resuming interrupted ones.
 
 - ``local`` with ``workers=1``: one job after another in this process;
-- ``local`` with ``workers=N``: N worker processes (``python -m merdg.experiments.jobs DIR``), each job's
-  output in its ``log.txt``, worker slot k on GPU ``k mod #GPUs`` when there are GPUs; on Linux
-  the workers die with this process, so killing a sweep never leaves orphans that keep writing;
+- ``local`` with ``workers=N``: N worker processes (``python -m merdg.experiments.jobs DIR``),
+  each job's output in its ``log.txt``, worker slot k on GPU ``k mod #GPUs`` when there are
+  GPUs; on Linux the workers die with this process, so killing a sweep never leaves orphans
+  that keep writing;
 - ``slurm``: a Slurm job array through submitit (``pip install 'merdg[slurm]'``); jobs that
   time out or are preempted are requeued and resume from their checkpoint;
 - ``submitit-local``: the same submitit path on this machine (to try a Slurm setup locally).
 
-Every launcher runs :func:`merdg.experiments.jobs.run_job`, which never trains a finished job twice and
-refuses a directory another live process is writing.
+Every launcher runs :func:`merdg.experiments.jobs.run_job`, which never trains a finished job
+twice and refuses a directory another live process is writing.
 """
 
 from __future__ import annotations

@@ -111,8 +111,9 @@ def _settle_directories(jobs: Sequence[Job], overwrite: bool) -> None:
     foreign = [job for job in jobs if job.status() == "foreign"]
     if foreign and not overwrite:
         first = foreign[0].run_dir.conflict_message(foreign[0].config)
-        raise RunDirConflictError(f"{len(foreign)} run director{'y' if len(foreign) == 1 else 'ies'}"
-                                  f" of this experiment hold other runs; the first: {first}")
+        noun = "directory" if len(foreign) == 1 else "directories"
+        raise RunDirConflictError(f"{len(foreign)} run {noun} of this experiment hold other "
+                                  f"runs; the first: {first}")
     for job in foreign:
         job.run_dir.reset()
 

@@ -45,8 +45,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from merdg.models.audio_resnet import AudioResNet
-from merdg.models.pretrained import load_checkpoint
 from merdg.models.encoders import ENCODERS
+from merdg.models.pretrained import load_checkpoint
 from merdg.models.resnet3d import Bottleneck3d, ResNet3dPathway, SlowFastBackbone
 
 __all__ = ["FrozenTrunkEncoder", "SlowFastEncoder", "SlowOnlyEncoder", "VGGSoundEncoder"]

@@ -157,6 +157,8 @@ class RunDir:
             raise FileNotFoundError(
                 f"{file} not found: diagnostics need the trained weights; train with "
                 "--save-model (merdg train) or --diagnose (merdg bench)")
+        # the saved run info may hold torch.__version__, a str subclass the safe loader must know
+        torch.serialization.add_safe_globals([torch.torch_version.TorchVersion])
         try:
             saved = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many types for a truncated or foreign file
