@@ -28,7 +28,6 @@ from merdg.algorithms import get_algorithm_class
 from merdg.datasets.base import Batch
 from merdg.hparams import TRAINING_HPARAMS, resolve_hparams
 from merdg.models import MultimodalNet, build_encoder
-from merdg.presets import MER_HPARAMS, OFFICIAL_HPARAMS
 
 FULL = {"video": ((3, 32, 224, 224), {"name": "slowfast"}),
         "audio": ((1, 257, 1004), {"name": "vggsound_resnet"}),
@@ -43,9 +42,8 @@ TINY = {"video": ((3, 32, 32, 32), {"name": "slowfast", "width": 8,
 
 def build(algorithm: str, specs: dict, device: torch.device, tiny: bool):
     algorithm_cls = get_algorithm_class(algorithm)
-    overrides = {**OFFICIAL_HPARAMS, **(MER_HPARAMS if algorithm == "MERDG" else {})}
-    if tiny:
-        overrides.update(proj_hidden=64, fusion_hidden=32)
+    # the declared defaults are the paper's values (merdg.presets)
+    overrides = {"proj_hidden": 64, "fusion_hidden": 32} if tiny else {}
     hparams = resolve_hparams(TRAINING_HPARAMS, algorithm_cls.HPARAMS, overrides=overrides)
     encoders = {m: build_encoder(spec, shape) for m, (shape, spec) in specs.items()}
     net = MultimodalNet(encoders, num_classes=8, order=list(specs),

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from merdg.datasets import build_dataset
-from merdg.run.records import read_jsonl
+from merdg.run.config import RunConfig
+from merdg.run.directory import RunDir
 from merdg.run.selection import select_epoch
-from merdg.run.training import RunConfig, train
+from merdg.run.training import train
 
 # name: (algorithm, hparam overrides); MERDG defaults: lambda 3, loss on the 128-d projections
 SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -61,13 +62,11 @@ def inner_configs(args: argparse.Namespace, domains: list[str]) -> list[tuple[st
 
 
 def _finished(config: RunConfig) -> bool:
-    out = Path(config.out_dir)
-    return (out / "done").exists() and json.loads(
-        (out / "config.json").read_text())["config"] == config.to_dict()
+    return RunDir(config.out_dir).finished(config)
 
 
 def pseudo_target_acc(config: RunConfig) -> float:
-    records = list(read_jsonl(Path(config.out_dir) / "records.jsonl"))
+    records = RunDir(config.out_dir).read_records()
     return select_epoch(records, "source_val")["target"]["acc"]
 
 

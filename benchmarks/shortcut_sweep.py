@@ -18,21 +18,25 @@ from pathlib import Path
 
 import numpy as np
 
-from merdg.experiments.report import _fmt, aggregate
-from merdg.experiments.runner import BenchConfig, run_bench
+from merdg.experiments.plan import ExperimentConfig
+from merdg.experiments.results import Cell, build_tables, format_cell
+from merdg.experiments.runner import run_experiment
+from merdg.run.config import RunConfig
 
 
-def probe_average(rows: list[dict], key: tuple[str, str]) -> tuple[float, float, int]:
-    """Mean over modalities of each modality's avg probe accuracy (mean, std over seeds, n)."""
+def avg_cells(rows: list[dict], rule: str, metric: str) -> dict[tuple[str, str], Cell]:
+    """``{(modalities, algorithm): avg cell}`` of one metric (one dataset, one settings)."""
+    tables = build_tables(rows, rule, metric)
+    return {key: cells["avg"] for table in tables.values() for key, cells in table.items()}
+
+
+def probe_average(rows: list[dict], key: tuple[str, str]) -> Cell:
+    """Mean over modalities of each modality's avg probe accuracy (mean, std over seeds)."""
     modalities = sorted({k.split("/", 1)[1] for r in rows for k in r
                          if k.startswith("target_probe_acc/")})
-    per_seed = []
-    for m in modalities:
-        table = aggregate(rows, "source_val", f"target_probe_acc/{m}")
-        per_seed.append(table[key]["avg"])
-    means = [c[0] for c in per_seed]
-    stds = [c[1] for c in per_seed]
-    return float(np.mean(means)), float(np.mean(stds)), per_seed[0][2]
+    cells = [avg_cells(rows, "source_val", f"target_probe_acc/{m}")[key] for m in modalities]
+    return Cell(float(np.mean([c.mean for c in cells])), float(np.mean([c.std for c in cells])),
+                0.0, cells[0].n, None, ())
 
 
 def main() -> None:
@@ -48,18 +52,18 @@ def main() -> None:
     lines = ["| shortcut strength | algorithm | source val | target | target (oracle) | "
              "unimodal probes on target |", "|---|---|---|---|---|---|"]
     for strength in [float(s) for s in args.strengths.split(",")]:
-        bench = BenchConfig(dataset="synthetic", algorithms=algorithms, seeds=args.seeds,
-                            out_dir=str(Path(args.out, f"strength{strength:g}")),
-                            dataset_options={"shortcut_strength": strength},
-                            hparams=json.loads(args.hparams))
-        rows = run_bench(bench, progress=False)["rows"]
-        val = aggregate(rows, "source_val", "val_acc")
-        tgt = aggregate(rows, "source_val", "target_acc")
-        oracle = aggregate(rows, "oracle", "target_acc")
+        base = RunConfig(dataset="synthetic", dataset_options={"shortcut_strength": strength},
+                         hparams=json.loads(args.hparams))
+        bench = ExperimentConfig(base=base, algorithms=algorithms, seeds=args.seeds,
+                                 out_dir=str(Path(args.out, f"strength{strength:g}")))
+        rows = run_experiment(bench, progress=False).tables["rows"]
+        val = avg_cells(rows, "source_val", "val_acc")
+        tgt = avg_cells(rows, "source_val", "target_acc")
+        oracle = avg_cells(rows, "oracle", "target_acc")
         for key in sorted(tgt):
-            lines.append(f"| {strength:g} | {key[1]} | {_fmt(val[key]['avg'])} | "
-                         f"{_fmt(tgt[key]['avg'])} | {_fmt(oracle[key]['avg'])} | "
-                         f"{_fmt(probe_average(rows, key))} |")
+            lines.append(f"| {strength:g} | {key[1]} | {format_cell(val[key])} | "
+                         f"{format_cell(tgt[key])} | {format_cell(oracle[key])} | "
+                         f"{format_cell(probe_average(rows, key))} |")
         print(f"strength {strength:g} done ({(time.perf_counter() - start) / 60:.1f} min)",
               flush=True)
     print("\n".join(lines))

@@ -51,6 +51,6 @@ strip = lambda p: [{k: v for k, v in json.loads(l).items() if k not in ("time_s"
                    for l in open(p)]
 same = all(strip(p) == strip(b / p.relative_to(a)) for p in a.glob("jobs/*/records.jsonl"))
 print(f"records identical to the uninterrupted sweep: {same}; tables identical: "
-      f"{(a / 'tables.md').read_text() == (b / 'tables.md').read_text()}")
+      f"{(a / 'table.md').read_text() == (b / 'table.md').read_text()}")
 PY
-cat "$OUT/tables.md"
+cat "$OUT/table.md"

@@ -220,7 +220,7 @@ def default_encoder(input_shape: tuple[int, ...]) -> dict[str, Any]:
              4: {"name": "cnn3d", "channels": [8, 16, 32]}}
     if len(input_shape) not in specs:
         raise KeyError(f"no default encoder for samples of shape {input_shape}; give one with "
-                       '--hparams \'{"encoders": {"<modality>": {"name": ...}}}\'')
+                       '--encoders \'{"<modality>": {"name": ...}}\'')
     return dict(specs[len(input_shape)])
 
 
