@@ -127,9 +127,18 @@ def finish_figure(fig, dpi: int = DPI, max_rounds: int = 6) -> Any:
     return fig
 
 
-def save_figure(fig, path: str | Path, dpi: int = DPI) -> Path:
-    """:func:`finish_figure`, write ``path`` as PNG, close the figure; returns the path."""
-    finish_figure(fig, dpi)
+def save_figure(fig, path: str | Path, dpi: int = DPI, finish: bool = True) -> Path:
+    """Write ``fig`` to ``path`` as PNG and close it; returns the path.
+
+    Args:
+        fig: The figure.
+        path: Output file.
+        dpi: Resolution.
+        finish: Lay the figure out with :func:`finish_figure` first (False: it already was, at
+            this dpi).
+    """
+    if finish:
+        finish_figure(fig, dpi)
     path = Path(path)
     fig.savefig(path, dpi=dpi)
     pyplot().close(fig)

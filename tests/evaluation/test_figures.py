@@ -98,13 +98,6 @@ def test_diagnostics_figures_are_readable(name):
     pyplot().close(fig)
 
 
-def test_plot_all_writes_every_png(tmp_path):
-    written = plots.plot_all(RESULTS[:2], LABELS[:2], RECORDS[:2], tmp_path)
-    assert set(written) == {"unimodal", "reliance", "diversity", "dependence", "curves"}
-    for path in written.values():
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
 def bench_rows(algorithms, targets, seeds=(0, 1, 2)):
     rng = np.random.default_rng(0)
     return [{"modalities": "audio+flow+video", "algorithm": a, "target": t, "seed": s,

@@ -227,7 +227,7 @@ def figure_curves(results: list[dict[str, Any]], labels: list[str],
 
 
 def _save(fig, path: Path) -> Path | None:
-    return None if fig is None else save_figure(fig, path)
+    return None if fig is None else save_figure(fig, path, finish=False)
 
 
 def plot_unimodal(results: list[dict[str, Any]], labels: list[str], path: Path) -> Path:
@@ -306,4 +306,4 @@ def figure_bench_summary(per_key: dict[tuple[str, str], list[dict[str, Any]]]):
 def plot_bench_summary(per_key: dict[tuple[str, str], list[dict[str, Any]]],
                        path: Path) -> Path:
     """Write :func:`figure_bench_summary` to ``path``."""
-    return save_figure(figure_bench_summary(per_key), path)
+    return save_figure(figure_bench_summary(per_key), path, finish=False)

@@ -84,7 +84,7 @@ def plot_accuracy_bars(rows: Sequence[dict[str, Any]], path: str | Path,
     if not matplotlib_available():
         print(NO_MATPLOTLIB)
         return None
-    return save_figure(figure_accuracy_bars(rows, selection), path)
+    return save_figure(figure_accuracy_bars(rows, selection), path, finish=False)
 
 
 def _check_severity_input(accuracy: Mapping[str, Mapping[tuple[str, int], float]],
@@ -159,4 +159,5 @@ def plot_severity_curves(accuracy: Mapping[str, Mapping[tuple[str, int], float]]
     if not matplotlib_available():
         print(NO_MATPLOTLIB)
         return None
-    return save_figure(figure_severity_curves(accuracy, clean, title), path)
+    return save_figure(figure_severity_curves(accuracy, clean, title), path,
+                       finish=False)
