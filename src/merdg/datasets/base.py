@@ -227,6 +227,9 @@ class DomainDataset:
         ENCODERS: Default encoder spec per modality.
         BENCH_MODALITY_SETS: Modality sets ``merdg bench`` compares by default (empty: all
             modalities together).
+        OPEN_SET_KNOWN_CLASSES: Labels of the known classes of the dataset's published open-set
+            split (the other classes are unknown, seen in the target only); None when no split
+            is published (see :mod:`merdg.evaluation.open_set`).
     """
 
     ALL_MODALITIES: ClassVar[tuple[str, ...]] = ()
@@ -234,6 +237,7 @@ class DomainDataset:
     ENCODERS: ClassVar[dict[str, dict[str, Any]]] = {}
     HAS_OFFICIAL_SPLITS: ClassVar[bool] = False
     BENCH_MODALITY_SETS: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    OPEN_SET_KNOWN_CLASSES: ClassVar[tuple[int, ...] | None] = None
 
     domains: list[str]
     modalities: list[str]

@@ -72,6 +72,9 @@ class EpicKitchens(ClipDataset):
     DOMAINS: ClassVar[tuple[str, ...]] = ("D1", "D2", "D3")
     CLASS_NAMES: ClassVar[tuple[str, ...]] = ("take", "put", "open", "close", "wash", "cut",
                                                "mix", "pour")
+    # MOOSA's open-set split: "close" (3) is unknown (github.com/donghao51/MOOSA,
+    # EPIC-rgb-flow-audio/dataloader_video_flow_audio_EPIC_MOOSA.py, lines 8-11)
+    OPEN_SET_KNOWN_CLASSES: ClassVar[tuple[int, ...]] = (0, 1, 2, 4, 5, 6, 7)
 
     def index_path(self, domain: str, split: str) -> Path:
         return self.root / SPLITS_DIR / f"{domain}_{split}.pkl"

@@ -64,6 +64,9 @@ class HAC(ClipDataset):
 
     DOMAINS: ClassVar[tuple[str, ...]] = ("human", "animal", "cartoon")
     CLASS_NAMES: ClassVar[tuple[str, ...]] = tuple(f"class{i}" for i in range(7))
+    # MOOSA's open-set split: label 3 is unknown (github.com/donghao51/MOOSA,
+    # HAC-rgb-flow-audio/dataloader_video_flow_audio_HAC_MOOSA.py, lines 10-13)
+    OPEN_SET_KNOWN_CLASSES: ClassVar[tuple[int, ...]] = (0, 1, 2, 4, 5, 6)
 
     def __init__(self, root: str | None, modalities=None, target_test: str = "all",
                  audio_fps: float = 24.0, **options) -> None:

@@ -2,7 +2,8 @@
 
 Every figure puts the compared runs side by side (one bar color per run) and reads only the
 result dicts of :func:`merdg.diagnostics.analysis.diagnose_run`, so figures can be redrawn from
-``diagnostics.json``.
+``diagnostics.json``. Each ``figure_*`` function returns the finished figure (laid out by
+:func:`merdg.plotting.finish_figure`, so no text overlaps); each ``plot_*`` function writes it.
 """
 
 from __future__ import annotations
@@ -14,25 +15,11 @@ from typing import Any
 import numpy as np
 
 from merdg.diagnostics.analysis import ALL_SOURCES, SPACES
+from merdg.plotting import finish_figure, matplotlib_available, pyplot, save_figure
 
-__all__ = ["matplotlib_available", "plot_all", "plot_bench_summary"]
-
-
-def matplotlib_available() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+__all__ = ["figure_bench_summary", "figure_curves", "figure_dependence", "figure_diversity",
+           "figure_reliance", "figure_unimodal", "matplotlib_available", "plot_all",
+           "plot_bench_summary"]
 
 
 def _color(k: int) -> str:
@@ -55,26 +42,30 @@ def _bars(ax, groups: Sequence[str], series: dict[str, Sequence[float]],
     ax.grid(axis="y", alpha=0.3)
 
 
+def _run_legend(fig, ax) -> None:
+    """One legend of the runs' colors under the figure (never over bars or other text)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6),
+                   fontsize=8)
+
+
 def _domain_label(result: dict[str, Any], domain: str) -> str:
     return f"{domain} (T)" if domain == result["run"]["target"] else domain
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
-    return path
+def _figure(nrows: int, ncols: int, width: float, height: float, **kw):
+    return pyplot().subplots(nrows, ncols, figsize=(width, height), squeeze=False,
+                             layout="constrained", **kw)
 
 
-def plot_unimodal(results: list[dict[str, Any]], labels: list[str], path: Path) -> Path:
+def figure_unimodal(results: list[dict[str, Any]], labels: list[str]):
     """Target accuracy of the model's unimodal heads and of each probe kind, per modality."""
-    plt = _pyplot()
     first = results[0]
     mods = first["run"]["modalities"]
     kinds = list(first["probes"])
     target = first["run"]["target"]
-    fig, axes = plt.subplots(1, 1 + len(kinds), figsize=(4.2 * (1 + len(kinds)), 3.6),
-                             squeeze=False)
+    fig, axes = _figure(1, 1 + len(kinds), 4.2 * (1 + len(kinds)), 4.0)
     axes = axes[0]
     heads = {lab: [r["accuracy"][target]["heads"][m] * 100 for m in mods]
              for lab, r in zip(labels, results)}
@@ -94,34 +85,33 @@ def plot_unimodal(results: list[dict[str, Any]], labels: list[str], path: Path) 
     for ax in axes:
         ax.axhline(chance, color="gray", ls=":", lw=1)
         ax.set_ylabel("target accuracy (%)")
-    axes[-1].legend(fontsize=8)
+    _run_legend(fig, axes[0])
     fig.suptitle(f"Unimodal accuracy on target {target} (bars); black ticks: source "
                  "validation; dotted: chance", fontsize=10)
-    return _save(fig, path)
+    return finish_figure(fig)
 
 
 def _num_classes(result: dict[str, Any]) -> int:
     return int(result["run"]["num_classes"])
 
 
-def plot_reliance(results: list[dict[str, Any]], labels: list[str], path: Path) -> Path:
+def figure_reliance(results: list[dict[str, Any]], labels: list[str]):
     """Fused accuracy with modalities zeroed, on the pooled source validation and the target."""
-    plt = _pyplot()
     first = results[0]
     variants = list(first["accuracy"][first["run"]["target"]]["variants"])
-    fig, axes = plt.subplots(1, 2, figsize=(max(9, 0.9 * len(variants) * 2), 3.8), sharey=True)
-    for ax, domain, title in ((axes[0], ALL_SOURCES, "source validation (pooled)"),
-                              (axes[1], first["run"]["target"], "target")):
+    fig, axes = _figure(1, 2, max(9.0, 0.9 * len(variants) * 2), 4.2, sharey=True)
+    for ax, domain, title in ((axes[0][0], ALL_SOURCES, "source validation (pooled)"),
+                              (axes[0][1], first["run"]["target"], "target")):
         series = {lab: [r["accuracy"][domain]["variants"][v] * 100 for v in variants]
                   for lab, r in zip(labels, results)}
         _bars(ax, [v.replace(" ", "\n") for v in variants], series)
         ax.axhline(100.0 / _num_classes(first), color="gray", ls=":", lw=1)
         ax.set_title(f"fused accuracy, {title}", fontsize=10)
         ax.set_ylabel("accuracy (%)")
-    axes[1].legend(fontsize=8)
+    _run_legend(fig, axes[0][0])
     fig.suptitle("Reliance on each modality: fused accuracy when modalities are zeroed "
                  "(dotted: chance)", fontsize=10)
-    return _save(fig, path)
+    return finish_figure(fig)
 
 
 def _domain_groups(result: dict[str, Any], keys: Sequence[str]) -> list[tuple[str, str]]:
@@ -129,13 +119,12 @@ def _domain_groups(result: dict[str, Any], keys: Sequence[str]) -> list[tuple[st
     return [(k, d) for k in keys for d in domains]
 
 
-def plot_diversity(results: list[dict[str, Any]], labels: list[str], path: Path) -> Path:
+def figure_diversity(results: list[dict[str, Any]], labels: list[str]):
     """Effective rank and L_spec per modality and domain, for embeddings and projections."""
-    plt = _pyplot()
     first = results[0]
     groups = _domain_groups(first, first["run"]["modalities"])
     ticks = [f"{m}\n{_domain_label(first, d)}" for m, d in groups]
-    fig, axes = plt.subplots(len(SPACES), 2, figsize=(max(9, 0.55 * len(groups) * 2 + 3), 6.5))
+    fig, axes = _figure(len(SPACES), 2, max(9.0, 0.55 * len(groups) * 2 + 3), 7.0)
     for row, space in enumerate(SPACES):
         for col, metric in enumerate(("effective_rank", "spectral_term")):
             series = {lab: [r["diversity"][space][m][d][metric] for m, d in groups]
@@ -146,32 +135,32 @@ def plot_diversity(results: list[dict[str, Any]], labels: list[str], path: Path)
             name = ("effective rank (higher = more diverse)" if metric == "effective_rank"
                     else "L_spec = -logdet(corr)/D (lower = more diverse)")
             ax.set_title(f"{space} (D={dim}): {name}", fontsize=9)
-    axes[0][0].legend(fontsize=8)
+    _run_legend(fig, axes[0][0])
     fig.suptitle("Feature diversity per modality and domain ((T) = target)", fontsize=10)
-    return _save(fig, path)
+    return finish_figure(fig)
 
 
-def plot_dependence(results: list[dict[str, Any]], labels: list[str], path: Path) -> Path | None:
-    """Cross-modal dependence of the embeddings per modality pair and domain."""
+def figure_dependence(results: list[dict[str, Any]], labels: list[str]):
+    """Cross-modal dependence of the embeddings per modality pair and domain (None without
+    modality pairs)."""
     first = results[0]
     pairs = list(first["dependence"])
     if not pairs:
         return None
-    plt = _pyplot()
     groups = _domain_groups(first, pairs)
-    ticks = [f"{p}\n{_domain_label(first, d)}" for p, d in groups]
+    ticks = [f"{p.replace('~', ' ~ ')}\n{_domain_label(first, d)}" for p, d in groups]
     metrics = {"cka": "linear CKA (debiased)", "cka_within_class": "CKA of class residuals",
                "cca_mean": "mean canonical correlation"}
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(9, 0.6 * len(groups) + 2), 9))
-    for ax, (metric, title) in zip(axes, metrics.items()):
+    fig, axes = _figure(len(metrics), 1, max(9.0, 0.6 * len(groups) + 2), 10.0)
+    for ax, (metric, title) in zip(axes[:, 0], metrics.items()):
         series = {lab: [r["dependence"][p][d][metric] for p, d in groups]
                   for lab, r in zip(labels, results)}
         _bars(ax, ticks, series)
         ax.set_title(title, fontsize=10)
-    axes[0].legend(fontsize=8)
+    _run_legend(fig, axes[0][0])
     fig.suptitle("Cross-modal dependence of encoder embeddings within each domain "
                  "((T) = target)", fontsize=10)
-    return _save(fig, path)
+    return finish_figure(fig)
 
 
 def _curve(ax, records: list[dict[str, Any]], get, **kw) -> None:
@@ -197,7 +186,7 @@ CURVE_TITLES = [["fused accuracy (%): source val (solid), target (dashed)", "tra
 
 
 def _run_curves(axes, label: str, records: list[dict[str, Any]], color: str) -> None:
-    """One run's lines in the four panels of :func:`plot_curves`."""
+    """One run's lines in the four panels of :func:`figure_curves`."""
     styles = ["-", "--", ":", "-."]
     _curve(axes[0][0], records, lambda r: r["val"]["acc"] * 100, color=color,
            label=f"{label} val")
@@ -213,13 +202,13 @@ def _run_curves(axes, label: str, records: list[dict[str, Any]], color: str) -> 
                color=color, ls=style, label=f"{label} {m}")
 
 
-def plot_curves(results: list[dict[str, Any]], labels: list[str],
-                records: list[list[dict[str, Any]]], path: Path) -> Path | None:
-    """Training curves from ``records.jsonl``: accuracies, CE, MER L_spec, head accuracies."""
+def figure_curves(results: list[dict[str, Any]], labels: list[str],
+                  records: list[list[dict[str, Any]]]):
+    """Training curves from ``records.jsonl``: accuracies, CE, MER L_spec, head accuracies
+    (None when no run has records). Each panel's legend sits to the right of the panel."""
     if not any(records):
         return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    fig, axes = _figure(2, 2, 13.0, 7.5)
     floor = _mer_floor(results)
     if floor is not None:
         axes[1][0].axhline(floor, color="gray", ls=":", lw=1,
@@ -232,8 +221,34 @@ def plot_curves(results: list[dict[str, Any]], labels: list[str],
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         if ax.has_data():
-            ax.legend(fontsize=7)
-    return _save(fig, path)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                      borderaxespad=0.0)
+    return finish_figure(fig)
+
+
+def _save(fig, path: Path) -> Path | None:
+    return None if fig is None else save_figure(fig, path, finish=False)
+
+
+def plot_unimodal(results: list[dict[str, Any]], labels: list[str], path: Path) -> Path:
+    return _save(figure_unimodal(results, labels), path)
+
+
+def plot_reliance(results: list[dict[str, Any]], labels: list[str], path: Path) -> Path:
+    return _save(figure_reliance(results, labels), path)
+
+
+def plot_diversity(results: list[dict[str, Any]], labels: list[str], path: Path) -> Path:
+    return _save(figure_diversity(results, labels), path)
+
+
+def plot_dependence(results: list[dict[str, Any]], labels: list[str], path: Path) -> Path | None:
+    return _save(figure_dependence(results, labels), path)
+
+
+def plot_curves(results: list[dict[str, Any]], labels: list[str],
+                records: list[list[dict[str, Any]]], path: Path) -> Path | None:
+    return _save(figure_curves(results, labels, records), path)
 
 
 def plot_all(results: list[dict[str, Any]], labels: list[str],
@@ -267,13 +282,11 @@ BENCH_PANELS = {
 }
 
 
-def plot_bench_summary(per_key: dict[tuple[str, str], list[dict[str, Any]]],
-                       path: Path) -> Path:
+def figure_bench_summary(per_key: dict[tuple[str, str], list[dict[str, Any]]]):
     """Headline numbers per (modalities, algorithm), mean ± std over diagnosed comparisons."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(BENCH_PANELS), figsize=(4.2 * len(BENCH_PANELS), 3.8))
+    fig, axes = _figure(1, len(BENCH_PANELS), 4.2 * len(BENCH_PANELS), 4.4)
     keys = sorted(per_key)
-    for ax, (title, columns) in zip(axes, BENCH_PANELS.items()):
+    for ax, (title, columns) in zip(axes[0], BENCH_PANELS.items()):
         width = 0.8 / len(keys)
         xs = np.arange(len(columns))
         for k, key in enumerate(keys):
@@ -285,6 +298,12 @@ def plot_bench_summary(per_key: dict[tuple[str, str], list[dict[str, Any]]],
         ax.set_xticks(xs, list(columns), fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    _run_legend(fig, axes[0][0])
     fig.suptitle("Diagnostics averaged over the diagnosed comparisons (mean ± std)", fontsize=10)
-    return _save(fig, path)
+    return finish_figure(fig)
+
+
+def plot_bench_summary(per_key: dict[tuple[str, str], list[dict[str, Any]]],
+                       path: Path) -> Path:
+    """Write :func:`figure_bench_summary` to ``path``."""
+    return save_figure(figure_bench_summary(per_key), path, finish=False)

@@ -1,0 +1,1 @@
+"""Pure evaluation code: metrics, open-set scoring, statistics and figures of results."""

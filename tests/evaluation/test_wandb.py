@@ -1,0 +1,134 @@
+"""W&B logging in offline mode, read back from the run's own ``.wandb`` file (no network)."""
+
+import json
+import struct
+import sys
+
+import pytest
+
+pytest.importorskip("wandb")
+
+from merdg.wandb_log import WandbLogger  # noqa: E402
+
+BLOCK = 32768  # the .wandb file is a LevelDB-style log: 32 KiB blocks of 7-byte-header chunks
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def read_wandb_records(path):
+    """Protobuf records of a ``run-*.wandb`` file, decoded with wandb's own message types."""
+    from wandb.proto import wandb_internal_pb2
+
+    raw = path.read_bytes()
+    assert raw[:4] == b":W&B", f"{path} is not a W&B transaction log"
+    chunks, pending, pos = [], b"", 7
+    while pos + 7 <= len(raw):
+        left = BLOCK - pos % BLOCK
+        if left < 7:  # block trailer padding
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
+        if kind == 0 and length == 0:  # zero padding up to the block end
+            pos += left
+            continue
+        data, pos = raw[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == FULL:
+            chunks.append(data)
+        elif kind == FIRST:
+            pending = data
+        elif kind == MIDDLE:
+            pending += data
+        elif kind == LAST:
+            chunks.append(pending + data)
+        else:
+            raise AssertionError(f"unexpected chunk type {kind} at byte {pos}")
+    records = []
+    for data in chunks:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        records.append(record)
+    return records
+
+
+def history(path):
+    """``[{key: value}]`` of every ``run.log`` row, with W&B's ``_step``."""
+    rows = []
+    for record in read_wandb_records(path):
+        if record.WhichOneof("record_type") == "history":
+            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                         for item in record.history.item})
+    return rows
+
+
+@pytest.fixture
+def offline_env(tmp_path, monkeypatch):
+    """W&B offline and silent, every directory it may use under tmp_path (home included)."""
+    home = tmp_path / "home"
+    for name, sub in [("WANDB_DIR", "wandb_dir"), ("WANDB_CONFIG_DIR", "config"),
+                      ("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data"),
+                      ("WANDB_ARTIFACT_DIR", "artifacts"), ("HOME", "home"),
+                      ("XDG_CACHE_HOME", "home/.cache"), ("XDG_CONFIG_HOME", "home/.config")]:
+        monkeypatch.setenv(name, str(tmp_path / sub))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    yield tmp_path
+    assert not home.exists() or not any(home.rglob("*")), "W&B wrote into the home directory"
+
+
+RECORDS = [
+    {"epoch": 1, "steps": 4, "train": {"ce": 1.5, "mer_spec/audio": 0.7},
+     "val": {"acc": 0.5, "per_domain": {"D1": 0.4}}, "target": {"acc": 0.3, "loss": 2.0},
+     "time_s": 1.25, "run": {"algorithm": "MERDG"}},
+    {"epoch": 2, "steps": 8, "train": {"ce": 1.1, "mer_spec/audio": 0.6},
+     "val": {"acc": 0.6, "per_domain": {"D1": 0.55}}, "target": {"acc": 0.35, "loss": 1.8},
+     "time_s": 1.0, "run": {"algorithm": "MERDG"}},
+]
+
+
+def run_files(run_dir):
+    return sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def test_offline_run_holds_the_logged_scalars(offline_env):
+    run_dir = offline_env / "run"
+    logger = WandbLogger(run_dir, config={"algorithm": "MERDG", "lr": 1e-4})
+    logger.log_steps([{"ce": 1.7, "mer": 0.2}, {"ce": 1.6, "mer": 0.1}], first_step=0)
+    logger.log_record(RECORDS[0])
+    logger.log_record(RECORDS[1])
+    logger.close()
+    [path] = run_files(run_dir)
+    rows = history(path)
+    by_step = {}
+    for row in rows:
+        by_step.setdefault(row["_step"], {}).update(row)
+    assert by_step[1]["step/ce"] == 1.7 and by_step[2]["step/mer"] == 0.1
+    assert by_step[4]["val/acc"] == 0.5 and by_step[4]["train/mer_spec/audio"] == 0.7
+    assert by_step[4]["val/per_domain/D1"] == 0.4 and by_step[4]["epoch"] == 1.0
+    assert by_step[8]["target/loss"] == 1.8 and by_step[8]["time_s"] == 1.0
+    assert not any(key.startswith("run") for row in rows for key in row)  # config is no scalar
+    run = next(r.run for r in read_wandb_records(path) if r.WhichOneof("record_type") == "run")
+    config = {item.key: json.loads(item.value_json) for item in run.config.update}
+    lr = config["lr"]["value"] if isinstance(config["lr"], dict) else config["lr"]
+    assert lr == 1e-4 and run.display_name == "run"
+
+
+def test_a_rerun_replaces_the_previous_wandb_run(offline_env):
+    run_dir = offline_env / "run"
+    for _ in range(2):
+        logger = WandbLogger(run_dir)
+        logger.log_record(RECORDS[0])
+        logger.close()
+    assert len(run_files(run_dir)) == 1
+    other = run_dir / "wandb" / "notes.txt"  # anything else there is left alone
+    other.write_text("mine")
+    WandbLogger(run_dir).close()
+    assert other.read_text() == "mine"
+
+
+def test_missing_package_and_bad_mode_are_explained(offline_env, monkeypatch):
+    with pytest.raises(ValueError, match="W&B mode must be one of"):
+        WandbLogger(offline_env / "run", mode="cloud")
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(RuntimeError, match=r"pip install 'merdg\[wandb\]'"):
+        WandbLogger(offline_env / "run")
