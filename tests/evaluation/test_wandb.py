@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("wandb")
 
-from merdg.wandb_log import WandbLogger  # noqa: E402
+from merdg.run.wandb import WandbLogger  # noqa: E402
 
 BLOCK = 32768  # the .wandb file is a LevelDB-style log: 32 KiB blocks of 7-byte-header chunks
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4

@@ -37,6 +37,15 @@ With the defaults (4 domains, 3 modalities, 6 classes, 600 samples per domain) a
 reaches high source-validation accuracy by exploiting the shared code, and loses accuracy on the
 held-out domain; ``shortcut_strength = 0`` gives the shortcut-free control. See
 ``docs/synthetic.md`` for measured numbers.
+
+``synthetic-pretrain`` (:class:`SyntheticPretrainCorpus`) is an external pretraining corpus
+for this benchmark, as Kinetics or VGGSound precede EPIC-Kitchens: *other* domains
+``p0, p1, ...`` of the same generative model. They share the benchmark's class signal
+:math:`\mu_m`, nuisance mixing :math:`B_m` and rotations :math:`Q_m` (drawn from the same
+``data_seed`` and options), so encoders trained on them transfer; their class codes
+:math:`W_p` and offsets :math:`o_{p,m}` are drawn afresh from ``corpus_seed``, and their
+shortcut strength defaults to 0 (no shortcut; a positive value gives each corpus domain its
+own, unrelated mapping).
 """
 
 from __future__ import annotations
@@ -51,7 +60,9 @@ from torch.utils.data import Dataset
 from merdg.datasets.base import DATASETS, DomainDataset, TensorSamples
 from merdg.hparams import HParam
 
-__all__ = ["SyntheticShortcut"]
+__all__ = ["SyntheticPretrainCorpus", "SyntheticShortcut"]
+
+CORPUS_STREAM = 0x70726574  # separates the corpus' random stream from the benchmark's
 
 
 @DATASETS.register("synthetic")
@@ -106,25 +117,37 @@ class SyntheticShortcut(DomainDataset):
         noise_scale: float = 1.0,
         data_seed: int = 0,
     ) -> None:
-        if n_domains < 3 or n_modalities < 2:
-            raise ValueError("the synthetic benchmark needs >= 3 domains and >= 2 modalities")
-        if not 0.0 <= shortcut_strength <= 1.0:
-            raise ValueError(f"shortcut_strength must be in [0, 1], got {shortcut_strength}")
-        self.ALL_MODALITIES = tuple(f"m{i}" for i in range(n_modalities))
-        self.modalities = self.select_modalities(modalities)
+        rng, params = self._setup(modalities, n_domains, n_modalities, n_classes,
+                                  shortcut_strength, signal_dim, nuisance_dim, noise_dim,
+                                  code_dim, style_scale, data_seed)
         self.domains = [f"d{i}" for i in range(n_domains)]
-        self.num_classes = n_classes
-        self.class_names = [f"class{c}" for c in range(n_classes)]
-        self.dim = signal_dim + nuisance_dim + noise_dim
-        rng = np.random.default_rng(data_seed)
-        params = _draw_parameters(rng, self.domains, self.ALL_MODALITIES, n_classes, signal_dim,
-                                  nuisance_dim, code_dim, self.dim, style_scale)
+        self.params = params  # the generative model's parameters (module docstring)
         self._samples = {
             d: _generate_domain(rng, params, d, self.ALL_MODALITIES, self.modalities,
                                 samples_per_domain, n_classes, shortcut_strength, signal_noise,
                                 nuisance_noise, noise_dim, nuisance_scale, noise_scale)
             for d in self.domains
         }
+
+    def _setup(self, modalities, n_domains, n_modalities, n_classes, shortcut_strength,
+               signal_dim, nuisance_dim, noise_dim, code_dim, style_scale,
+               data_seed) -> tuple[np.random.Generator, dict]:
+        """Check the options, set the modalities and classes, and draw the benchmark's
+        parameters; returns the generator (positioned for the samples) and the parameters."""
+        if n_domains < 3 or n_modalities < 2:
+            raise ValueError("the synthetic benchmark needs >= 3 domains and >= 2 modalities")
+        if not 0.0 <= shortcut_strength <= 1.0:
+            raise ValueError(f"shortcut_strength must be in [0, 1], got {shortcut_strength}")
+        self.ALL_MODALITIES = tuple(f"m{i}" for i in range(n_modalities))
+        self.modalities = self.select_modalities(modalities)
+        self.num_classes = n_classes
+        self.class_names = [f"class{c}" for c in range(n_classes)]
+        self.dim = signal_dim + nuisance_dim + noise_dim
+        rng = np.random.default_rng(data_seed)
+        benchmark_domains = [f"d{i}" for i in range(n_domains)]
+        params = _draw_parameters(rng, benchmark_domains, self.ALL_MODALITIES, n_classes,
+                                  signal_dim, nuisance_dim, code_dim, self.dim, style_scale)
+        return rng, params
 
     def input_shape(self, modality: str) -> tuple[int, ...]:
         return (self.dim,)
@@ -135,6 +158,67 @@ class SyntheticShortcut(DomainDataset):
     def domain_samples(self, domain: str) -> Dataset:
         self.check_domains([domain])
         return self._samples[domain]
+
+
+@DATASETS.register("synthetic-pretrain")
+class SyntheticPretrainCorpus(SyntheticShortcut):
+    r"""External pretraining corpus for the ``synthetic`` benchmark: domains ``p0 .. p{K-1}``
+    of its generative model, other than its domains ``d0 .. d{n-1}`` (module docstring).
+
+    The options shared with :class:`SyntheticShortcut` (``n_domains``, ``n_modalities``,
+    ``n_classes``, the dimensions and scales, ``data_seed``) must be those of the benchmark the
+    encoders are pretrained for: they fix the shared parameters (:math:`\mu_m, B_m, Q_m`).
+    Modalities, sample shapes and classes are the benchmark's, so encoders move from one to the
+    other unchanged. The benchmark's own samples are not generated.
+
+    Args:
+        corpus_domains: Number of corpus domains K (>= 1).
+        samples_per_domain: Samples per corpus domain (balanced over classes).
+        shortcut_strength: rho of the corpus domains (default 0: the shared code carries no
+            label; > 0: each corpus domain maps the code to the label its own way).
+        corpus_seed: Seed of the corpus domains' parameters and samples (with ``data_seed``).
+        Others: as :class:`SyntheticShortcut`; ``n_domains`` is the benchmark's domain count.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        modalities: list[str] | None = None,
+        n_domains: int = 4,
+        n_modalities: int = 3,
+        n_classes: int = 6,
+        corpus_domains: int = 8,
+        samples_per_domain: int = 1000,
+        shortcut_strength: float = 0.0,
+        signal_noise: float = 1.6,
+        nuisance_noise: float = 0.5,
+        signal_dim: int = 8,
+        nuisance_dim: int = 8,
+        noise_dim: int = 16,
+        code_dim: int = 4,
+        style_scale: float = 1.0,
+        nuisance_scale: float = 1.0,
+        noise_scale: float = 1.0,
+        data_seed: int = 0,
+        corpus_seed: int = 0,
+    ) -> None:
+        if corpus_domains < 1:
+            raise ValueError(f"corpus_domains must be >= 1, got {corpus_domains}")
+        _, params = self._setup(modalities, n_domains, n_modalities, n_classes,
+                                shortcut_strength, signal_dim, nuisance_dim, noise_dim, code_dim,
+                                style_scale, data_seed)
+        self.domains = [f"p{i}" for i in range(corpus_domains)]
+        rng = np.random.default_rng([data_seed, corpus_seed, CORPUS_STREAM])
+        params["W"] = {p: _unit_rows(rng, n_classes, code_dim) for p in self.domains}
+        params["o"] = {(p, m): style_scale * rng.standard_normal(nuisance_dim)
+                       for p in self.domains for m in self.ALL_MODALITIES}
+        self.params = params
+        self._samples = {
+            p: _generate_domain(rng, params, p, self.ALL_MODALITIES, self.modalities,
+                                samples_per_domain, n_classes, shortcut_strength, signal_noise,
+                                nuisance_noise, noise_dim, nuisance_scale, noise_scale)
+            for p in self.domains
+        }
 
 
 def _random_rotation(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -241,7 +241,7 @@ def paired_differences(rows: Iterable[Mapping[str, Any]], metric: str = "target_
     Args:
         rows: Result rows with keys ``algorithm``, ``target``, ``seed``, ``metric``, the
             ``group_keys`` and (when ``selection`` is set) ``selection`` (the rows of
-            :func:`merdg.reporting.load_runs`).
+            :func:`merdg.experiments.results.load_rows`).
         metric: The row key compared.
         reference: The algorithm every other one is compared with (``--reference``).
         selection: Keep rows of this selection rule only (None: no filter).

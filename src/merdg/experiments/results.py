@@ -31,7 +31,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -369,40 +368,11 @@ def time_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def plot_accuracy(rows: Sequence[dict[str, Any]], path: str | Path,
                   rule: str = "source_val") -> Path | None:
-    """Bar chart of source-val and target accuracy per target and algorithm (mean ± std).
+    """Bar chart of source-val and target accuracy per target and algorithm (mean ± std);
+    None (with a printed note) when matplotlib is not installed."""
+    from merdg.experiments.plots import plot_accuracy_bars
 
-    Returns the path, or None (with a printed reason) when matplotlib is not installed.
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("note: matplotlib is not installed (pip install 'merdg[plot]'); no plot written")
-        return None
     merged = lambda tables: {k: v for t in tables.values() for k, v in t.items()}  # noqa: E731
-    val = merged(build_tables(rows, rule, "val_acc"))
-    tgt = merged(build_tables(rows, rule, "target_acc"))
-    keys = sorted(tgt)
-    targets = sorted({t for cells in tgt.values() for t in cells if t != "avg"}) + ["avg"]
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(targets) * 2), 4), sharey=True)
-    width = 0.8 / max(len(keys), 1)
-    for ax, table, name in ((axes[0], val, "source validation"), (axes[1], tgt, "target")):
-        for k, key in enumerate(keys):
-            cells = table.get(key, {})
-            means = [cells[t].mean * 100 if t in cells else math.nan for t in targets]
-            stds = [cells[t].std * 100 if t in cells else 0.0 for t in targets]
-            xs = np.arange(len(targets)) + (k - (len(keys) - 1) / 2) * width
-            ax.bar(xs, means, width, yerr=stds, capsize=2, label=" ".join(key))
-        ax.set_xticks(np.arange(len(targets)), [f"target {t}" if t != "avg" else "avg"
-                                                for t in targets], rotation=20)
-        ax.set_title(f"{name} accuracy ({SELECTION_RULES[rule].split(' (')[0]})")
-        ax.set_ylabel("accuracy (%)")
-        ax.grid(axis="y", alpha=0.3)
-    axes[1].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    tables = {"source validation": merged(build_tables(rows, rule, "val_acc")),
+              "target": merged(build_tables(rows, rule, "target_acc"))}
+    return plot_accuracy_bars(tables, path, rule)

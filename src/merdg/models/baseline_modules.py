@@ -142,5 +142,11 @@ class LayerNormEncoder(nn.Module):
         self.out_dim = int(encoder.out_dim)
         self.norm = nn.LayerNorm(self.out_dim)
 
+    def block_names(self) -> list[tuple[str, ...]]:
+        """The wrapped encoder's blocks (``encoder.``-prefixed); the LayerNorm joins the last."""
+        inner = [(b,) if isinstance(b, str) else tuple(b) for b in self.encoder.block_names()]
+        blocks = [tuple(f"encoder.{n}" for n in b) for b in inner]
+        return [*blocks[:-1], (*blocks[-1], "norm")]
+
     def forward(self, x: Tensor) -> Tensor:
         return self.norm(self.encoder(x))  # (N, out_dim)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from merdg.models.encoders import ENCODERS
+from merdg.models.encoders import ENCODERS, conv_bn_blocks
 
 __all__ = ["Conv3DEncoder"]
 
@@ -52,6 +52,10 @@ class Conv3DEncoder(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.dropout = nn.Dropout(dropout)
         self.out_dim = int(channels[-1])
+
+    def block_names(self) -> list[tuple[str, str]]:
+        """One (convolution, BatchNorm) pair per block, in forward order."""
+        return conv_bn_blocks(self.blocks, "blocks")
 
     def forward(self, x: Tensor) -> Tensor:
         if self.add_channel_dim:

@@ -3,6 +3,10 @@
 Every encoder maps a batch of one modality to an embedding of shape (batch, ``out_dim``). An
 encoder is specified as a JSON-serializable dict ``{"name": ..., **kwargs}``, so run records can
 rebuild it; datasets declare a default spec per modality (hparam ``encoders``).
+
+Every encoder also lists its blocks in forward order with ``block_names()`` (submodule names,
+one str or tuple of str per block): freezing ``"all-but-last"``
+(:func:`merdg.models.transfer.freeze`) keeps only the last block trainable.
 """
 
 from __future__ import annotations
@@ -42,6 +46,13 @@ def build_encoder(spec: Mapping[str, Any], input_shape: Sequence[int]) -> nn.Mod
     return encoder
 
 
+def conv_bn_blocks(layers: nn.Sequential, name: str) -> list[tuple[str, str]]:
+    """``[(f"{name}.i", f"{name}.i+1"), ...]``: each convolution of ``layers`` with the
+    BatchNorm that follows it."""
+    return [(f"{name}.{i}", f"{name}.{i + 1}") for i, layer in enumerate(layers)
+            if isinstance(layer, nn.modules.conv._ConvNd)]
+
+
 @ENCODERS.register("mlp")
 class MLPEncoder(nn.Module):
     """MLP for feature vectors: (N, *input_shape) is flattened, then [Linear-ReLU] x layers.
@@ -73,6 +84,10 @@ class MLPEncoder(nn.Module):
                 blocks.append(nn.Dropout(dropout))
         self.net = nn.Sequential(*blocks)
         self.out_dim = out_dim
+
+    def block_names(self) -> list[str]:
+        """One block per Linear layer (``net.1``, ``net.3``, ...), in forward order."""
+        return [f"net.{i}" for i, layer in enumerate(self.net) if isinstance(layer, nn.Linear)]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)  # (N, out_dim)
@@ -115,6 +130,10 @@ class TemporalConvEncoder(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.dropout = nn.Dropout(dropout)
         self.out_dim = int(channels[-1])
+
+    def block_names(self) -> list[tuple[str, str]]:
+        """One (convolution, BatchNorm) pair per block, in forward order."""
+        return conv_bn_blocks(self.blocks, "blocks")
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.blocks(x.transpose(1, 2))  # (N, T, C) -> (N, C, T) -> (N, C', T')

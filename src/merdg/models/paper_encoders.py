@@ -23,6 +23,11 @@ keep updating their running statistics (``trunk_bn="train"``, the default of ``s
 ``slowonly``); the audio network is kept in ``eval()`` (``trunk_bn="eval"``, the default of
 ``vggsound_resnet``). ``trunk_bn="eval"`` freezes the statistics too.
 
+Freezing is :func:`merdg.models.transfer.freeze_parameters` on every block but the last
+(``block_names()``: stems, stages 1-3 and the laterals before the final ``layer4``), exactly
+what ``merdg.models.transfer.freeze(net, "all-but-last", bn=...)`` does to any encoder, with
+``trunk_bn="train"`` / ``"eval"`` as ``bn="train"`` / ``"frozen"``.
+
 Checkpoints load strictly (:mod:`merdg.models.pretrained`): the OpenMMLab files
 ``slowfast_r101_8x8x1_256e_kinetics400_rgb_20210218-0dd54025.pth`` and
 ``slowonly_r50_8x8x1_256e_kinetics400_flow_20200704-6b384243.pth`` (entry ``state_dict``, keys
@@ -42,12 +47,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from merdg.models.audio_resnet import AudioResNet
 from merdg.models.encoders import ENCODERS
 from merdg.models.pretrained import load_checkpoint
 from merdg.models.resnet3d import Bottleneck3d, ResNet3dPathway, SlowFastBackbone
+from merdg.models.transfer import encoder_blocks, freeze_parameters, hold_batchnorm_eval
 
 __all__ = ["FrozenTrunkEncoder", "SlowFastEncoder", "SlowOnlyEncoder", "VGGSoundEncoder"]
 
@@ -57,14 +62,13 @@ log = logging.getLogger("merdg")
 class FrozenTrunkEncoder(nn.Module):
     """Base: ``forward(x) = head(trunk(x))`` with the trunk optionally frozen.
 
-    Subclasses set :attr:`HEAD` (module-name prefixes of the trainable part), implement
+    Subclasses implement :meth:`block_names` (the last block is the trainable head),
     :meth:`trunk` and :meth:`head`, and call :meth:`finish` at the end of ``__init__``.
 
     Attributes:
         checkpoint_report: Digest of the checkpoint load (recorded with the run).
     """
 
-    HEAD: tuple[str, ...] = ()
     out_dim: int
 
     def finish(self, checkpoint: str | None, trust_checkpoint: bool, freeze_trunk: bool,
@@ -82,24 +86,14 @@ class FrozenTrunkEncoder(nn.Module):
             (log.warning if report.not_loaded else log.info)("%s: %s", type(self).__name__,
                                                              report.text())
             self.checkpoint_report = report.summary()
-        for name, param in self.named_parameters():
-            if self.freeze_trunk and not self.is_head(name):
-                param.requires_grad_(False)
-        self.train(self.training)
+        trunk = [name for block in encoder_blocks(self)[:-1] for name in block]
+        if self.freeze_trunk:
+            freeze_parameters(self, trunk, bn="frozen" if trunk_bn == "eval" else "train")
+        elif trunk_bn == "eval":  # a trainable trunk whose BatchNorm statistics stay fixed
+            hold_batchnorm_eval(self, trunk)
 
-    def is_head(self, name: str) -> bool:
-        return any(name == p or name.startswith(p + ".") for p in self.HEAD)
-
-    def trunk_norms(self) -> list[nn.Module]:
-        return [m for name, m in self.named_modules()
-                if isinstance(m, _BatchNorm) and not self.is_head(name)]
-
-    def train(self, mode: bool = True) -> FrozenTrunkEncoder:
-        super().train(mode)
-        if getattr(self, "trunk_bn", "train") == "eval":
-            for norm in self.trunk_norms():
-                norm.eval()
-        return self
+    def block_names(self) -> list[tuple[str, ...]]:
+        raise NotImplementedError
 
     def trunk(self, x: Tensor) -> Any:
         raise NotImplementedError
@@ -108,9 +102,7 @@ class FrozenTrunkEncoder(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_trunk):
-            features = self.trunk(x)
-        return self.head(features)  # (N, out_dim)
+        return self.head(self.trunk(x))  # (N, out_dim)
 
 
 def _check_shape(name: str, input_shape: Sequence[int], ndim: int, layout: str) -> None:
@@ -151,8 +143,6 @@ class SlowFastEncoder(FrozenTrunkEncoder):
         trunk_bn: ``"train"`` (official) or ``"eval"`` BatchNorm in the frozen trunk.
     """
 
-    HEAD = ("backbone.slow_path.layer4", "backbone.fast_path.layer4")
-
     def __init__(self, input_shape: tuple[int, ...], depth: int = 101, width: int = 64,
                  stage_blocks: Sequence[int] | None = None, resample_rate: int = 4,
                  speed_ratio: int = 4, channel_ratio: int = 8, fusion_kernel: int = 7,
@@ -167,6 +157,14 @@ class SlowFastEncoder(FrozenTrunkEncoder):
         self.dropout = nn.Dropout(dropout)
         self.out_dim = self.backbone.slow_path.out_channels + self.backbone.fast_path.out_channels
         self.finish(checkpoint, trust_checkpoint, freeze_trunk, trunk_bn, ignore=("cls_head.",))
+
+    def block_names(self) -> list[tuple[str, ...]]:
+        """Stems, then each stage of both pathways with the lateral that follows it."""
+        slow, fast = "backbone.slow_path", "backbone.fast_path"
+        return [(f"{slow}.conv1", f"{fast}.conv1", f"{slow}.conv1_lateral"),
+                *[(f"{slow}.layer{i}", f"{fast}.layer{i}", f"{slow}.layer{i}_lateral")
+                  for i in (1, 2, 3)],
+                (f"{slow}.layer4", f"{fast}.layer4")]
 
     def trunk(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self.backbone.trunk(x)
@@ -188,8 +186,6 @@ class SlowOnlyEncoder(FrozenTrunkEncoder):
         dropout, checkpoint, trust_checkpoint, freeze_trunk, trunk_bn: as :class:`SlowFastEncoder`.
     """
 
-    HEAD = ("backbone.layer4",)
-
     def __init__(self, input_shape: tuple[int, ...], depth: int = 50, width: int = 64,
                  stage_blocks: Sequence[int] | None = None, dropout: float = 0.5,
                  checkpoint: str | None = None, trust_checkpoint: bool = False,
@@ -202,6 +198,9 @@ class SlowOnlyEncoder(FrozenTrunkEncoder):
         self.dropout = nn.Dropout(dropout)
         self.out_dim = self.backbone.out_channels
         self.finish(checkpoint, trust_checkpoint, freeze_trunk, trunk_bn, ignore=("cls_head.",))
+
+    def block_names(self) -> list[str]:
+        return ["backbone.conv1", *[f"backbone.layer{i}" for i in (1, 2, 3, 4)]]
 
     def trunk(self, x: Tensor) -> Tensor:
         b = self.backbone
@@ -226,8 +225,6 @@ class VGGSoundEncoder(FrozenTrunkEncoder):
         trunk_bn: ``"eval"`` (official: the audio trunk stays in eval mode) or ``"train"``.
     """
 
-    HEAD = ("audnet.layer4",)
-
     def __init__(self, input_shape: tuple[int, ...], depth: int = 18, width: int = 64,
                  stage_blocks: Sequence[int] | None = None, layer4_init: str = "checkpoint",
                  dropout: float = 0.0, checkpoint: str | None = None,
@@ -244,6 +241,9 @@ class VGGSoundEncoder(FrozenTrunkEncoder):
         self.finish(checkpoint, trust_checkpoint, freeze_trunk, trunk_bn,
                     ignore=("audnet.fc.",), not_loaded=skip,
                     not_loaded_reason="layer4_init=random, as the official release")
+
+    def block_names(self) -> list[tuple[str, ...] | str]:
+        return [("audnet.conv1", "audnet.bn1"), *[f"audnet.layer{i}" for i in (1, 2, 3, 4)]]
 
     def trunk(self, x: Tensor) -> Tensor:
         return self.audnet.trunk(x)

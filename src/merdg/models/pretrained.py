@@ -12,6 +12,10 @@ the file with the right shape, and every tensor of the file must be used, except
 
 Anything else missing, unexpected or of the wrong shape raises :class:`CheckpointError` with the
 full lists, so a wrong file or a wrong architecture option never loads partially in silence.
+
+The same reading (:func:`read_state_dict`) and matching (:func:`match_state_dict`) serve the
+encoders' own ``checkpoint`` option and :func:`merdg.models.transfer.load_encoder_weights`
+(``--init PATH``): one mechanism for every pretrained weight a run starts from.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CheckpointError", "LoadReport", "load_checkpoint", "read_state_dict"]
+__all__ = ["CheckpointError", "LoadReport", "StateMatch", "load_checkpoint", "match_state_dict",
+           "read_state_dict"]
 
 STATE_DICT_ENTRIES = ("state_dict", "model_state_dict")  # OpenMMLab, VGGSound
 
@@ -45,6 +50,9 @@ class LoadReport:
         ignored: Checkpoint keys deliberately unused (e.g. the pretraining classifier).
         not_loaded: Module keys deliberately left at their initialization, with the reason.
         tolerated_missing: ``num_batches_tracked`` buffers absent from the file.
+        missing / unexpected / mismatched: What a non-strict load skipped (a strict load
+            raises instead, so these stay empty): module keys absent from the file, file keys
+            the module lacks, and ``"key: file shape vs module shape"`` entries.
     """
 
     path: str
@@ -54,6 +62,9 @@ class LoadReport:
     not_loaded: list[str] = field(default_factory=list)
     not_loaded_reason: str = ""
     tolerated_missing: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly digest for run records."""
@@ -61,7 +72,9 @@ class LoadReport:
                 "ignored": _prefix_counts(self.ignored),
                 "not_loaded": _prefix_counts(self.not_loaded),
                 "not_loaded_reason": self.not_loaded_reason,
-                "tolerated_missing": len(self.tolerated_missing)}
+                "tolerated_missing": len(self.tolerated_missing),
+                "missing": list(self.missing), "unexpected": list(self.unexpected),
+                "mismatched": list(self.mismatched)}
 
     def text(self) -> str:
         lines = [f"loaded {self.loaded} tensors from {self.path}"
@@ -74,6 +87,11 @@ class LoadReport:
         if self.tolerated_missing:
             lines.append(f"  {len(self.tolerated_missing)} BatchNorm num_batches_tracked "
                          "counters absent from the file (no effect on the forward pass)")
+        for title, keys in (("missing from the file (left as they were)", self.missing),
+                            ("unexpected in the file (unused)", self.unexpected),
+                            ("shape mismatch (left as they were)", self.mismatched)):
+            if keys:
+                lines.append(f"  NOT strict: {len(keys)} {title}: {_first(keys)}")
         return "\n".join(lines)
 
 
@@ -85,24 +103,40 @@ def _prefix_counts(keys: Sequence[str], depth: int = 2) -> dict[str, int]:
     return counts
 
 
-def read_state_dict(path: str, trust: bool = False) -> tuple[dict[str, Tensor], str | None]:
+TRUST_HINT = ("If the file comes from a trusted source, set the encoder option "
+              "trust_checkpoint=true to unpickle it fully.")
+
+
+def _first(keys: Sequence[str], n: int = 20) -> str:
+    return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
+
+
+def read_state_dict(path: str, trust: bool = False,
+                    trust_hint: str = TRUST_HINT) -> tuple[dict[str, Tensor], str | None]:
     """The tensors of a checkpoint file and the entry they came from.
 
     Accepts OpenMMLab files (``{"meta": ..., "state_dict": ...}``), VGGSound files
-    (``{"model_state_dict": ...}``) and bare state dicts. Loads with ``weights_only=True``
-    unless ``trust`` (only for files from a trusted source: unpickling can run code).
-    A ``module.`` prefix on every key (saved from DataParallel) is removed.
+    (``{"model_state_dict": ...}``), merdg run files (``model.pt``: ``{"state_dict": ...,
+    "run": ...}``) and bare state dicts. Loads with ``weights_only=True`` unless ``trust``
+    (only for files from a trusted source: unpickling can run code). A ``module.`` prefix on
+    every key (saved from DataParallel) is removed.
+
+    Args:
+        path: The file.
+        trust: Unpickle arbitrary objects.
+        trust_hint: How the user turns ``trust`` on (shown when a safe load fails).
 
     Raises:
         CheckpointError: The file is missing or unreadable, or holds no state dict.
     """
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust)
+        # merdg's run info records torch.__version__, a str subclass the safe unpickler must know
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            obj = torch.load(path, map_location="cpu", weights_only=not trust)
     except FileNotFoundError as err:
         raise CheckpointError(f"checkpoint {path} does not exist") from err
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        hint = "" if trust else (" If the file comes from a trusted source, set the encoder "
-                                 "option trust_checkpoint=true to unpickle it fully.")
+        hint = "" if trust else f" {trust_hint}"
         raise CheckpointError(f"cannot read checkpoint {path}: {err}.{hint}") from err
     entry = next((e for e in STATE_DICT_ENTRIES if isinstance(obj, Mapping) and e in obj), None)
     state = obj[entry] if entry else obj
@@ -114,6 +148,53 @@ def read_state_dict(path: str, trust: bool = False) -> tuple[dict[str, Tensor], 
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state, entry
+
+
+@dataclass
+class StateMatch:
+    """How a state dict fits a module's (see :func:`match_state_dict`).
+
+    Attributes:
+        usable: The file's tensors whose names and shapes the module expects.
+        missing: Module keys the file lacks (``num_batches_tracked`` excepted).
+        unexpected: File keys the module does not have.
+        mismatched: ``"key: file shape vs module shape"`` for names present in both.
+        tolerated: Module ``num_batches_tracked`` buffers the file lacks.
+    """
+
+    usable: dict[str, Tensor]
+    missing: list[str]
+    unexpected: list[str]
+    mismatched: list[str]
+    tolerated: list[str]
+
+    @property
+    def exact(self) -> bool:
+        """Nothing missing, unexpected or mis-shaped."""
+        return not (self.missing or self.unexpected or self.mismatched)
+
+
+def match_state_dict(expected: Mapping[str, Tensor], state: Mapping[str, Tensor],
+                     skip: Sequence[str] = ()) -> StateMatch:
+    """Compare a file's tensors with a module's ``state_dict`` name by name and shape.
+
+    Args:
+        expected: The module's ``state_dict()``.
+        state: The file's tensors (already stripped of prefixes the caller ignores).
+        skip: Key prefixes neither loaded nor required (left at their initialization).
+    """
+    skip = tuple(skip)
+    skipped = (lambda k: k.startswith(skip)) if skip else (lambda k: False)  # noqa: E731
+    present = {k: v for k, v in state.items() if not skipped(k)}
+    unexpected = sorted(k for k in present if k not in expected)
+    missing = [k for k in expected if k not in present and not skipped(k)]
+    tolerated = [k for k in missing if k.endswith("num_batches_tracked")]
+    missing = [k for k in missing if k not in tolerated]
+    mismatched = [f"{k}: file {tuple(v.shape)} vs module {tuple(expected[k].shape)}"
+                  for k, v in present.items() if k in expected and v.shape != expected[k].shape]
+    usable = {k: v for k, v in present.items()
+              if k in expected and v.shape == expected[k].shape}
+    return StateMatch(usable, missing, unexpected, mismatched, tolerated)
 
 
 def load_checkpoint(module: nn.Module, path: str, ignore: Sequence[str] = (),
@@ -135,32 +216,28 @@ def load_checkpoint(module: nn.Module, path: str, ignore: Sequence[str] = (),
     state, entry = read_state_dict(path, trust)
     expected = module.state_dict()
     ignored = [k for k in state if k.startswith(tuple(ignore))] if ignore else []
+    match = match_state_dict(expected, {k: v for k, v in state.items() if k not in ignored},
+                             skip=not_loaded)
+    if not match.exact:
+        raise CheckpointError(mismatch_message(path, type(module).__name__, match))
+    module.load_state_dict(match.usable, strict=False)
     skip = tuple(not_loaded)
-    usable = {k: v for k, v in state.items()
-              if k not in ignored and not (skip and k.startswith(skip))}
-    unexpected = sorted(k for k in usable if k not in expected)
-    missing = [k for k in expected if k not in usable and not (skip and k.startswith(skip))]
-    tolerated = [k for k in missing if k.endswith("num_batches_tracked")]
-    missing = [k for k in missing if k not in tolerated]
-    mismatched = [f"{k}: file {tuple(v.shape)} vs module {tuple(expected[k].shape)}"
-                  for k, v in usable.items() if k in expected and v.shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        raise CheckpointError(_mismatch_message(path, type(module).__name__, missing, unexpected,
-                                                mismatched))
-    module.load_state_dict(usable, strict=False)
     left = [k for k in expected if skip and k.startswith(skip)]
-    return LoadReport(path, entry, len(usable), ignored, left, not_loaded_reason, tolerated)
+    return LoadReport(path, entry, len(match.usable), ignored, left, not_loaded_reason,
+                      match.tolerated)
 
 
-def _mismatch_message(path: str, name: str, missing: list[str], unexpected: list[str],
-                      mismatched: list[str]) -> str:
+PAPER_HINT = ("Check the encoder options (depth, width, input channels) and that the file is "
+              "the checkpoint this encoder expects (docs/paper-setting.md).")
+
+
+def mismatch_message(path: str, name: str, match: StateMatch, hint: str = PAPER_HINT) -> str:
+    """The strict-load error: every missing, unexpected and mis-shaped key (first 20 each)."""
     parts = [f"checkpoint {path} does not match {name}; nothing was loaded."]
-    for title, keys in (("missing from the file", missing),
-                        ("unexpected in the file", unexpected),
-                        ("shape mismatch", mismatched)):
+    for title, keys in (("missing from the file", match.missing),
+                        ("unexpected in the file", match.unexpected),
+                        ("shape mismatch", match.mismatched)):
         if keys:
-            parts.append(f"{len(keys)} {title}: " + ", ".join(keys[:20])
-                         + (f", ... ({len(keys) - 20} more)" if len(keys) > 20 else ""))
-    parts.append("Check the encoder options (depth, width, input channels) and that the file "
-                 "is the checkpoint this encoder expects (docs/paper-setting.md).")
+            parts.append(f"{len(keys)} {title}: {_first(keys)}")
+    parts.append(hint)
     return "\n".join(parts)

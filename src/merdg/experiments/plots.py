@@ -1,4 +1,4 @@
-"""Figures of benchmark results: accuracy bars per target, accuracy against corruption severity.
+"""Figures of experiment results: accuracy bars per target, accuracy against corruption severity.
 
 Both are laid out by :func:`merdg.plotting.finish_figure` (no overlapping or cut-off text);
 ``figure_*`` functions return the figure, ``plot_*`` functions write it as PNG and return the
@@ -8,14 +8,14 @@ path, or None with a printed note when matplotlib is not installed (the ``plot``
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from merdg.model_selection import SELECTION_RULES
 from merdg.plotting import finish_figure, matplotlib_available, pyplot, save_figure
+from merdg.run.selection import SELECTION_RULES
 
 __all__ = ["figure_accuracy_bars", "figure_severity_curves", "plot_accuracy_bars",
            "plot_severity_curves"]
@@ -27,29 +27,27 @@ def _color(k: int) -> str:
     return f"C{k % 10}"
 
 
-def figure_accuracy_bars(rows: Sequence[dict[str, Any]], selection: str = "source_val"):
+def figure_accuracy_bars(tables: Mapping[str, Mapping[tuple[str, str], Mapping[str, Any]]],
+                         selection: str = "source_val"):
     """Source-validation and target accuracy per target and (modalities, algorithm).
 
     Args:
-        rows: Rows of :func:`merdg.reporting.load_runs` (keys ``modalities``, ``algorithm``,
-            ``target``, ``seed``, ``selection``, ``val_acc``, ``target_acc``).
-        selection: The model-selection rule whose epochs are shown.
+        tables: ``{"source validation": cells, "target": cells}`` with ``cells`` the
+            ``{(modalities, algorithm): {target | "avg": Cell}}`` of
+            :func:`merdg.experiments.results.build_tables` (``Cell.mean`` / ``Cell.std``).
+        selection: The model-selection rule whose epochs are shown (for the titles).
 
     Returns:
         A figure with two panels stacked (source validation above, target below); bars are the
-        mean over seeds, error bars the sample std (ddof=1), as :func:`merdg.reporting.aggregate`
-        computes them; ``avg`` averages the targets within a seed first.
+        cells' means, error bars their sample std; ``avg`` averages the targets within a
+        replicate first.
 
     Raises:
-        ValueError: No row has the selection rule.
+        ValueError: Nothing to plot, or an unknown rule.
     """
-    from merdg.reporting import aggregate  # here: merdg.reporting draws with this module
-
     if selection not in SELECTION_RULES:
         raise ValueError(f"unknown selection rule {selection!r}; choose from "
                          f"{list(SELECTION_RULES)}")
-    tables = {"source validation": aggregate(rows, selection, "val_acc"),
-              "target": aggregate(rows, selection, "target_acc")}
     keys = sorted(tables["target"])
     if not keys:
         raise ValueError(f"no result rows with selection {selection!r} to plot")
@@ -64,8 +62,8 @@ def figure_accuracy_bars(rows: Sequence[dict[str, Any]], selection: str = "sourc
     for ax, (name, table) in zip(axes, tables.items()):
         for k, key in enumerate(keys):
             cells = table.get(key, {})
-            means = [cells[t][0] * 100 if t in cells else math.nan for t in groups]
-            stds = [cells[t][1] * 100 if t in cells else 0.0 for t in groups]
+            means = [cells[t].mean * 100 if t in cells else math.nan for t in groups]
+            stds = [cells[t].std * 100 if t in cells else 0.0 for t in groups]
             ax.bar(xs + (k - (len(keys) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
                    color=_color(k), label=" ".join(key))
         ax.set_title(f"{name} accuracy, epochs chosen by {rule}", fontsize=10)
@@ -78,13 +76,13 @@ def figure_accuracy_bars(rows: Sequence[dict[str, Any]], selection: str = "sourc
     return finish_figure(fig)
 
 
-def plot_accuracy_bars(rows: Sequence[dict[str, Any]], path: str | Path,
-                       selection: str = "source_val") -> Path | None:
+def plot_accuracy_bars(tables: Mapping[str, Mapping[tuple[str, str], Mapping[str, Any]]],
+                       path: str | Path, selection: str = "source_val") -> Path | None:
     """Write :func:`figure_accuracy_bars` to ``path`` (PNG); None without matplotlib."""
     if not matplotlib_available():
         print(NO_MATPLOTLIB)
         return None
-    return save_figure(figure_accuracy_bars(rows, selection), path, finish=False)
+    return save_figure(figure_accuracy_bars(tables, selection), path, finish=False)
 
 
 def _check_severity_input(accuracy: Mapping[str, Mapping[tuple[str, int], float]],

@@ -1,6 +1,6 @@
 """Optional Weights & Biases logging of a training run, beside TensorBoard.
 
-The same scalars as :class:`merdg.tensorboard_log.TensorBoardLogger` (each training step's loss
+The same scalars as :class:`merdg.run.tensorboard.TensorBoardLogger` (each training step's loss
 terms as ``step/...``; per epoch the record's ``train/...``, ``val/...``, ``target/...``,
 ``time_s`` and ``epoch``), at the same x values (W&B's ``step`` = training steps done), so a run
 reads the same in both. ``records.jsonl`` stays the complete record.
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from merdg.tensorboard_log import flatten_scalars
+from merdg.run.tensorboard import flatten_scalars
 
 __all__ = ["WandbLogger"]
 
