@@ -222,3 +222,19 @@ def test_collect_after_a_run_was_deleted(tmp_path, capsys):
     assert table in printed and table != full
     row = next(line for line in table.splitlines() if line.startswith("| m0+m1+m2 | ERM |"))
     assert " - |" not in row  # d0 keeps its other seed, the average its shared replicate
+
+
+def test_mer_dg_is_a_pure_composition():
+    """Only algorithms/mer.py knows MER-DG's hparams; the others answer neutral hooks."""
+    offenders = []
+    for path in sorted((PACKAGE / "algorithms").glob("*.py")):
+        if path.name == "mer.py":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = _docstring_nodes(tree)
+        offenders += [f"{path.name}:{node.lineno}: {node.value!r}" for node in ast.walk(tree)
+                      if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                      and id(node) not in docstrings and node.value.startswith("mer_")]
+    assert offenders == []
+    graph = import_graph()
+    assert "merdg.algorithms.mer" not in graph["merdg.algorithms.base"]

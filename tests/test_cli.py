@@ -45,3 +45,15 @@ def test_user_errors_exit_2(capsys):
     assert "unknown dataset 'nope'" in capsys.readouterr().err
     assert main(["bench", "--dataset", "synthetic", "--hparams", "{bad"]) == 2
     assert "--hparams must be a JSON object" in capsys.readouterr().err
+
+
+def test_list_hparams_shows_the_resolved_values_and_their_origin(capsys):
+    assert main(["list", "hparams", "--dataset", "synthetic", "--algorithm", "MERDG",
+                 "--hparams", '{"lr": 0.01}', "--hparams-seed", "2",
+                 "--encoders", '{"m0": {"hidden": 32}}']) == 0
+    out = capsys.readouterr().out
+    assert "lr = 0.01  (override)" in out
+    assert "mer_eps = 0.0001  (algorithm)" in out
+    assert "(trial 2)" in out.split("mer_lambda = ")[1].splitlines()[0]
+    assert "epochs = " in out and "(dataset)" in out.split("epochs = ")[1].splitlines()[0]
+    assert 'encoders.m0 = {"hidden": 32' in out
