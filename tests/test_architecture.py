@@ -238,3 +238,11 @@ def test_mer_dg_is_a_pure_composition():
     assert offenders == []
     graph = import_graph()
     assert "merdg.algorithms.mer" not in graph["merdg.algorithms.base"]
+
+
+def test_every_package_directory_is_installable():
+    """A non-editable install only ships directories with an __init__.py."""
+    missing = [str(d.relative_to(PACKAGE.parent)) for d in PACKAGE.rglob("*")
+               if d.is_dir() and "__pycache__" not in d.parts and any(d.glob("*.py"))
+               and not (d / "__init__.py").exists()]
+    assert missing == []
