@@ -163,14 +163,7 @@ class RunConfig:
         kind="str", choices=("none", "last", "every"))
 
     def __post_init__(self) -> None:
-        # legacy spelling: encoder options inside hparams (configs written before v0.2)
-        if isinstance(self.hparams, dict) and "encoders" in self.hparams:
-            hparams = dict(self.hparams)
-            moved = hparams.pop("encoders")
-            if not isinstance(moved, dict):
-                raise ValueError(f"hparams['encoders'] must be a JSON object, got {moved!r}")
-            self.encoders = _merge_encoders(moved, self.encoders or {})
-            self.hparams = hparams
+        self.hparams, self.encoders = _move_legacy_encoders(self.hparams, self.encoders)
         self.validate()
 
     # --- (de)serialization ----------------------------------------------------------------
@@ -215,12 +208,20 @@ class RunConfig:
         return self
 
 
-def _merge_encoders(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    merged: dict[str, dict[str, Any]] = {}
-    for layer in layers:
+def _move_legacy_encoders(hparams: Any, encoders: Any) -> tuple[Any, Any]:
+    """Encoder options given inside ``hparams`` (the spelling before ``encoders`` was a field,
+    still accepted) move to ``encoders``; field values win."""
+    if not (isinstance(hparams, dict) and "encoders" in hparams):
+        return hparams, encoders
+    hparams = dict(hparams)
+    moved = hparams.pop("encoders")
+    if not isinstance(moved, dict) or not isinstance(encoders or {}, dict):
+        raise ValueError(f"encoder options must be a JSON object, got {moved!r}")
+    merged: dict[str, Any] = {}
+    for layer in (moved, encoders or {}):
         for m, spec in layer.items():
             merged[m] = {**merged.get(m, {}), **(spec if isinstance(spec, dict) else {})}
-    return merged
+    return hparams, merged
 
 
 def option_of(name: str) -> Option:
@@ -308,12 +309,9 @@ def config_identity(config: dict[str, Any]) -> dict[str, Any]:
     ``hparams["encoders"]`` is read as the ``encoders`` field).
     """
     config = dict(config)
-    hparams = config.get("hparams")
-    if isinstance(hparams, dict) and "encoders" in hparams:
-        hparams = dict(hparams)
-        config["encoders"] = _merge_encoders(hparams.pop("encoders"), config.get("encoders")
-                                             or {})
-        config["hparams"] = hparams
+    if "hparams" in config:
+        config["hparams"], config["encoders"] = _move_legacy_encoders(config["hparams"],
+                                                                      config.get("encoders", {}))
     defaults = _defaults()
     skip = {name for name, opt, _ in run_options() if not opt.identity}
     identity = {k: v for k, v in config.items()
