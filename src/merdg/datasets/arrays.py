@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from merdg.datasets.base import DomainDataset, TensorSamples
+from merdg.datasets.base import DomainDataset, TensorSamples, ValueConvention
 from merdg.datasets.preprocessing import Standardization, fit_standardization
 
 __all__ = ["ArrayDomainDataset"]
@@ -58,6 +58,7 @@ class ArrayDomainDataset(DomainDataset):
         self._domain = torch.tensor([index[d] for d in sample_domains], dtype=torch.long)
         self._x: dict[str, Tensor] | None = None if self.normalize else dict(self._raw)
         self.statistics: dict[str, Standardization] = {}
+        self.spread: dict[str, Tensor] = {}  # source-domain std per channel, for corruptions
 
     def input_shape(self, modality: str) -> tuple[int, ...]:
         return tuple(self._raw[modality].shape[1:])
@@ -68,14 +69,34 @@ class ArrayDomainDataset(DomainDataset):
         return torch.nonzero(self._domain == self.domains.index(domain)).flatten()
 
     def fit_normalization(self, sources: Sequence[str]) -> None:
-        """Standardize every domain with statistics of the ``sources`` samples only."""
-        if not self.normalize:
-            return
+        """Standardize every domain with statistics of the ``sources`` samples only.
+
+        Also records the sources' spread of every modality (:meth:`value_convention`), even
+        with ``normalize=False``.
+        """
         self.check_domains(sources)
         idx = torch.cat([self.domain_indices(d) for d in sources])
+        self.spread = {m: _spread(v[idx], self.normalization[m]) for m, v in self._raw.items()}
+        if not self.normalize:
+            return
         self.statistics = {m: fit_standardization(v[idx], self.normalization[m])
                            for m, v in self._raw.items()}
         self._x = {m: self.statistics[m].apply(v) for m, v in self._raw.items()}
+
+    def value_convention(self, modality: str) -> ValueConvention:
+        """Corruptions work on the values before standardization (the dataset's own units),
+        with additive magnitudes relative to the source domains' std (``spread``)."""
+        if modality not in self.spread:
+            raise RuntimeError(
+                f"{type(self).__name__}: call fit_normalization(source_domains) before "
+                "corrupting samples (corruption magnitudes are relative to the source domains' "
+                "spread)")
+        spread = self.spread[modality]
+        kind = self.modality_kind(modality)
+        if modality not in self.statistics:  # normalize=False: the samples are the values
+            return ValueConvention(kind, spread=spread)
+        stats = self.statistics[modality]
+        return ValueConvention(kind, mean=stats.mean[0], std=stats.std[0], spread=spread)
 
     def domain_samples(self, domain: str) -> Dataset:
         if self._x is None:
@@ -88,3 +109,9 @@ class ArrayDomainDataset(DomainDataset):
 
     def labels(self, domain: str) -> list[int]:
         return self._y[self.domain_indices(domain)].tolist()
+
+
+def _spread(x: Tensor, mode: str) -> Tensor:
+    """Std of ``x`` (N, ...) per channel (``"channel"``) or as one scalar (other modes), with
+    the sample axis dropped: broadcastable to one sample."""
+    return fit_standardization(x, "channel" if mode == "channel" else "global").std[0]

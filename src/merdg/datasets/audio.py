@@ -35,6 +35,7 @@ __all__ = [
     "AUDIO_SAMPLES",
     "AudioReadError",
     "augment_spectrogram",
+    "corrupt_waveform",
     "log_spectrogram",
     "psd_spectrogram",
     "read_wav_window",
@@ -185,6 +186,19 @@ def log_spectrogram(samples: np.ndarray, samplerate: float, length: int = AUDIO_
     centered = spec - spec.mean()
     std = centered.square().mean().sqrt()  # population std, as np.std
     return (centered / (std + STD_EPS)).to(torch.float32).unsqueeze(0)
+
+
+def corrupt_waveform(samples: np.ndarray, samplerate: float, corrupt) -> np.ndarray:
+    """A window's samples after ``corrupt(waveform: Tensor (n,) float64, sample_rate=...)``
+    (robustness evaluation, :mod:`merdg.evaluation`), before tiling, clipping to [-1, 1] and
+    the spectrogram (step 1 of the recipe, so the clipping of step 2 also bounds the corrupted
+    signal as an audio interface would)."""
+    out = corrupt(torch.from_numpy(np.asarray(samples, dtype=np.float64)),
+                  sample_rate=float(samplerate))
+    if tuple(out.shape) != samples.shape:
+        raise ValueError(f"an audio corruption changed the window's shape from {samples.shape} "
+                         f"to {tuple(out.shape)}")
+    return out.to(torch.float64).numpy()
 
 
 def augment_spectrogram(spec: Tensor, noise: float = 0.05, mask_rows: int = 9,

@@ -29,16 +29,82 @@ from merdg.registry import Registry
 
 __all__ = [
     "DATASETS",
+    "MODALITY_KINDS",
     "Batch",
     "CheckReport",
     "DomainConcat",
     "DomainDataset",
     "TensorSamples",
+    "ValueConvention",
     "collate",
     "holdout_indices",
 ]
 
 ROLES = ("train", "val", "test")
+MODALITY_KINDS = ("video", "flow", "audio", "timeseries", "array")
+"""What a modality's samples are, for the corruptions of :mod:`merdg.evaluation`:
+
+- ``"video"``: RGB frames (3, T, H, W);
+- ``"flow"``: optical flow (2, T, H, W), the (u, v) components;
+- ``"audio"``: a mono waveform (n,), which in merdg only exists inside a dataset's reading
+  pipeline (the network sees its log spectrogram);
+- ``"timeseries"``: a (T, C) sequence (inertial sensors, skeleton joints);
+- ``"array"``: any other array (feature vectors, depth clips).
+"""
+
+
+@dataclass(frozen=True, eq=False)
+class ValueConvention:
+    """How the corruptions of :mod:`merdg.evaluation` read one modality's samples.
+
+    A sample handed to the network and the values a corruption works on are related by
+    ``sample = (values - mean) / std`` (``mean`` and ``std`` broadcast to one sample). The
+    values of each kind are documented in ``docs/robustness.md``: RGB in [0, 1], flow in
+    [-1, 127/128] with 0 = no motion, waveforms in [-1, 1], and the dataset's own units
+    (before standardization) for time series and arrays.
+
+    Attributes:
+        kind: One of :data:`MODALITY_KINDS`.
+        mean / std: The affine map above (scalars or tensors broadcastable to one sample).
+        spread: Typical size of the values (per channel: the standard deviation over the source
+            domains, broadcastable to one sample); additive corruptions of time series and
+            arrays are scaled by it. None for the other kinds.
+        in_pipeline: The dataset applies corruptions while it reads a sample, on the values
+            before they become the network's input (EPIC-Kitchens and HAC: pixels after the
+            crop, the waveform before its spectrogram); its parts then implement
+            ``corrupted_item(index, corruptions)``.
+    """
+
+    kind: str
+    mean: Tensor | float = 0.0
+    std: Tensor | float = 1.0
+    spread: Tensor | float | None = None
+    in_pipeline: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODALITY_KINDS:
+            raise ValueError(f"modality kind must be one of {MODALITY_KINDS}, got {self.kind!r}")
+
+    def to_values(self, sample: Tensor) -> Tensor:
+        """A network-input sample -> the values corruptions work on."""
+        if self.kind == "audio":
+            raise ValueError("audio samples are spectrograms; the waveform that audio "
+                             "corruptions work on only exists inside the dataset's pipeline")
+        return sample * self.std + self.mean
+
+    def to_sample(self, values: Tensor, dtype: torch.dtype) -> Tensor:
+        """Corrupted values -> a network-input sample of ``dtype``."""
+        return ((values - self.mean) / self.std).to(dtype)
+
+    def context(self) -> dict[str, Any]:
+        """Keyword arguments the corruption functions of this kind take."""
+        return {} if self.spread is None else {"spread": self.spread}
+
+
+def kind_of_shape(shape: Sequence[int]) -> str:
+    """Default kind of samples of ``shape``: (T, C) sequences are ``"timeseries"``, anything
+    else ``"array"`` (RGB video, flow and audio are only declared by datasets that know them)."""
+    return "timeseries" if len(shape) == 2 else "array"
 
 
 @dataclass
@@ -281,6 +347,18 @@ class DomainDataset:
 
     def fit_normalization(self, sources: Sequence[str]) -> None:
         """Fit input normalization on the source domains only (default: nothing to fit)."""
+
+    def modality_kind(self, modality: str) -> str:
+        """The kind of ``modality`` (one of :data:`MODALITY_KINDS`); default: by the sample's
+        rank (:func:`kind_of_shape`)."""
+        return kind_of_shape(self.input_shape(modality))
+
+    def value_convention(self, modality: str) -> ValueConvention:
+        """How corruptions read ``modality``'s samples. Default: the samples are the values
+        (identity map, spread 1); datasets that standardize their inputs override this."""
+        kind = self.modality_kind(modality)
+        spread = 1.0 if kind in ("timeseries", "array") else None
+        return ValueConvention(kind, spread=spread)
 
     def data_issues(self) -> dict[str, Any]:
         """Problems met while reading the data that the run records should show (e.g. samples

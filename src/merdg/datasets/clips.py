@@ -24,17 +24,24 @@ import os
 import tempfile
 import weakref
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from merdg.datasets.audio import AUDIO_SAMPLES, AudioReadError, spectrogram_shape
-from merdg.datasets.base import ROLES, CheckReport, DomainDataset
-from merdg.datasets.video import FLOW_MEAN_STD, RGB_MEAN_STD, ClipTransform, FrameReadError
+from merdg.datasets.base import ROLES, CheckReport, DomainDataset, ValueConvention
+from merdg.datasets.video import (
+    FLOW_MEAN_STD,
+    FLOW_ZERO,
+    RGB_MEAN_STD,
+    ClipTransform,
+    FrameReadError,
+)
 
 __all__ = ["ClipDataset", "ClipOptions", "ClipPart", "ClipRecord", "SampleReadError"]
 
@@ -43,6 +50,11 @@ log = logging.getLogger("merdg")
 MODALITIES = ("audio", "flow", "video")
 OFFICIAL_ORDER = ("video", "audio", "flow")  # concatenation order of train_mer_dg.py
 MAX_SUBSTITUTES = 20  # consecutive unreadable samples tolerated with on_error="skip"
+
+Corruptions = Mapping[str, Callable[..., Tensor]]
+"""``{modality: corrupt}`` applied while reading a sample: ``corrupt(values)`` for video and
+flow (the cropped clip, :func:`~merdg.datasets.video.pixels_to_values`), ``corrupt(waveform,
+sample_rate=rate)`` for audio (the window's samples before the spectrogram)."""
 
 # The paper's encoders (arXiv 2605.01967, section 5; docs/paper-setting.md): BatchNorm of the
 # frozen video / flow trunks in train mode and of the audio trunk in eval mode, as the official
@@ -156,11 +168,16 @@ class ClipPart(Dataset):
         return len(self.records)
 
     def __getitem__(self, i: int) -> tuple[dict[str, Tensor], int]:
+        return self.corrupted_item(i, {})
+
+    def corrupted_item(self, i: int, corruptions: Corruptions) -> tuple[dict[str, Tensor], int]:
+        """Sample ``i`` read with ``corruptions`` applied inside the pipeline (see
+        :data:`Corruptions`; ``{}`` gives the clean sample)."""
         failures = []
         for attempt in range(min(MAX_SUBSTITUTES, len(self.records))):
             record = self.records[(i + attempt) % len(self.records)]
             try:
-                return self.owner.read_sample(record, self.train), record.label
+                return self.owner.read_sample(record, self.train, corruptions), record.label
             except (AudioReadError, FrameReadError) as err:
                 message = f"sample {record.uid} ({record.domain}, {record.split}): {err}"
                 if self.owner.on_error != "skip":
@@ -237,7 +254,10 @@ class ClipDataset(DomainDataset):
         """The records of ``domain`` for a role (official splits)."""
         raise NotImplementedError
 
-    def read_sample(self, record: ClipRecord, train: bool) -> dict[str, Tensor]:
+    def read_sample(self, record: ClipRecord, train: bool,
+                    corruptions: Corruptions | None = None) -> dict[str, Tensor]:
+        """The sample's tensors; ``corruptions`` are applied while reading (see
+        :data:`Corruptions`)."""
         raise NotImplementedError
 
     def record_files(self, record: ClipRecord) -> dict[str, list[tuple[str, list[str]]]]:
@@ -247,6 +267,23 @@ class ClipDataset(DomainDataset):
     # --- DomainDataset interface ----------------------------------------------------------
     def input_shape(self, modality: str) -> tuple[int, ...]:
         return self.options.input_shape(modality)
+
+    def modality_kind(self, modality: str) -> str:
+        return modality  # "video" (RGB), "flow", "audio"
+
+    def value_convention(self, modality: str) -> ValueConvention:
+        """Corruptions act inside the reading pipeline: on the cropped clip (video: RGB in
+        [0, 1]; flow: [-1, 127/128], 0 = no motion) and on the waveform before its
+        spectrogram. ``mean``/``std`` map the network's input to those values."""
+        if modality == "audio":
+            return ValueConvention("audio", in_pipeline=True)
+        mean, std = FLOW_MEAN_STD if modality == "flow" else RGB_MEAN_STD
+        # sample = (pixel - mean) / std and values = pixels_to_values(pixel)
+        scale, offset = (FLOW_ZERO, FLOW_ZERO) if modality == "flow" else (255.0, 0.0)
+        shape = (-1, 1, 1, 1)
+        mean_t = (torch.tensor(mean) - offset).div(scale).view(shape)
+        std_t = torch.tensor(std).div(scale).view(shape)
+        return ValueConvention(modality, mean=mean_t, std=std_t, in_pipeline=True)
 
     def fusion_order(self) -> list[str]:
         """The official concatenation order: video, audio, flow, except flow + audio, which

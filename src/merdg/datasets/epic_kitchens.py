@@ -37,12 +37,13 @@ from torch import Tensor
 from merdg.datasets.audio import (
     AudioReadError,
     augment_spectrogram,
+    corrupt_waveform,
     log_spectrogram,
     read_wav_window,
     window_bounds,
 )
 from merdg.datasets.base import DATASETS
-from merdg.datasets.clips import ClipDataset, ClipRecord
+from merdg.datasets.clips import ClipDataset, ClipRecord, Corruptions
 from merdg.datasets.video import FrameReadError, read_jpeg_frames, sample_clip_indices
 
 __all__ = ["EpicKitchens", "parse_timestamp"]
@@ -102,24 +103,26 @@ class EpicKitchens(ClipDataset):
             "audio": [(os.path.dirname(rgb_dir), [info["video_id"] + ".wav"])],
         }
 
-    def read_sample(self, record: ClipRecord, train: bool) -> dict[str, Tensor]:
+    def read_sample(self, record: ClipRecord, train: bool,
+                    corruptions: Corruptions | None = None) -> dict[str, Tensor]:
         readers = {"video": self._read_rgb, "flow": self._read_flow, "audio": self._read_audio}
-        return {m: readers[m](record, train) for m in self.modalities}
+        corruptions = corruptions or {}
+        return {m: readers[m](record, train, corruptions.get(m)) for m in self.modalities}
 
     # --- per modality -----------------------------------------------------------------
     def _dir(self, kind: str, record: ClipRecord) -> str:
         return os.path.join(self.root, kind, record.split, record.domain, record.info["video_id"])
 
-    def _read_rgb(self, record: ClipRecord, train: bool) -> Tensor:
+    def _read_rgb(self, record: ClipRecord, train: bool, corrupt=None) -> Tensor:
         start, stop = record.info["start_frame"], record.info["stop_frame"]
         offsets = _sample(stop - start, self.options.rgb_clip_len, self.options.rgb_interval,
                           train, record)
         folder = self._dir("rgb", record)
         frames = read_jpeg_frames([os.path.join(folder, FRAME.format(start + int(k)))
                                    for k in offsets])
-        return self.options.transform("video", train)(frames)  # (3, T, H, W)
+        return self.options.transform("video", train)(frames, corrupt)  # (3, T, H, W)
 
-    def _read_flow(self, record: ClipRecord, train: bool) -> Tensor:
+    def _read_flow(self, record: ClipRecord, train: bool, corrupt=None) -> Tensor:
         start, total = _flow_range(record.info["start_frame"], record.info["stop_frame"])
         offsets = _sample(total, self.options.flow_clip_len, self.options.flow_interval, train,
                           record)
@@ -127,14 +130,17 @@ class EpicKitchens(ClipDataset):
         names = [FRAME.format(start + int(k)) for k in offsets]
         u = read_jpeg_frames([os.path.join(folder, "u", n) for n in names], gray=True)
         v = read_jpeg_frames([os.path.join(folder, "v", n) for n in names], gray=True)
-        return self.options.transform("flow", train)(torch.cat([u, v], dim=-1))  # (2, T, H, W)
+        uv = torch.cat([u, v], dim=-1)
+        return self.options.transform("flow", train)(uv, corrupt)  # (2, T, H, W)
 
-    def _read_audio(self, record: ClipRecord, train: bool) -> Tensor:
+    def _read_audio(self, record: ClipRecord, train: bool, corrupt=None) -> Tensor:
         path = self._dir("rgb", record) + ".wav"
         t0, t1 = record.info["start_s"], record.info["stop_s"]
         samples, rate = read_wav_window(path, t0, t1)
         if samples.size == 0:
             raise AudioReadError(f"audio window {t0:.2f}-{t1:.2f} s lies outside {path}")
+        if corrupt is not None:
+            samples = corrupt_waveform(samples, rate, corrupt)
         spec = log_spectrogram(samples, rate)  # (1, 257, 1004)
         return augment_spectrogram(spec) if train else spec
 

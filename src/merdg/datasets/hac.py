@@ -34,12 +34,13 @@ from torch import Tensor
 from merdg.datasets.audio import (
     AUDIO_SAMPLES,
     augment_spectrogram,
+    corrupt_waveform,
     log_spectrogram,
     read_wav_window,
     spectrogram_shape,
 )
 from merdg.datasets.base import DATASETS
-from merdg.datasets.clips import ClipDataset, ClipRecord
+from merdg.datasets.clips import ClipDataset, ClipRecord, Corruptions
 from merdg.datasets.video import FrameReadError, VideoFile, sample_clip_indices
 
 __all__ = ["HAC"]
@@ -102,41 +103,48 @@ class HAC(ClipDataset):
         folder, names = self.record_files(record)[modality][0]
         return os.path.join(folder, names[index])
 
-    def read_sample(self, record: ClipRecord, train: bool) -> dict[str, Tensor]:
+    def read_sample(self, record: ClipRecord, train: bool,
+                    corruptions: Corruptions | None = None) -> dict[str, Tensor]:
         x, frame_inds = {}, None
+        corruptions = corruptions or {}
         if "video" in self.modalities:
-            x["video"], frame_inds = self._read_rgb(record, train)
+            x["video"], frame_inds = self._read_rgb(record, train, corruptions.get("video"))
         if "flow" in self.modalities:
-            x["flow"], flow_inds = self._read_flow(record, train)
+            x["flow"], flow_inds = self._read_flow(record, train, corruptions.get("flow"))
             frame_inds = flow_inds if frame_inds is None else frame_inds
         if "audio" in self.modalities:
-            x["audio"] = self._read_audio(record, train, frame_inds)
+            x["audio"] = self._read_audio(record, train, frame_inds, corruptions.get("audio"))
         return {m: x[m] for m in self.modalities}
 
-    def _read_rgb(self, record: ClipRecord, train: bool) -> tuple[Tensor, Tensor]:
+    def _read_rgb(self, record: ClipRecord, train: bool,
+                  corrupt=None) -> tuple[Tensor, Tensor]:
         with VideoFile(self._path(record, "video")) as video:
             inds = _sample(video, self.options.rgb_clip_len, self.options.rgb_interval, train)
             frames = video.frames(_frame_of_index(inds, video.num_frames))
-        return self.options.transform("video", train)(frames), inds
+        return self.options.transform("video", train)(frames, corrupt), inds
 
-    def _read_flow(self, record: ClipRecord, train: bool) -> tuple[Tensor, Tensor]:
+    def _read_flow(self, record: ClipRecord, train: bool,
+                   corrupt=None) -> tuple[Tensor, Tensor]:
         with VideoFile(self._path(record, "flow", 0)) as fx, \
                 VideoFile(self._path(record, "flow", 1)) as fy:
             inds = _sample(fx, self.options.flow_clip_len, self.options.flow_interval, train)
             wanted = _frame_of_index(inds, fx.num_frames)
             x = fx.frames(wanted, gray=True)
             y = fy.frames(wanted.clamp(max=fy.num_frames - 1), gray=True)
-        return self.options.transform("flow", train)(torch.cat([x, y], dim=-1)), inds
+        return self.options.transform("flow", train)(torch.cat([x, y], dim=-1), corrupt), inds
 
-    def _read_audio(self, record: ClipRecord, train: bool, frame_inds: Tensor | None) -> Tensor:
+    def _read_audio(self, record: ClipRecord, train: bool, frame_inds: Tensor | None,
+                    corrupt=None) -> Tensor:
         if frame_inds is None:  # audio alone: no sampled frames to align with
             t0, t1 = 0.0, AUDIO_SAMPLES  # seconds; read_wav_window keeps the first 160000
         else:
             t0, t1 = float(frame_inds[0]) / self.audio_fps, float(frame_inds[-1]) / self.audio_fps
         samples, rate = read_wav_window(self._path(record, "audio"), t0, t1)
         if samples.size == 0:  # the reference substitutes silence; its map standardizes to 0
-            spec = torch.zeros(1, *spectrogram_shape())
+            spec = torch.zeros(1, *spectrogram_shape())  # (nothing to corrupt either)
         else:
+            if corrupt is not None:
+                samples = corrupt_waveform(samples, rate, corrupt)
             spec = log_spectrogram(samples, rate)
         return augment_spectrogram(spec) if train else spec
 

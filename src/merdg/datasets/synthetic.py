@@ -51,13 +51,15 @@ own, unrelated mapping).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from merdg.datasets.base import DATASETS, DomainDataset, TensorSamples
+from merdg.datasets.base import DATASETS, DomainDataset, TensorSamples, ValueConvention
+from merdg.datasets.preprocessing import fit_standardization
 from merdg.hparams import HParam
 
 __all__ = ["SyntheticPretrainCorpus", "SyntheticShortcut"]
@@ -128,6 +130,7 @@ class SyntheticShortcut(DomainDataset):
                                 nuisance_noise, noise_dim, nuisance_scale, noise_scale)
             for d in self.domains
         }
+        self.spread: dict[str, torch.Tensor] = {}  # sources' std per feature, for corruptions
 
     def _setup(self, modalities, n_domains, n_modalities, n_classes, shortcut_strength,
                signal_dim, nuisance_dim, noise_dim, code_dim, style_scale,
@@ -151,6 +154,23 @@ class SyntheticShortcut(DomainDataset):
 
     def input_shape(self, modality: str) -> tuple[int, ...]:
         return (self.dim,)
+
+    def fit_normalization(self, sources: Sequence[str]) -> None:
+        """The samples are used as generated; only the sources' std per feature is recorded,
+        as the scale of additive corruptions (:meth:`value_convention`)."""
+        self.check_domains(sources)
+        for m in self.modalities:
+            x = torch.cat([self._samples[d].x[m] for d in sources])  # (n, dim)
+            self.spread[m] = fit_standardization(x, "channel").std[0]  # (dim,)
+
+    def value_convention(self, modality: str) -> ValueConvention:
+        """Feature vectors ("array"), corrupted as generated, additive magnitudes relative to
+        the sources' std per feature."""
+        if modality not in self.spread:
+            raise RuntimeError("SyntheticShortcut: call fit_normalization(source_domains) before "
+                               "corrupting samples (corruption magnitudes are relative to the "
+                               "source domains' spread)")
+        return ValueConvention("array", spread=self.spread[modality])
 
     def encoder_spec(self, modality: str) -> dict:
         return {"name": "mlp", "hidden": 128, "out_dim": 64, "layers": 2}

@@ -17,7 +17,7 @@ Resizing is bilinear (half-pixel centers, no antialiasing, rounded to uint8 like
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,14 +31,29 @@ __all__ = [
     "ClipTransform",
     "FrameReadError",
     "VideoFile",
+    "pixels_to_values",
     "random_resized_crop_box",
     "read_jpeg_frames",
     "rgb_to_gray",
     "sample_clip_indices",
+    "values_to_pixels",
 ]
 
 RGB_MEAN_STD = ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))  # ImageNet, 0-255 scale
 FLOW_MEAN_STD = ((128.0, 128.0), (128.0, 128.0))
+FLOW_ZERO = 128.0  # the 8-bit flow images encode no motion as grey 128
+
+
+def pixels_to_values(pixels: Tensor, flow: bool) -> Tensor:
+    """0-255 pixel values -> the values corruptions work on (``docs/robustness.md``): RGB in
+    [0, 1]; flow in [-1, 127/128] with 0 = no motion (``(p - 128) / 128``). Float32."""
+    pixels = pixels.to(torch.float32)
+    return (pixels - FLOW_ZERO) / FLOW_ZERO if flow else pixels / 255.0
+
+
+def values_to_pixels(values: Tensor, flow: bool) -> Tensor:
+    """Inverse of :func:`pixels_to_values` (float, not rounded)."""
+    return values * FLOW_ZERO + FLOW_ZERO if flow else values * 255.0
 
 
 class FrameReadError(OSError):
@@ -221,7 +236,15 @@ class ClipTransform:
     def out_size(self) -> int:
         return self.crop_size if self.train else self.eval_crop_size
 
-    def __call__(self, frames: Tensor) -> Tensor:
+    def __call__(self, frames: Tensor,
+                 corrupt: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """``frames`` (T, H, W, C) uint8 -> (C, T, size, size) float32.
+
+        Args:
+            corrupt: Applied to the cropped clip, (C, T, size, size) in the values of
+                :func:`pixels_to_values`, before normalization (robustness evaluation,
+                :mod:`merdg.evaluation`); None: the clean pipeline.
+        """
         clip = frames.permute(0, 3, 1, 2)  # (T, C, H, W) uint8, a view
         clip = _resize_short_side(clip, self.short_side)
         if self.train:
@@ -230,7 +253,11 @@ class ClipTransform:
             clip = self._random_flip(clip)
         else:
             clip = _center_crop(clip, self.eval_crop_size)
-        return self._normalize(clip.permute(1, 0, 2, 3))  # (C, T, H, W)
+        clip = clip.permute(1, 0, 2, 3)  # (C, T, H, W)
+        if corrupt is not None:
+            values = corrupt(pixels_to_values(clip, self.flow))
+            clip = values_to_pixels(values, self.flow)
+        return self._normalize(clip)
 
     def _normalize(self, clip: Tensor) -> Tensor:
         """(x - mean) * (1 / std) per channel, as mmcv's ``imnormalize`` (the uint8 layout
