@@ -8,9 +8,11 @@ as ``--dtype`` ``.npy`` files (float32: about 390 MB; float64: twice that). It t
     python -m merdg.cli bench --dataset manifest --data-root DATA --algorithms ERM --seeds 1
         --targets d0 --num-workers 2 --hparams '{"epochs": 1}'
 
-in a child process (preprocessing cache in a fresh folder, so the first run builds it) and
-samples, every 0.1 s, the memory of the child and all its descendants (the DataLoader workers)
-from ``/proc`` (Linux only):
+in a child process (preprocessing cache in a fresh folder, so the first run builds it), and a
+*pipeline* child that only builds the dataset, fits the normalization on the sources and draws
+one epoch of training batches (32 clips) from a DataLoader with 2 persistent workers (no model:
+the data's own cost). It samples, every 0.1 s, the memory of each child and all its descendants
+(the DataLoader workers) from ``/proc`` (Linux only):
 
 - ``rss_sum``: sum of the processes' resident set sizes, what ``ps``/``top`` add up (pages
   shared by a parent and its forked workers are counted once per process);
@@ -19,7 +21,9 @@ from ``/proc`` (Linux only):
 - ``main_rss``: the bench process alone (what ``/usr/bin/time -v`` reports for it).
 
 Each is reported at its peak, in MiB. A second bench on the same cache (``--runs 2``, the
-default) shows the steady state when the cache already exists.
+default) shows the steady state when the cache already exists. The pipeline child uses only
+``build_dataset``, ``split`` and ``DomainConcat``, so it also runs on older versions of merdg
+(``PYTHONPATH`` pointing at another checkout) for a before/after comparison.
 
 Usage (repository root; takes a few minutes on one CPU thread):
 
@@ -128,6 +132,22 @@ def measure(command: list[str], env: dict[str, str], interval: float = 0.1) -> d
     return result
 
 
+PIPELINE = """
+import sys, torch
+from torch.utils.data import DataLoader
+from merdg.datasets import build_dataset, collate
+from merdg.datasets.base import DomainConcat
+torch.set_num_threads(1)
+ds = build_dataset("manifest", sys.argv[1], progress=False)
+sources = [d for d in ds.domains if d != ds.domains[0]]
+ds.fit_normalization(sources)
+data = DomainConcat([ds.split(d, "train", 0, 0.2) for d in sources])
+loader = DataLoader(data, batch_size=32, shuffle=True, collate_fn=collate,
+                    num_workers=int(sys.argv[2]), persistent_workers=int(sys.argv[2]) > 0)
+print(sum(len(batch) for batch in loader))
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True, help="where the data set and runs go")
@@ -155,9 +175,15 @@ def main() -> None:
                    "--num-workers", str(args.workers), "--out", str(out),
                    "--hparams", json.dumps({"epochs": args.epochs})]
         result = measure(command, env)
-        result["run"] = "first (builds the cache)" if run == 0 else "again (cache exists)"
+        result["run"] = ("bench, first (builds the cache)" if run == 0
+                         else "bench, again (cache exists)")
         results.append(result)
         print(json.dumps(result))
+    pipeline = [sys.executable, "-c", PIPELINE, str(data), str(args.workers)]
+    result = measure(pipeline, env)
+    result["run"] = f"pipeline only (dataset + 1 epoch of batches, {args.workers} workers)"
+    results.append(result)
+    print(json.dumps(result))
     print("\n| bench | peak RSS sum (MiB) | peak PSS sum (MiB) | peak main RSS (MiB) | "
           "processes | wall (s) |\n|---|---|---|---|---|---|")
     for r in results:

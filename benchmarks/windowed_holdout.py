@@ -1,8 +1,8 @@
 """Source validation with and without a ``group`` column on overlapping windows (issue 15 item 1).
 
 Generates the same windowed sensor data set twice with
-:func:`merdg.datasets.fixtures.write_windowed_manifest` (3 domains x 3 classes x 4 recordings of
-320 steps, windows of 64 steps every 16 steps: 612 windows, 75 % overlap), once with the
+:func:`merdg.datasets.fixtures.write_windowed_manifest` (3 domains x 3 classes x 6 recordings of
+320 steps, windows of 64 steps every 16 steps: 918 windows, 75 % overlap), once with the
 recording as ``group`` and once without the column. For each it prints ``merdg data check`` and
 runs
 

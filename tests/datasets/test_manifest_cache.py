@@ -2,6 +2,7 @@
 by every run and DataLoader worker, and splits hold indices, not copies."""
 
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -106,3 +107,16 @@ def test_splits_share_the_arrays_and_standardize_per_batch(tmp_path):
     assert torch.equal(fast.domain, slow.domain) and torch.equal(fast.y, slow.y)
     loader = DataLoader(data, batch_size=8, shuffle=False, collate_fn=collate, num_workers=2)
     assert torch.equal(torch.cat([b.x["accel"] for b in loader]), expected)
+
+
+def test_pickled_dataset_maps_the_cache_again(tmp_path):
+    root = write_windowed_manifest(tmp_path / "data", **SMALL)
+    ds = load(root, tmp_path / "cache")
+    ds.fit_normalization(["d0"])
+    blob = pickle.dumps(ds)  # what spawn/forkserver DataLoader workers receive
+    assert len(blob) < ds.stacked["accel"].nbytes  # the arrays are not in it
+    clone = pickle.loads(blob)
+    assert isinstance(clone.stacked["accel"], np.memmap)
+    assert torch.equal(clone.domain_samples("d1").x["accel"], ds.domain_samples("d1").x["accel"])
+    in_memory = load(root, tmp_path / "cache", cache=False)
+    assert torch.equal(pickle.loads(pickle.dumps(in_memory))._raw["accel"], in_memory._raw["accel"])

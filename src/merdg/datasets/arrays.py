@@ -146,11 +146,15 @@ class ArrayDomainDataset(DomainDataset):
     def fetch(self, rows: Tensor) -> dict[str, Tensor]:
         """``{modality: (len(rows), ...)}``: the samples at positions ``rows``, standardized
         (once fitted), with the padded steps of padded sequences at exactly 0."""
+        rows = torch.as_tensor(rows, dtype=torch.long).reshape(-1)  # (k,): indexing copies
         out = {}
         for m, v in self._raw.items():
-            batch = v[rows]
-            if m in self.statistics:
-                batch = self.statistics[m].apply(batch)
+            batch = v[rows]  # a copy (advanced indexing), standardized in place when possible
+            stats = self.statistics.get(m)
+            if stats is not None and torch.result_type(batch, stats.mean) == batch.dtype:
+                batch.sub_(stats.mean).div_(stats.std)  # = stats.apply(batch), one copy less
+            elif stats is not None:
+                batch = stats.apply(batch)
             if m in self._lengths:
                 batch = zero_padded_steps(batch, self._lengths[m][rows])
             out[m] = batch

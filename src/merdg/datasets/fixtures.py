@@ -164,13 +164,13 @@ def make_hac_fixture(root: str | Path, clips: int = 3, frames: int = 30,
 
 
 def write_windowed_manifest(root: str | Path, domains: int = 3, classes: int = 3,
-                            recordings: int = 4, recording_steps: int = 320, window: int = 64,
+                            recordings: int = 6, recording_steps: int = 320, window: int = 64,
                             hop: int = 16, channels: int = 3, group_column: bool = True,
-                            seed: int = 0) -> Path:
+                            tone_amplitude: float = 1.5, seed: int = 0) -> Path:
     """A manifest data set of overlapping windows cut from longer sensor recordings.
 
     Each (domain, class) has ``recordings`` recordings of ``recording_steps`` steps and
-    ``channels`` channels: a class tone (frequency by class, amplitude 0.6), a recording
+    ``channels`` channels: a class tone (frequency by class, ``tone_amplitude``), a recording
     signature (two sinusoids of random frequency and phase, amplitude 1, the same in every
     window of the recording), a per-domain offset and scale (the domain shift) and white noise
     (std 0.5). Windows of ``window`` steps every ``hop`` steps (75 % overlap by default) are
@@ -190,8 +190,8 @@ def write_windowed_manifest(root: str | Path, domains: int = 3, classes: int = 3
         offset, scale = rng.normal(0, 0.5, channels), rng.uniform(0.7, 1.4)
         for c in range(classes):
             for r in range(recordings):
-                tone = 0.6 * np.sin(2 * np.pi * (0.02 + 0.015 * c) * t + rng.uniform(0, 6.3,
-                                                                                       channels))
+                tone = tone_amplitude * np.sin(2 * np.pi * (0.02 + 0.015 * c) * t
+                                               + rng.uniform(0, 6.3, channels))
                 signature = sum(np.sin(2 * np.pi * rng.uniform(0.01, 0.08, channels) * t
                                        + rng.uniform(0, 6.3, channels)) for _ in range(2))
                 noise = rng.normal(0, 0.5, (recording_steps, channels))

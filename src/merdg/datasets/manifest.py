@@ -335,7 +335,10 @@ class ManifestDataset(ArrayDomainDataset):
         stacked, plans, valid = {}, {}, {}
         for m, entry in entries.items():
             found = entry.load() if entry is not None else None
-            if found is not None and found[1].get("sample_ids") == ids:
+            if found is not None and found[1].get("sample_ids") != ids:
+                warnings.warn(f"ignoring cache entry {entry.path}: it lists other samples than "
+                              f"{self.root / MANIFEST_NAME}; rebuilding it", stacklevel=2)
+            elif found is not None:
                 stacked[m], meta = found
                 plans[m], valid[m] = _plan_from_dict(meta["plan"]), meta["valid_steps"]
         missing = [m for m in self.modalities if m not in stacked]
@@ -375,6 +378,25 @@ class ManifestDataset(ArrayDomainDataset):
                "length_policy": self.length_policy, "length": _length_for(length, modality),
                "files": files}
         return MappedArrayCache(cache_dir, modality, key)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (e.g. for DataLoader workers started by spawn or forkserver) without the
+        memory-mapped arrays: their cache files are mapped again on unpickling, so a worker
+        shares the page cache instead of receiving a copy."""
+        state = self.__dict__.copy()
+        mapped = {m: str(a.filename) for m, a in self.stacked.items()
+                  if isinstance(a, np.memmap) and a.filename}
+        state["stacked"] = {m: a for m, a in self.stacked.items() if m not in mapped}
+        state["_raw"] = {m: v for m, v in self._raw.items() if m not in mapped}
+        state["_mapped_files"] = mapped
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        mapped = state.pop("_mapped_files", {})
+        self.__dict__.update(state)
+        for m, path in mapped.items():
+            self.stacked[m] = np.load(path, mmap_mode="c", allow_pickle=False)
+            self._raw[m] = torch.from_numpy(self.stacked[m])
 
     def encoder_spec(self, modality: str) -> dict[str, Any]:
         spec = default_encoder(self.input_shape(modality))
