@@ -92,7 +92,7 @@ def test_pad_fits_normalization_on_valid_steps_and_masks_padding(root):
     ds = load(root, length_policy="pad")
     assert ds.encoder_spec("accel") == {"name": "tcn", "channels": [32, 64, 64],
                                         "kernel_size": 5, "mask_padding": True}
-    assert ds.encoder_spec("clip")["name"] == "frames" and ds.encoder_spec("clip")["mask_padding"]
+    assert ds.encoder_spec("clip")["name"] == "cnn3d" and ds.encoder_spec("clip")["mask_padding"]
     assert "mask_padding" not in ds.encoder_spec("feat")
     assert "mask_padding" not in load(root).encoder_spec("accel")  # resampled: nothing padded
     ds.fit_normalization(["dom1"])
@@ -108,8 +108,8 @@ def test_pad_fits_normalization_on_valid_steps_and_masks_padding(root):
         assert (row[:t] != 0).all() and not row[t:].any()  # padded steps stay exactly 0
 
 
-@pytest.mark.parametrize("name,shape,pad_axis", [("tcn", (10, 3), 0), ("frames", (5, 6, 8), 0)])
-def test_masked_encoders_ignore_the_padding(name, shape, pad_axis):
+@pytest.mark.parametrize("name,shape", [("tcn", (10, 3)), ("cnn3d", (5, 6, 8))])
+def test_masked_encoders_ignore_the_padding(name, shape):
     torch.manual_seed(0)
     encoder = build_encoder({"name": name, "mask_padding": True}, shape)
     encoder.train()
@@ -139,7 +139,7 @@ def test_data_check_prints_raw_ranges_and_the_policy(root, capsys):
     assert main(args + ["--dataset-option", "length_policy=pad"]) == 0
     out = capsys.readouterr().out
     assert ("accel: raw (T 6-12, 2) -> sample shape (12, 2) (length_policy=pad: zero-padded at "
-            "the end to 12 frames; the padded steps are masked (tcn/frames encoders))") in out
+            "the end to 12 frames; the padded steps are masked (tcn/cnn3d encoders))") in out
     assert "clip: raw (T 3-5, 4, 5) -> sample shape (5, 4, 5)" in out
     assert "feat: sample shape (3,)" in out
     assert main(args) == 0
@@ -158,7 +158,7 @@ def test_a_padded_run_trains_and_records_the_policy(root, tmp_path):
                        hparams={"epochs": 1, "batch_size": 4, "proj_hidden": 8,
                                 "fusion_hidden": 8,
                                 "encoders": {"accel": {"channels": [4, 4]},
-                                             "clip": {"channels": [2], "frame_dim": 4},
+                                             "clip": {"channels": [2, 2]},
                                              "feat": {"hidden": 4, "out_dim": 4}}},
                        out_dir=str(tmp_path / "run"))
     with warnings.catch_warnings():

@@ -232,12 +232,12 @@ def _plan_from_dict(d: Mapping[str, Any]) -> SequencePlan:
 
 
 def default_encoder(input_shape: tuple[int, ...]) -> dict[str, Any]:
-    """Encoder spec by the sample's rank: (D,) mlp, (T, C) tcn, (T, H, W) / (C, T, H, W) frames
-    (a per-frame 2-D CNN with temporal convolution and pooling)."""
+    """Encoder spec by the sample's rank: (D,) mlp, (T, C) tcn, (T, H, W) / (C, T, H, W) cnn3d
+    with five blocks (receptive field 63 pixels; see docs/manifest.md for why five)."""
     specs = {1: {"name": "mlp", "hidden": 128, "out_dim": 64, "layers": 2},
              2: {"name": "tcn", "channels": [32, 64, 64], "kernel_size": 5},
-             3: {"name": "frames", "channels": [8, 16, 32], "frame_dim": 128},
-             4: {"name": "frames", "channels": [8, 16, 32], "frame_dim": 128}}
+             3: {"name": "cnn3d", "channels": [8, 16, 32, 64, 64]},
+             4: {"name": "cnn3d", "channels": [8, 16, 32, 64, 64]}}
     if len(input_shape) not in specs:
         raise KeyError(f"no default encoder for samples of shape {input_shape}; give one with "
                        '--hparams \'{"encoders": {"<modality>": {"name": ...}}}\'')
@@ -399,8 +399,13 @@ class ManifestDataset(ArrayDomainDataset):
             self._raw[m] = torch.from_numpy(self.stacked[m])
 
     def encoder_spec(self, modality: str) -> dict[str, Any]:
-        spec = default_encoder(self.input_shape(modality))
+        shape = self.input_shape(modality)
+        spec = default_encoder(shape)
         if self.plans[modality].padded:
+            if len(shape) > 3:  # cnn3d reads (C, T, H, W): the padded first axis is no time
+                raise ValueError(f"length_policy=pad on the rank-{len(shape)} arrays of "
+                                 f"{modality!r} (shape {shape}): the default encoder cannot "
+                                 "mask them; use length_policy=resample or crop")
             spec["mask_padding"] = True  # padded steps are exact zeros; pool over the others
         return spec
 

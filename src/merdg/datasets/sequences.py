@@ -9,7 +9,7 @@ sequence is brought to one length by the *length policy*:
 - ``"pad"``: zero-padded at the end to ``length`` frames (default: the longest); a sequence
   longer than an explicit ``length`` is cut at the end. The valid steps of each sample are
   kept, normalization is fitted on them only, padded steps stay exactly 0, and the ``tcn`` and
-  ``frames`` encoders (``mask_padding=True``) pool over the valid steps only;
+  ``cnn3d`` encoders (``mask_padding=True``) pool over the valid steps only;
 - ``"crop"``: the middle ``length`` frames (default: the shortest sequence, so nothing is
   padded); a sequence shorter than an explicit ``length`` is an error.
 
@@ -92,7 +92,7 @@ class SequencePlan:
         elif self.policy == "pad":
             how = (f"length_policy=pad: zero-padded at the end to {length} frames"
                    + (f", sequences over {length} cut at the end" if hi > length else "")
-                   + ("; the padded steps are masked (tcn/frames encoders)" if self.padded
+                   + ("; the padded steps are masked (tcn/cnn3d encoders)" if self.padded
                       else ""))
         else:
             how = f"length_policy=crop: the middle {length} frames"

@@ -2,7 +2,6 @@
 
 from merdg.models import (  # noqa: F401  (each module registers its encoders)
     cnn3d,  # "cnn3d": small 3-D CNN for depth clips
-    frames,  # "frames": per-frame 2-D CNN + temporal convolution for frame sequences
     paper_encoders,  # the paper's SlowFast / SlowOnly / VGGSound ResNet-18
 )
 from merdg.models.encoders import ENCODERS, build_encoder

@@ -32,7 +32,7 @@ def test_default_frame_encoder_learns_moving_patterns():
     x, y = moving_patterns(256, seed=1)
     x_val, y_val = moving_patterns(128, seed=2)
     spec = default_encoder(tuple(x.shape[1:]))
-    assert spec["name"] == "frames"
+    assert spec == {"name": "cnn3d", "channels": [8, 16, 32, 64, 64]}
     encoder = build_encoder(spec, x.shape[1:])
     model = nn.Sequential(encoder, nn.Linear(encoder.out_dim, 4))
     optimizer = torch.optim.Adam(model.parameters(), 3e-3)
@@ -49,12 +49,10 @@ def test_default_frame_encoder_learns_moving_patterns():
     assert accuracy >= 0.9, accuracy  # chance is 0.25
 
 
-def test_frame_encoder_shapes_and_errors():
-    clips = torch.randn(2, 4, 12, 16)
-    assert build_encoder({"name": "frames"}, (4, 12, 16))(clips).shape == (2, 128)
-    channels = build_encoder({"name": "frames", "frame_dim": 8, "grid": 2}, (3, 4, 12, 16))
-    assert channels(torch.randn(2, 3, 4, 12, 16)).shape == (2, 8)  # (C, T, H, W) clips
-    with pytest.raises(ValueError, match=r"frames expects samples of shape \(T, H, W\)"):
-        build_encoder({"name": "frames"}, (12, 16))
-    with pytest.raises(ValueError, match="temporal_kernel must be odd"):
-        build_encoder({"name": "frames", "temporal_kernel": 2}, (4, 12, 16))
+def test_cnn3d_shapes_and_errors():
+    deep = build_encoder({"name": "cnn3d", "channels": [2, 4, 4, 4, 8]}, (3, 5, 6))
+    assert deep(torch.randn(2, 3, 5, 6)).shape == (2, 8)  # tiny clips survive five blocks
+    channels = build_encoder({"name": "cnn3d", "channels": [4]}, (3, 4, 12, 16))
+    assert channels(torch.randn(2, 3, 4, 12, 16)).shape == (2, 4)  # (C, T, H, W) clips
+    with pytest.raises(ValueError, match=r"cnn3d expects samples of shape \(T, H, W\)"):
+        build_encoder({"name": "cnn3d"}, (12, 16))
