@@ -43,6 +43,12 @@ def write_manifest(root: Path, split: bool = False, per_cell: int = 4) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path, monkeypatch):
+    """The manifest's preprocessing cache goes to the test's folder, never to the home."""
+    monkeypatch.setenv("MERDG_CACHE_DIR", str(tmp_path / "cache"))
+
+
 @pytest.fixture
 def manifest_dir(tmp_path):
     return write_manifest(tmp_path / "data")
@@ -63,7 +69,7 @@ def test_reads_strings_sequences_and_vectors(manifest_dir):
     assert torch.allclose(ds._raw["accel"][ds.sample_ids.index("lab-walk-3")],
                           torch.from_numpy(longest))  # the longest sequence is unchanged
     short = np.load(manifest_dir / "accel" / "lab-walk-0.npy")
-    padded = load(manifest_dir, sequence_mode="pad", length=12)._raw["accel"][0]
+    padded = load(manifest_dir, length_policy="pad", length=12)._raw["accel"][0]
     assert torch.allclose(padded[:10], torch.from_numpy(short)) and not padded[10:].any()
     resampled = load(manifest_dir, length=5)._raw["accel"][0]
     assert torch.allclose(resampled[[0, -1]], torch.from_numpy(short[[0, -1]]))
@@ -143,7 +149,8 @@ def test_data_check(manifest_dir, capsys):
             "--dataset-option", "progress=false"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "accel: sample shape (13, 3)" in out and "OK: 24 readable samples in 3 domains" in out
+    assert "accel: raw (T 10-13, 3) -> sample shape (13, 3) (length_policy=resample" in out
+    assert "OK: 24 readable samples in 3 domains" in out
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
     assert rows["domain"] == ["run", "walk", "total"] and rows["lab"] == ["4", "4", "8"]
     assert rows["total"] == ["12", "12", "24"]

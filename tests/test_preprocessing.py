@@ -31,8 +31,13 @@ def test_pad_and_crop():
     x = np.ones((3, 2))
     assert fit_time_axis(x, 5, "pad").tolist() == [[1, 1]] * 3 + [[0, 0]] * 2
     assert fit_time_axis(x, 2, "pad").shape == (2, 2)
-    with pytest.raises(ValueError, match="resample' or 'pad"):
+    assert fit_time_axis(np.arange(6), 3, "crop").tolist() == [1, 2, 3]  # the middle frames
+    with pytest.raises(ValueError, match="cannot crop 3 frames to 5"):
+        fit_time_axis(x, 5, "crop")
+    with pytest.raises(ValueError, match=r"length policy must be one of \('resample', 'pad', "
+                                         r"'crop'\), got 'stretch'"):
         fit_time_axis(x, 2, "stretch")
+    assert fit_time_axis(x.astype(np.float32), 7, "resample").dtype == np.float32
 
 
 def test_standardization_modes():

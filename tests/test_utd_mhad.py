@@ -293,3 +293,24 @@ def test_real_release_file_list():
     assert per_subject == [107, 108, 108, 108, 108, 107, 108, 107]
     for m in ("depth", "inertial", "skeleton"):
         assert all(s.path(root, m).is_file() for s in samples)
+
+
+def test_subject_action_groups_keep_trials_together(release, tmp_path):
+    ds = load(release, tmp_path, ["inertial"], domains="1+2,3+4", groups="subject_action")
+    ds.fit_normalization(ds.domains)
+    groups = ds.domain_groups("s1+s2")
+    assert groups[:2] == ["s1_a1", "s1_a1"]  # trials 1 and 2 of subject 1, action 1
+    positions = ds.domain_indices("s1+s2")
+    for seed in range(4):
+        val = ds.split("s1+s2", "val", seed, 0.3)
+        train_part = ds.split("s1+s2", "train", seed, 0.3)
+        val_groups = {groups[k] for k, p in enumerate(positions.tolist()) if p in
+                      val.index.tolist()}
+        train_groups = {groups[k] for k, p in enumerate(positions.tolist()) if p in
+                        train_part.index.tolist()}
+        assert val_groups and not val_groups & train_groups
+    recording = load(release, tmp_path, ["inertial"], domains="1+2,3+4")
+    assert recording.domain_groups("s1+s2") is None  # default: the published holdout
+    with pytest.raises(ValueError, match=r"groups must be one of \['recording', "
+                                         r"'subject_action'\], got 'trial'"):
+        load(release, tmp_path, ["inertial"], groups="trial")

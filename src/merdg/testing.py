@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["make_epic_fixture", "make_hac_fixture", "synthetic_frames", "synthetic_tone",
-           "write_jpegs", "write_mp4", "write_wav"]
+           "write_jpegs", "write_mp4", "write_wav", "write_windowed_manifest"]
 
 
 def synthetic_frames(n: int, height: int, width: int, label: int = 0, seed: int = 0,
@@ -160,4 +160,50 @@ def make_hac_fixture(root: str | Path, clips: int = 3, frames: int = 30,
                           synthetic_tone(frames / 24.0, label=label, seed=seed + k))
                 lines.append(f"{name}.mp4,{label}\n")
             (root / "HAC_Splits" / f"HAC_{split}_only_{domain}.csv").write_text("".join(lines))
+    return root
+
+
+def write_windowed_manifest(root: str | Path, domains: int = 3, classes: int = 3,
+                            recordings: int = 6, recording_steps: int = 320, window: int = 64,
+                            hop: int = 16, channels: int = 3, group_column: bool = True,
+                            tone_amplitude: float = 1.5, seed: int = 0) -> Path:
+    """A manifest data set of overlapping windows cut from longer sensor recordings.
+
+    Each (domain, class) has ``recordings`` recordings of ``recording_steps`` steps and
+    ``channels`` channels: a class tone (frequency by class, ``tone_amplitude``), a recording
+    signature (two sinusoids of random frequency and phase, amplitude 1, the same in every
+    window of the recording), a per-domain offset and scale (the domain shift) and white noise
+    (std 0.5). Windows of ``window`` steps every ``hop`` steps (75 % overlap by default) are
+    the samples: ``accel/<id>.npy`` of shape (window, channels), with ids
+    ``{domain}_{class}_r{recording}_w{window:03d}`` and, with ``group_column``, the recording
+    ``{domain}_{class}_r{recording}`` as the ``group``.
+
+    A random holdout of windows puts near-copies of training windows into validation (their
+    recording signature gives the label away); holding out whole recordings does not.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / "accel").mkdir(parents=True, exist_ok=True)
+    t = np.arange(recording_steps)[:, None]  # (steps, 1)
+    rows = []
+    for d in range(domains):
+        offset, scale = rng.normal(0, 0.5, channels), rng.uniform(0.7, 1.4)
+        for c in range(classes):
+            for r in range(recordings):
+                tone = tone_amplitude * np.sin(2 * np.pi * (0.02 + 0.015 * c) * t
+                                               + rng.uniform(0, 6.3, channels))
+                signature = sum(np.sin(2 * np.pi * rng.uniform(0.01, 0.08, channels) * t
+                                       + rng.uniform(0, 6.3, channels)) for _ in range(2))
+                noise = rng.normal(0, 0.5, (recording_steps, channels))
+                signal = (scale * (tone + signature + noise) + offset).astype(np.float32)
+                group = f"d{d}_c{c}_r{r}"
+                for w, start in enumerate(range(0, recording_steps - window + 1, hop)):
+                    sid = f"{group}_w{w:03d}"
+                    np.save(root / "accel" / f"{sid}.npy", signal[start:start + window])
+                    row = {"sample_id": sid, "domain": f"d{d}", "label": f"c{c}",
+                           "accel": f"accel/{sid}.npy"}
+                    rows.append({**row, "group": group} if group_column else row)
+    with open(root / "manifest.csv", "w", encoding="utf-8") as f:
+        f.write(",".join(rows[0]) + "\n")
+        f.writelines(",".join(row.values()) + "\n" for row in rows)
     return root

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -34,6 +34,7 @@ __all__ = [
     "CheckReport",
     "DomainConcat",
     "DomainDataset",
+    "IndexedSamples",
     "TensorSamples",
     "ValueConvention",
     "collate",
@@ -170,6 +171,46 @@ class TensorSamples(Dataset):
         return TensorSamples(*self.take(indices))
 
 
+class IndexedSamples(Dataset):
+    """Samples read through an index into shared stacked arrays.
+
+    ``fetch(rows)`` returns ``{modality: (len(rows), ...)}`` for positions ``rows`` of the
+    arrays (e.g. gathers rows of memory-mapped arrays and standardizes them), so subsets and
+    concatenations copy indices, never data, and every DataLoader worker reads the same arrays.
+
+    Args:
+        fetch: Rows of the shared arrays -> batch of every modality.
+        index: Positions of this dataset's samples in the shared arrays, shape (n,).
+        y: Labels, shape (n,).
+    """
+
+    def __init__(self, fetch: Callable[[Tensor], dict[str, Tensor]], index: Tensor,
+                 y: Tensor) -> None:
+        if index.shape[0] != y.shape[0]:
+            raise ValueError(f"{index.shape[0]} positions for {y.shape[0]} labels")
+        self.fetch, self.index, self.y = fetch, index.long(), y.long()
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[dict[str, Tensor], int]:
+        x = self.fetch(self.index[i].reshape(1))
+        return {m: v[0] for m, v in x.items()}, int(self.y[i])
+
+    @property
+    def x(self) -> dict[str, Tensor]:
+        """Every sample, fetched (a copy): ``{modality: (n, ...)}``."""
+        return self.fetch(self.index)
+
+    def take(self, indices: Sequence[int]) -> tuple[dict[str, Tensor], Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.fetch(self.index[idx]), self.y[idx]
+
+    def subset(self, indices: Sequence[int]) -> IndexedSamples:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return IndexedSamples(self.fetch, self.index[idx], self.y[idx])
+
+
 class _Subset(Dataset):
     """A subset of any dataset (keeps ``take`` fast for :class:`TensorSamples`)."""
 
@@ -184,15 +225,18 @@ class _Subset(Dataset):
 
 
 def subset(base: Dataset, indices: Sequence[int]) -> Dataset:
-    """``base`` restricted to ``indices`` (a TensorSamples stays a TensorSamples)."""
-    return base.subset(indices) if isinstance(base, TensorSamples) else _Subset(base, indices)
+    """``base`` restricted to ``indices`` (a TensorSamples or IndexedSamples keeps its type)."""
+    if isinstance(base, (TensorSamples, IndexedSamples)):
+        return base.subset(indices)
+    return _Subset(base, indices)
 
 
 class DomainConcat(Dataset):
     """Concatenation of per-domain datasets; items are ``(x, y, domain index)``.
 
     When every part is a :class:`TensorSamples`, the parts are concatenated once and
-    ``__getitems__`` fetches a whole batch by indexing (no per-sample collation).
+    ``__getitems__`` fetches a whole batch by indexing (no per-sample collation); when every part
+    is an :class:`IndexedSamples` of the same arrays, only their indices are concatenated.
     """
 
     def __init__(self, parts: Sequence[Dataset]) -> None:
@@ -207,6 +251,14 @@ class DomainConcat(Dataset):
             d = torch.cat([torch.full((len(p),), k, dtype=torch.long)
                            for k, p in enumerate(self.parts)])
             self.tensors = Batch(x, y, d)
+        self.indexed: IndexedSamples | None = None  # positions into the parts' shared arrays
+        if self.parts and all(isinstance(p, IndexedSamples) and p.fetch == self.parts[0].fetch
+                              for p in self.parts):
+            self.indexed = IndexedSamples(self.parts[0].fetch,
+                                          torch.cat([p.index for p in self.parts]),
+                                          torch.cat([p.y for p in self.parts]))
+            self.domain = torch.cat([torch.full((len(p),), k, dtype=torch.long)
+                                     for k, p in enumerate(self.parts)])
 
     def __len__(self) -> int:
         return self.offsets[-1]
@@ -219,6 +271,9 @@ class DomainConcat(Dataset):
         return x, y, d
 
     def __getitems__(self, indices: Sequence[int]) -> Batch | list:
+        if self.indexed is not None:
+            idx = torch.as_tensor(indices, dtype=torch.long)
+            return Batch(*self.indexed.take(idx), self.domain[idx])
         if self.tensors is None:
             return [self[int(i)] for i in indices]
         idx = torch.as_tensor(indices, dtype=torch.long)
@@ -226,14 +281,48 @@ class DomainConcat(Dataset):
         return Batch({m: v[idx] for m, v in t.x.items()}, t.y[idx], t.domain[idx])
 
 
-def holdout_indices(n: int, fraction: float, seed: int, domain: str) -> tuple[list[int], list[int]]:
-    """Seeded split of ``range(n)`` into (train, val) with ``round(fraction * n)`` val items."""
+def holdout_indices(n: int, fraction: float, seed: int, domain: str,
+                    groups: Sequence[str] | None = None) -> tuple[list[int], list[int]]:
+    """Seeded split of ``range(n)`` into (train, val) with about ``round(fraction * n)`` val items.
+
+    Without ``groups`` the val items are the first ``round(fraction * n)`` of a seeded
+    permutation. With ``groups`` (one name per item: a recording, session or subject) whole
+    groups are held out, so no group has items on both sides: the groups, in order of first
+    appearance, are permuted by the same seeded generator and taken into val one by one until
+    val holds ``round(fraction * n)`` items, keeping or dropping the last group taken, whichever
+    lands closer (when ``round(fraction * n) > 0``, at least one group goes to val and one stays
+    in train). When every group holds one item the split equals the split without groups.
+
+    Raises:
+        ValueError: ``fraction`` outside [0, 1), ``groups`` of the wrong length, or a holdout
+            with fewer than two groups (nothing can be held out).
+    """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
     g = torch.Generator().manual_seed(seed_hash("holdout", seed, domain))
-    perm = torch.randperm(n, generator=g).tolist()
     n_val = int(round(fraction * n))
-    return sorted(perm[n_val:]), sorted(perm[:n_val])
+    if groups is None:
+        perm = torch.randperm(n, generator=g).tolist()
+        return sorted(perm[n_val:]), sorted(perm[:n_val])
+    if len(groups) != n:
+        raise ValueError(f"domain {domain!r}: {len(groups)} group names for {n} samples")
+    members: dict[str, list[int]] = {}
+    for i, name in enumerate(groups):
+        members.setdefault(name, []).append(i)
+    names = list(members)  # order of first appearance
+    if n_val > 0 and len(names) < 2:
+        raise ValueError(f"domain {domain!r} has {len(names)} group(s) ({names}); a holdout of "
+                         f"{fraction} needs at least two groups")
+    order = [names[k] for k in torch.randperm(len(names), generator=g).tolist()]
+    taken, size = 0, 0
+    while size < n_val and taken < len(order) - 1:
+        nxt = size + len(members[order[taken]])
+        if taken > 0 and nxt - n_val > n_val - size:  # dropping the last group lands closer
+            break
+        taken, size = taken + 1, nxt
+    val = sorted(i for name in order[:taken] for i in members[name])
+    train = sorted(i for name in order[taken:] for i in members[name])
+    return train, val
 
 
 @dataclass
@@ -360,6 +449,11 @@ class DomainDataset:
         spread = 1.0 if kind in ("timeseries", "array") else None
         return ValueConvention(kind, spread=spread)
 
+    def preprocessing(self) -> dict[str, Any]:
+        """Decisions that shape the model input and that a run should record, e.g. each
+        modality's raw length range, length policy and stacked shape; empty by default."""
+        return {}
+
     def data_issues(self) -> dict[str, Any]:
         """Problems met while reading the data that the run records should show (e.g. samples
         skipped on request because of unreadable files); empty when there are none."""
@@ -369,15 +463,23 @@ class DomainDataset:
         """The ``role`` part ("train", "val", "test") of ``domain``.
 
         Default: "test" is the whole domain (it is the target); "train"/"val" is a seeded
-        ``holdout_fraction`` split of the domain, seeded by ``(seed, domain)``.
+        ``holdout_fraction`` split of the domain, seeded by ``(seed, domain)``, that keeps each
+        group of :meth:`domain_groups` on one side.
         """
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {role!r}")
         samples = self.domain_samples(domain)
         if role == "test":
             return samples
-        train, val = holdout_indices(len(samples), holdout_fraction, seed, domain)
+        train, val = holdout_indices(len(samples), holdout_fraction, seed, domain,
+                                     self.domain_groups(domain))
         return subset(samples, train if role == "train" else val)
+
+    def domain_groups(self, domain: str) -> list[str] | None:
+        """Group (recording, session, subject) of each sample of ``domain``, in the order of
+        :meth:`domain_samples`; the holdout keeps each group on one side. None (the default):
+        every sample is its own group."""
+        return None
 
     def labels(self, domain: str) -> list[int]:
         """Labels of every sample of ``domain`` (for summaries); override when cheaper."""

@@ -10,17 +10,21 @@ modality is a dataset (``--dataset manifest --data-root DIR``).
 - ``split`` (optional): ``train``, ``val`` or ``test``. With it, a run trains on the sources'
   ``train`` rows, selects on their ``val`` rows and tests on the target's ``test`` rows; without
   it, a seeded share of each source domain is held out and the whole target is tested;
+- ``group`` (optional): the recording, session or subject a sample comes from; the holdout keeps
+  each group on one side (windows of one recording never straddle train and validation);
 - every other column is a modality; its value is the path, relative to DIR, of a ``.npy`` array.
 
 The arrays of one modality share a shape, or share every axis but the first (time): such
-sequences, e.g. (T, C) with varying T, are brought to ``length`` frames (default: the longest)
-by ``sequence_mode`` "resample" (linear) or "pad" (zero-pad or crop at the end). Every array is
-loaded into memory. See ``docs/manifest.md``.
+sequences, e.g. (T, C) with varying T, are brought to one length by the ``length_policy``
+("resample", "pad" or "crop", see :mod:`merdg.datasets.sequences`). The stacked float32 arrays
+are cached on disk once and memory-mapped, so DataLoader workers share one copy. See
+``docs/manifest.md``.
 """
 
 from __future__ import annotations
 
 import csv
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,12 +38,14 @@ from tqdm.auto import tqdm
 
 from merdg.datasets.arrays import ArrayDomainDataset
 from merdg.datasets.base import DATASETS, ROLES, CheckReport
+from merdg.datasets.cache import MappedArrayCache, default_cache_dir, file_fingerprint
+from merdg.datasets.groups import describe_groups, group_summary, split_leaks, windows_warning
 from merdg.datasets.preprocessing import (
     NORMALIZATION_MODES,
     DataError,
-    fit_time_axis,
     raise_problems,
 )
+from merdg.datasets.sequences import SequencePlan, check_length_policy, plan_modality
 from merdg.hparams import HParam
 
 __all__ = ["MANIFEST_NAME", "ManifestDataset", "ManifestRow", "read_manifest"]
@@ -47,6 +53,9 @@ __all__ = ["MANIFEST_NAME", "ManifestDataset", "ManifestRow", "read_manifest"]
 MANIFEST_NAME = "manifest.csv"
 REQUIRED_COLUMNS = ("sample_id", "domain", "label")
 SPLIT_COLUMN = "split"
+GROUP_COLUMN = "group"
+OPTIONAL_COLUMNS = (SPLIT_COLUMN, GROUP_COLUMN)
+CACHE_FORMAT = 1  # bump when the stacking code changes what it writes
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,7 @@ class ManifestRow:
     label: str
     split: str | None
     files: dict[str, str]
+    group: str | None = None
 
 
 def _natural_sorted(values: set[str]) -> list[str]:
@@ -79,12 +89,14 @@ def _manifest_path(root: str | Path | None) -> Path:
 
 
 def _parse_row(line: int, row: dict[str, str], modalities: Sequence[str], has_split: bool,
-               seen: set[str]) -> tuple[ManifestRow | None, list[str]]:
+               seen: set[str], has_group: bool = False) -> tuple[ManifestRow | None, list[str]]:
     """The row, or None with the reasons it is unusable."""
     cells = {k: (v or "").strip() for k, v in row.items() if k is not None}
     name = cells.get("sample_id") or f"<line {line}>"
     where = f"{MANIFEST_NAME} line {line} (sample {name})"
-    problems = [f"{where}: empty {c!r}" for c in (*REQUIRED_COLUMNS, *modalities) if not cells[c]]
+    problems = [f"{where}: empty {c!r}" for c in (*REQUIRED_COLUMNS, *modalities,
+                                                  *([GROUP_COLUMN] if has_group else []))
+                if not cells[c]]
     if None in row:
         problems.append(f"{where}: more cells than columns")
     split = cells.get(SPLIT_COLUMN) if has_split else None
@@ -97,7 +109,7 @@ def _parse_row(line: int, row: dict[str, str], modalities: Sequence[str], has_sp
         return None, problems
     files = {m: cells[m] for m in modalities}
     return ManifestRow(line, cells["sample_id"], cells["domain"], cells["label"], split,
-                       files), []
+                       files, cells[GROUP_COLUMN] if has_group else None), []
 
 
 def read_manifest(root: str | Path | None) -> tuple[list[ManifestRow], list[str], list[str]]:
@@ -116,14 +128,15 @@ def read_manifest(root: str | Path | None) -> tuple[list[ManifestRow], list[str]
         columns = [c.strip() for c in reader.fieldnames or []]
         reader.fieldnames = columns
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-        modalities = [c for c in columns if c and c not in (*REQUIRED_COLUMNS, SPLIT_COLUMN)]
+        modalities = [c for c in columns if c and c not in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)]
         if missing or not modalities:
             raise DataError(f"{path}: columns {columns} lack {missing or 'a modality column'}; "
-                            f"need {list(REQUIRED_COLUMNS)}, optional {SPLIT_COLUMN!r}, then one "
-                            "column per modality")
+                            f"need {list(REQUIRED_COLUMNS)}, optional {list(OPTIONAL_COLUMNS)}, "
+                            "then one column per modality")
         rows, problems, seen = [], [], set()
         for line, raw in enumerate(reader, start=2):
-            row, row_problems = _parse_row(line, raw, modalities, SPLIT_COLUMN in columns, seen)
+            row, row_problems = _parse_row(line, raw, modalities, SPLIT_COLUMN in columns, seen,
+                                           GROUP_COLUMN in columns)
             problems += row_problems
             if row is not None:
                 rows.append(row)
@@ -155,73 +168,92 @@ def load_array(root: Path, row: ManifestRow, modality: str) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _stack_key(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """What must agree between samples: every axis but the first (time) of a sequence."""
-    return shape[1:] if len(shape) >= 2 else shape
-
-
-def stack_modality(arrays: Sequence[np.ndarray], ids: Sequence[str], modality: str,
-                   length: int | None, mode: str) -> tuple[np.ndarray | None, list[str]]:
-    """Stack one modality's arrays to (n, ...), fitting sequences' first axis to ``length``.
-
-    Returns:
-        (stacked array, []) or (None, one problem per sample whose shape does not fit).
-    """
-    if not arrays:
-        return None, []
-    keys = Counter(_stack_key(a.shape) for a in arrays)
-    if len(keys) > 1 or (arrays[0].ndim < 2 and len({a.shape for a in arrays}) > 1):
-        common = keys.most_common(1)[0][0]
-        return None, [f"sample {i} ({modality}): shape {a.shape} does not stack with the "
-                      f"modality's other arrays (shape (T, *{common}) or {common}); arrays must "
-                      "share a shape, or every axis but the first"
-                      for a, i in zip(arrays, ids) if _stack_key(a.shape) != common]
-    if arrays[0].ndim < 2 or (length is None and len({a.shape[0] for a in arrays}) == 1):
-        return np.stack(arrays), []
-    target = length or max(a.shape[0] for a in arrays)
-    return np.stack([fit_time_axis(a, target, mode) for a in arrays]).astype(np.float32), []
-
-
 def _length_for(length: int | Mapping[str, int] | None, modality: str) -> int | None:
     return length.get(modality) if isinstance(length, Mapping) else length
 
 
-def load_samples(root: Path, rows: Sequence[ManifestRow], modalities: Sequence[str],
-                 length: int | Mapping[str, int] | None, sequence_mode: str,
-                 progress: bool = True) -> tuple[dict[str, np.ndarray], list[ManifestRow],
-                                                 list[str]]:
-    """Stacked arrays of the rows whose every file loads, those rows, and every problem."""
-    arrays: dict[str, list[np.ndarray]] = {m: [] for m in modalities}
+def scan_shapes(root: Path, rows: Sequence[ManifestRow], modalities: Sequence[str],
+                progress: bool = True) -> tuple[dict[str, list[tuple[int, ...]]],
+                                                list[ManifestRow], list[str]]:
+    """Read and validate every array (:func:`load_array`), keeping only its shape.
+
+    Returns:
+        (``{modality: [shape of each good row]}``, the rows whose every file loads, every
+        problem). One array is in memory at a time.
+    """
+    shapes: dict[str, list[tuple[int, ...]]] = {m: [] for m in modalities}
     good, problems = [], []
-    for row in tqdm(rows, desc="manifest: loading", disable=not progress):
-        loaded = {}
+    for row in tqdm(rows, desc="manifest: checking", disable=not progress):
+        found = {}
         for m in modalities:
             try:
-                loaded[m] = load_array(root, row, m)
+                found[m] = load_array(root, row, m).shape
             except DataError as err:
                 problems.append(str(err))
-        if len(loaded) == len(modalities):
+        if len(found) == len(modalities):
             good.append(row)
             for m in modalities:
-                arrays[m].append(loaded[m])
-    stacked = {}
-    for m in modalities:
-        stacked[m], shape_problems = stack_modality(
-            arrays[m], [r.sample_id for r in good], m, _length_for(length, m), sequence_mode)
-        problems += shape_problems
-    return stacked, good, problems
+                shapes[m].append(found[m])
+    return shapes, good, problems
+
+
+def plan_modalities(shapes: Mapping[str, Sequence[tuple[int, ...]]], rows: Sequence[ManifestRow],
+                    length: int | Mapping[str, int] | None, policy: str
+                    ) -> tuple[dict[str, SequencePlan | None], list[str]]:
+    """The :class:`~merdg.datasets.sequences.SequencePlan` of each modality (None when its
+    arrays do not stack) and every problem."""
+    plans, problems = {}, []
+    for m, modality_shapes in shapes.items():
+        plans[m], found = plan_modality(modality_shapes, [r.sample_id for r in rows], m,
+                                        _length_for(length, m), policy)
+        problems += found
+    return plans, problems
+
+
+def fill_modality(root: Path, rows: Sequence[ManifestRow], plan: SequencePlan, out: np.ndarray,
+                  progress: bool = True) -> list[int]:
+    """Write each row's array, brought to ``plan.sample_shape``, into ``out[i]`` (n, ...).
+
+    Returns:
+        Each sample's valid (not padded) steps (its length for vectors: 0).
+    """
+    valid = []
+    for i, row in enumerate(tqdm(rows, desc=f"manifest: stacking {plan.modality}",
+                                 disable=not progress)):
+        array = load_array(root, row, plan.modality)
+        out[i] = plan.fit(array)
+        valid.append(plan.valid_steps(array.shape[0]) if plan.length is not None else 0)
+    return valid
+
+
+def _plan_from_dict(d: Mapping[str, Any]) -> SequencePlan:
+    raw = tuple(tuple(v) if isinstance(v, list) else v for v in d["raw_shape"])
+    return SequencePlan(d["modality"], d["policy"], raw, tuple(d["sample_shape"]), d["padded"])
 
 
 def default_encoder(input_shape: tuple[int, ...]) -> dict[str, Any]:
-    """Encoder spec by the sample's rank: (D,) mlp, (T, C) tcn, (T, H, W) / (C, T, H, W) cnn3d."""
+    """Encoder spec by the sample's rank: (D,) mlp, (T, C) tcn, (T, H, W) / (C, T, H, W) cnn3d
+    with five blocks (receptive field 63 pixels; see docs/manifest.md for why five)."""
     specs = {1: {"name": "mlp", "hidden": 128, "out_dim": 64, "layers": 2},
              2: {"name": "tcn", "channels": [32, 64, 64], "kernel_size": 5},
-             3: {"name": "cnn3d", "channels": [8, 16, 32]},
-             4: {"name": "cnn3d", "channels": [8, 16, 32]}}
+             3: {"name": "cnn3d", "channels": [8, 16, 32, 64, 64]},
+             4: {"name": "cnn3d", "channels": [8, 16, 32, 64, 64]}}
     if len(input_shape) not in specs:
         raise KeyError(f"no default encoder for samples of shape {input_shape}; give one with "
                        '--encoders \'{"<modality>": {"name": ...}}\'')
     return dict(specs[len(input_shape)])
+
+
+def _length_policy(length_policy: str, sequence_mode: str | None) -> str:
+    """The length policy, accepting the former option name ``sequence_mode`` (with a warning)."""
+    if sequence_mode is not None:
+        if length_policy not in ("resample", sequence_mode):
+            raise ValueError(f"dataset options length_policy={length_policy!r} and "
+                             f"sequence_mode={sequence_mode!r} disagree; give length_policy only")
+        warnings.warn("dataset option sequence_mode is now called length_policy", FutureWarning,
+                      stacklevel=3)
+        length_policy = sequence_mode
+    return check_length_policy(length_policy)
 
 
 @DATASETS.register("manifest")
@@ -232,13 +264,22 @@ class ManifestDataset(ArrayDomainDataset):
         root: Directory holding ``manifest.csv``; the arrays' paths are relative to it.
         modalities: Subset of the manifest's modality columns (default: all).
         length: Frames that sequences of varying length are brought to (an int for every
-            modality or ``{modality: int}``; default: the longest sequence of the modality).
-        sequence_mode: ``"resample"`` (linear interpolation) or ``"pad"`` (zero-pad or crop).
+            modality or ``{modality: int}``; default: the longest sequence of the modality,
+            the shortest with ``length_policy="crop"``).
+        length_policy: ``"resample"`` (linear interpolation), ``"pad"`` (zero-pad at the end;
+            padded steps are masked) or ``"crop"`` (the middle frames); see
+            :mod:`merdg.datasets.sequences`.
         normalization: ``"channel"``, ``"global"`` or ``"none"`` for every modality, or a dict
             per modality (default: ``"channel"`` for (D,) and (T, C) samples, else ``"global"``);
             statistics come from the source domains only.
         normalize: Standardize at all (``fit_normalization``); False hands out raw arrays.
         progress: Show a progress bar while loading.
+        cache: Keep the stacked float32 arrays in an on-disk cache (built once, then
+            memory-mapped by every run and DataLoader worker); False stacks them in memory.
+        cache_dir: Cache directory (default ``$MERDG_CACHE_DIR`` or ``~/.cache/merdg``); entries
+            go to ``manifest/`` in it, keyed by the settings and every input file's name, size
+            and modification time.
+        sequence_mode: Former name of ``length_policy`` (deprecated).
 
     Raises:
         FileNotFoundError: No ``manifest.csv`` under ``root``.
@@ -255,34 +296,132 @@ class ManifestDataset(ArrayDomainDataset):
     }
 
     def __init__(self, root: str | None = None, modalities: Sequence[str] | None = None,
-                 length: int | Mapping[str, int] | None = None, sequence_mode: str = "resample",
+                 length: int | Mapping[str, int] | None = None, length_policy: str = "resample",
                  normalization: str | Mapping[str, str] | None = None, normalize: bool = True,
-                 progress: bool = True) -> None:
+                 progress: bool = True, cache: bool = True, cache_dir: str | None = None,
+                 sequence_mode: str | None = None) -> None:
         self.root = _manifest_path(root).parent
         rows, all_modalities, problems = read_manifest(self.root)
         self.ALL_MODALITIES = tuple(all_modalities)
         self.modalities = self.select_modalities(modalities)
         raise_problems(problems, str(self.root / MANIFEST_NAME))
-        stacked, rows, problems = load_samples(self.root, rows, self.modalities, length,
-                                               sequence_mode, progress)
-        raise_problems(problems, f"the manifest dataset {self.root}")
         if not rows:
             raise DataError(f"{self.root / MANIFEST_NAME} has no samples")
+        self.length_policy = _length_policy(length_policy, sequence_mode)
+        directory = (Path(cache_dir) if cache_dir else default_cache_dir()) / "manifest"
+        stacked, self.plans, valid = self._stack(rows, length, directory if cache else None,
+                                                 progress)
+        self.stacked = stacked  # {modality: (n, ...) float32}, memory-mapped from the cache
         self.normalize = normalize
-        self.normalization = _normalization_modes(normalization, stacked)
+        self.normalization = _normalization_modes(normalization, self.plans)
         self.sample_ids = [r.sample_id for r in rows]
-        self._splits = [r.split for r in rows] if rows and rows[0].split else None
+        self._splits = [r.split for r in rows] if rows[0].split else None
+        self._groups = [r.group for r in rows] if rows[0].group is not None else None
         self.HAS_OFFICIAL_SPLITS = self._splits is not None
         self.set_samples({m: torch.from_numpy(v) for m, v in stacked.items()},
                          torch.tensor(_label_indices(rows)), [r.domain for r in rows],
                          _natural_sorted({r.domain for r in rows}),
-                         _natural_sorted({r.label for r in rows}))
+                         _natural_sorted({r.label for r in rows}),
+                         lengths={m: torch.tensor(valid[m]) for m, plan in self.plans.items()
+                                  if plan.padded})
+
+    def _stack(self, rows: Sequence[ManifestRow], length: int | Mapping[str, int] | None,
+               cache_dir: Path | None, progress: bool
+               ) -> tuple[dict[str, np.ndarray], dict[str, SequencePlan], dict[str, list[int]]]:
+        """Every modality stacked to (n, ...) float32: from the cache, or validated, planned
+        and written (to the cache, or in memory without one); one problem list for all."""
+        ids = [r.sample_id for r in rows]
+        entries = {m: self._cache_entry(cache_dir, rows, m, length) for m in self.modalities}
+        stacked, plans, valid = {}, {}, {}
+        for m, entry in entries.items():
+            found = entry.load() if entry is not None else None
+            if found is not None and found[1].get("sample_ids") != ids:
+                warnings.warn(f"ignoring cache entry {entry.path}: it lists other samples than "
+                              f"{self.root / MANIFEST_NAME}; rebuilding it", stacklevel=2)
+            elif found is not None:
+                stacked[m], meta = found
+                plans[m], valid[m] = _plan_from_dict(meta["plan"]), meta["valid_steps"]
+        missing = [m for m in self.modalities if m not in stacked]
+        if not missing:
+            return stacked, plans, valid
+        shapes, good, problems = scan_shapes(self.root, rows, missing, progress)
+        new_plans, plan_problems = plan_modalities(shapes, good, length, self.length_policy)
+        raise_problems(problems + plan_problems, f"the manifest dataset {self.root}")
+        for m in missing:
+            plan = plans[m] = new_plans[m]
+            shape = (len(rows), *plan.sample_shape)
+
+            def fill(out: np.ndarray, plan: SequencePlan = plan) -> dict[str, Any]:
+                return {"sample_ids": ids, "plan": plan.as_dict(),
+                        "valid_steps": fill_modality(self.root, rows, plan, out, progress)}
+
+            if entries[m] is None:
+                stacked[m] = np.empty(shape, dtype=np.float32)
+                meta = fill(stacked[m])
+            else:
+                stacked[m], meta = entries[m].build(shape, np.float32, fill)
+            valid[m] = meta["valid_steps"]
+        return stacked, plans, valid
+
+    def _cache_entry(self, cache_dir: Path | None, rows: Sequence[ManifestRow], modality: str,
+                     length: int | Mapping[str, int] | None) -> MappedArrayCache | None:
+        """The cache entry of ``modality`` (None without a cache, or when an input file cannot
+        be listed: the problem is then reported by the validation that follows)."""
+        if cache_dir is None:
+            return None
+        paths = [self.root / MANIFEST_NAME, *(self.root / r.files[modality] for r in rows)]
+        try:
+            files = file_fingerprint(paths, self.root)
+        except (OSError, ValueError):  # a missing file or one outside the root
+            return None
+        key = {"format": CACHE_FORMAT, "root": str(self.root.resolve()), "modality": modality,
+               "length_policy": self.length_policy, "length": _length_for(length, modality),
+               "files": files}
+        return MappedArrayCache(cache_dir, modality, key)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (e.g. for DataLoader workers started by spawn or forkserver) without the
+        memory-mapped arrays: their cache files are mapped again on unpickling, so a worker
+        shares the page cache instead of receiving a copy."""
+        state = self.__dict__.copy()
+        mapped = {m: str(a.filename) for m, a in self.stacked.items()
+                  if isinstance(a, np.memmap) and a.filename}
+        state["stacked"] = {m: a for m, a in self.stacked.items() if m not in mapped}
+        state["_raw"] = {m: v for m, v in self._raw.items() if m not in mapped}
+        state["_mapped_files"] = mapped
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        mapped = state.pop("_mapped_files", {})
+        self.__dict__.update(state)
+        for m, path in mapped.items():
+            self.stacked[m] = np.load(path, mmap_mode="c", allow_pickle=False)
+            self._raw[m] = torch.from_numpy(self.stacked[m])
 
     def encoder_spec(self, modality: str) -> dict[str, Any]:
-        return default_encoder(self.input_shape(modality))
+        shape = self.input_shape(modality)
+        spec = default_encoder(shape)
+        if self.plans[modality].padded:
+            if len(shape) > 3:  # cnn3d reads (C, T, H, W): the padded first axis is no time
+                raise ValueError(f"length_policy=pad on the rank-{len(shape)} arrays of "
+                                 f"{modality!r} (shape {shape}): the default encoder cannot "
+                                 "mask them; use length_policy=resample or crop")
+            spec["mask_padding"] = True  # padded steps are exact zeros; pool over the others
+        return spec
+
+    def preprocessing(self) -> dict[str, Any]:
+        """``{modality: plan}``: raw length range, length policy and stacked shape of each
+        modality (see :class:`~merdg.datasets.sequences.SequencePlan`)."""
+        return {m: self.plans[m].as_dict() for m in self.modalities}
+
+    def domain_groups(self, domain: str) -> list[str] | None:
+        """The ``group`` column of ``domain``'s rows (None without the column)."""
+        if self._groups is None:
+            return None
+        return [self._groups[i] for i in self.domain_indices(domain).tolist()]
 
     def split(self, domain: str, role: str, seed: int, holdout_fraction: float) -> Dataset:
-        """The manifest's ``split`` column when present, else the seeded holdout."""
+        """The manifest's ``split`` column when present, else the seeded (grouped) holdout."""
         if self._splits is None:
             return super().split(domain, role, seed, holdout_fraction)
         if role not in ROLES:
@@ -297,16 +436,24 @@ class ManifestDataset(ArrayDomainDataset):
 
     @classmethod
     def check(cls, root: str | None, modalities: Sequence[str] | None = None,
-              length: int | Mapping[str, int] | None = None, sequence_mode: str = "resample",
-              progress: bool = True, **_: Any) -> CheckReport:
-        """Load every row and array (nothing is trained); report counts and every problem."""
+              length: int | Mapping[str, int] | None = None, length_policy: str = "resample",
+              progress: bool = True, sequence_mode: str | None = None,
+              **options: Any) -> CheckReport:
+        """Read and validate every row and array, one at a time, writing nothing (no training,
+        no cache); report counts, each modality's raw length range and stacked shape, groups,
+        and every problem. Training options (``normalization``, ``normalize``, ``cache``,
+        ``cache_dir``) are accepted so that the same options can be reused."""
+        unknown = sorted(set(options) - {"normalization", "normalize", "cache", "cache_dir"})
+        if unknown:
+            raise TypeError(f"unknown dataset options {unknown} for the manifest dataset")
+        policy = _length_policy(length_policy, sequence_mode)
         root_path = _manifest_path(root).parent
         rows, all_modalities, problems = read_manifest(root_path)
         mods = _select_modalities(all_modalities, modalities)
-        stacked, good, load_problems = load_samples(root_path, rows, mods, length,
-                                                    sequence_mode, progress)
-        return CheckReport("manifest", _counts(good), problems + load_problems,
-                           _check_notes(root_path, rows, good, stacked))
+        shapes, good, load_problems = scan_shapes(root_path, rows, mods, progress)
+        plans, plan_problems = plan_modalities(shapes, good, length, policy)
+        return CheckReport("manifest", _counts(good), problems + load_problems + plan_problems,
+                           _check_notes(root_path, rows, good, plans))
 
 
 def _select_modalities(available: Sequence[str], requested: Sequence[str] | None) -> list[str]:
@@ -323,11 +470,11 @@ def _label_indices(rows: Sequence[ManifestRow]) -> list[int]:
 
 
 def _normalization_modes(option: str | Mapping[str, str] | None,
-                         stacked: Mapping[str, np.ndarray]) -> dict[str, str]:
+                         plans: Mapping[str, SequencePlan]) -> dict[str, str]:
     modes = {}
-    for m, v in stacked.items():
+    for m, plan in plans.items():
         mode = option.get(m) if isinstance(option, Mapping) else option
-        modes[m] = mode or ("channel" if v.ndim <= 3 else "global")  # v is (n, ...)
+        modes[m] = mode or ("channel" if len(plan.sample_shape) <= 2 else "global")
         if modes[m] not in NORMALIZATION_MODES:
             raise ValueError(f"normalization for {m!r} must be one of {NORMALIZATION_MODES}, "
                              f"got {modes[m]!r}")
@@ -342,19 +489,38 @@ def _counts(rows: Sequence[ManifestRow]) -> dict[str, dict[str, int]]:
 
 
 def _check_notes(root: Path, rows: Sequence[ManifestRow], good: Sequence[ManifestRow],
-                 stacked: Mapping[str, np.ndarray | None]) -> list[str]:
+                 plans: Mapping[str, SequencePlan | None]) -> list[str]:
     notes = [f"root: {root}", f"rows: {len(rows)} usable, {len(good)} with every file readable",
              "modalities:"]
-    for m, v in stacked.items():
-        notes.append(f"  {m}: sample shape {tuple(v.shape[1:])}" if v is not None
+    for m, plan in plans.items():
+        notes.append(f"  {plan.describe()}" if plan is not None
                      else f"  {m}: shapes do not stack (see problems)")
+    domains = _natural_sorted({r.domain for r in good})
     if good and good[0].split:
         per = Counter((r.domain, r.split) for r in good)
         notes.append("split rows per domain: " + "; ".join(
-            f"{d}: " + ", ".join(f"{s} {per[(d, s)]}" for s in ROLES)
-            for d in _natural_sorted({r.domain for r in good})))
+            f"{d}: " + ", ".join(f"{s} {per[(d, s)]}" for s in ROLES) for d in domains))
+    notes += _group_notes(good, domains)
     for d, classes in _counts(good).items():
         absent = [c for c, n in classes.items() if n == 0]
         if absent:
             notes.append(f"warning: domain {d!r} has no samples of classes {absent}")
+    return notes
+
+
+def _group_notes(good: Sequence[ManifestRow], domains: Sequence[str]) -> list[str]:
+    """Groups per domain, groups that straddle splits, or the windowed-ids warning."""
+    if not good:
+        return []
+    if good[0].group is None:
+        notes = [f"groups: no {GROUP_COLUMN!r} column, every sample is its own group"]
+        warning = None if good[0].split else windows_warning([r.sample_id for r in good])
+        return notes + ([warning] if warning else [])
+    row_domains, groups = [r.domain for r in good], [r.group or "" for r in good]
+    notes = [describe_groups(group_summary(row_domains, groups), domains)]
+    if good[0].split:
+        for d, leaked in split_leaks(row_domains, groups, [r.split or "" for r in good]).items():
+            notes.append(f"warning: domain {d!r}: {len(leaked)} group(s) have rows in more than "
+                         f"one split (e.g. {leaked[:3]}); validation is then not independent of "
+                         "training")
     return notes

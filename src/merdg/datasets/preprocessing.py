@@ -1,9 +1,9 @@
 """Preprocessing shared by the on-disk readers: fixed-length time axes, input errors that name
 their files, and standardization fitted on the source domains only.
 
-Sequences are resampled (or padded) to a fixed length so that one modality's samples stack into
-one tensor; :func:`fit_standardization` computes the statistics a dataset's
-``fit_normalization(sources)`` applies to every domain, target included.
+Sequences are resampled, zero-padded or cropped to a fixed length (the length policy) so that
+one modality's samples stack into one tensor; :func:`fit_standardization` computes the statistics
+a dataset's ``fit_normalization(sources)`` applies to every domain, target included.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "LENGTH_POLICIES",
     "NORMALIZATION_MODES",
     "DataError",
     "Standardization",
+    "crop_time",
     "fit_standardization",
     "fit_time_axis",
     "pad_time",
@@ -27,6 +29,7 @@ __all__ = [
 ]
 
 NORMALIZATION_MODES = ("channel", "global", "none")
+LENGTH_POLICIES = ("resample", "pad", "crop")
 
 
 class DataError(ValueError):
@@ -45,7 +48,7 @@ def resample_time(x: np.ndarray, length: int) -> np.ndarray:
     """Linear interpolation of ``x`` (T, ...) along time to (length, ...); endpoints are kept.
 
     Only the two frames around each output position are read, so large frames (depth maps)
-    stay cheap.
+    stay cheap. A float32 input gives a float32 output (no float64 temporaries).
     """
     if length < 1:
         raise ValueError(f"length must be >= 1, got {length}")
@@ -54,25 +57,39 @@ def resample_time(x: np.ndarray, length: int) -> np.ndarray:
     pos = np.linspace(0.0, x.shape[0] - 1, length)  # (length,)
     lo = np.floor(pos).astype(np.int64)
     hi = np.minimum(lo + 1, x.shape[0] - 1)
-    frac = (pos - lo).reshape(-1, *([1] * (x.ndim - 1)))
-    return x[lo] * (1.0 - frac) + x[hi] * frac
+    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+    frac = (pos - lo).astype(dtype).reshape(-1, *([1] * (x.ndim - 1)))
+    return x[lo] * (1 - frac) + x[hi] * frac
 
 
 def pad_time(x: np.ndarray, length: int) -> np.ndarray:
-    """Zero-pad ``x`` (T, ...) at the end, or crop it, to (length, ...)."""
+    """Zero-pad ``x`` (T, ...) at the end, or crop it at the end, to (length, ...)."""
     if x.shape[0] >= length:
         return x[:length]
     pad = np.zeros((length - x.shape[0], *x.shape[1:]), dtype=x.dtype)
     return np.concatenate([x, pad])
 
 
+def crop_time(x: np.ndarray, length: int) -> np.ndarray:
+    """The middle ``length`` frames of ``x`` (T, ...), T >= length (the extra frame of an odd
+    excess is dropped at the end)."""
+    if x.shape[0] < length:
+        raise ValueError(f"cannot crop {x.shape[0]} frames to {length}")
+    start = (x.shape[0] - length) // 2
+    return x[start:start + length]
+
+
 def fit_time_axis(x: np.ndarray, length: int, mode: str) -> np.ndarray:
-    """``x`` (T, ...) brought to ``length`` frames by ``mode``: "resample" or "pad"."""
+    """``x`` (T, ...) brought to ``length`` frames by the length policy ``mode``: "resample"
+    (linear interpolation), "pad" (zero-pad at the end, longer sequences cut at the end) or
+    "crop" (the middle ``length`` frames; T must be >= length)."""
     if mode == "resample":
         return resample_time(x, length)
     if mode == "pad":
         return pad_time(x, length)
-    raise ValueError(f"sequence mode must be 'resample' or 'pad', got {mode!r}")
+    if mode == "crop":
+        return crop_time(x, length)
+    raise ValueError(f"length policy must be one of {LENGTH_POLICIES}, got {mode!r}")
 
 
 @dataclass

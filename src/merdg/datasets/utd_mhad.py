@@ -64,6 +64,7 @@ from merdg.hparams import HParam
 __all__ = ["ROOT_ENV", "UTDMHAD", "subject_domains"]
 
 CACHE_FORMAT = 1  # bump when the preprocessing code changes what it writes
+HOLDOUT_GROUPS = ("recording", "subject_action")
 
 
 def subject_domains(spec: str, subjects: Sequence[int]) -> dict[int, str]:
@@ -110,6 +111,10 @@ class UTDMHAD(ArrayDomainDataset):
             ``"1+5,2+6,3+7,4+8"``.
         cache_dir: Where preprocessed arrays are cached (default ``$MERDG_CACHE_DIR`` or
             ``~/.cache/merdg``).
+        groups: What the source-validation holdout keeps together: ``"recording"`` (default:
+            every recording on its own, the holdout of the published benchmark) or
+            ``"subject_action"`` (the up to four trials of one subject performing one action
+            stay on one side; see docs/utd-mhad.md).
         normalize: Standardize with source-domain statistics (see ``fit_normalization``).
         progress: Show a progress bar while preprocessing.
         **preprocessing: Fields of :class:`UTDPreprocessing`.
@@ -142,7 +147,8 @@ class UTDMHAD(ArrayDomainDataset):
 
     def __init__(self, root: str | None = None, modalities: Sequence[str] | None = None,
                  domains: str = "pairs", cache_dir: str | None = None, normalize: bool = True,
-                 progress: bool = True, **preprocessing: Any) -> None:
+                 progress: bool = True, groups: str = "recording", **preprocessing: Any) -> None:
+        self.groups = _check_groups(groups)
         self.root = find_root(root)
         self.modalities = _select(modalities)
         self.settings = UTDPreprocessing(**preprocessing)
@@ -188,14 +194,25 @@ class UTDMHAD(ArrayDomainDataset):
                                "delete it")
         return arrays["data"]
 
+    def domain_groups(self, domain: str) -> list[str] | None:
+        """With ``groups="subject_action"``: ``s{subject}_a{action}`` of each sample of
+        ``domain`` (its trials stay on one side of the holdout); else None."""
+        if self.groups == "recording":
+            return None
+        return [f"s{self.samples[i].subject}_a{self.samples[i].action}"
+                for i in self.domain_indices(domain).tolist()]
+
     @classmethod
     def check(cls, root: str | None, modalities: Sequence[str] | None = None,
               domains: str = "pairs", progress: bool = True, cache_dir: str | None = None,
-              normalize: bool = True, **preprocessing: Any) -> CheckReport:
+              normalize: bool = True, groups: str = "recording",
+              **preprocessing: Any) -> CheckReport:
         """Read and preprocess every file (writing nothing); report counts and every problem.
 
-        ``cache_dir`` and ``normalize`` are accepted so that training options can be reused.
+        ``cache_dir``, ``normalize`` and ``groups`` are accepted so that training options can
+        be reused.
         """
+        _check_groups(groups)
         root_path, mods = find_root(root), _select(modalities)
         settings = UTDPreprocessing(**preprocessing)
         samples, ignored = discover_samples(root_path)
@@ -216,6 +233,13 @@ class UTDMHAD(ArrayDomainDataset):
         counts = _counts(readable, subject_domain)
         notes = _check_notes(root_path, mods, samples, readable, lengths, ignored, settings)
         return CheckReport("utd-mhad", counts, problems, notes)
+
+
+def _check_groups(groups: str) -> str:
+    if groups not in HOLDOUT_GROUPS:
+        raise ValueError(f"dataset option groups must be one of {list(HOLDOUT_GROUPS)}, got "
+                         f"{groups!r}")
+    return groups
 
 
 def _domain_sort_key(name: str) -> int:

@@ -98,13 +98,16 @@ class TemporalConvEncoder(nn.Module):
     """1-D temporal CNN for sequences of shape (N, T, C): conv blocks, then mean over time.
 
     Each block is Conv1d(kernel, stride 2 after the first) - BatchNorm1d - ReLU; the output is the
-    time-averaged last feature map, optionally followed by dropout.
+    time-averaged last feature map, optionally followed by dropout. With ``mask_padding`` (set
+    by the manifest for ``length_policy=pad``), steps that are zero in every channel are padding:
+    they are zeroed after each block and left out of the time average.
 
     Args:
         input_shape: (T, C) of one sample.
         channels: Output channels of each block; the embedding width is the last one.
         kernel_size: Temporal kernel size (odd).
         dropout: Dropout on the pooled embedding.
+        mask_padding: Treat all-zero steps as padding.
     """
 
     def __init__(
@@ -113,6 +116,7 @@ class TemporalConvEncoder(nn.Module):
         channels: Sequence[int] = (32, 64, 128),
         kernel_size: int = 5,
         dropout: float = 0.0,
+        mask_padding: bool = False,
     ) -> None:
         super().__init__()
         if len(input_shape) != 2:
@@ -129,6 +133,7 @@ class TemporalConvEncoder(nn.Module):
             c_in = c_out
         self.blocks = nn.Sequential(*blocks)
         self.dropout = nn.Dropout(dropout)
+        self.mask_padding = mask_padding
         self.out_dim = int(channels[-1])
 
     def block_names(self) -> list[tuple[str, str]]:
@@ -136,5 +141,22 @@ class TemporalConvEncoder(nn.Module):
         return conv_bn_blocks(self.blocks, "blocks")
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.mask_padding:
+            return self._masked_forward(x)
         h = self.blocks(x.transpose(1, 2))  # (N, T, C) -> (N, C, T) -> (N, C', T')
         return self.dropout(h.mean(dim=2))  # (N, C')
+
+    def _masked_forward(self, x: Tensor) -> Tensor:
+        """Forward with all-zero steps as padding: after each block the padded steps are set to
+        0 (what the convolution's own zero padding would read), and the time average covers
+        the valid steps only. BatchNorm's batch statistics still see the padded steps."""
+        valid = (x.abs().amax(dim=2) > 0).to(x.dtype)  # (N, T)
+        h = x.transpose(1, 2)  # (N, C, T)
+        for layer in self.blocks:
+            h = layer(h)
+            if isinstance(layer, nn.Conv1d):
+                valid = valid[:, ::layer.stride[0]]  # the step at each output's centre
+            elif isinstance(layer, nn.ReLU):
+                h = h * valid.unsqueeze(1)
+        pooled = h.sum(dim=2) / valid.sum(dim=1, keepdim=True).clamp(min=1.0)
+        return self.dropout(pooled)  # (N, C')
