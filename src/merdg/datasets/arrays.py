@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from merdg.datasets.base import DomainDataset, TensorSamples
-from merdg.datasets.preprocessing import Standardization, fit_standardization
+from merdg.datasets.preprocessing import Standardization, fit_standardization, raise_problems
 
 __all__ = ["ArrayDomainDataset"]
 
@@ -76,6 +76,25 @@ class ArrayDomainDataset(DomainDataset):
         self.statistics = {m: fit_standardization(v[idx], self.normalization[m])
                            for m, v in self._raw.items()}
         self._x = {m: self.statistics[m].apply(v) for m, v in self._raw.items()}
+        raise_problems(self._non_finite_inputs(), f"{type(self).__name__} after standardization")
+
+    def sample_name(self, index: int) -> str:
+        """How messages name the sample at ``index`` of the stacked tensors."""
+        return f"sample {index}"
+
+    def _non_finite_inputs(self) -> list[str]:
+        """One problem per modality whose standardized inputs hold NaN/Inf (finite float32 raw
+        values can still overflow in ``(x - mean) / std``), naming the samples."""
+        problems = []
+        for m, v in (self._x or {}).items():
+            bad = (~torch.isfinite(v)).flatten(1).any(1).nonzero().flatten().tolist()
+            if bad:
+                names = ", ".join(self.sample_name(i) for i in bad[:20])
+                problems.append(
+                    f"{m}: {len(bad)} samples overflow float32 once standardized with the source "
+                    f"domains' statistics ({names}{' ...' if len(bad) > 20 else ''}); rescale "
+                    "these values")
+        return problems
 
     def domain_samples(self, domain: str) -> Dataset:
         if self._x is None:

@@ -10,7 +10,9 @@ modality is a dataset (``--dataset manifest --data-root DIR``).
 - ``split`` (optional): ``train``, ``val`` or ``test``. With it, a run trains on the sources'
   ``train`` rows, selects on their ``val`` rows and tests on the target's ``test`` rows; without
   it, a seeded share of each source domain is held out and the whole target is tested;
-- every other column is a modality; its value is the path, relative to DIR, of a ``.npy`` array.
+- every other column is a modality; its value is the path, relative to DIR, of a ``.npy`` array
+  (a path that leaves DIR, through ``..``, an absolute path or a symlink, is refused unless the
+  dataset option ``allow_outside_root`` is true).
 
 The arrays of one modality share a shape, or share every axis but the first (time): such
 sequences, e.g. (T, C) with varying T, are brought to ``length`` frames (default: the longest)
@@ -21,6 +23,9 @@ loaded into memory. See ``docs/manifest.md``.
 from __future__ import annotations
 
 import csv
+import io
+import os
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,9 +42,11 @@ from merdg.datasets.base import DATASETS, ROLES, CheckReport
 from merdg.datasets.preprocessing import (
     NORMALIZATION_MODES,
     DataError,
+    fit_standardization,
     fit_time_axis,
     raise_problems,
 )
+from merdg.datasets.untrusted import check_flag, one_line, read_utf8, resolve_in_root
 from merdg.hparams import HParam
 
 __all__ = ["MANIFEST_NAME", "ManifestDataset", "ManifestRow", "read_manifest"]
@@ -63,7 +70,7 @@ class ManifestRow:
 
 def _natural_sorted(values: set[str]) -> list[str]:
     """Sorted numerically when every value is an integer, else as strings."""
-    if all(v.lstrip("-").isdigit() for v in values):
+    if all(re.fullmatch(r"-?[0-9]+", v) for v in values):
         return sorted(values, key=int)
     return sorted(values)
 
@@ -82,7 +89,7 @@ def _parse_row(line: int, row: dict[str, str], modalities: Sequence[str], has_sp
                seen: set[str]) -> tuple[ManifestRow | None, list[str]]:
     """The row, or None with the reasons it is unusable."""
     cells = {k: (v or "").strip() for k, v in row.items() if k is not None}
-    name = cells.get("sample_id") or f"<line {line}>"
+    name = one_line(cells.get("sample_id") or f"<line {line}>")
     where = f"{MANIFEST_NAME} line {line} (sample {name})"
     problems = [f"{where}: empty {c!r}" for c in (*REQUIRED_COLUMNS, *modalities) if not cells[c]]
     if None in row:
@@ -101,63 +108,178 @@ def _parse_row(line: int, row: dict[str, str], modalities: Sequence[str], has_sp
 
 
 def read_manifest(root: str | Path | None) -> tuple[list[ManifestRow], list[str], list[str]]:
-    """Parse ``DIR/manifest.csv``.
+    """Parse ``DIR/manifest.csv`` (UTF-8, with or without a byte-order mark).
 
     Returns:
-        (usable rows, modality names in column order, one problem per unusable row).
+        (usable rows, modality names in column order, one problem per unusable row; a manifest
+        without rows is one problem).
 
     Raises:
         FileNotFoundError: No manifest.
-        DataError: Required columns are missing, or there is no modality column.
+        DataError: Not UTF-8 text, not parseable as CSV, or a bad header (required columns
+            missing, no modality column, a column without a name or named twice); the message
+            names the file and the line.
     """
     path = _manifest_path(root)
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    reader = csv.DictReader(io.StringIO(read_utf8(path, "manifest"), newline=""))
+    try:
         columns = [c.strip() for c in reader.fieldnames or []]
         reader.fieldnames = columns
-        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-        modalities = [c for c in columns if c and c not in (*REQUIRED_COLUMNS, SPLIT_COLUMN)]
-        if missing or not modalities:
-            raise DataError(f"{path}: columns {columns} lack {missing or 'a modality column'}; "
-                            f"need {list(REQUIRED_COLUMNS)}, optional {SPLIT_COLUMN!r}, then one "
-                            "column per modality")
+        _check_columns(path, columns)
+        modalities = [c for c in columns if c not in (*REQUIRED_COLUMNS, SPLIT_COLUMN)]
         rows, problems, seen = [], [], set()
-        for line, raw in enumerate(reader, start=2):
-            row, row_problems = _parse_row(line, raw, modalities, SPLIT_COLUMN in columns, seen)
+        for raw in reader:
+            row, row_problems = _parse_row(reader.line_num, raw, modalities,
+                                           SPLIT_COLUMN in columns, seen)
             problems += row_problems
             if row is not None:
                 rows.append(row)
+    except csv.Error as err:  # e.g. a field over csv's size limit
+        line = reader.reader.line_num  # DictReader.line_num lags when a row fails
+        raise DataError(f"{path} line {line}: not readable as CSV ({err})") from None
+    if not rows and not problems:
+        problems.append(f"{MANIFEST_NAME}: no sample rows (only a header)")
     return rows, modalities, problems
 
 
-def load_array(root: Path, row: ManifestRow, modality: str) -> np.ndarray:
-    """One sample's ``.npy`` array as float32.
+def _check_columns(path: Path, columns: Sequence[str]) -> None:
+    """Raise a DataError naming what is wrong with the header, if anything."""
+    shown = [one_line(c) for c in columns]
+    unnamed = [i + 1 for i, c in enumerate(columns) if not c]
+    repeated = sorted(one_line(c) for c, n in Counter(columns).items() if c and n > 1)
+    if unnamed or repeated:
+        raise DataError(f"{path}: header {shown}: "
+                        + (f"column(s) {unnamed} have no name" if unnamed else "")
+                        + ("; " if unnamed and repeated else "")
+                        + (f"column(s) {repeated} appear more than once" if repeated else ""))
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing or len(columns) == len(REQUIRED_COLUMNS) + (SPLIT_COLUMN in columns):
+        raise DataError(f"{path}: columns {shown} lack {missing or 'a modality column'}; "
+                        f"need {list(REQUIRED_COLUMNS)}, optional {SPLIT_COLUMN!r}, then one "
+                        "column per modality")
+
+
+NPY_MAGIC = b"\x93NUMPY"
+MAX_NPY_HEADER = 10_000  # bytes; numpy's own limit for headers it parses safely
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def load_array(root: Path, row: ManifestRow, modality: str,
+               allow_outside_root: bool = False) -> np.ndarray:
+    """One sample's ``.npy`` array as float32, as training will read it.
 
     Raises:
-        DataError: Missing, unreadable (truncated, corrupt, pickled), non-numeric, 0-d, or
-            non-finite; the message names the file and the sample.
+        DataError: A path that leaves the data root (unless ``allow_outside_root``), a directory,
+            a missing file, or an array that :func:`read_npy` or :func:`as_float32` refuses; the
+            message names the sample, the modality and the file, on one line.
     """
-    path = root / row.files[modality]
-    where = f"sample {row.sample_id} ({modality}): {path}"
+    path, refused = resolve_in_root(root, row.files[modality], allow_outside_root)
+    where = f"sample {one_line(row.sample_id)} ({modality}): {one_line(path)}"
+    if refused:
+        raise DataError(f"{where}: {refused}")
+    if path.is_dir():
+        raise DataError(f"{where}: is a directory, not a .npy file")
     if not path.is_file():
         raise DataError(f"{where}: file missing")
     try:
-        array = np.load(path, allow_pickle=False)
-    except Exception as err:  # numpy raises several types on damaged files; name the file
-        raise DataError(f"{where}: unreadable, truncated or corrupt ({err!r})") from err
-    if not isinstance(array, np.ndarray):
-        raise DataError(f"{where}: expected one .npy array, got {type(array).__name__}")
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or array.ndim == 0:
-        raise DataError(f"{where}: expected a numeric array with >= 1 axis, got dtype "
-                        f"{array.dtype} and shape {array.shape}")
-    if not np.isfinite(array).all():
-        raise DataError(f"{where}: {int((~np.isfinite(array)).sum())} NaN/Inf values")
-    return array.astype(np.float32)
+        return as_float32(read_npy(path))
+    except DataError as err:
+        raise DataError(f"{where}: {err}") from None
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """The array of a ``.npy`` file, checked before its data is read.
+
+    Raises:
+        DataError: Not a ``.npy`` file (a pickle, an ``.npz`` archive, ...), a header over
+            :data:`MAX_NPY_HEADER` bytes, Python objects (they need pickle, never loaded), a
+            complex, non-numeric, 0-d or empty array, or fewer data bytes than the header
+            declares (truncated); the message says which, without the path.
+    """
+    with open(path, "rb") as f:
+        magic = f.read(len(NPY_MAGIC))
+        if magic != NPY_MAGIC:
+            f.seek(0)
+            raise DataError(f"not a .npy array file ({_file_kind(f.read(4))}); merdg reads "
+                            "arrays written by numpy.save and never unpickles files")
+        shape, fortran, dtype = _npy_header(f)
+        _check_npy_array(shape, dtype)
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        available = path.stat().st_size - f.tell()
+        if available < expected:
+            raise DataError(f"truncated: the header declares shape {shape} of {dtype} "
+                            f"({expected} bytes) but {available} bytes follow")
+        f.seek(0)
+        try:
+            return np.lib.format.read_array(f, allow_pickle=False)
+        except Exception as err:  # numpy raises several types on damaged data
+            raise DataError(f"unreadable, truncated or corrupt ({err!r})") from err
+
+
+def _file_kind(start: bytes) -> str:
+    if start[:1] == b"\x80" or start[:1] in (b"(", b"c", b"}", b"]"):
+        return "it looks like a pickle"
+    if start[:2] == b"PK":
+        return "it is a zip archive, e.g. an .npz"
+    return f"it starts with {start!r}"
+
+
+def _npy_header(f: io.BufferedReader) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) of the ``.npy`` header at ``f`` (after the magic)."""
+    version = (f.read(1) + f.read(1))
+    readers = {b"\x01\x00": (2, np.lib.format.read_array_header_1_0),
+               b"\x02\x00": (4, np.lib.format.read_array_header_2_0)}
+    if version not in readers:
+        raise DataError(f"unsupported .npy format version {tuple(version)} (numpy.save writes "
+                        "1.0 or 2.0 for numeric arrays)")
+    size_bytes, read_header = readers[version]
+    start = f.tell()
+    length = int.from_bytes(f.read(size_bytes), "little")
+    if length > MAX_NPY_HEADER:
+        raise DataError(f"the .npy header is {length} bytes, more than the {MAX_NPY_HEADER} "
+                        "bytes numpy parses safely")
+    available = os.fstat(f.fileno()).st_size - f.tell()
+    if available < length:
+        raise DataError(f"truncated: the .npy header needs {length} bytes but {available} follow")
+    f.seek(start)
+    try:
+        return read_header(f)
+    except Exception as err:  # a malformed header: numpy raises ValueError or SyntaxError
+        raise DataError(f"unreadable .npy header ({err!r})") from err
+
+
+def _check_npy_array(shape: tuple[int, ...], dtype: np.dtype) -> None:
+    if dtype.hasobject:
+        raise DataError(f"holds Python objects (dtype {dtype}); they would need pickle, which "
+                        "merdg never loads: save a numeric array")
+    if np.issubdtype(dtype, np.complexfloating):
+        raise DataError(f"complex values (dtype {dtype}); training reads real numbers: save the "
+                        "real and imaginary parts as separate channels")
+    if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)) or dtype.fields:
+        raise DataError(f"non-numeric dtype {dtype}; expected numbers or booleans")
+    if not shape:
+        raise DataError("a 0-d array (one number); expected an array with >= 1 axis")
+    if 0 in shape:
+        raise DataError(f"empty array (shape {shape})")
+
+
+def as_float32(array: np.ndarray) -> np.ndarray:
+    """``array`` as float32, refusing NaN/Inf and values that float32 cannot hold."""
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise DataError(f"{int((~np.isfinite(array)).sum())} NaN/Inf values")
+    with np.errstate(over="ignore"):  # reported below, with the file
+        out = array.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise DataError(f"{int((~np.isfinite(out)).sum())} values beyond the float32 range "
+                        f"(|x| > {FLOAT32_MAX:.3g}); training reads float32, where they "
+                        "become inf")
+    return out
 
 
 def _stack_key(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """What must agree between samples: every axis but the first (time) of a sequence."""
-    return shape[1:] if len(shape) >= 2 else shape
+    """What must agree between samples: the rank, and every axis but the first (time) of a
+    sequence (a vector's whole shape)."""
+    return (len(shape), *(shape[1:] if len(shape) >= 2 else shape))
 
 
 def stack_modality(arrays: Sequence[np.ndarray], ids: Sequence[str], modality: str,
@@ -172,8 +294,9 @@ def stack_modality(arrays: Sequence[np.ndarray], ids: Sequence[str], modality: s
     keys = Counter(_stack_key(a.shape) for a in arrays)
     if len(keys) > 1 or (arrays[0].ndim < 2 and len({a.shape for a in arrays}) > 1):
         common = keys.most_common(1)[0][0]
-        return None, [f"sample {i} ({modality}): shape {a.shape} does not stack with the "
-                      f"modality's other arrays (shape (T, *{common}) or {common}); arrays must "
+        example = next(a.shape for a in arrays if _stack_key(a.shape) == common)
+        return None, [f"sample {one_line(i)} ({modality}): shape {a.shape} does not stack with "
+                      f"the modality's other arrays (most have shape {example}); arrays must "
                       "share a shape, or every axis but the first"
                       for a, i in zip(arrays, ids) if _stack_key(a.shape) != common]
     if arrays[0].ndim < 2 or (length is None and len({a.shape[0] for a in arrays}) == 1):
@@ -188,8 +311,8 @@ def _length_for(length: int | Mapping[str, int] | None, modality: str) -> int | 
 
 def load_samples(root: Path, rows: Sequence[ManifestRow], modalities: Sequence[str],
                  length: int | Mapping[str, int] | None, sequence_mode: str,
-                 progress: bool = True) -> tuple[dict[str, np.ndarray], list[ManifestRow],
-                                                 list[str]]:
+                 progress: bool = True, allow_outside_root: bool = False
+                 ) -> tuple[dict[str, np.ndarray], list[ManifestRow], list[str]]:
     """Stacked arrays of the rows whose every file loads, those rows, and every problem."""
     arrays: dict[str, list[np.ndarray]] = {m: [] for m in modalities}
     good, problems = [], []
@@ -197,7 +320,7 @@ def load_samples(root: Path, rows: Sequence[ManifestRow], modalities: Sequence[s
         loaded = {}
         for m in modalities:
             try:
-                loaded[m] = load_array(root, row, m)
+                loaded[m] = load_array(root, row, m, allow_outside_root)
             except DataError as err:
                 problems.append(str(err))
         if len(loaded) == len(modalities):
@@ -239,6 +362,8 @@ class ManifestDataset(ArrayDomainDataset):
             statistics come from the source domains only.
         normalize: Standardize at all (``fit_normalization``); False hands out raw arrays.
         progress: Show a progress bar while loading.
+        allow_outside_root: Read array paths that leave ``root`` (absolute paths, ``..``,
+            symlinks pointing elsewhere); refused by default (docs/reliability.md).
 
     Raises:
         FileNotFoundError: No ``manifest.csv`` under ``root``.
@@ -257,14 +382,15 @@ class ManifestDataset(ArrayDomainDataset):
     def __init__(self, root: str | None = None, modalities: Sequence[str] | None = None,
                  length: int | Mapping[str, int] | None = None, sequence_mode: str = "resample",
                  normalization: str | Mapping[str, str] | None = None, normalize: bool = True,
-                 progress: bool = True) -> None:
+                 progress: bool = True, allow_outside_root: bool = False) -> None:
         self.root = _manifest_path(root).parent
+        allow_outside_root = check_flag("allow_outside_root", allow_outside_root)
         rows, all_modalities, problems = read_manifest(self.root)
         self.ALL_MODALITIES = tuple(all_modalities)
         self.modalities = self.select_modalities(modalities)
         raise_problems(problems, str(self.root / MANIFEST_NAME))
         stacked, rows, problems = load_samples(self.root, rows, self.modalities, length,
-                                               sequence_mode, progress)
+                                               sequence_mode, progress, allow_outside_root)
         raise_problems(problems, f"the manifest dataset {self.root}")
         if not rows:
             raise DataError(f"{self.root / MANIFEST_NAME} has no samples")
@@ -280,6 +406,9 @@ class ManifestDataset(ArrayDomainDataset):
 
     def encoder_spec(self, modality: str) -> dict[str, Any]:
         return default_encoder(self.input_shape(modality))
+
+    def sample_name(self, index: int) -> str:
+        return f"sample {one_line(self.sample_ids[index])}"
 
     def split(self, domain: str, role: str, seed: int, holdout_fraction: float) -> Dataset:
         """The manifest's ``split`` column when present, else the seeded holdout."""
@@ -298,13 +427,21 @@ class ManifestDataset(ArrayDomainDataset):
     @classmethod
     def check(cls, root: str | None, modalities: Sequence[str] | None = None,
               length: int | Mapping[str, int] | None = None, sequence_mode: str = "resample",
-              progress: bool = True, **_: Any) -> CheckReport:
-        """Load every row and array (nothing is trained); report counts and every problem."""
+              normalization: str | Mapping[str, str] | None = None, normalize: bool = True,
+              progress: bool = True, allow_outside_root: bool = False,
+              **_: Any) -> CheckReport:
+        """Load every row and array (nothing is trained); report counts and every problem,
+        including values that overflow float32 once standardized as a run with any target
+        would standardize them."""
         root_path = _manifest_path(root).parent
+        allow_outside_root = check_flag("allow_outside_root", allow_outside_root)
         rows, all_modalities, problems = read_manifest(root_path)
         mods = _select_modalities(all_modalities, modalities)
         stacked, good, load_problems = load_samples(root_path, rows, mods, length,
-                                                    sequence_mode, progress)
+                                                    sequence_mode, progress, allow_outside_root)
+        if normalize and good and not load_problems:
+            modes = _normalization_modes(normalization, stacked)
+            load_problems = _overflow_problems(stacked, good, modes)
         return CheckReport("manifest", _counts(good), problems + load_problems,
                            _check_notes(root_path, rows, good, stacked))
 
@@ -332,6 +469,27 @@ def _normalization_modes(option: str | Mapping[str, str] | None,
             raise ValueError(f"normalization for {m!r} must be one of {NORMALIZATION_MODES}, "
                              f"got {modes[m]!r}")
     return modes
+
+
+def _overflow_problems(stacked: Mapping[str, np.ndarray], rows: Sequence[ManifestRow],
+                       modes: Mapping[str, str]) -> list[str]:
+    """One problem per sample whose values overflow float32 once standardized with the
+    statistics of the other domains (what a run targeting its domain, or another, computes)."""
+    domains = np.array([r.domain for r in rows])
+    bad: dict[tuple[int, str], str] = {}
+    for target in _natural_sorted(set(domains.tolist())):
+        sources = torch.from_numpy(domains != target)
+        if not sources.any():
+            continue
+        for m, v in stacked.items():
+            x = torch.from_numpy(v)
+            stats = fit_standardization(x[sources], modes[m])
+            overflow = (~torch.isfinite(stats.apply(x))).flatten(1).any(1)
+            for i in overflow.nonzero().flatten().tolist():
+                bad.setdefault((i, m), target)
+    return [f"sample {one_line(rows[i].sample_id)} ({m}): its values overflow float32 once "
+            f"standardized with the statistics of the domains other than {target!r}; rescale them"
+            for (i, m), target in sorted(bad.items())]
 
 
 def _counts(rows: Sequence[ManifestRow]) -> dict[str, dict[str, int]]:
