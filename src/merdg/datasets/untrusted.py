@@ -3,9 +3,9 @@ the files it names inside the data root, and print it on one line.
 
 A data folder is untrusted input (see ``docs/reliability.md``): a manifest cell, a video id in a
 split file or a symlink in the tree must not make ``merdg`` read a file outside the folder the
-user pointed it at (``/etc/passwd``, ``../../secret.npy``, ``frames -> /home/me``). Every reader
-resolves the files it opens, symlinks included, and refuses those that leave the data root unless
-the user opts out with the dataset option ``allow_outside_root=true``.
+user pointed it at (``/etc/passwd``, ``../../secret.npy``, a ``frames`` symlink to another
+disk). Every reader resolves the files it opens, symlinks included, and refuses those that leave
+the data root unless the user opts out with the dataset option ``allow_outside_root=true``.
 
 Names from the data also end up in error messages; :func:`one_line` escapes line breaks, NUL
 bytes and other control characters so that each problem stays one line. Text files (manifests,
