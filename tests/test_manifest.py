@@ -123,7 +123,8 @@ def test_every_bad_file_is_named_with_its_sample(manifest_dir):
         load(manifest_dir)
     message = str(err.value)
     for culprit in ("sample lab-run-1 (accel)", "accel/lab-run-1.npy: file missing",
-                    "sample home-walk-2 (feat)", "sample car-run-0 (feat)", "corrupt",
+                    "sample home-walk-2 (feat)", "home-walk-2.npy: truncated",
+                    "sample car-run-0 (feat)", "car-run-0.npy: not a .npy array file",
                     "sample car-walk-3 (feat)", "1 NaN/Inf values",
                     "sample car-walk-1 (accel): shape (11, 4) does not stack"):
         assert culprit in message, culprit

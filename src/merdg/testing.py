@@ -120,8 +120,19 @@ def make_epic_fixture(root: str | Path, segments: int = 4, segment_frames: int =
             write_wav(rgb_dir.parent / f"{video_id}.wav", synthetic_tone(seconds, seed=seed))
             split_dir = root / "MM-SADA_Domain_Adaptation_Splits"
             split_dir.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame(rows).to_pickle(split_dir / f"{domain}_{split}.pkl")
+            _plain_frame(pd, rows).to_pickle(split_dir / f"{domain}_{split}.pkl")
     return root
+
+
+def _plain_frame(pd, rows: list[dict]):
+    """A DataFrame whose text columns and labels are numpy ``object`` arrays, as in the MM-SADA
+    pickles (pandas 3 would otherwise store text as its string type, pyarrow-backed when pyarrow
+    is installed, which the restricted unpickler refuses)."""
+    frame = pd.DataFrame(rows)
+    text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    frame = frame.astype({c: object for c in text})
+    frame.columns = pd.Index(list(frame.columns), dtype=object)
+    return frame
 
 
 def _epic_row(domain: str, video_id: str, k: int, start: int, stop: int, label: int) -> dict:

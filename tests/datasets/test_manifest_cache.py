@@ -28,9 +28,9 @@ def _count_loads(monkeypatch):
     calls = []
     original = manifest_module.load_array
 
-    def counting(root, row, modality):
+    def counting(root, row, modality, *args):
         calls.append(row.sample_id)
-        return original(root, row, modality)
+        return original(root, row, modality, *args)
 
     monkeypatch.setattr(manifest_module, "load_array", counting)
     return calls

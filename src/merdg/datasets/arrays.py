@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from merdg.datasets.base import DomainDataset, IndexedSamples, ValueConvention
-from merdg.datasets.preprocessing import Standardization, fit_standardization
+from merdg.datasets.preprocessing import Standardization, fit_standardization, raise_problems
 
 __all__ = ["ArrayDomainDataset", "fit_standardization_streaming", "zero_padded_steps"]
 
@@ -151,23 +151,48 @@ class ArrayDomainDataset(DomainDataset):
                 self.statistics[m] = fitted if mode == spread_mode else (
                     fit_standardization_streaming(v, idx, mode, lengths))
         self._ready = True
+        raise_problems(self._overflowing_inputs(), f"{type(self).__name__} after standardization")
+
+    def sample_name(self, index: int) -> str:
+        """How messages name the sample at ``index`` of the stacked tensors."""
+        return f"sample {index}"
+
+    def _overflowing_inputs(self) -> list[str]:
+        """One problem per modality whose standardized inputs hold NaN/Inf (finite float32 raw
+        values can still overflow in ``(x - mean) / std``), naming the samples; read in chunks,
+        like the statistics."""
+        problems = []
+        for m, v in self._raw.items():
+            if m not in self.statistics:
+                continue
+            per_row = max(1, math.prod(v.shape[1:]) * 4)
+            bad = [int(i) for rows in torch.arange(len(v)).split(max(1, CHUNK_BYTES // per_row))
+                   for i in rows[~torch.isfinite(self.fetch_modality(m, rows)).flatten(1).all(1)]]
+            if bad:
+                names = ", ".join(self.sample_name(i) for i in bad[:20])
+                problems.append(
+                    f"{m}: {len(bad)} samples overflow float32 once standardized with the source "
+                    f"domains' statistics ({names}{' ...' if len(bad) > 20 else ''}); rescale "
+                    "these values")
+        return problems
 
     def fetch(self, rows: Tensor) -> dict[str, Tensor]:
         """``{modality: (len(rows), ...)}``: the samples at positions ``rows``, standardized
         (once fitted), with the padded steps of padded sequences at exactly 0."""
         rows = torch.as_tensor(rows, dtype=torch.long).reshape(-1)  # (k,): indexing copies
-        out = {}
-        for m, v in self._raw.items():
-            batch = v[rows]  # a copy (advanced indexing), standardized in place when possible
-            stats = self.statistics.get(m)
-            if stats is not None and torch.result_type(batch, stats.mean) == batch.dtype:
-                batch.sub_(stats.mean).div_(stats.std)  # = stats.apply(batch), one copy less
-            elif stats is not None:
-                batch = stats.apply(batch)
-            if m in self._lengths:
-                batch = zero_padded_steps(batch, self._lengths[m][rows])
-            out[m] = batch
-        return out
+        return {m: self.fetch_modality(m, rows) for m in self._raw}
+
+    def fetch_modality(self, modality: str, rows: Tensor) -> Tensor:
+        """:meth:`fetch` of one modality: (len(rows), ...)."""
+        batch = self._raw[modality][rows]  # a copy (advanced indexing): standardized in place
+        stats = self.statistics.get(modality)
+        if stats is not None and torch.result_type(batch, stats.mean) == batch.dtype:
+            batch.sub_(stats.mean).div_(stats.std)  # = stats.apply(batch), one copy less
+        elif stats is not None:
+            batch = stats.apply(batch)
+        if modality in self._lengths:
+            batch = zero_padded_steps(batch, self._lengths[modality][rows])
+        return batch
 
     def value_convention(self, modality: str) -> ValueConvention:
         """Corruptions work on the values before standardization (the dataset's own units),

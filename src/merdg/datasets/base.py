@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from merdg.datasets.untrusted import one_line
 from merdg.hparams import HParam, seed_hash
 from merdg.registry import Registry
 
@@ -348,8 +349,8 @@ class CheckReport:
     def text(self) -> str:
         classes = list(next(iter(self.counts.values()), {}))
         lines = [f"dataset: {self.dataset}", *self.notes, ""]
-        header = ["domain", *classes, "total"]
-        rows = [[d, *[str(c[k]) for k in classes], str(sum(c.values()))]
+        header = ["domain", *map(one_line, classes), "total"]  # names from the data
+        rows = [[one_line(d), *[str(c[k]) for k in classes], str(sum(c.values()))]
                 for d, c in self.counts.items()]
         per_class = [str(sum(c[k] for c in self.counts.values())) for k in classes]
         total = sum(sum(c.values()) for c in self.counts.values())
@@ -362,8 +363,8 @@ class CheckReport:
             lines.append("  ".join(v.ljust(w) if i == 0 else v.rjust(w)
                                    for i, (v, w) in enumerate(zip(r, widths))))
         lines.append("")
-        for p in self.problems:
-            lines.append(f"PROBLEM: {p}")
+        for p in self.problems:  # names from the data may hold line breaks: one line each
+            lines.append(f"PROBLEM: {one_line(p)}")
         status = "OK" if self.ok else f"FAILED: {len(self.problems)} problem(s)"
         lines.append(f"{status}: {total} readable samples in {len(self.counts)} domains")
         return "\n".join(lines)

@@ -15,6 +15,11 @@ A subclass names and parses its split files (:meth:`ClipDataset.index_path`,
 sample (:meth:`ClipDataset.read_sample`), lists a record's files
 (:meth:`ClipDataset.record_files`) and maps roles to official splits
 (:meth:`ClipDataset.role_records`).
+
+The split files and the names in them are untrusted (``docs/reliability.md``): a file that cannot
+be read safely, or rows that cannot be used, stop the dataset's construction with every problem
+listed (``on_error="skip"`` drops the bad rows instead); a file a record needs that resolves
+outside the data root (a symlink) is refused unless ``allow_outside_root=True``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from torch.utils.data import Dataset
 
 from merdg.datasets.audio import AUDIO_SAMPLES, AudioReadError, spectrogram_shape
 from merdg.datasets.base import ROLES, CheckReport, DomainDataset, ValueConvention
+from merdg.datasets.preprocessing import DataError, raise_problems
+from merdg.datasets.untrusted import OPT_OUT, check_flag, one_line, outside_root
 from merdg.datasets.video import (
     FLOW_MEAN_STD,
     FLOW_ZERO,
@@ -43,7 +50,8 @@ from merdg.datasets.video import (
     FrameReadError,
 )
 
-__all__ = ["ClipDataset", "ClipOptions", "ClipPart", "ClipRecord", "SampleReadError"]
+__all__ = ["ClipDataset", "ClipOptions", "ClipPart", "ClipRecord", "IndexRowsError",
+           "SampleReadError"]
 
 log = logging.getLogger("merdg")
 
@@ -69,6 +77,19 @@ PAPER_ENCODERS: dict[str, dict[str, Any]] = {
 
 class SampleReadError(RuntimeError):
     """A sample's file is missing or unreadable; the message names the sample and the file."""
+
+
+class IndexRowsError(DataError):
+    """Rows of a split file that cannot be used.
+
+    Attributes:
+        rows: ``(where, why)`` per bad row, ``where`` naming the file and the row.
+        records: The records of the file's good rows.
+    """
+
+    def __init__(self, rows: Sequence[tuple[str, str]], records: Sequence[ClipRecord]) -> None:
+        self.rows, self.records = list(rows), list(records)
+        super().__init__("\n".join(f"{where}: {why}" for where, why in self.rows))
 
 
 @dataclass(frozen=True)
@@ -195,9 +216,14 @@ class ClipDataset(DomainDataset):
     Args:
         root: Dataset root directory.
         modalities: Subset of ``audio``, ``flow``, ``video`` (default: all).
-        on_error: ``"raise"`` (default): stop with the list of missing or unreadable files;
-            ``"skip"``: drop or replace such samples and count them in the run records.
-        validate: Check that every file a run needs exists before training (default True).
+        on_error: ``"raise"`` (default): stop with the list of missing or unreadable files
+            and unusable split-file rows; ``"skip"``: drop or replace such samples and count
+            them in the run records.
+        validate: Check that every file a run needs exists, inside the data root, before
+            training (default True).
+        allow_outside_root: Read files that resolve outside ``root`` through symlinks.
+        report_only: Collect the split files' problems in :attr:`index_problems` instead of
+            raising them (what ``merdg data check`` uses).
         **clip_options: Fields of :class:`ClipOptions`.
     """
 
@@ -209,7 +235,9 @@ class ClipDataset(DomainDataset):
     SPLITS: ClassVar[tuple[str, ...]] = ("train", "test")
 
     def __init__(self, root: str | None, modalities: Sequence[str] | None = None,
-                 on_error: str = "raise", validate: bool = True, **clip_options: Any) -> None:
+                 on_error: str = "raise", validate: bool = True,
+                 allow_outside_root: bool = False, report_only: bool = False,
+                 **clip_options: Any) -> None:
         if not root:
             raise ValueError(f"{type(self).__name__} needs --data-root (the dataset directory)")
         if on_error not in ("raise", "skip"):
@@ -222,16 +250,27 @@ class ClipDataset(DomainDataset):
         self.domains = list(self.DOMAINS)
         self.class_names = list(self.CLASS_NAMES)
         self.num_classes = len(self.class_names)
-        self.on_error, self.validate = on_error, validate
+        self.on_error, self.validate = on_error, check_flag("validate", validate)
+        self.report_only = report_only
+        self.allow_outside_root = check_flag("allow_outside_root", allow_outside_root)
         self.skip_log = SkipLog() if on_error == "skip" else None
         self.missing_index_files: list[str] = []  # split/annotation files not found
-        self.records = self.load_records()  # {(domain, split): [ClipRecord]}
+        self.index_problems: list[str] = []  # split files that cannot be read, bad rows
         self.dropped: dict[str, str] = {}  # uid -> why, samples dropped before training
+        self.records = self.load_records()  # {(domain, split): [ClipRecord]}
+        if not report_only:
+            raise_problems(self.index_problems, f"the split files of {type(self).__name__} "
+                           f"under {one_line(self.root)}")
         self._parts: dict[tuple[str, str], list[ClipRecord]] = {}
 
     # --- what a subclass provides -------------------------------------------------------
     def load_records(self) -> dict[tuple[str, str], list[ClipRecord]]:
-        """``{(domain, split): records}``; absent split files go to ``missing_index_files``."""
+        """``{(domain, split): records}``, reading every split file even when some fail.
+
+        Absent split files go to :attr:`missing_index_files`; files that cannot be read and
+        unusable rows go to :attr:`index_problems`, except rows dropped with
+        ``on_error="skip"`` (counted in :attr:`dropped`).
+        """
         records = {}
         for domain in self.DOMAINS:
             for split in self.SPLITS:
@@ -239,8 +278,23 @@ class ClipDataset(DomainDataset):
                 if not path.exists():
                     self.missing_index_files.append(str(path))
                     continue
-                records[domain, split] = self.read_index(path, domain, split)
+                try:
+                    records[domain, split] = self.read_index(path, domain, split)
+                except IndexRowsError as err:
+                    records[domain, split] = err.records
+                    self._bad_rows(err.rows)
+                except DataError as err:  # the whole file: unsafe, unreadable, bad columns
+                    records[domain, split] = []
+                    self.index_problems.append(str(err))
         return records
+
+    def _bad_rows(self, rows: Sequence[tuple[str, str]]) -> None:
+        if self.on_error != "skip" or self.report_only:
+            self.index_problems += [f"{where}: {why}" for where, why in rows]
+            return
+        for where, why in rows:
+            self.dropped[where] = why
+        log.warning("%s: skipping %d unusable split-file rows", type(self).__name__, len(rows))
 
     def index_path(self, domain: str, split: str) -> Path:
         """The split/annotation file listing ``domain``'s ``split`` clips."""
@@ -299,7 +353,7 @@ class ClipDataset(DomainDataset):
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {role!r}")
         if (domain, role) not in self._parts:
-            self._parts[domain, role] = self.usable(self.role_records(domain, role))
+            self.prepare_parts({(domain, role): self.role_records(domain, role)})
         records = self._parts[domain, role]
         if not records:
             raise ValueError(f"{type(self).__name__}: no readable samples for {domain} ({role})")
@@ -318,28 +372,60 @@ class ClipDataset(DomainDataset):
                 "skipped_samples": sorted(self.dropped.items())[:100],
                 "skipped_reads": runtime[:100]}
 
+    def fit_normalization(self, sources: Sequence[str]) -> None:
+        """Nothing to fit (clips are normalized per sample); training calls this first, with
+        the run's sources, so the files of every part the run can read are validated here, in
+        one pass: the sources' train and val parts and every other domain's test part.
+
+        Raises:
+            FileNotFoundError: Listing every missing or refused file of those parts, and every
+                missing split file (unless ``on_error="skip"``, which drops such samples).
+        """
+        self.check_domains(sources)
+        wanted = [(d, r) for d in sources for r in ("train", "val")]
+        wanted += [(d, "test") for d in self.domains if d not in sources]
+        parts, missing_splits = {}, []
+        for domain, role in wanted:
+            if (domain, role) in self._parts:
+                continue
+            try:
+                parts[domain, role] = self.role_records(domain, role)
+            except FileNotFoundError as err:
+                missing_splits.append(str(err))
+        self.prepare_parts(parts, missing_splits)
+
     # --- validation ---------------------------------------------------------------------
-    def usable(self, records: list[ClipRecord]) -> list[ClipRecord]:
-        """``records`` whose files exist; missing files raise (default) or drop the sample."""
-        if not self.validate:
-            return records
-        problems = self.find_problems(records)
-        if problems and self.on_error != "skip":
-            listing = "\n  ".join(p for ps in problems.values() for p in ps[:3])
+    def prepare_parts(self, parts: dict[tuple[str, str], list[ClipRecord]],
+                      problems: Sequence[str] = ()) -> None:
+        """Validate the records of several parts at once and keep their usable records.
+
+        Missing or refused files raise one error listing all of them, with ``problems`` found
+        before (default), or drop their samples (``on_error="skip"``).
+        """
+        if self.validate:
+            union = list({r.uid: r for records in parts.values() for r in records}.values())
+            found = self.find_problems(union)
+        else:
+            found = {}
+        if (found or problems) and self.on_error != "skip":
+            counts = [f"{len(found)} samples have missing or refused files"] * bool(found)
+            counts += [f"{len(problems)} split files are missing"] * bool(problems)
+            listing = "\n  ".join([*problems, *(p for ps in found.values() for p in ps)])
             raise FileNotFoundError(
-                f"{len(problems)} samples of {type(self).__name__} have missing files (run "
-                f"`merdg data check` for the full list, or pass --dataset-option "
-                f"on_error=skip to skip them):\n  {listing}")
-        for uid, ps in problems.items():
+                f"{type(self).__name__}: {' and '.join(counts)} (`merdg data check` lists every "
+                f"problem; --dataset-option on_error=skip skips such samples):\n  {listing}")
+        if found:
+            log.warning("%s: skipping %d samples with missing or refused files",
+                        type(self).__name__, len(found))
+        for uid, ps in found.items():
             self.dropped[uid] = "; ".join(ps)
-        if problems:
-            log.warning("%s: skipping %d samples with missing files", type(self).__name__,
-                        len(problems))
-        return [r for r in records if r.uid not in problems]
+        for key, records in parts.items():
+            self._parts[key] = [r for r in records if r.uid not in found]
 
     def find_problems(self, records: Sequence[ClipRecord]) -> dict[str, list[str]]:
-        """``{uid: [problem, ...]}`` for records whose needed files do not exist."""
-        listing = _DirectoryCache()
+        """``{uid: [problem, ...]}`` for records whose needed files do not exist or resolve
+        outside the data root (unless ``allow_outside_root``)."""
+        listing = _DirectoryCache(None if self.allow_outside_root else self.root)
         problems: dict[str, list[str]] = {}
         for record in records:
             for modality, groups in self.record_files(record).items():
@@ -347,9 +433,11 @@ class ClipDataset(DomainDataset):
                     continue
                 missing = [(folder, listing.missing(folder, names)) for folder, names in groups]
                 missing = [(folder, names) for folder, names in missing if names]
-                if missing:
+                refused = [r for folder, names in groups if (r := listing.refused(folder, names))]
+                if missing or refused:
+                    what = "; ".join([_describe_missing(missing)] * bool(missing) + refused)
                     problems.setdefault(record.uid, []).append(
-                        f"{record.uid}: {modality}: {_describe_missing(missing)}")
+                        f"{one_line(record.uid)}: {modality}: {what}")
         return problems
 
     @classmethod
@@ -357,8 +445,10 @@ class ClipDataset(DomainDataset):
               **options: Any) -> CheckReport:
         """Validate every sample of every split: missing files, unreadable headers, counts per
         (domain, split) and class. Reports every problem instead of stopping at the first."""
-        dataset = cls(root=root, modalities=modalities, validate=False, **options)
+        dataset = cls(root=root, modalities=modalities, validate=False, report_only=True,
+                      **options)
         problems = [f"missing split file {p}" for p in dataset.missing_index_files]
+        problems += dataset.index_problems
         counts: dict[str, dict[str, int]] = {}
         for (domain, split), records in dataset.records.items():
             missing = dataset.find_problems(records)
@@ -379,20 +469,51 @@ class ClipDataset(DomainDataset):
 
 class _DirectoryCache:
     """Existence checks through one directory listing per folder (EPIC folders hold up to
-    ~100k frames; a listing is much faster than one ``stat`` per frame)."""
+    ~100k frames; a listing is much faster than one ``stat`` per frame).
 
-    def __init__(self) -> None:
+    With a ``root``, files that resolve outside it are refused: each folder is resolved once,
+    and only the entries that are symlinks are resolved one by one.
+    """
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root
         self.listings: dict[str, set[str] | None] = {}
+        self.symlinks: dict[str, set[str]] = {}
+        self.outside: dict[str, str | None] = {}
+
+    def _list(self, folder: str) -> set[str] | None:
+        if folder not in self.listings:
+            try:
+                with os.scandir(folder) as entries:
+                    names, links = set(), set()
+                    for entry in entries:
+                        names.add(entry.name)
+                        if entry.is_symlink():
+                            links.add(entry.name)
+                self.listings[folder], self.symlinks[folder] = names, links
+            except (FileNotFoundError, NotADirectoryError):
+                self.listings[folder], self.symlinks[folder] = None, set()
+        return self.listings[folder]
 
     def missing(self, folder: str, names: Sequence[str]) -> list[str]:
         """The ``names`` absent from ``folder`` (all of them if the folder does not exist)."""
-        if folder not in self.listings:
-            try:
-                self.listings[folder] = set(os.listdir(folder))
-            except (FileNotFoundError, NotADirectoryError):
-                self.listings[folder] = None
-        present = self.listings[folder]
+        present = self._list(folder)
         return list(names) if present is None else [n for n in names if n not in present]
+
+    def refused(self, folder: str, names: Sequence[str]) -> str | None:
+        """Why files of ``names`` in ``folder`` may not be read (outside the root), or None."""
+        if self.root is None or self._list(folder) is None:
+            return None
+        if folder not in self.outside:
+            self.outside[folder] = outside_root(self.root, folder)
+        if self.outside[folder]:
+            return f"folder {one_line(folder)} {self.outside[folder]} ({OPT_OUT})"
+        links = self.symlinks[folder]
+        for name in (n for n in names if n in links):
+            reason = outside_root(self.root, os.path.join(folder, name))
+            if reason:
+                return f"{one_line(os.path.join(folder, name))} {reason} ({OPT_OUT})"
+        return None
 
 
 def _describe_missing(missing: Sequence[tuple[str, list[str]]]) -> str:

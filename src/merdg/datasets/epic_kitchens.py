@@ -12,6 +12,11 @@ stop_timestamp, start_frame, stop_frame, verb, verb_class``; a sample is one act
 (frames ``[start_frame, stop_frame)``, timestamps ``"HH:MM:SS.ff"``, label ``verb_class``).
 Domains: D1 = P08, D2 = P01, D3 = P22 (Munro & Damen, CVPR 2020, arXiv 2001.09691).
 
+The pickles are read with a restricted unpickler (:mod:`merdg.datasets.safe_pickle`): a pickle
+that would run code is refused, naming the file. Every row is checked (a ``video_id`` must be a
+plain folder name, frames and timestamps must be numbers with stop after start, ``verb_class``
+an integer in 0..7); bad rows are listed with their file and position.
+
 Official splits (``train_mer_dg.py``): a source domain trains on its ``train`` pickle and is
 validated on its ``test`` pickle; the target domain is tested on its ``test`` pickle.
 
@@ -27,7 +32,9 @@ Per sample (see :mod:`merdg.datasets.video` and :mod:`merdg.datasets.audio`):
 from __future__ import annotations
 
 import math
+import numbers
 import os
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,7 +50,9 @@ from merdg.datasets.audio import (
     window_bounds,
 )
 from merdg.datasets.base import DATASETS
-from merdg.datasets.clips import ClipDataset, ClipRecord, Corruptions
+from merdg.datasets.clips import ClipDataset, ClipRecord, Corruptions, IndexRowsError
+from merdg.datasets.preprocessing import DataError
+from merdg.datasets.untrusted import one_line, plain_name_problem
 from merdg.datasets.video import FrameReadError, read_jpeg_frames, sample_clip_indices
 
 __all__ = ["EpicKitchens", "parse_timestamp"]
@@ -55,9 +64,20 @@ FRAME = "frame_{:010d}.jpg"
 
 
 def parse_timestamp(text: str) -> float:
-    """``"HH:MM:SS.ff"`` -> seconds."""
-    hours, minutes, seconds = str(text).split(":")
-    return (float(hours) * 60 + float(minutes)) * 60 + float(seconds)
+    """``"HH:MM:SS.ff"`` -> seconds.
+
+    Raises:
+        ValueError: ``text`` is not three ``:``-separated non-negative finite numbers.
+    """
+    parts = str(text).split(":")
+    try:
+        hours, minutes, seconds = (float(p) for p in parts)
+    except ValueError:
+        hours = minutes = seconds = math.nan
+    value = (hours * 60 + minutes) * 60 + seconds
+    if len(parts) != 3 or not math.isfinite(value) or min(hours, minutes, seconds) < 0:
+        raise ValueError(f"timestamp {one_line(repr(text))} is not HH:MM:SS.ff")
+    return value
 
 
 @DATASETS.register("epic-kitchens")
@@ -184,33 +204,68 @@ def _sample(total: int, clip_len: int, interval: int, train: bool,
     return sample_clip_indices(total, clip_len, interval, train)
 
 
-def _read_split(path, domain: str, split: str, num_classes: int) -> list[ClipRecord]:
-    """Records of one MM-SADA split pickle (a pandas DataFrame)."""
+def _read_split(path: Path, domain: str, split: str, num_classes: int) -> list[ClipRecord]:
+    """Records of one MM-SADA split pickle (a pandas DataFrame), read without running code.
+
+    Raises:
+        DataError: The file is refused (it would run code), unreadable, not a DataFrame, or
+            lacks columns; the message names the file.
+        IndexRowsError: Some rows cannot be used: one ``(file row k, why)`` per row.
+    """
     try:
-        import pandas as pd
+        from merdg.datasets.safe_pickle import load_dataframe
     except ImportError as err:  # pragma: no cover - the media extra installs pandas
         raise ImportError("reading the MM-SADA split pickles needs pandas: "
                           "pip install 'merdg[media]'") from err
-    try:
-        frame = pd.read_pickle(path)
-    except Exception as err:  # unpickling old pandas objects can fail in many ways
-        raise ValueError(f"cannot read split file {path} with pandas {pd.__version__}: "
-                         f"{err}") from err
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"split file {path} lacks columns {missing}; has {list(frame.columns)}")
-    records = []
-    for position, row in enumerate(frame.itertuples(index=False)):
-        row = row._asdict()
-        label = int(row["verb_class"])
-        if not 0 <= label < num_classes:
-            raise ValueError(f"{path} row {position}: verb_class {label} outside "
-                             f"0..{num_classes - 1}")
-        key = row.get("uid", position)
-        info = {"video_id": str(row["video_id"]), "start_frame": int(row["start_frame"]),
-                "stop_frame": int(row["stop_frame"]),
-                "start_s": parse_timestamp(row["start_timestamp"]),
-                "stop_s": parse_timestamp(row["stop_timestamp"])}
-        records.append(ClipRecord(f"{domain}/{split}/{info['video_id']}/{key}", domain, split,
-                                  label, info))
+    frame = load_dataframe(path)
+    columns = [str(c) for c in frame.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing or len(set(columns)) < len(columns):
+        raise DataError(f"split file {path} lacks columns {missing} or repeats one; has "
+                        f"{[one_line(c) for c in columns]}")
+    names = [c for c in (*REQUIRED_COLUMNS, "uid") if c in columns]
+    values = zip(*(frame[frame.columns[columns.index(c)]].tolist() for c in names))
+    records, bad = [], []
+    for position, row in enumerate(values):
+        try:
+            records.append(_record(dict(zip(names, row)), position, domain, split, num_classes))
+        except (ValueError, TypeError, OverflowError) as err:
+            bad.append((f"{path} row {position}", one_line(err)))
+    if bad:
+        raise IndexRowsError(bad, records)
     return records
+
+
+def _record(row: dict[str, Any], position: int, domain: str, split: str,
+            num_classes: int) -> ClipRecord:
+    """One segment of a split file; a ValueError says what is wrong with the row."""
+    video_id = row["video_id"]
+    problem = plain_name_problem(video_id) if isinstance(video_id, str) else "not a string"
+    if problem:
+        raise ValueError(f"video_id {one_line(repr(video_id))}: {problem}")
+    label = _integer(row["verb_class"], "verb_class")
+    if not 0 <= label < num_classes:
+        raise ValueError(f"verb_class {label} outside 0..{num_classes - 1}")
+    info = {"video_id": video_id, "start_frame": _integer(row["start_frame"], "start_frame"),
+            "stop_frame": _integer(row["stop_frame"], "stop_frame"),
+            "start_s": parse_timestamp(row["start_timestamp"]),
+            "stop_s": parse_timestamp(row["stop_timestamp"])}
+    if not 0 <= info["start_frame"] < info["stop_frame"]:
+        raise ValueError(f"frames {info['start_frame']}..{info['stop_frame']}: need "
+                         "0 <= start_frame < stop_frame")
+    if not info["start_s"] < info["stop_s"]:
+        raise ValueError(f"timestamps {one_line(row['start_timestamp'])}.."
+                         f"{one_line(row['stop_timestamp'])}: the stop must come after the start")
+    key = one_line(row.get("uid", position))
+    return ClipRecord(f"{domain}/{split}/{video_id}/{key}", domain, split, label, info)
+
+
+def _integer(value: Any, column: str) -> int:
+    """``value`` as an int when it is one (2, 2.0, "2"); else a ValueError naming the column."""
+    if isinstance(value, str):
+        if re.fullmatch(r"\s*-?[0-9]+\s*", value):
+            return int(value)
+    elif not isinstance(value, bool) and isinstance(value, numbers.Real):
+        if math.isfinite(value) and float(value).is_integer():
+            return int(value)
+    raise ValueError(f"{column} {one_line(repr(value))} is not an integer")

@@ -7,6 +7,10 @@ Layout under the data root (hdong51/Human-Animal-Cartoon, as SimMMDG's HAC loade
     {domain}/flow/<stem>_flow_x.mp4, <stem>_flow_y.mp4            optical flow as videos
     {domain}/audio/<stem>.wav                                     audio
 
+The csvs are read as UTF-8 (a byte-order mark is fine; other encodings are an error naming the
+line); each row's file must be a plain ``.mp4`` file name and its label an integer in 0..6, and
+bad rows are listed with their file and line.
+
 Official protocol (SimMMDG's ``HACDOMAIN``): a source domain trains on its train csv and is
 validated on its test csv; the **target** is tested on its test csv *plus* its train csv (every
 clip of the domain). ``target_test="test"`` restricts the target to its test csv.
@@ -24,7 +28,9 @@ Per sample, as the reference loader (``docs/paper-setting.md`` lists its quirks)
 from __future__ import annotations
 
 import csv
+import io
 import os
+import re
 from pathlib import Path
 from typing import ClassVar
 
@@ -40,7 +46,9 @@ from merdg.datasets.audio import (
     spectrogram_shape,
 )
 from merdg.datasets.base import DATASETS
-from merdg.datasets.clips import ClipDataset, ClipRecord, Corruptions
+from merdg.datasets.clips import ClipDataset, ClipRecord, Corruptions, IndexRowsError
+from merdg.datasets.preprocessing import DataError
+from merdg.datasets.untrusted import one_line, plain_name_problem, read_utf8
 from merdg.datasets.video import FrameReadError, VideoFile, sample_clip_indices
 
 __all__ = ["HAC"]
@@ -191,17 +199,42 @@ def _frame_of_index(inds: Tensor, num_frames: int) -> Tensor:
     return (inds - 1).clamp(0, num_frames - 1)
 
 
-def _read_csv(path, domain: str, split: str, num_classes: int) -> list[ClipRecord]:
-    records = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for line, row in enumerate(csv.reader(f), 1):
+def _read_csv(path: Path, domain: str, split: str, num_classes: int) -> list[ClipRecord]:
+    """Records of one split csv (UTF-8, rows ``<file>.mp4,<label>``).
+
+    Raises:
+        DataError: The file is not UTF-8 text or not parseable as CSV (naming the line).
+        IndexRowsError: Some rows cannot be used: one ``(file line N, why)`` per row.
+    """
+    reader = csv.reader(io.StringIO(read_utf8(path, "split csv"), newline=""))
+    records, bad = [], []
+    try:
+        for row in reader:
             if not row:
                 continue
-            if len(row) < 2:
-                raise ValueError(f"{path}:{line}: expected '<file>.mp4,<label>', got {row}")
-            label = int(row[1])
-            if not 0 <= label < num_classes:
-                raise ValueError(f"{path}:{line}: label {label} outside 0..{num_classes - 1}")
-            info = {"file": row[0], "stem": row[0][:-4]}
-            records.append(ClipRecord(f"{domain}/{split}/{row[0]}", domain, split, label, info))
+            try:
+                records.append(_record(row, domain, split, num_classes))
+            except ValueError as err:
+                bad.append((f"{path} line {reader.line_num}", str(err)))
+    except csv.Error as err:
+        raise DataError(f"{path} line {reader.line_num}: not readable as CSV ({err})") from None
+    if bad:
+        raise IndexRowsError(bad, records)
     return records
+
+
+def _record(row: list[str], domain: str, split: str, num_classes: int) -> ClipRecord:
+    """One clip of a split csv; a ValueError says what is wrong with the row."""
+    if len(row) < 2:
+        raise ValueError(f"expected '<file>.mp4,<label>', got {one_line(row)}")
+    name, label_text = row[0], row[1].strip()
+    problem = plain_name_problem(name)
+    if problem or not name.endswith(".mp4"):
+        raise ValueError(f"file {one_line(repr(name))}: {problem or 'not an .mp4 file name'}")
+    if not re.fullmatch(r"-?[0-9]+", label_text):
+        raise ValueError(f"label {one_line(repr(row[1]))} is not an integer")
+    label = int(label_text)
+    if not 0 <= label < num_classes:
+        raise ValueError(f"label {label} outside 0..{num_classes - 1}")
+    return ClipRecord(f"{domain}/{split}/{name}", domain, split, label,
+                      {"file": name, "stem": name[:-4]})

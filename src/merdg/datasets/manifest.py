@@ -12,7 +12,9 @@ modality is a dataset (``--dataset manifest --data-root DIR``).
   it, a seeded share of each source domain is held out and the whole target is tested;
 - ``group`` (optional): the recording, session or subject a sample comes from; the holdout keeps
   each group on one side (windows of one recording never straddle train and validation);
-- every other column is a modality; its value is the path, relative to DIR, of a ``.npy`` array.
+- every other column is a modality; its value is the path, relative to DIR, of a ``.npy`` array
+  (a path that leaves DIR, through ``..``, an absolute path or a symlink, is refused unless the
+  dataset option ``allow_outside_root`` is true).
 
 The arrays of one modality share a shape, or share every axis but the first (time): such
 sequences, e.g. (T, C) with varying T, are brought to one length by the ``length_policy``
@@ -24,6 +26,9 @@ are cached on disk once and memory-mapped, so DataLoader workers share one copy.
 from __future__ import annotations
 
 import csv
+import io
+import os
+import re
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -46,6 +51,7 @@ from merdg.datasets.preprocessing import (
     raise_problems,
 )
 from merdg.datasets.sequences import SequencePlan, check_length_policy, plan_modality
+from merdg.datasets.untrusted import check_flag, one_line, read_utf8, resolve_in_root
 from merdg.hparams import HParam
 
 __all__ = ["MANIFEST_NAME", "ManifestDataset", "ManifestRow", "read_manifest"]
@@ -73,7 +79,7 @@ class ManifestRow:
 
 def _natural_sorted(values: set[str]) -> list[str]:
     """Sorted numerically when every value is an integer, else as strings."""
-    if all(v.lstrip("-").isdigit() for v in values):
+    if all(re.fullmatch(r"-?[0-9]+", v) for v in values):
         return sorted(values, key=int)
     return sorted(values)
 
@@ -92,7 +98,7 @@ def _parse_row(line: int, row: dict[str, str], modalities: Sequence[str], has_sp
                seen: set[str], has_group: bool = False) -> tuple[ManifestRow | None, list[str]]:
     """The row, or None with the reasons it is unusable."""
     cells = {k: (v or "").strip() for k, v in row.items() if k is not None}
-    name = cells.get("sample_id") or f"<line {line}>"
+    name = one_line(cells.get("sample_id") or f"<line {line}>")
     where = f"{MANIFEST_NAME} line {line} (sample {name})"
     problems = [f"{where}: empty {c!r}" for c in (*REQUIRED_COLUMNS, *modalities,
                                                   *([GROUP_COLUMN] if has_group else []))
@@ -113,59 +119,173 @@ def _parse_row(line: int, row: dict[str, str], modalities: Sequence[str], has_sp
 
 
 def read_manifest(root: str | Path | None) -> tuple[list[ManifestRow], list[str], list[str]]:
-    """Parse ``DIR/manifest.csv``.
+    """Parse ``DIR/manifest.csv`` (UTF-8, with or without a byte-order mark).
 
     Returns:
-        (usable rows, modality names in column order, one problem per unusable row).
+        (usable rows, modality names in column order, one problem per unusable row; a manifest
+        without rows is one problem).
 
     Raises:
         FileNotFoundError: No manifest.
-        DataError: Required columns are missing, or there is no modality column.
+        DataError: Not UTF-8 text, not parseable as CSV, or a bad header (required columns
+            missing, no modality column, a column without a name or named twice); the message
+            names the file and the line.
     """
     path = _manifest_path(root)
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    reader = csv.DictReader(io.StringIO(read_utf8(path, "manifest"), newline=""))
+    try:
         columns = [c.strip() for c in reader.fieldnames or []]
         reader.fieldnames = columns
-        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-        modalities = [c for c in columns if c and c not in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)]
-        if missing or not modalities:
-            raise DataError(f"{path}: columns {columns} lack {missing or 'a modality column'}; "
-                            f"need {list(REQUIRED_COLUMNS)}, optional {list(OPTIONAL_COLUMNS)}, "
-                            "then one column per modality")
+        _check_columns(path, columns)
+        modalities = [c for c in columns if c not in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)]
         rows, problems, seen = [], [], set()
-        for line, raw in enumerate(reader, start=2):
-            row, row_problems = _parse_row(line, raw, modalities, SPLIT_COLUMN in columns, seen,
-                                           GROUP_COLUMN in columns)
+        for raw in reader:
+            row, row_problems = _parse_row(reader.line_num, raw, modalities,
+                                           SPLIT_COLUMN in columns, seen, GROUP_COLUMN in columns)
             problems += row_problems
             if row is not None:
                 rows.append(row)
+    except csv.Error as err:  # e.g. a field over csv's size limit
+        line = reader.reader.line_num  # DictReader.line_num lags when a row fails
+        raise DataError(f"{path} line {line}: not readable as CSV ({err})") from None
+    if not rows and not problems:
+        problems.append(f"{MANIFEST_NAME}: no sample rows (only a header)")
     return rows, modalities, problems
 
 
-def load_array(root: Path, row: ManifestRow, modality: str) -> np.ndarray:
-    """One sample's ``.npy`` array as float32.
+def _check_columns(path: Path, columns: Sequence[str]) -> None:
+    """Raise a DataError naming what is wrong with the header, if anything."""
+    shown = [one_line(c) for c in columns]
+    unnamed = [i + 1 for i, c in enumerate(columns) if not c]
+    repeated = sorted(one_line(c) for c, n in Counter(columns).items() if c and n > 1)
+    if unnamed or repeated:
+        raise DataError(f"{path}: header {shown}: "
+                        + (f"column(s) {unnamed} have no name" if unnamed else "")
+                        + ("; " if unnamed and repeated else "")
+                        + (f"column(s) {repeated} appear more than once" if repeated else ""))
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    optional = sum(c in columns for c in OPTIONAL_COLUMNS)
+    if missing or len(columns) == len(REQUIRED_COLUMNS) + optional:
+        raise DataError(f"{path}: columns {shown} lack {missing or 'a modality column'}; "
+                        f"need {list(REQUIRED_COLUMNS)}, optional {list(OPTIONAL_COLUMNS)}, "
+                        "then one column per modality")
+
+
+NPY_MAGIC = b"\x93NUMPY"
+MAX_NPY_HEADER = 10_000  # bytes; numpy's own limit for headers it parses safely
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def load_array(root: Path, row: ManifestRow, modality: str,
+               allow_outside_root: bool = False) -> np.ndarray:
+    """One sample's ``.npy`` array as float32, as training will read it.
 
     Raises:
-        DataError: Missing, unreadable (truncated, corrupt, pickled), non-numeric, 0-d, or
-            non-finite; the message names the file and the sample.
+        DataError: A path that leaves the data root (unless ``allow_outside_root``), a directory,
+            a missing file, or an array that :func:`read_npy` or :func:`as_float32` refuses; the
+            message names the sample, the modality and the file, on one line.
     """
-    path = root / row.files[modality]
-    where = f"sample {row.sample_id} ({modality}): {path}"
+    path, refused = resolve_in_root(root, row.files[modality], allow_outside_root)
+    where = f"sample {one_line(row.sample_id)} ({modality}): {one_line(path)}"
+    if refused:
+        raise DataError(f"{where}: {refused}")
+    if path.is_dir():
+        raise DataError(f"{where}: is a directory, not a .npy file")
     if not path.is_file():
         raise DataError(f"{where}: file missing")
     try:
-        array = np.load(path, allow_pickle=False)
-    except Exception as err:  # numpy raises several types on damaged files; name the file
-        raise DataError(f"{where}: unreadable, truncated or corrupt ({err!r})") from err
-    if not isinstance(array, np.ndarray):
-        raise DataError(f"{where}: expected one .npy array, got {type(array).__name__}")
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or array.ndim == 0:
-        raise DataError(f"{where}: expected a numeric array with >= 1 axis, got dtype "
-                        f"{array.dtype} and shape {array.shape}")
-    if not np.isfinite(array).all():
-        raise DataError(f"{where}: {int((~np.isfinite(array)).sum())} NaN/Inf values")
-    return array.astype(np.float32)
+        return as_float32(read_npy(path))
+    except DataError as err:
+        raise DataError(f"{where}: {err}") from None
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """The array of a ``.npy`` file, checked before its data is read.
+
+    Raises:
+        DataError: Not a ``.npy`` file (a pickle, an ``.npz`` archive, ...), a header over
+            :data:`MAX_NPY_HEADER` bytes, Python objects (they need pickle, never loaded), a
+            complex, non-numeric, 0-d or empty array, or fewer data bytes than the header
+            declares (truncated); the message says which, without the path.
+    """
+    with open(path, "rb") as f:
+        magic = f.read(len(NPY_MAGIC))
+        if magic != NPY_MAGIC:
+            f.seek(0)
+            raise DataError(f"not a .npy array file ({_file_kind(f.read(4))}); merdg reads "
+                            "arrays written by numpy.save and never unpickles files")
+        shape, fortran, dtype = _npy_header(f)
+        _check_npy_array(shape, dtype)
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        available = path.stat().st_size - f.tell()
+        if available < expected:
+            raise DataError(f"truncated: the header declares shape {shape} of {dtype} "
+                            f"({expected} bytes) but {available} bytes follow")
+        f.seek(0)
+        try:
+            return np.lib.format.read_array(f, allow_pickle=False)
+        except Exception as err:  # numpy raises several types on damaged data
+            raise DataError(f"unreadable, truncated or corrupt ({err!r})") from err
+
+
+def _file_kind(start: bytes) -> str:
+    if start[:1] == b"\x80" or start[:1] in (b"(", b"c", b"}", b"]"):
+        return "it looks like a pickle"
+    if start[:2] == b"PK":
+        return "it is a zip archive, e.g. an .npz"
+    return f"it starts with {start!r}"
+
+
+def _npy_header(f: io.BufferedReader) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) of the ``.npy`` header at ``f`` (after the magic)."""
+    version = (f.read(1) + f.read(1))
+    readers = {b"\x01\x00": (2, np.lib.format.read_array_header_1_0),
+               b"\x02\x00": (4, np.lib.format.read_array_header_2_0)}
+    if version not in readers:
+        raise DataError(f"unsupported .npy format version {tuple(version)} (numpy.save writes "
+                        "1.0 or 2.0 for numeric arrays)")
+    size_bytes, read_header = readers[version]
+    start = f.tell()
+    length = int.from_bytes(f.read(size_bytes), "little")
+    if length > MAX_NPY_HEADER:
+        raise DataError(f"the .npy header is {length} bytes, more than the {MAX_NPY_HEADER} "
+                        "bytes numpy parses safely")
+    available = os.fstat(f.fileno()).st_size - f.tell()
+    if available < length:
+        raise DataError(f"truncated: the .npy header needs {length} bytes but {available} follow")
+    f.seek(start)
+    try:
+        return read_header(f)
+    except Exception as err:  # a malformed header: numpy raises ValueError or SyntaxError
+        raise DataError(f"unreadable .npy header ({err!r})") from err
+
+
+def _check_npy_array(shape: tuple[int, ...], dtype: np.dtype) -> None:
+    if dtype.hasobject:
+        raise DataError(f"holds Python objects (dtype {dtype}); they would need pickle, which "
+                        "merdg never loads: save a numeric array")
+    if np.issubdtype(dtype, np.complexfloating):
+        raise DataError(f"complex values (dtype {dtype}); training reads real numbers: save the "
+                        "real and imaginary parts as separate channels")
+    if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)) or dtype.fields:
+        raise DataError(f"non-numeric dtype {dtype}; expected numbers or booleans")
+    if not shape:
+        raise DataError("a 0-d array (one number); expected an array with >= 1 axis")
+    if 0 in shape:
+        raise DataError(f"empty array (shape {shape})")
+
+
+def as_float32(array: np.ndarray) -> np.ndarray:
+    """``array`` as float32, refusing NaN/Inf and values that float32 cannot hold."""
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise DataError(f"{int((~np.isfinite(array)).sum())} NaN/Inf values")
+    with np.errstate(over="ignore"):  # reported below, with the file
+        out = array.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise DataError(f"{int((~np.isfinite(out)).sum())} values beyond the float32 range "
+                        f"(|x| > {FLOAT32_MAX:.3g}); training reads float32, where they "
+                        "become inf")
+    return out
 
 
 def _length_for(length: int | Mapping[str, int] | None, modality: str) -> int | None:
@@ -173,8 +293,8 @@ def _length_for(length: int | Mapping[str, int] | None, modality: str) -> int | 
 
 
 def scan_shapes(root: Path, rows: Sequence[ManifestRow], modalities: Sequence[str],
-                progress: bool = True) -> tuple[dict[str, list[tuple[int, ...]]],
-                                                list[ManifestRow], list[str]]:
+                progress: bool = True, allow_outside_root: bool = False
+                ) -> tuple[dict[str, list[tuple[int, ...]]], list[ManifestRow], list[str]]:
     """Read and validate every array (:func:`load_array`), keeping only its shape.
 
     Returns:
@@ -187,7 +307,7 @@ def scan_shapes(root: Path, rows: Sequence[ManifestRow], modalities: Sequence[st
         found = {}
         for m in modalities:
             try:
-                found[m] = load_array(root, row, m).shape
+                found[m] = load_array(root, row, m, allow_outside_root).shape
             except DataError as err:
                 problems.append(str(err))
         if len(found) == len(modalities):
@@ -211,7 +331,7 @@ def plan_modalities(shapes: Mapping[str, Sequence[tuple[int, ...]]], rows: Seque
 
 
 def fill_modality(root: Path, rows: Sequence[ManifestRow], plan: SequencePlan, out: np.ndarray,
-                  progress: bool = True) -> list[int]:
+                  progress: bool = True, allow_outside_root: bool = False) -> list[int]:
     """Write each row's array, brought to ``plan.sample_shape``, into ``out[i]`` (n, ...).
 
     Returns:
@@ -220,7 +340,7 @@ def fill_modality(root: Path, rows: Sequence[ManifestRow], plan: SequencePlan, o
     valid = []
     for i, row in enumerate(tqdm(rows, desc=f"manifest: stacking {plan.modality}",
                                  disable=not progress)):
-        array = load_array(root, row, plan.modality)
+        array = load_array(root, row, plan.modality, allow_outside_root)
         out[i] = plan.fit(array)
         valid.append(plan.valid_steps(array.shape[0]) if plan.length is not None else 0)
     return valid
@@ -280,6 +400,8 @@ class ManifestDataset(ArrayDomainDataset):
             go to ``manifest/`` in it, keyed by the settings and every input file's name, size
             and modification time.
         sequence_mode: Former name of ``length_policy`` (deprecated).
+        allow_outside_root: Read array paths that leave ``root`` (absolute paths, ``..``,
+            symlinks pointing elsewhere); refused by default (docs/reliability.md).
 
     Raises:
         FileNotFoundError: No ``manifest.csv`` under ``root``.
@@ -299,7 +421,8 @@ class ManifestDataset(ArrayDomainDataset):
                  length: int | Mapping[str, int] | None = None, length_policy: str = "resample",
                  normalization: str | Mapping[str, str] | None = None, normalize: bool = True,
                  progress: bool = True, cache: bool = True, cache_dir: str | None = None,
-                 sequence_mode: str | None = None) -> None:
+                 sequence_mode: str | None = None, allow_outside_root: bool = False) -> None:
+        self.allow_outside_root = check_flag("allow_outside_root", allow_outside_root)
         self.root = _manifest_path(root).parent
         rows, all_modalities, problems = read_manifest(self.root)
         self.ALL_MODALITIES = tuple(all_modalities)
@@ -344,7 +467,8 @@ class ManifestDataset(ArrayDomainDataset):
         missing = [m for m in self.modalities if m not in stacked]
         if not missing:
             return stacked, plans, valid
-        shapes, good, problems = scan_shapes(self.root, rows, missing, progress)
+        shapes, good, problems = scan_shapes(self.root, rows, missing, progress,
+                                             self.allow_outside_root)
         new_plans, plan_problems = plan_modalities(shapes, good, length, self.length_policy)
         raise_problems(problems + plan_problems, f"the manifest dataset {self.root}")
         for m in missing:
@@ -353,7 +477,8 @@ class ManifestDataset(ArrayDomainDataset):
 
             def fill(out: np.ndarray, plan: SequencePlan = plan) -> dict[str, Any]:
                 return {"sample_ids": ids, "plan": plan.as_dict(),
-                        "valid_steps": fill_modality(self.root, rows, plan, out, progress)}
+                        "valid_steps": fill_modality(self.root, rows, plan, out, progress,
+                                                     self.allow_outside_root)}
 
             if entries[m] is None:
                 stacked[m] = np.empty(shape, dtype=np.float32)
@@ -397,6 +522,9 @@ class ManifestDataset(ArrayDomainDataset):
         for m, path in mapped.items():
             self.stacked[m] = np.load(path, mmap_mode="c", allow_pickle=False)
             self._raw[m] = torch.from_numpy(self.stacked[m])
+
+    def sample_name(self, index: int) -> str:
+        return f"sample {one_line(self.sample_ids[index])}"
 
     def encoder_spec(self, modality: str) -> dict[str, Any]:
         shape = self.input_shape(modality)
@@ -443,16 +571,22 @@ class ManifestDataset(ArrayDomainDataset):
         no cache); report counts, each modality's raw length range and stacked shape, groups,
         and every problem. Training options (``normalization``, ``normalize``, ``cache``,
         ``cache_dir``) are accepted so that the same options can be reused."""
-        unknown = sorted(set(options) - {"normalization", "normalize", "cache", "cache_dir"})
+        unknown = sorted(set(options) - {"normalization", "normalize", "cache", "cache_dir",
+                                         "allow_outside_root"})
         if unknown:
             raise TypeError(f"unknown dataset options {unknown} for the manifest dataset")
+        allow = check_flag("allow_outside_root", options.get("allow_outside_root", False))
         policy = _length_policy(length_policy, sequence_mode)
         root_path = _manifest_path(root).parent
         rows, all_modalities, problems = read_manifest(root_path)
         mods = _select_modalities(all_modalities, modalities)
-        shapes, good, load_problems = scan_shapes(root_path, rows, mods, progress)
+        shapes, good, load_problems = scan_shapes(root_path, rows, mods, progress, allow)
         plans, plan_problems = plan_modalities(shapes, good, length, policy)
-        return CheckReport("manifest", _counts(good), problems + load_problems + plan_problems,
+        problems += load_problems + plan_problems
+        if options.get("normalize", True) and good and not problems:
+            modes = _normalization_modes(options.get("normalization"), plans)
+            problems += _overflow_problems(root_path, good, plans, modes, allow)
+        return CheckReport("manifest", _counts(good), problems,
                            _check_notes(root_path, rows, good, plans))
 
 
@@ -524,3 +658,47 @@ def _group_notes(good: Sequence[ManifestRow], domains: Sequence[str]) -> list[st
                          f"one split (e.g. {leaked[:3]}); validation is then not independent of "
                          "training")
     return notes
+
+
+def _overflow_problems(root: Path, rows: Sequence[ManifestRow],
+                       plans: Mapping[str, SequencePlan], modes: Mapping[str, str],
+                       allow_outside_root: bool = False) -> list[str]:
+    """One problem per sample whose values overflow float32 once standardized with the
+    statistics of the other domains (what a run targeting its domain, or another, computes).
+
+    One streaming pass per modality: each domain's moments (count, sum, sum of squares, over
+    the valid steps, in float64) and each sample's extremes; a sample overflows a target's
+    standardization when ``max |x - mean| / std`` exceeds the float32 range.
+    """
+    domains = [r.domain for r in rows]
+    bad: dict[tuple[int, str], str] = {}
+    for m, plan in plans.items():
+        if modes[m] == "none":
+            continue
+        moments: dict[str, np.ndarray] = {}  # domain -> (3, channels): n, sum, sum of squares
+        lows, highs = [], []
+        for row in rows:
+            array = load_array(root, row, m, allow_outside_root)
+            x = plan.fit(array).astype(np.float64)
+            if plan.padded:
+                x = x[: plan.valid_steps(array.shape[0])]
+            v = x.reshape(-1, x.shape[-1]) if modes[m] == "channel" else x.reshape(-1, 1)
+            acc = moments.setdefault(row.domain, np.zeros((3, v.shape[1])))
+            acc += np.stack([np.full(v.shape[1], len(v)), v.sum(0), (v * v).sum(0)])
+            lows.append(v.min(0))
+            highs.append(v.max(0))
+        low, high = np.stack(lows), np.stack(highs)  # (n, channels)
+        for target in _natural_sorted(set(domains)):
+            sources = [acc for d, acc in moments.items() if d != target]
+            if not sources:
+                continue
+            n, total, squares = np.sum(sources, axis=0)
+            mean = total / n
+            std = np.sqrt(np.maximum(squares / n - mean * mean, 0.0))
+            std = np.where(std < 1e-6, 1.0, std)  # as the standardization itself
+            reach = np.maximum(np.abs(high - mean), np.abs(low - mean)) / std
+            for i in np.nonzero((reach > FLOAT32_MAX).any(1))[0].tolist():
+                bad.setdefault((i, m), target)
+    return [f"sample {one_line(rows[i].sample_id)} ({m}): its values overflow float32 once "
+            f"standardized with the statistics of the domains other than {target!r}; rescale them"
+            for (i, m), target in sorted(bad.items())]

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from merdg.datasets.preprocessing import LENGTH_POLICIES, fit_time_axis
+from merdg.datasets.untrusted import one_line
 
 __all__ = ["LENGTH_POLICIES", "SequencePlan", "check_length_policy", "plan_modality"]
 
@@ -107,8 +108,9 @@ class SequencePlan:
 
 
 def _stack_key(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """What must agree between samples: every axis but the first (time) of a sequence."""
-    return shape[1:] if len(shape) >= 2 else shape
+    """What must agree between samples: the rank, and every axis but the first (time) of a
+    sequence (a vector's whole shape)."""
+    return (len(shape), *(shape[1:] if len(shape) >= 2 else shape))
 
 
 def plan_modality(shapes: Sequence[tuple[int, ...]], ids: Sequence[str], modality: str,
@@ -135,8 +137,9 @@ def plan_modality(shapes: Sequence[tuple[int, ...]], ids: Sequence[str], modalit
     keys = Counter(_stack_key(s) for s in shapes)
     if len(keys) > 1 or (len(shapes[0]) < 2 and len(set(shapes)) > 1):
         common = keys.most_common(1)[0][0]
-        return None, [f"sample {i} ({modality}): shape {s} does not stack with the "
-                      f"modality's other arrays (shape (T, *{common}) or {common}); arrays must "
+        example = next(s for s in shapes if _stack_key(s) == common)
+        return None, [f"sample {one_line(i)} ({modality}): shape {s} does not stack with the "
+                      f"modality's other arrays (most have shape {example}); arrays must "
                       "share a shape, or every axis but the first"
                       for s, i in zip(shapes, ids) if _stack_key(s) != common]
     if len(shapes[0]) < 2:
@@ -147,7 +150,7 @@ def plan_modality(shapes: Sequence[tuple[int, ...]], ids: Sequence[str], modalit
         return SequencePlan(modality, "none", ((lo, hi), *rest), shapes[0], False), []
     target = length or (lo if policy == "crop" else hi)
     if policy == "crop" and lo < target:
-        return None, [f"sample {i} ({modality}): {s[0]} frames, fewer than the {target} that "
+        return None, [f"sample {one_line(i)} ({modality}): {s[0]} frames, fewer than the {target} that "
                       "length_policy=crop keeps; use length_policy=pad or resample, or a "
                       "smaller length" for s, i in zip(shapes, ids) if s[0] < target]
     padded = policy == "pad" and lo < target

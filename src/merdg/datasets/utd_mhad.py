@@ -43,7 +43,8 @@ from tqdm.auto import tqdm
 from merdg.datasets.arrays import ArrayDomainDataset
 from merdg.datasets.base import DATASETS, CheckReport
 from merdg.datasets.cache import ArrayCache, default_cache_dir, file_fingerprint
-from merdg.datasets.preprocessing import DataError, raise_problems
+from merdg.datasets.preprocessing import DataError
+from merdg.datasets.untrusted import check_flag, outside_root
 from merdg.datasets.utd_mhad_release import (
     ACTIONS,
     LAYOUT,
@@ -94,9 +95,18 @@ def _select(modalities: Sequence[str] | None) -> list[str]:
     return chosen
 
 
-def _missing_files(root: Path, samples: Sequence[UTDSample], modality: str) -> list[str]:
-    return [f"sample {s.id} ({modality}): {s.path(root, modality)}: file missing"
-            for s in samples if not s.path(root, modality).is_file()]
+def _absent_from_release(samples: Sequence[UTDSample]) -> list[str]:
+    """Ids of the official release's samples that have no file in any modality folder."""
+    present = {s.id for s in samples} | set(RELEASE_MISSING)
+    release = (UTDSample(s, a, t) for s in SUBJECTS for a in range(1, len(ACTIONS) + 1)
+               for t in TRIALS)
+    return [r.id for r in release if r.id not in present]
+
+
+def _absent_problem(ids: Sequence[str]) -> str:
+    return (f"{len(ids)} samples of the official release are absent from every modality folder "
+            f"({', '.join(ids[:20])}{' ...' if len(ids) > 20 else ''}); pass --dataset-option "
+            "partial_release=true to use a partial release")
 
 
 @DATASETS.register("utd-mhad")
@@ -117,11 +127,15 @@ class UTDMHAD(ArrayDomainDataset):
             stay on one side; see docs/utd-mhad.md).
         normalize: Standardize with source-domain statistics (see ``fit_normalization``).
         progress: Show a progress bar while preprocessing.
+        partial_release: Accept a release lacking some of the official samples (e.g. a subset
+            of subjects); by default a sample absent from every folder is an error.
+        allow_outside_root: Read ``.mat`` files that resolve outside ``root`` (symlinks).
         **preprocessing: Fields of :class:`UTDPreprocessing`.
 
     Raises:
         FileNotFoundError: No release under ``root``.
-        DataError: Missing, truncated or corrupt files (all of them are listed).
+        DataError: Missing, truncated or corrupt files and absent samples (all of them listed,
+            for every modality, in one error).
     """
 
     ALL_MODALITIES: ClassVar[tuple[str, ...]] = ("depth", "inertial", "skeleton")
@@ -147,29 +161,33 @@ class UTDMHAD(ArrayDomainDataset):
 
     def __init__(self, root: str | None = None, modalities: Sequence[str] | None = None,
                  domains: str = "pairs", cache_dir: str | None = None, normalize: bool = True,
-                 progress: bool = True, groups: str = "recording", **preprocessing: Any) -> None:
+                 progress: bool = True, groups: str = "recording",
+                 partial_release: bool = False, allow_outside_root: bool = False,
+                 **preprocessing: Any) -> None:
         self.groups = _check_groups(groups)
         self.root = find_root(root)
         self.modalities = _select(modalities)
         self.settings = UTDPreprocessing(**preprocessing)
         self.normalize = normalize
+        self.allow_outside_root = check_flag("allow_outside_root", allow_outside_root)
         self.samples, _ = discover_samples(self.root)
         if not self.samples:
             raise DataError(f"no UTD-MHAD files for {self.modalities} under {self.root}")
-        raise_problems([p for m in self.modalities
-                        for p in _missing_files(self.root, self.samples, m)],
-                       f"UTD-MHAD under {self.root}")
+        absent = [] if check_flag("partial_release", partial_release) else (
+            _absent_from_release(self.samples))
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
-        x = self._load_all(cache, progress)
+        x = self._load_all(cache, progress, [_absent_problem(absent)] if absent else [])
         subject_domain = subject_domains(domains, sorted({s.subject for s in self.samples}))
         names = sorted({subject_domain[s.subject] for s in self.samples}, key=_domain_sort_key)
         self.set_samples(x, torch.tensor([s.action - 1 for s in self.samples]),
                          [subject_domain[s.subject] for s in self.samples], names, ACTIONS)
 
-    def _load_all(self, cache_dir: Path, progress: bool) -> dict[str, torch.Tensor]:
+    def _load_all(self, cache_dir: Path, progress: bool,
+                  earlier: Sequence[str] = ()) -> dict[str, torch.Tensor]:
         """Every loaded modality; a modality that fails does not stop the others (each is
-        cached as soon as it is built), and all failures are raised together."""
-        x, failures = {}, []
+        cached as soon as it is built), and all failures, after the ``earlier`` ones, are
+        raised together."""
+        x, failures = {}, list(earlier)
         for m in self.modalities:
             try:
                 x[m] = torch.from_numpy(self._cached(m, cache_dir, progress))
@@ -179,15 +197,26 @@ class UTDMHAD(ArrayDomainDataset):
             raise DataError("\n".join(failures))
         return x
 
+    def _readable(self, path: Path) -> bool:
+        """An existing file inside the root (or anywhere, with ``allow_outside_root``)."""
+        return path.is_file() and (self.allow_outside_root or not outside_root(self.root, path))
+
+    def sample_name(self, index: int) -> str:
+        return f"sample {self.samples[index].id}"
+
     def _cached(self, modality: str, cache_dir: Path, progress: bool) -> np.ndarray:
         """The preprocessed (n, ...) array of ``modality``, from the cache or built."""
         paths = [s.path(self.root, modality) for s in self.samples]
+        if not all(self._readable(p) for p in paths):  # read all the others: one error lists all
+            load_modality(self.root, self.samples, modality, self.settings, progress,
+                          self.allow_outside_root)
         key = {"format": CACHE_FORMAT, "modality": modality,
                "files": file_fingerprint(paths, self.root), **self.settings.for_modality(modality)}
         cache = ArrayCache(cache_dir / "utd-mhad", modality, key)
         ids = np.array([s.id for s in self.samples])
         arrays = cache.load_or_build(lambda: {
-            "data": load_modality(self.root, self.samples, modality, self.settings, progress),
+            "data": load_modality(self.root, self.samples, modality, self.settings, progress,
+                                  self.allow_outside_root),
             "sample_ids": ids})
         if not np.array_equal(arrays["sample_ids"], ids):
             raise RuntimeError(f"cache {cache.path} lists other samples than {self.root}; "
@@ -206,8 +235,11 @@ class UTDMHAD(ArrayDomainDataset):
     def check(cls, root: str | None, modalities: Sequence[str] | None = None,
               domains: str = "pairs", progress: bool = True, cache_dir: str | None = None,
               normalize: bool = True, groups: str = "recording",
+              partial_release: bool = False, allow_outside_root: bool = False,
               **preprocessing: Any) -> CheckReport:
-        """Read and preprocess every file (writing nothing); report counts and every problem.
+        """Read and preprocess every file (writing nothing); report counts and every problem,
+        one per bad file and one per sample of the official release absent from every folder
+        (a note instead with ``partial_release``).
 
         ``cache_dir``, ``normalize`` and ``groups`` are accepted so that training options can
         be reused.
@@ -215,14 +247,19 @@ class UTDMHAD(ArrayDomainDataset):
         _check_groups(groups)
         root_path, mods = find_root(root), _select(modalities)
         settings = UTDPreprocessing(**preprocessing)
+        allow_outside_root = check_flag("allow_outside_root", allow_outside_root)
         samples, ignored = discover_samples(root_path)
         subject_domain = subject_domains(domains, sorted({s.subject for s in samples}))
         problems, lengths, readable = [], defaultdict(list), []
+        if not check_flag("partial_release", partial_release):
+            problems += [f"sample {i}: absent from every modality folder (the official release "
+                         "has it; --dataset-option partial_release=true accepts a partial "
+                         "release)" for i in _absent_from_release(samples)]
         for s in tqdm(samples, desc="UTD-MHAD: checking", disable=not progress):
             ok = True
             for m in mods:
                 try:
-                    raw = read_raw(root_path, s, m)
+                    raw = read_raw(root_path, s, m, allow_outside_root)
                     preprocess(raw, m, settings)
                     lengths[m].append(raw.shape[0 if m == "inertial" else 2])
                 except DataError as err:

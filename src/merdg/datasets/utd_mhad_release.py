@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from merdg.datasets.preprocessing import DataError, raise_problems, resample_time
+from merdg.datasets.untrusted import OPT_OUT, one_line, outside_root
 
 __all__ = [
     "ACTIONS", "LAYOUT", "RELEASE_MISSING", "ROOT_ENV", "UTDPreprocessing", "UTDSample",
@@ -57,6 +58,7 @@ TRIALS = tuple(range(1, 5))
 RELEASE_MISSING = ("a8_s1_t4", "a23_s6_t4", "a27_s8_t4")  # absent from the authors' release
 HIP_CENTER = 3  # row of "hip_center" in Skeleton/Skeleton_joint_order.txt (0-based)
 DEPTH_FRAME = (240, 320)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True, order=True)
@@ -170,15 +172,21 @@ def _shape_error(modality: str, shape: tuple[int, ...]) -> str | None:
     return None
 
 
-def read_raw(root: Path, sample: UTDSample, modality: str) -> np.ndarray:
+def read_raw(root: Path, sample: UTDSample, modality: str,
+             allow_outside_root: bool = False) -> np.ndarray:
     """One validated raw array, as stored in the release.
 
     Raises:
-        DataError: The file is missing, unreadable (truncated, corrupt), lacks its variable, has
-            the wrong shape or holds non-finite values; the message names the file and sample.
+        DataError: The file is missing, resolves outside ``root`` (a symlink; unless
+            ``allow_outside_root``), is unreadable (truncated, corrupt), lacks its variable, has
+            the wrong shape, complex or non-finite values, or values that float32 (what
+            training reads) cannot hold; the message names the file and sample.
     """
     path = sample.path(root, modality)
-    where = f"sample {sample.id} ({modality}): {path}"
+    where = f"sample {sample.id} ({modality}): {one_line(path)}"
+    refused = None if allow_outside_root else outside_root(root, path)
+    if refused:
+        raise DataError(f"{where}: {refused} ({OPT_OUT})")
     if not path.is_file():
         raise DataError(f"{where}: file missing")
     variable, loadmat = LAYOUT[modality][2], _scipy_loadmat()
@@ -195,8 +203,13 @@ def read_raw(root: Path, sample: UTDSample, modality: str) -> np.ndarray:
     problem = _shape_error(modality, array.shape)
     if problem is None and not np.issubdtype(array.dtype, np.number):
         problem = f"non-numeric dtype {array.dtype}"
+    if problem is None and np.iscomplexobj(array):
+        problem = f"complex values (dtype {array.dtype})"
     if problem is None and not np.isfinite(array).all():
         problem = f"{int((~np.isfinite(array)).sum())} NaN/Inf values"
+    if problem is None and np.abs(array).max() > FLOAT32_MAX:
+        problem = (f"{int((np.abs(array) > FLOAT32_MAX).sum())} values beyond the float32 range "
+                   f"(|x| > {FLOAT32_MAX:.3g}); training reads float32, where they become inf")
     if problem:
         raise DataError(f"{where}: {problem}")
     return array
@@ -222,7 +235,8 @@ def preprocess(raw: np.ndarray, modality: str, settings: UTDPreprocessing) -> np
 
 
 def load_modality(root: Path, samples: Sequence[UTDSample], modality: str,
-                  settings: UTDPreprocessing, progress: bool = True) -> np.ndarray:
+                  settings: UTDPreprocessing, progress: bool = True,
+                  allow_outside_root: bool = False) -> np.ndarray:
     """Every sample's preprocessed ``modality``, stacked to (n, ...).
 
     Raises:
@@ -231,7 +245,8 @@ def load_modality(root: Path, samples: Sequence[UTDSample], modality: str,
     out, problems = [], []
     for s in tqdm(samples, desc=f"UTD-MHAD {modality}: preprocessing", disable=not progress):
         try:
-            out.append(preprocess(read_raw(root, s, modality), modality, settings))
+            out.append(preprocess(read_raw(root, s, modality, allow_outside_root), modality,
+                                  settings))
         except DataError as err:
             problems.append(str(err))
     raise_problems(problems, f"UTD-MHAD {modality} files under {root}")
