@@ -150,8 +150,9 @@ def plan_modality(shapes: Sequence[tuple[int, ...]], ids: Sequence[str], modalit
         return SequencePlan(modality, "none", ((lo, hi), *rest), shapes[0], False), []
     target = length or (lo if policy == "crop" else hi)
     if policy == "crop" and lo < target:
-        return None, [f"sample {one_line(i)} ({modality}): {s[0]} frames, fewer than the {target} that "
-                      "length_policy=crop keeps; use length_policy=pad or resample, or a "
-                      "smaller length" for s, i in zip(shapes, ids) if s[0] < target]
+        return None, [f"sample {one_line(i)} ({modality}): {s[0]} frames, fewer than the "
+                      f"{target} that length_policy=crop keeps; use length_policy=pad or "
+                      "resample, or a smaller length" for s, i in zip(shapes, ids)
+                      if s[0] < target]
     padded = policy == "pad" and lo < target
     return SequencePlan(modality, policy, ((lo, hi), *rest), (target, *rest), padded), []
