@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import sys
 from typing import Any
 
 from merdg.run.config import Option, run_options
@@ -213,12 +215,18 @@ def launcher_options(args: argparse.Namespace, device: str = "cpu"):
 
 def log_progress_to_stderr() -> None:
     """Show merdg's INFO messages (resuming, one line per epoch) on stderr, once."""
-    import logging
-
     logger = logging.getLogger("merdg")
-    if not any(getattr(h, "_merdg_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._merdg_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a message is emitted (not the stream of the
+    moment the handler was made, which may have been replaced and closed since)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)

@@ -233,6 +233,7 @@ class SyntheticPretrainCorpus(SyntheticShortcut):
         params["o"] = {(p, m): style_scale * rng.standard_normal(nuisance_dim)
                        for p in self.domains for m in self.ALL_MODALITIES}
         self.params = params
+        self.spread: dict[str, torch.Tensor] = {}  # set by fit_normalization (corruptions)
         self._samples = {
             p: _generate_domain(rng, params, p, self.ALL_MODALITIES, self.modalities,
                                 samples_per_domain, n_classes, shortcut_strength, signal_noise,
