@@ -25,3 +25,16 @@ TINY_HPARAMS = {"epochs": 2, "batch_size": 12, "proj_hidden": 32, "fusion_hidden
 @pytest.fixture
 def tiny_hparams():
     return copy.deepcopy(TINY_HPARAMS)
+
+
+@pytest.fixture(autouse=True)
+def _restore_merdg_logger():
+    """A CLI call adds a stderr handler to the "merdg" logger (one per process in real use);
+    remove it after each test so later tests see a quiet logger."""
+    import logging
+
+    logger = logging.getLogger("merdg")
+    handlers, level = list(logger.handlers), logger.level
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
