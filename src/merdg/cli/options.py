@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import sys
 from typing import Any
 
 from merdg.run.config import Option, run_options
@@ -211,13 +213,24 @@ def launcher_options(args: argparse.Namespace, device: str = "cpu"):
                                                                     "--slurm-option"))
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a message is logged (it may be replaced after
+    the handler was made, e.g. by a caller capturing the output)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; sys.stderr is used
+        pass
+
+
 def log_progress_to_stderr() -> None:
     """Show merdg's INFO messages (resuming, one line per epoch) on stderr, once."""
-    import logging
-
     logger = logging.getLogger("merdg")
     if not any(getattr(h, "_merdg_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         handler._merdg_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
