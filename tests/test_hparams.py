@@ -2,11 +2,20 @@
 
 import pytest
 
-from merdg.hparams import HParam, describe_search, resolve_hparams, seed_hash
+from merdg.hparams import (
+    KINDS,
+    TRAINING_HPARAMS,
+    HParam,
+    describe_search,
+    resolve_hparams,
+    seed_hash,
+)
 
-DECL = {"a": HParam(1.0, "a", ("uniform", 0, 3)), "b": HParam(0.1, "b", ("loguniform", 1e-3, 1)),
-        "c": HParam(5, "c", ("int", 1, 9)), "d": HParam("x", "d", ("choice", ["x", "y"])),
-        "e": HParam(7, "fixed")}
+DECL = {"a": HParam(1.0, "a", ("uniform", 0, 3), kind="float"),
+        "b": HParam(0.1, "b", ("loguniform", 1e-3, 1), kind="float"),
+        "c": HParam(5, "c", ("int", 1, 9), kind="int"),
+        "d": HParam("x", "d", ("choice", ["x", "y"]), kind="str", choices=("x", "y")),
+        "e": HParam(7, "fixed", kind="int")}
 
 
 def test_defaults_trials_and_overrides():
@@ -21,13 +30,114 @@ def test_defaults_trials_and_overrides():
 
 
 def test_adding_an_hparam_keeps_other_samples():
-    extended = {**DECL, "new": HParam(0.0, "new", ("uniform", 0, 1))}
+    extended = {**DECL, "new": HParam(0.0, "new", ("uniform", 0, 1), kind="float")}
     t_old, t_new = resolve_hparams(DECL, hparams_seed=3), resolve_hparams(extended, hparams_seed=3)
     assert all(t_new[k] == v for k, v in t_old.items())
 
 
 def test_later_declarations_win_and_descriptions():
-    assert resolve_hparams(DECL, {"a": HParam(9.0, "a2")})["a"] == 9.0
+    assert resolve_hparams(DECL, {"a": HParam(9.0, "a2", kind="float")})["a"] == 9.0
     assert describe_search(DECL["a"]) == "U[0, 3]"
     assert describe_search(DECL["e"]) == "fixed"
     assert seed_hash(1, "a") == seed_hash(1, "a") != seed_hash(2, "a")
+
+
+# --- declared kinds and ranges ------------------------------------------------------------
+
+def every_declaration():
+    """``(where, name, HParam)`` for every hparam the package declares: training, each
+    dataset's, each algorithm's (MER-DG's through ``X+MER``)."""
+    from merdg.algorithms import ALGORITHMS, MER_HPARAMS, get_algorithm_class
+    from merdg.datasets import DATASETS
+    from merdg.hparams import TRAINING_HPARAMS
+
+    layers = [("training", TRAINING_HPARAMS), ("MER-DG", MER_HPARAMS)]
+    layers += [(f"dataset {n}", DATASETS.get(n).HPARAMS) for n in DATASETS]
+    layers += [(f"algorithm {n}", get_algorithm_class(n).HPARAMS) for n in ALGORITHMS]
+    layers += [(f"algorithm {n}+MER", get_algorithm_class(n + "+MER").HPARAMS)
+               for n in ALGORITHMS]
+    return [(where, name, hp) for where, decl in layers for name, hp in decl.items()]
+
+
+def test_every_declared_hparam_has_a_kind_and_its_default_in_range():
+    declarations = every_declaration()
+    assert len(declarations) > 60  # the walk finds them
+    for where, name, hp in declarations:
+        assert isinstance(hp, HParam) and hp.kind in KINDS, (where, name)
+        assert hp.problem(hp.default) is None, (where, name, hp.default)
+
+
+def test_every_search_space_stays_in_its_declared_range():
+    from merdg.algorithms import ALGORITHMS, get_algorithm_class
+
+    for name in ALGORITHMS:
+        decl = get_algorithm_class(name + "+MER").HPARAMS
+        for trial in range(1, 30):  # resolve_hparams checks every drawn value
+            resolve_hparams(TRAINING_HPARAMS, decl, hparams_seed=trial)
+
+
+def test_a_declaration_without_a_kind_or_out_of_its_range_is_refused():
+    with pytest.raises(TypeError, match="declare kind="):
+        HParam(1.0, "no kind")
+    with pytest.raises(ValueError, match="default must be a finite number >= 0"):
+        HParam(-1.0, "negative default", kind="float", low=0)
+    with pytest.raises(ValueError, match="search space .* leaves the declared range"):
+        HParam(0.5, "wide search", ("uniform", 0.0, 2.0), kind="float", low=0, high=1)
+    with pytest.raises(ValueError, match="search space"):
+        HParam("a", "choice", ("choice", ["a", "z"]), kind="str", choices=("a", "b"))
+
+
+@pytest.mark.parametrize("name, value, allowed", [
+    ("lr", -0.1, "a finite number > 0"),
+    ("lr", "abc", "a finite number > 0"),
+    ("lr", float("nan"), "a finite number > 0"),
+    ("lr", float("inf"), "a finite number > 0"),
+    ("lr", True, "a finite number > 0"),
+    ("epochs", 0, "an integer >= 1"),
+    ("epochs", -1, "an integer >= 1"),
+    ("epochs", 1.5, "an integer >= 1"),
+    ("epochs", "3", "an integer >= 1"),
+    ("batch_size", 0, "an integer >= 1"),
+    ("proj_dim", 0, "an integer >= 1"),
+    ("dropout", 1.5, "a finite number >= 0 and < 1"),
+    ("mer_lambda", -1, "a finite number >= 0"),
+    ("mer_lambda", "abc", "a finite number >= 0"),
+    ("mer_eps", 0, "a finite number > 0 and < 1"),
+    ("mer_reduction", "max", "one of 'sum', 'mean'"),
+    ("mer_target", 3, "one of 'projection', 'normalized_projection', 'embedding'"),
+])
+def test_override_of_the_wrong_type_or_out_of_range_names_hparam_value_and_range(name, value,
+                                                                                 allowed):
+    from merdg.algorithms import MER_HPARAMS
+
+    with pytest.raises(ValueError) as raised:
+        resolve_hparams(TRAINING_HPARAMS, MER_HPARAMS, overrides={name: value})
+    assert str(raised.value) == f"hparam {name} (override) must be {allowed}, got {value!r}"
+
+
+@pytest.mark.parametrize("name, value", [("supervised", 1), ("supervised", "true"),
+                                         ("temperature", 0), ("k", 2.0)])
+def test_bool_and_other_kinds(name, value):
+    from merdg.algorithms import CMC, NEL
+
+    decl = {**CMC.HPARAMS, "k": NEL.HPARAMS["k"]}
+    with pytest.raises(ValueError, match=rf"^hparam {name} \(override\) must be "):
+        resolve_hparams(decl, overrides={name: value})
+
+
+def test_dict_and_nullable_kinds():
+    from merdg.algorithms import CMRF, MOOSA
+
+    assert resolve_hparams(CMRF.HPARAMS, overrides={"modality_weights": {"audio": 0.5}})
+    with pytest.raises(ValueError, match=r"modality_weights \(override\) must be a JSON object "
+                       r"of finite numbers >= 0, got \{'audio': -1\}"):
+        resolve_hparams(CMRF.HPARAMS, overrides={"modality_weights": {"audio": -1}})
+    assert resolve_hparams(MOOSA.HPARAMS, overrides={"jigsaw_hidden": None})
+    with pytest.raises(ValueError, match=r"jigsaw_hidden \(override\) must be an integer >= 1, "
+                       r"or null, got 0"):
+        resolve_hparams(MOOSA.HPARAMS, overrides={"jigsaw_hidden": 0})
+
+
+def test_preset_values_are_checked_and_named_as_such():
+    with pytest.raises(ValueError, match=r"^hparam lr \(preset\) must be a finite number > 0"):
+        resolve_hparams(TRAINING_HPARAMS, preset={"lr": 0})

@@ -1,5 +1,6 @@
 """Resuming a run from its checkpoint: crashes at several points, SIGKILL, config mismatch."""
 
+import errno
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import pytest
 import merdg.run.directory as run_dir
 import merdg.run.training as training
 from merdg.algorithms.base import Algorithm
+from merdg.cli import main
 from merdg.run.checkpoint import CheckpointMismatchError
 from merdg.run.config import RunConfig
 from merdg.run.directory import RunDir, RunDirBusyError
@@ -61,10 +63,10 @@ def crash_in_update_at(step, monkeypatch):
 def crash_in_record_append(epoch, monkeypatch):
     original = run_dir.append_jsonl
 
-    def append(path, record):
+    def append(path, record, **kw):
         if record["epoch"] == epoch:  # after the checkpoint of this epoch, before its record
             raise Crash
-        original(path, record)
+        original(path, record, **kw)
 
     monkeypatch.setattr(run_dir, "append_jsonl", append)
 
@@ -148,3 +150,185 @@ def test_sigkill_then_same_command_ends_like_uninterrupted(tmp_path, tiny_hparam
     assert 3 <= killed_after < 6 and not (out / "done").exists()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
     assert comparable(out) == comparable(reference)
+
+
+# --- integrity: a damaged checkpoint is never resumed from silently ------------------------
+
+def flip_middle(path: Path, n: int = 64) -> None:
+    """Invert ``n`` bytes in the middle of ``path`` (bit rot, a bad copy)."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + n] = bytes(b ^ 0xFF for b in data[middle:middle + n])
+    path.write_bytes(bytes(data))
+
+
+def interrupted_after(epochs_done, out, tiny_hparams, tiny_synthetic_options, monkeypatch):
+    """A run of 4 epochs killed during epoch ``epochs_done + 1`` (12 steps per epoch)."""
+    cfg = config(out, tiny_hparams, tiny_synthetic_options)
+    with monkeypatch.context() as patch:
+        crash_in_update_at(12 * epochs_done + 6, patch)
+        with pytest.raises(Crash):
+            train(cfg, progress=False)
+    return cfg
+
+
+def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, tiny_hparams,
+                                                           tiny_synthetic_options, uninterrupted,
+                                                           monkeypatch, caplog):
+    cfg = interrupted_after(2, tmp_path, tiny_hparams, tiny_synthetic_options, monkeypatch)
+    assert (tmp_path / RunDir.PREVIOUS_CHECKPOINT).exists()
+    flip_middle(tmp_path / RunDir.CHECKPOINT)
+    with caplog.at_level("WARNING", logger="merdg"):
+        train(cfg, progress=False)
+    warning = next(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "checkpoint.pt: damaged" in warning and "resuming from" in warning
+    assert RunDir.PREVIOUS_CHECKPOINT in warning and "(epoch 1)" in warning
+    # epoch 2 was trained again from the intact epoch-1 state: the same numbers
+    assert comparable(tmp_path) == uninterrupted
+    assert (tmp_path / RunDir.DAMAGED_CHECKPOINT).exists()  # kept aside, not resumed from
+
+
+@pytest.mark.parametrize("damaged", ["only_checkpoint", "both"])
+def test_damaged_checkpoint_without_an_intact_one_stops_with_one_line(
+        damaged, tmp_path, tiny_hparams, tiny_synthetic_options, monkeypatch, capsys):
+    epochs_done = 1 if damaged == "only_checkpoint" else 2
+    interrupted_after(epochs_done, tmp_path, tiny_hparams, tiny_synthetic_options, monkeypatch)
+    flip_middle(tmp_path / RunDir.CHECKPOINT)
+    if damaged == "both":
+        flip_middle(tmp_path / RunDir.PREVIOUS_CHECKPOINT)
+    records_before = (tmp_path / RunDir.RECORDS).read_text()
+    args = ["train", "--dataset", "synthetic", "--target", "d2", "--algorithm", "MERDG",
+            "--hparams", json.dumps({**tiny_hparams, "epochs": 4}), "--out", str(tmp_path),
+            *[x for k, v in tiny_synthetic_options.items() for x in ("--dataset-option",
+                                                                      f"{k}={v}")]]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"merdg train: error: {tmp_path / RunDir.CHECKPOINT}: damaged")
+    assert "--restart" in err[0] and f"delete {tmp_path / RunDir.CHECKPOINT}" in err[0]
+    assert (tmp_path / RunDir.RECORDS).read_text() == records_before  # nothing was changed
+    assert main([*args, "--restart"]) == 0
+    assert [r["epoch"] for r in read_jsonl(tmp_path / RunDir.RECORDS)] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("kill_at", ["digest_file", "rename_to_previous", "rename_into_place"])
+def test_kill_at_each_step_of_a_checkpoint_write(kill_at, tmp_path, tiny_hparams,
+                                                 tiny_synthetic_options, uninterrupted,
+                                                 monkeypatch):
+    """RunDir.write_checkpoint: tmp file, digest file, checkpoint.pt -> previous, tmp ->
+    checkpoint.pt. Killed at each step of the third write, the run resumes from a verified
+    checkpoint and ends like an uninterrupted one."""
+    cfg = config(tmp_path, tiny_hparams, tiny_synthetic_options)
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def replace(src, dst):
+        src, dst = Path(src), Path(dst)
+        hit = {"digest_file": dst.name == RunDir.CHECKPOINT_DIGESTS,
+               "rename_to_previous": dst.name == RunDir.PREVIOUS_CHECKPOINT,
+               "rename_into_place": dst.name == RunDir.CHECKPOINT}[kill_at]
+        if hit and dst.parent == tmp_path:
+            calls["n"] += 1
+            # the third checkpoint write (epoch 3); rename_to_previous first happens at epoch 2
+            if calls["n"] == (2 if kill_at == "rename_to_previous" else 3):
+                raise Crash
+        real_replace(src, dst)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", replace)
+        with pytest.raises(Crash):
+            train(cfg, progress=False)
+    assert len(list(read_jsonl(tmp_path / RunDir.RECORDS))) == 2
+    if kill_at == "rename_into_place":
+        assert not (tmp_path / RunDir.CHECKPOINT).exists()  # only the previous one is left
+    train(cfg, progress=False)
+    assert comparable(tmp_path) == uninterrupted
+    leftovers = {RunDir.CHECKPOINT, RunDir.PREVIOUS_CHECKPOINT, RunDir.CHECKPOINT_DIGESTS}
+    assert not leftovers & {p.name for p in tmp_path.iterdir()}
+
+
+class DiskFull:
+    """A file whose writes fail with ENOSPC once ``limit`` bytes were written."""
+
+    def __init__(self, file, limit):
+        self.file, self.left = file, limit
+
+    def write(self, data):
+        size = len(data) if isinstance(data, str) else len(memoryview(data))
+        if size > self.left:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.left -= size
+        return self.file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+def test_full_disk_while_checkpointing_names_the_file(tmp_path, tiny_hparams,
+                                                      tiny_synthetic_options, uninterrupted,
+                                                      monkeypatch, capsys):
+    import merdg.run.checkpoint as checkpoint_module
+
+    cfg = config(tmp_path, tiny_hparams, tiny_synthetic_options)
+    writes = {"n": 0}
+
+    def full_open(path, mode="r", *args, **kw):
+        file = open(path, mode, *args, **kw)
+        if "w" in mode:
+            writes["n"] += 1
+            if writes["n"] == 3:  # the checkpoint of epoch 3
+                return DiskFull(file, 4096)
+        return file
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint_module, "open", full_open, raising=False)
+        with pytest.raises(OSError) as raised:
+            train(cfg, progress=False)
+    message = str(raised.value)
+    checkpoint = tmp_path / RunDir.CHECKPOINT
+    assert message == (f"cannot write {checkpoint}: the disk is full (No space left on device); "
+                       f"the last checkpoint {checkpoint} is intact: free some space and "
+                       "run the same command to resume")
+    assert not (tmp_path / (RunDir.CHECKPOINT + ".tmp")).exists()  # its space is given back
+    assert RunDir(tmp_path).read_checkpoint(run_identity(tmp_path))["epoch"] == 2
+    train(cfg, progress=False)
+    assert comparable(tmp_path) == uninterrupted
+
+
+def run_identity(out: Path):
+    return json.loads((out / RunDir.CONFIG).read_text())["identity"]
+
+
+@pytest.mark.parametrize("file", ["records", "summary"])
+def test_full_disk_while_writing_records_or_summary(file, tmp_path, tiny_hparams,
+                                                    tiny_synthetic_options, uninterrupted,
+                                                    monkeypatch):
+    import merdg.run.records as records_module
+
+    cfg = config(tmp_path, tiny_hparams, tiny_synthetic_options)
+    target = {"records": RunDir.RECORDS, "summary": RunDir.SUMMARY + ".tmp"}[file]
+    seen = {"n": 0}
+
+    def full_open(path, mode="r", *args, **kw):
+        handle = open(path, mode, *args, **kw)
+        if Path(path).name == target and mode in ("a", "w"):
+            seen["n"] += 1
+            if file == "summary" or seen["n"] == 3:
+                return DiskFull(handle, 10)
+        return handle
+
+    with monkeypatch.context() as patch:
+        patch.setattr(records_module, "open", full_open, raising=False)
+        with pytest.raises(OSError, match=r"^cannot write .*: the disk is full \(No space left "
+                           r"on device\); the last checkpoint .* is intact"):
+            train(cfg, progress=False)
+    assert not (tmp_path / RunDir.DONE).exists()
+    train(cfg, progress=False)
+    assert comparable(tmp_path) == uninterrupted

@@ -125,6 +125,27 @@ def test_non_finite_features_name_the_run_modality_and_domain(tmp_path, runs):
         diagnose(broken, options=FAST, progress=False)
 
 
+def test_damaged_weights_are_refused_in_one_line(tmp_path, runs, capsys):
+    """model.pt is verified against the sha256 recorded when the run finished."""
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in runs[0].iterdir():
+        if path.is_file():
+            (copy / path.name).write_bytes(path.read_bytes())
+    assert load_run(copy)  # an intact copy loads
+    data = bytearray((copy / "model.pt").read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    (copy / "model.pt").write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["diagnose", str(copy), "--probes", "none", "--no-figures"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines()
+           if line.strip() and "it/s" not in line]  # progress bars aside
+    assert len(err) == 1 and err[0].startswith(f"merdg diagnose: error: {copy / 'model.pt'}: "
+                                               "damaged (its sha256")
+    assert "train the run again" in err[0]
+
+
 def test_runs_must_be_comparable(tmp_path, runs):
     other_target = tiny_run(tmp_path / "t2", target="d2")
     with pytest.raises(ValueError, match="not comparable.*target: 'd1' vs 'd2'"):

@@ -6,7 +6,7 @@ Baselines, one module per family: :mod:`~merdg.algorithms.simmmdg` (SimMMDG, MOO
 """
 
 from merdg.algorithms.adversarial import GMP, JAT
-from merdg.algorithms.base import ALGORITHMS, Algorithm, EvalOutput, Objective
+from merdg.algorithms.base import ALGORITHMS, Algorithm, EvalOutput, NonFiniteLossError, Objective
 from merdg.algorithms.contrastive import CMC, NEL
 from merdg.algorithms.erm import ERM
 from merdg.algorithms.mer import MER_HPARAMS, MERDG, with_mer
@@ -28,6 +28,7 @@ __all__ = [
     "MER_HPARAMS",
     "MOOSA",
     "NEL",
+    "NonFiniteLossError",
     "Objective",
     "RNANet",
     "SimMMDG",

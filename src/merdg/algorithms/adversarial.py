@@ -90,7 +90,8 @@ class _Adversarial(Algorithm):
 
 
 _ADV_PROJ = HParam(None, "width of the projections before the discriminators (None: "
-                   "fusion_hidden; official project_out_dim 512)")
+                   "fusion_hidden; official project_out_dim 512)", kind="int", low=1,
+                   nullable=True)
 
 
 @ALGORITHMS.register("JAT")
@@ -99,15 +100,15 @@ class JAT(_Adversarial):
 
     HPARAMS = {
         "alpha_rev": HParam(0.1, "GRL scale before the modality discriminator (0.1)",
-                            ("uniform", 0.0, 1.0)),
+                            ("uniform", 0.0, 1.0), kind="float", low=0),
         "alpha_rev2": HParam(0.3, "GRL scale before the domain discriminators (0.3)",
-                             ("uniform", 0.0, 1.0)),
+                             ("uniform", 0.0, 1.0), kind="float", low=0),
         "domain_adv_loss": HParam(0.5, "weight of the global and of the local domain loss (0.5)",
-                                  ("uniform", 0.0, 1.0)),
+                                  ("uniform", 0.0, 1.0), kind="float", low=0),
         "modal_adv_loss": HParam(0.1, "weight of the modality-discriminator loss (0.1)",
-                                 ("uniform", 0.0, 1.0)),
+                                 ("uniform", 0.0, 1.0), kind="float", low=0),
         "cls_loss": HParam(3.0, "weight of the entropy-weighted unimodal CE (3.0)",
-                           ("uniform", 0.0, 5.0)),
+                           ("uniform", 0.0, 5.0), kind="float", low=0),
         "adv_proj_dim": _ADV_PROJ,
     }
 
@@ -166,13 +167,15 @@ class GMP(_Adversarial):
 
     HPARAMS = {
         "alpha_rev": HParam(0.3, "GRL scale before the domain discriminator (0.3)",
-                            ("uniform", 0.0, 1.0)),
+                            ("uniform", 0.0, 1.0), kind="float", low=0),
         "alpha_k": HParam(0.5, "suppression of the semantically dominant modality (0.5)",
-                          ("uniform", 0.0, 1.0)),
+                          ("uniform", 0.0, 1.0), kind="float", low=0, high=1),
         "alpha_p": HParam(0.1, "suppression of the domain-dominant modality (0.1)",
-                          ("uniform", 0.0, 1.0)),
-        "cls_loss": HParam(3.0, "weight of the unimodal CE (3.0)", ("uniform", 0.0, 5.0)),
-        "domain_adv_loss_local": HParam(0.5, "weight of the local domain loss (0.5)"),
+                          ("uniform", 0.0, 1.0), kind="float", low=0, high=1),
+        "cls_loss": HParam(3.0, "weight of the unimodal CE (3.0)", ("uniform", 0.0, 5.0),
+                           kind="float", low=0),
+        "domain_adv_loss_local": HParam(0.5, "weight of the local domain loss (0.5)",
+                                        kind="float", low=0),
         "adv_proj_dim": _ADV_PROJ,
     }
 

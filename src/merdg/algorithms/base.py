@@ -15,6 +15,7 @@ registry lookup that resolves ``"X+MER"`` is :func:`merdg.algorithms.get_algorit
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Mapping
 from contextlib import nullcontext
 from typing import Any, ClassVar, NamedTuple
@@ -28,7 +29,48 @@ from merdg.hparams import HParam
 from merdg.models.multimodal_net import ModelOutput, MultimodalNet
 from merdg.registry import Registry
 
-__all__ = ["ALGORITHMS", "Algorithm", "EvalOutput", "Objective"]
+__all__ = ["ALGORITHMS", "Algorithm", "EvalOutput", "NonFiniteLossError", "Objective"]
+
+
+class NonFiniteLossError(FloatingPointError, ValueError):
+    """The training loss became NaN or infinite; nothing was stepped.
+
+    A ``ValueError`` too, so the command line reports it as one line (exit status 2): it comes
+    from the run's settings (a learning rate or a term weight too large) or its data.
+
+    Attributes:
+        terms: Every logged term of the objective, as floats.
+        where: Where in the run it happened (filled in by the training loop), or "".
+        advice: What to do (filled in by the training loop), or "".
+        detail: What went non-finite when it is not a logged term (e.g. the representations
+            a composed term regularizes), or "".
+    """
+
+    def __init__(self, terms: dict[str, float], where: str = "", advice: str = "",
+                 detail: str = "") -> None:
+        self.terms, self.where, self.advice, self.detail = dict(terms), where, advice, detail
+        super().__init__(self.message())
+
+    def non_finite_terms(self) -> dict[str, float]:
+        return {k: v for k, v in self.terms.items() if not math.isfinite(v)}
+
+    def message(self) -> str:
+        bad = self.non_finite_terms()
+        if self.detail:
+            what = self.detail
+        elif bad:
+            what = "non-finite terms: " + ", ".join(f"{k}={v}" for k, v in bad.items())
+        else:
+            what = ("every term is finite (" + ", ".join(f"{k}={v:.4g}" for k, v in
+                                                         self.terms.items())
+                    + ") but their weighted sum overflowed")
+        where = f" at {self.where}" if self.where else ""
+        advice = f"; {self.advice}" if self.advice else ""
+        return f"non-finite training loss{where}: {what}{advice}"
+
+    def located(self, where: str, advice: str = "") -> NonFiniteLossError:
+        """The same error with the run's position (step, epoch) and what to do."""
+        return NonFiniteLossError(self.terms, where, advice, self.detail)
 
 
 class Objective(NamedTuple):
@@ -65,6 +107,10 @@ class Algorithm(nn.Module):
     """
 
     HPARAMS: ClassVar[dict[str, HParam]] = {}
+    # the smallest global batch whose terms are defined (batch statistics, BatchNorm heads,
+    # contrastive negatives need 2), and why; checked before a run starts
+    MIN_BATCH: ClassVar[int] = 1
+    MIN_BATCH_REASON: ClassVar[str] = ""
 
     def __init__(self, net: MultimodalNet, num_domains: int, hparams: Mapping[str, Any]) -> None:
         super().__init__()
@@ -133,12 +179,16 @@ class Algorithm(nn.Module):
         return self.apply_update(objective)
 
     def apply_update(self, objective: Objective) -> dict[str, float]:
-        """Backward, optional gradient clipping and the optimizer step for ``objective``."""
+        """Backward, optional gradient clipping and the optimizer step for ``objective``.
+
+        Raises:
+            NonFiniteLossError: The loss is NaN or infinite (naming the non-finite terms);
+                the weights and the optimizer are left as they were.
+        """
         if self.optimizer is None:
             self.configure_optimizer()
         if not torch.isfinite(objective.loss):
-            terms = {k: float(v.detach()) for k, v in objective.logs.items()}
-            raise FloatingPointError(f"non-finite training loss; terms: {terms}")
+            raise NonFiniteLossError({k: float(v.detach()) for k, v in objective.logs.items()})
         self.optimizer.zero_grad(set_to_none=True)
         corrections = self.gradient_corrections(objective)
         objective.loss.backward()

@@ -61,12 +61,18 @@ __all__ = ["CMC", "NEL"]
 class CMC(Algorithm):
     """Late fusion + cross-modal contrastive learning on the per-modality projections."""
 
+    MIN_BATCH = 2
+    MIN_BATCH_REASON = "the contrastive term needs other samples as negatives (0 for one)"
+
     HPARAMS = {
-        "alpha_contrast": HParam(1.0, "weight of the contrastive term", ("uniform", 0.0, 5.0)),
+        "alpha_contrast": HParam(1.0, "weight of the contrastive term", ("uniform", 0.0, 5.0),
+                                 kind="float", low=0),
         "temperature": HParam(0.07, "contrast temperature (CMC: 0.07)",
-                              ("choice", [0.05, 0.07, 0.1, 0.2])),
+                              ("choice", [0.05, 0.07, 0.1, 0.2]), kind="float", low=0,
+                              low_open=True),
         "supervised": HParam(False, "SupCon with labels over the modality views (official "
-                             "train_mer_dg.py alpha_contrast term) instead of InfoNCE"),
+                             "train_mer_dg.py alpha_contrast term) instead of InfoNCE",
+                             kind="bool"),
     }
 
     def __init__(self, net: MultimodalNet, num_domains: int, hparams: Mapping[str, Any]) -> None:
@@ -94,17 +100,23 @@ class CMC(Algorithm):
 class NEL(Algorithm):
     """Nonpolarized embedding learning: SupCon + mean-shift contrast + von Neumann entropy."""
 
+    MIN_BATCH = 2
+    MIN_BATCH_REASON = "its contrastive terms need other samples as negatives"
+
     HPARAMS = {
         "alpha": HParam(0.7, "weight of L_UNC; 1 - alpha weights L_C (official 0.7)",
-                        ("uniform", 0.0, 1.0)),
+                        ("uniform", 0.0, 1.0), kind="float", low=0, high=1),
         "beta": HParam(None, "weight of L_NEE (None: 1 / batch_size, official)",
-                       ("uniform", 0.0, 1.0)),
-        "temp_s": HParam(0.1, "SupCon temperature (official 0.1)", ("uniform", 0.0, 1.0)),
+                       ("uniform", 0.0, 1.0), kind="float", low=0, nullable=True),
+        "temp_s": HParam(0.1, "SupCon temperature (official 0.1)", ("uniform", 0.0, 1.0),
+                         kind="float", low=0, low_open=True),
         "temp_u": HParam(0.25, "mean-shift InfoNCE temperature (official 0.25)",
-                         ("uniform", 0.0, 1.0)),
-        "k": HParam(8, "neighbours of the mean shift (official 8)", ("choice", [4, 8, 12, 16])),
+                         ("uniform", 0.0, 1.0), kind="float", low=0, low_open=True),
+        "k": HParam(8, "neighbours of the mean shift (official 8)", ("choice", [4, 8, 12, 16]),
+                    kind="int", low=1),
         "view_dropout": HParam(0.1, "input-dropout rate that makes the two views (merdg; the "
-                               "release uses two augmented clips)"),
+                               "release uses two augmented clips)", kind="float", low=0, high=1,
+                               high_open=True),
     }
 
     def __init__(self, net: MultimodalNet, num_domains: int, hparams: Mapping[str, Any]) -> None:

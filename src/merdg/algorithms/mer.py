@@ -11,9 +11,10 @@ regularizes them).
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
-from merdg.algorithms.base import ALGORITHMS, Algorithm, Objective
+from merdg.algorithms.base import ALGORITHMS, Algorithm, NonFiniteLossError, Objective
 from merdg.algorithms.erm import ERM
 from merdg.datasets.base import Batch
 from merdg.hparams import HParam
@@ -23,13 +24,19 @@ __all__ = ["MER_HPARAMS", "MERDG", "with_mer"]
 
 MER_HPARAMS: dict[str, HParam] = {
     "mer_lambda": HParam(3.0, "weight of the MER-DG loss (official: 3.0)",
-                         ("loguniform", 0.3, 10.0)),
-    "mer_alpha_marg": HParam(1.0, "weight of the variance floor L_marg (official: 1.0)"),
-    "mer_alpha_spec": HParam(1.0, "weight of the log-det term L_spec (official: 1.0)"),
-    "mer_eps": HParam(1e-4, "epsilon of both terms (official: 1e-4)"),
-    "mer_reduction": HParam("sum", "'sum' over modalities (official) or 'mean'"),
+                         ("loguniform", 0.3, 10.0), kind="float", low=0),
+    "mer_alpha_marg": HParam(1.0, "weight of the variance floor L_marg (official: 1.0)",
+                             kind="float", low=0),
+    "mer_alpha_spec": HParam(1.0, "weight of the log-det term L_spec (official: 1.0)",
+                             kind="float", low=0),
+    # log(eps) enters L_spec: 0 is undefined, and eps >= 1 swamps the unit-variance features
+    "mer_eps": HParam(1e-4, "epsilon of both terms (official: 1e-4)", kind="float", low=0,
+                      high=1, low_open=True, high_open=True),
+    "mer_reduction": HParam("sum", "'sum' over modalities (official) or 'mean'", kind="str",
+                            choices=("sum", "mean")),
     "mer_target": HParam("projection", "representation regularized: 'projection' (official), "
-                         "'normalized_projection' or 'embedding'"),
+                         "'normalized_projection' or 'embedding'", kind="str",
+                         choices=("projection", "normalized_projection", "embedding")),
 }
 
 
@@ -52,6 +59,10 @@ def _compose(base: type[Algorithm], name: str) -> type[Algorithm]:
 
     class WithMER(base):  # type: ignore[misc, valid-type]
         HPARAMS = {**base.HPARAMS, **MER_HPARAMS}
+        MIN_BATCH = max(base.MIN_BATCH, 2)
+        MIN_BATCH_REASON = base.MIN_BATCH_REASON or (
+            "the MER-DG terms are batch statistics, 0 for a single sample: the run would be "
+            f"plain {base.__name__}")
 
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
@@ -75,7 +86,15 @@ def _compose(base: type[Algorithm], name: str) -> type[Algorithm]:
 
         def objective(self, batch: Batch) -> Objective:
             obj = super().objective(batch)
-            terms = self.mer.terms(self.mer_features(batch, obj))
+            features = self.mer_features(batch, obj)
+            finite = torch.stack([torch.isfinite(z).all() for z in features.values()])
+            if not bool(finite.all()):  # the weights diverged: report it like a non-finite loss
+                bad = [m for m, ok in zip(features, finite.tolist()) if not ok]
+                raise NonFiniteLossError(
+                    {k: float(v.detach()) for k, v in obj.logs.items()},
+                    detail=f"the {self.mer_target} representations of {', '.join(bad)} that "
+                    "MER-DG regularizes hold NaN/Inf (the weights diverged)")
+            terms = self.mer.terms(features)
             mer = self.mer.reduce(terms)
             logs = dict(obj.logs, mer=mer)
             for m, t in terms.items():

@@ -36,7 +36,8 @@ class RNANet(Algorithm):
     """Relative norm alignment: equal mean embedding norms across modalities."""
 
     HPARAMS = {
-        "alpha_rna": HParam(1.0, "weight of the RNA loss (MMDG-Bench 1.0)", ("uniform", 0.0, 3.0)),
+        "alpha_rna": HParam(1.0, "weight of the RNA loss (MMDG-Bench 1.0)", ("uniform", 0.0, 3.0),
+                            kind="float", low=0),
     }
 
     def __init__(self, net: MultimodalNet, num_domains: int, hparams: Mapping[str, Any]) -> None:

@@ -37,6 +37,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -74,16 +75,20 @@ def split_halves(z: Tensor) -> tuple[Tensor, Tensor]:
 class SimMMDG(Algorithm):
     """SimMMDG: shared/specific split, SupCon, feature-splitting distance, translation."""
 
+    MIN_BATCH = 2
+    MIN_BATCH_REASON = "its projection heads use BatchNorm and SupCon needs other samples"
+
     HPARAMS = {
         "alpha_trans": HParam(0.1, "weight of the cross-modal translation loss (official 0.1)",
-                              ("uniform", 0.0, 1.0)),
+                              ("uniform", 0.0, 1.0), kind="float", low=0),
         "alpha_contrast": HParam(3.0, "weight of SupCon on the shared halves (official 3.0)",
-                                 ("uniform", 0.0, 5.0)),
+                                 ("uniform", 0.0, 5.0), kind="float", low=0),
         "explore_loss_coeff": HParam(0.7, "weight of -MSE(shared, specific) (official 0.7)",
-                                     ("uniform", 0.0, 1.0)),
-        "temperature": HParam(0.1, "SupCon temperature; base temperature 0.07 (official 0.1)"),
+                                     ("uniform", 0.0, 1.0), kind="float", low=0),
+        "temperature": HParam(0.1, "SupCon temperature; base temperature 0.07 (official 0.1)",
+                              kind="float", low=0, low_open=True),
         "trans_hidden": HParam(None, "translator hidden width (None: proj_hidden; official "
-                               "trans_hidden_num 2048)"),
+                               "trans_hidden_num 2048)", kind="int", low=1, nullable=True),
     }
 
     def __init__(self, net: MultimodalNet, num_domains: int, hparams: Mapping[str, Any]) -> None:
@@ -173,19 +178,23 @@ class MOOSA(SimMMDG):
 
     HPARAMS = {
         # SimMMDG's terms are kept at their defaults (MMDG-Bench searches only MOOSA's own)
-        **{k: HParam(hp.default, hp.help) for k, hp in SimMMDG.HPARAMS.items()},
+        **{k: replace(hp, search=None) for k, hp in SimMMDG.HPARAMS.items()},
         "entropy_min_weight": HParam(0.001, "weight of entropy minimization (official 0.001)",
-                                     ("uniform", 0.0, 1.0)),
+                                     ("uniform", 0.0, 1.0), kind="float", low=0),
         "jigsaw_ratio": HParam(1.0, "weight of the jigsaw loss (official 1.0)",
-                               ("uniform", 0.0, 3.0)),
+                               ("uniform", 0.0, 3.0), kind="float", low=0),
         "mask_ratio": HParam(0.3, "share of embedding entries masked before translation "
-                             "(official 0.3)", ("uniform", 0.0, 1.0)),
-        "entropy_weight_temp": HParam(1.0, "temperature T of the entropy weighting (official 1)"),
+                             "(official 0.3)", ("uniform", 0.0, 1.0), kind="float", low=0,
+                             high=1),
+        "entropy_weight_temp": HParam(1.0, "temperature T of the entropy weighting (official 1)",
+                                      kind="float", low=0, low_open=True),
         "jigsaw_num_splits": HParam(None, "chunks per embedding (None: 4 for 2 modalities, 2 "
-                                    "for more, as the official scripts)"),
-        "jigsaw_samples": HParam(128, "number of permutation classes (official 128)"),
+                                    "for more, as the official scripts)", kind="int", low=1,
+                                    nullable=True),
+        "jigsaw_samples": HParam(128, "number of permutation classes (official 128)", kind="int",
+                                 low=1),
         "jigsaw_hidden": HParam(None, "jigsaw classifier hidden width (None: fusion_hidden; "
-                                "official 512)"),
+                                "official 512)", kind="int", low=1, nullable=True),
     }
 
     def __init__(self, net: MultimodalNet, num_domains: int, hparams: Mapping[str, Any]) -> None:

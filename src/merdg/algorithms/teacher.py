@@ -92,16 +92,25 @@ class _TeacherEvaluated(Algorithm):
 class CMRF(_TeacherEvaluated):
     """Cross-modal representation flattening: SMA-teacher cross-modal mixup distillation."""
 
+    MIN_BATCH = 2
+    MIN_BATCH_REASON = "its projection heads use BatchNorm and SupCon needs other samples"
+
     HPARAMS = {
         "distill_coef": HParam(3.0, "weight of the mixup distillation (official 3.0)",
-                               ("uniform", 0.0, 5.0)),
-        "mix_coef": HParam(2.0, "weight of the unimodal CE (official 2.0)", ("uniform", 0.0, 5.0)),
-        "mix_alpha": HParam(0.1, "alpha of the Beta mixing distribution (official 0.1)"),
-        "alpha_contrast": HParam(3.0, "weight of SupCon on the projections (official 3.0)"),
-        "temperature": HParam(0.1, "SupCon temperature; base temperature 0.07 (official 0.1)"),
-        "sma_start_step": HParam(400, "steps before the SMA starts (official: 400 EPIC, 100 HAC)"),
+                               ("uniform", 0.0, 5.0), kind="float", low=0),
+        "mix_coef": HParam(2.0, "weight of the unimodal CE (official 2.0)", ("uniform", 0.0, 5.0),
+                           kind="float", low=0),
+        "mix_alpha": HParam(0.1, "alpha of the Beta mixing distribution (official 0.1)",
+                            kind="float", low=0, low_open=True),
+        "alpha_contrast": HParam(3.0, "weight of SupCon on the projections (official 3.0)",
+                                 kind="float", low=0),
+        "temperature": HParam(0.1, "SupCon temperature; base temperature 0.07 (official 0.1)",
+                              kind="float", low=0, low_open=True),
+        "sma_start_step": HParam(400, "steps before the SMA starts (official: 400 EPIC, 100 HAC)",
+                                 kind="int", low=0),
         "modality_weights": HParam({}, "per-modality weight of the unimodal CE and distillation "
-                                   "terms, default 1 (official EPIC/HAC: {\"audio\": 0.5})"),
+                                   "terms, default 1 (official EPIC/HAC: {\"audio\": 0.5})",
+                                   kind="dict", low=0),
     }
 
     def __init__(self, net: MultimodalNet, num_domains: int, hparams: Mapping[str, Any]) -> None:
@@ -163,13 +172,14 @@ class MBCD(_TeacherEvaluated):
         "ema_beta": HParam(0.999, "EMA decay of the teacher (MMDG-Bench 0.999); the evaluated "
                            "teacher keeps beta**steps of its random init (logged as "
                            "teacher_init_share): lower it for runs shorter than 3/(1-beta) steps",
-                           ("uniform", 0.9, 1.0)),
-        "kl_mm_coeff": HParam(1.0, "weight of KL(teacher || fused) (1.0)", ("uniform", 0.0, 2.0)),
+                           ("uniform", 0.9, 1.0), kind="float", low=0, high=1),
+        "kl_mm_coeff": HParam(1.0, "weight of KL(teacher || fused) (1.0)", ("uniform", 0.0, 2.0),
+                              kind="float", low=0),
         "kl_um_coeff": HParam(1.0, "weight of KL(teacher || unimodal) (1.0)",
-                              ("uniform", 0.0, 2.0)),
+                              ("uniform", 0.0, 2.0), kind="float", low=0),
         "modality_drop_base": HParam(0.0, "base modality-dropout probability (0.0)",
-                                     ("uniform", 0.0, 1.0)),
-        "inner_lr": HParam(1e-4, "look-ahead step size (MMDG-Bench 1e-4)"),
+                                     ("uniform", 0.0, 1.0), kind="float", low=0, high=1),
+        "inner_lr": HParam(1e-4, "look-ahead step size (MMDG-Bench 1e-4)", kind="float", low=0),
     }
 
     def __init__(self, net: MultimodalNet, num_domains: int, hparams: Mapping[str, Any]) -> None:

@@ -35,11 +35,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        if os.environ.get("MERDG_DEBUG"):
+            raise
+        print(f"merdg {args.command}: interrupted; what was written so far is intact (an "
+              "interrupted run resumes from its last checkpoint when the same command is run "
+              "again)", file=sys.stderr)
+        return 130
     except (ValueError, KeyError, OSError, RuntimeError, TypeError) as err:
         if os.environ.get("MERDG_DEBUG"):
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"merdg {args.command}: error: {message}", file=sys.stderr)
+        message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
+        one_line = " ".join(line.strip() for line in message.splitlines() if line.strip())
+        print(f"merdg {args.command}: error: {one_line}", file=sys.stderr)
         return 2
 
 

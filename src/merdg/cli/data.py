@@ -17,11 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from merdg.datasets import DATASETS
+    from merdg.datasets import DATASETS, check_dataset_options
 
     settings = run_settings(args)
     if "dataset" not in settings:
         raise ValueError("--dataset is required (see `merdg list datasets`)")
+    check_dataset_options(settings["dataset"], settings.get("dataset_options", {}))
     cls = DATASETS.get(settings["dataset"])
     report = cls.check(settings.get("data_root"), modalities=settings.get("modalities"),
                        **settings.get("dataset_options", {}))

@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
             cls = ALGORITHMS.get(name)
             print(f"{name}: {_first_line(cls)}")
             for hp_name, hp in cls.HPARAMS.items():
-                print(f"    {hp_name} = {hp.default!r}  search {describe_search(hp)}  -- {hp.help}")
+                print(f"    {hp_name} = {hp.default!r}  ({hp.describe()}; search "
+                      f"{describe_search(hp)})  -- {hp.help}")
         print("Any algorithm X also runs with MER-DG added as 'X+MER' (MERDG is 'ERM+MER').")
     elif args.what == "datasets":
         for name in DATASETS:

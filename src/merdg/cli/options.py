@@ -213,6 +213,19 @@ def launcher_options(args: argparse.Namespace, device: str = "cpu"):
                                                                     "--slurm-option"))
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a message is logged (it may be replaced after
+    the handler was made, e.g. by a caller capturing the output)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; sys.stderr is used
+        pass
+
+
 def log_progress_to_stderr() -> None:
     """Show merdg's INFO messages (resuming, one line per epoch) on stderr, once."""
     logger = logging.getLogger("merdg")
@@ -222,11 +235,3 @@ def log_progress_to_stderr() -> None:
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is when a message is emitted (not the stream of the
-    moment the handler was made, which may have been replaced and closed since)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr
-        super().emit(record)

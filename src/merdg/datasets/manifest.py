@@ -52,7 +52,7 @@ from merdg.datasets.preprocessing import (
 )
 from merdg.datasets.sequences import SequencePlan, check_length_policy, plan_modality
 from merdg.datasets.untrusted import check_flag, one_line, read_utf8, resolve_in_root
-from merdg.hparams import HParam
+from merdg.hparams import HParam, training_default
 
 __all__ = ["MANIFEST_NAME", "ManifestDataset", "ManifestRow", "read_manifest"]
 
@@ -409,12 +409,15 @@ class ManifestDataset(ArrayDomainDataset):
     """
 
     HPARAMS: ClassVar[dict[str, HParam]] = {
-        "lr": HParam(1e-3, "Adam learning rate for small from-scratch encoders"),
-        "weight_decay": HParam(1e-4, "Adam weight decay"),
-        "batch_size": HParam(32, "global batch, split evenly over the source domains"),
-        "epochs": HParam(20, "training epochs"),
-        "proj_hidden": HParam(256, "projection head hidden width (scaled down from 2048)"),
-        "fusion_hidden": HParam(128, "fusion classifier hidden width (scaled down from 512)"),
+        "lr": training_default("lr", 1e-3, "Adam learning rate for small from-scratch encoders"),
+        "weight_decay": training_default("weight_decay", 1e-4, "Adam weight decay"),
+        "batch_size": training_default("batch_size", 32, "global batch, split evenly over the "
+                                       "source domains"),
+        "epochs": training_default("epochs", 20, "training epochs"),
+        "proj_hidden": training_default("proj_hidden", 256, "projection head hidden width "
+                                        "(scaled down from 2048)"),
+        "fusion_hidden": training_default("fusion_hidden", 128, "fusion classifier hidden width "
+                                          "(scaled down from 512)"),
     }
 
     def __init__(self, root: str | None = None, modalities: Sequence[str] | None = None,

@@ -37,6 +37,7 @@ class BalancedDomainBatchSampler(Sampler[list[int]]):
         seed: Base seed.
         rank: This process' rank.
         world_size: Number of processes.
+        names: The domains' names (for error messages; default: their indices).
 
     Raises:
         ValueError: A domain has fewer samples than its share of one batch, or the batch is
@@ -50,18 +51,23 @@ class BalancedDomainBatchSampler(Sampler[list[int]]):
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        names: Sequence[str] | None = None,
     ) -> None:
+        names = list(names) if names is not None else [str(d) for d in range(len(domain_sizes))]
         if batch_size < len(domain_sizes):
             raise ValueError(
-                f"batch_size {batch_size} is smaller than the {len(domain_sizes)} source domains"
+                f"batch_size {batch_size} is smaller than the {len(domain_sizes)} source domains "
+                f"({', '.join(names)}): every batch holds at least one sample of each"
             )
         self.sizes = list(domain_sizes)
         self.per_domain = split_evenly(batch_size, len(self.sizes))
-        short = [(d, n, k) for d, (n, k) in enumerate(zip(self.sizes, self.per_domain)) if n < k]
+        short = [f"{names[d]!r} has {n} training samples, its share of a batch is {k}"
+                 for d, (n, k) in enumerate(zip(self.sizes, self.per_domain)) if n < k]
         if short:
             raise ValueError(
-                "source domains with fewer training samples than their share of one batch "
-                f"(domain index, samples, share): {short}"
+                "source domains with fewer training samples than their share of one batch of "
+                f"{batch_size}: {'; '.join(short)}; lower batch_size, or leave the domain out "
+                "(merdg train --source)"
             )
         self.offsets = [sum(self.sizes[:d]) for d in range(len(self.sizes))]
         self.seed, self.rank, self.world_size = seed, rank, world_size

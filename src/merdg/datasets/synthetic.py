@@ -60,7 +60,7 @@ from torch.utils.data import Dataset
 
 from merdg.datasets.base import DATASETS, DomainDataset, TensorSamples, ValueConvention
 from merdg.datasets.preprocessing import fit_standardization
-from merdg.hparams import HParam
+from merdg.hparams import HParam, training_default
 
 __all__ = ["SyntheticPretrainCorpus", "SyntheticShortcut"]
 
@@ -91,12 +91,16 @@ class SyntheticShortcut(DomainDataset):
     """
 
     HPARAMS: ClassVar[dict[str, HParam]] = {
-        "lr": HParam(1e-3, "Adam learning rate for the small synthetic networks"),
-        "weight_decay": HParam(1e-4, "Adam weight decay"),
-        "batch_size": HParam(48, "global batch (16 per source domain with 4 domains)"),
-        "epochs": HParam(15, "training epochs"),
-        "proj_hidden": HParam(256, "projection head hidden width (scaled down from 2048)"),
-        "fusion_hidden": HParam(128, "fusion classifier hidden width (scaled down from 512)"),
+        "lr": training_default("lr", 1e-3, "Adam learning rate for the small synthetic "
+                               "networks"),
+        "weight_decay": training_default("weight_decay", 1e-4, "Adam weight decay"),
+        "batch_size": training_default("batch_size", 48, "global batch (16 per source domain "
+                                       "with 4 domains)"),
+        "epochs": training_default("epochs", 15, "training epochs"),
+        "proj_hidden": training_default("proj_hidden", 256, "projection head hidden width "
+                                        "(scaled down from 2048)"),
+        "fusion_hidden": training_default("fusion_hidden", 128, "fusion classifier hidden width "
+                                          "(scaled down from 512)"),
     }
 
     def __init__(

@@ -60,7 +60,7 @@ from merdg.datasets.utd_mhad_release import (
     preprocess,
     read_raw,
 )
-from merdg.hparams import HParam
+from merdg.hparams import HParam, training_default
 
 __all__ = ["ROOT_ENV", "UTDMHAD", "subject_domains"]
 
@@ -140,14 +140,18 @@ class UTDMHAD(ArrayDomainDataset):
 
     ALL_MODALITIES: ClassVar[tuple[str, ...]] = ("depth", "inertial", "skeleton")
     HPARAMS: ClassVar[dict[str, HParam]] = {
-        "lr": HParam(1e-3, "Adam learning rate for the small from-scratch encoders"),
-        "weight_decay": HParam(1e-4, "Adam weight decay"),
-        "batch_size": HParam(24, "global batch: 8 per source domain with the 3 source pairs "
-                             "(official: 16 = 8 x 2 sources); use 56 with domains=subject"),
-        "epochs": HParam(30, "training epochs (source validation saturates by ~20; sized for "
-                         "the 2-core CPU benchmark)"),
-        "proj_hidden": HParam(256, "projection head hidden width (scaled down from 2048)"),
-        "fusion_hidden": HParam(128, "fusion classifier hidden width (scaled down from 512)"),
+        "lr": training_default("lr", 1e-3, "Adam learning rate for the small from-scratch "
+                               "encoders"),
+        "weight_decay": training_default("weight_decay", 1e-4, "Adam weight decay"),
+        "batch_size": training_default("batch_size", 24, "global batch: 8 per source domain "
+                                       "with the 3 source pairs (official: 16 = 8 x 2 sources); "
+                                       "use 56 with domains=subject"),
+        "epochs": training_default("epochs", 30, "training epochs (source validation saturates "
+                                   "by ~20; sized for the 2-core CPU benchmark)"),
+        "proj_hidden": training_default("proj_hidden", 256, "projection head hidden width "
+                                        "(scaled down from 2048)"),
+        "fusion_hidden": training_default("fusion_hidden", 128, "fusion classifier hidden width "
+                                          "(scaled down from 512)"),
     }
     ENCODERS: ClassVar[dict[str, dict[str, Any]]] = {
         "inertial": {"name": "tcn", "channels": [32, 64, 64], "kernel_size": 5},

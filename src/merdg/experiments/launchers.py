@@ -65,6 +65,30 @@ class LauncherOptions:
     max_parallel: int | None = None
     slurm_options: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> LauncherOptions:
+        """Check every option when the options are made (before any run starts).
+
+        Raises:
+            ValueError: One line naming the option (its flag), the value and what is allowed.
+        """
+        if self.name not in LAUNCHERS:
+            raise ValueError(f"unknown launcher {self.name!r}; choose from {list(LAUNCHERS)}")
+        counts = {"--workers": (self.workers, 1), "--timeout-min": (self.timeout_min, 1),
+                  "--gpus-per-job": (self.gpus_per_job, 0),
+                  "--cpus-per-job": (self.cpus_per_job, 1),
+                  "--max-parallel": (self.max_parallel, 1)}
+        for flag, (value, low) in counts.items():
+            if value is None and flag == "--max-parallel":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{flag} must be an integer >= {low}, got {value!r}")
+        if self.mem_gb is not None and not self.mem_gb > 0:
+            raise ValueError(f"--mem-gb must be > 0, got {self.mem_gb!r}")
+        return self
+
 
 @dataclass
 class LaunchReport:
@@ -97,11 +121,7 @@ def launch(jobs: Sequence[Job], options: LauncherOptions | None = None,
     Raises:
         ValueError: Unknown launcher or a worker count below 1.
     """
-    options = options or LauncherOptions()
-    if options.name not in LAUNCHERS:
-        raise ValueError(f"unknown launcher {options.name!r}; choose from {list(LAUNCHERS)}")
-    if options.workers < 1:
-        raise ValueError(f"workers must be >= 1, got {options.workers}")
+    options = (options or LauncherOptions()).validate()
     report = LaunchReport()
     todo = []
     for job in jobs:

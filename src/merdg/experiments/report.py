@@ -73,8 +73,13 @@ def write_tables(root: str | Path, out_dir: str | Path | None = None,
         ``{"markdown": text, "paths": [...], "tables": ..., "rows": rows}``.
 
     Raises:
+        FileNotFoundError: ``root`` is not a directory.
         RuntimeError: No finished run under ``root``.
+        ValueError: A record that is not a merdg epoch record (naming its file).
     """
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"{root} is not a directory (a bench or sweep directory, or a "
+                                "folder of run directories)")
     rows = load_rows(root)
     if not rows:
         raise RuntimeError(f"no finished runs (records.jsonl next to a done marker) under {root}")

@@ -97,8 +97,14 @@ def load_rows(root: str | Path) -> list[dict[str, Any]]:
         records = run_dir.read_records()
         if not records:
             continue
-        settings = settings_of(records[0]["run"]["config"])
-        rows += [{**row, "settings": settings} for row in run_rows(records, str(run_dir.path))]
+        try:
+            settings = settings_of(records[0]["run"]["config"])
+            rows += [{**row, "settings": settings}
+                     for row in run_rows(records, str(run_dir.path))]
+        except (KeyError, TypeError, AttributeError, IndexError) as err:
+            raise ValueError(f"{run_dir.records_file}: not a merdg epoch record (missing or "
+                             f"malformed entry {err}); move the directory out of {root}, or "
+                             "rerun it") from err
     return rows
 
 

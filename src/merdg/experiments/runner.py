@@ -34,6 +34,7 @@ from merdg.experiments.report import EXPERIMENT_FILE, write_report, write_tables
 from merdg.run.directory import RunDirConflictError
 from merdg.run.hparams import resolve_run_hparams
 from merdg.run.records import run_metadata, write_json_atomic
+from merdg.run.training import source_splits
 
 __all__ = ["ExperimentResult", "check_experiment", "experiment_tasks", "run_experiment"]
 
@@ -89,20 +90,27 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
 
     Every (modality set, algorithm) resolves its hparams exactly as its runs will
     (:func:`merdg.run.hparams.resolve_run_hparams`), so an unknown algorithm or hparam name, a
-    bad preset or a missing checkpoint fails here, once.
+    value out of its declared range, a bad preset or a missing checkpoint fails here, once; and
+    every task's source domains are checked against its batch size and holdout
+    (:func:`merdg.run.training.source_splits`: no empty split, each domain's share of a batch).
     """
     experiment.validate()
     dataset = _dataset(experiment)
     all_tasks = experiment_tasks(experiment, dataset)
-    checked: set[tuple[tuple[str, ...], str]] = set()
+    checked: dict[tuple[tuple[str, ...], str], tuple[DomainDataset, set[int]]] = {}
     for task in all_tasks:
-        if (task.modalities, task.algorithm) in checked:
-            continue
-        checked.add((task.modalities, task.algorithm))
-        subset = build_dataset(experiment.base.dataset, experiment.base.data_root,
-                               list(task.modalities), **experiment.base.dataset_options)
-        for trial in range(experiment.trials + 1):
-            resolve_run_hparams(run_config(experiment, task, trial, trial), subset)
+        key = (task.modalities, task.algorithm)
+        if key not in checked:
+            subset = build_dataset(experiment.base.dataset, experiment.base.data_root,
+                                   list(task.modalities), **experiment.base.dataset_options)
+            sizes = {int(resolve_run_hparams(run_config(experiment, task, trial, trial),
+                                             subset)["batch_size"])
+                     for trial in range(experiment.trials + 1)}
+            checked[key] = (subset, sizes)
+        subset, sizes = checked[key]
+        sources = [d for d in subset.domains if d != task.target]
+        for batch_size in sorted(sizes):
+            source_splits(subset, run_config(experiment, task, 0, 0), sources, batch_size)
     return all_tasks
 
 

@@ -11,6 +11,7 @@ one str or tuple of str per block): freezing ``"all-but-last"``
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,7 +22,32 @@ from merdg.registry import Registry
 
 ENCODERS: Registry[type[nn.Module]] = Registry("encoder")
 
-__all__ = ["ENCODERS", "MLPEncoder", "TemporalConvEncoder", "build_encoder"]
+__all__ = ["ENCODERS", "MLPEncoder", "TemporalConvEncoder", "build_encoder",
+           "check_encoder_spec"]
+
+
+def check_encoder_spec(spec: Mapping[str, Any], where: str = "encoder spec") -> None:
+    """Check that ``spec`` names a registered encoder and only options its constructor takes
+    (before any data is loaded or any weight is built).
+
+    Raises:
+        ValueError: No name, or options the encoder does not take (the valid ones listed).
+        KeyError: Unknown encoder name (the registered ones listed).
+    """
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ValueError(f"{where} {spec!r} has no 'name'; registered: {ENCODERS.names()}")
+    factory = ENCODERS.get(spec["name"])
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a factory without a signature: its call checks
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n in params if n != "input_shape"]
+    unknown = sorted(set(spec) - {"name", *valid})
+    if unknown:
+        raise ValueError(f"{where}: encoder {spec['name']!r} has no option "
+                         f"{', '.join(map(repr, unknown))}; its options: {', '.join(valid)}")
 
 
 def build_encoder(spec: Mapping[str, Any], input_shape: Sequence[int]) -> nn.Module:
@@ -34,8 +60,7 @@ def build_encoder(spec: Mapping[str, Any], input_shape: Sequence[int]) -> nn.Mod
     Returns:
         An ``nn.Module`` with an ``out_dim`` attribute.
     """
-    if "name" not in spec:
-        raise ValueError(f"encoder spec {dict(spec)} has no 'name'; registered: {ENCODERS.names()}")
+    check_encoder_spec(spec)
     kwargs = {k: v for k, v in spec.items() if k != "name"}
     try:
         encoder = ENCODERS.get(spec["name"])(tuple(input_shape), **kwargs)

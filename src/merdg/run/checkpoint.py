@@ -8,11 +8,17 @@ and the records so far. It also stores the *identity* of the run (config and res
 and :func:`load_checkpoint` refuses a checkpoint whose identity differs from the run's.
 
 Writes are atomic (temporary file, fsync, rename), so a process killed at any moment leaves
-either the previous checkpoint or the new one, never half of one.
+either the previous checkpoint or the new one, never half of one. The sha256 of every file is
+computed while it is written and recorded next to it by
+:meth:`merdg.run.directory.RunDir.write_checkpoint`; :func:`read_verified` refuses a file whose
+bytes changed since (a flipped bit, a truncated copy), so a damaged checkpoint is never
+resumed from silently. ``docs/reliability.md`` describes the write order and every kill point.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import random
@@ -26,15 +32,22 @@ import torch
 from merdg import dist as mdist
 from merdg.hparams import seed_hash
 from merdg.run.config import identity_differences
+from merdg.run.records import fsync_dir, writing
 
-__all__ = ["CheckpointMismatchError", "epoch_payload", "load_checkpoint", "restore_training_state",
-           "rng_state", "save_checkpoint", "set_rng_state"]
+__all__ = ["CheckpointDamagedError", "CheckpointMismatchError", "epoch_payload", "load_checkpoint",
+           "read_verified", "restore_training_state", "rng_state", "save_checkpoint",
+           "set_rng_state", "write_torch_file"]
 
 FORMAT = 1
 
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint was written by a run with a different config or hparams."""
+
+
+class CheckpointDamagedError(ValueError):
+    """A checkpoint (or ``model.pt``) changed on disk after it was written: its sha256 is not
+    the one recorded next to it."""
 
 
 def rng_state(device: torch.device | None = None) -> dict[str, Any]:
@@ -62,45 +75,123 @@ def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> 
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # directories cannot be opened on some platforms (Windows)
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def write_torch_file(tmp: str | os.PathLike, payload: dict[str, Any], target: str | os.PathLike,
+                     note: str = "") -> str:
+    """Write ``payload`` to the temporary file ``tmp`` (``torch.save``, fsync); returns the
+    sha256 of what was written. The caller renames ``tmp`` onto ``target`` afterwards.
+
+    Raises:
+        WriteFailedError: The write failed (a full disk, ...): one line naming ``target`` and
+            ``note`` (what is still intact); ``tmp`` is removed.
+    """
+    tmp = Path(tmp)
+    digest = hashlib.sha256()
+    with writing(target, note, cleanup=tmp):
+        with open(tmp, "wb") as f:
+            writer = _HashingWriter(f, digest)
+            try:
+                torch.save(payload, writer)
+            except RuntimeError:  # torch reports a failed write as "unexpected pos ..."
+                if writer.error is not None:
+                    raise writer.error from None
+                raise
+            f.flush()
+            os.fsync(f.fileno())
+    return digest.hexdigest()
+
+
+class _HashingWriter(io.RawIOBase):
+    """A write-only file that hashes what passes through it (no second read of the file) and
+    keeps the first write error (torch replaces it by a RuntimeError without the cause)."""
+
+    def __init__(self, file: Any, digest: Any) -> None:
+        super().__init__()
+        self.file, self.digest = file, digest
+        self.error: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        try:
+            written = self.file.write(data)
+            if written != len(memoryview(data)):
+                raise OSError(f"short write ({written} of {len(memoryview(data))} bytes)")
+        except OSError as err:
+            self.error = self.error or err
+            raise
+        self.digest.update(data)
+        return written
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any],
-                    with_format: bool = True) -> None:
-    """Write ``payload`` to ``path`` atomically (temporary file, fsync, rename); with
-    ``with_format`` it is tagged as a merdg checkpoint (:func:`load_checkpoint` checks it)."""
+                    with_format: bool = True) -> str:
+    """Write ``payload`` to ``path`` atomically (temporary file, fsync, rename; no digest is
+    recorded: run directories use :meth:`merdg.run.directory.RunDir.write_checkpoint`);
+    returns its sha256. With ``with_format`` it is tagged as a merdg checkpoint."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, **payload} if with_format else payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    digest = write_torch_file(tmp, {"format": FORMAT, **payload} if with_format else payload,
+                              path)
+    with writing(path, cleanup=tmp):
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    return digest
+
+
+def read_verified(path: str | os.PathLike, digests: dict[str, int] | None,
+                  map_location: torch.device | str = "cpu", what: str = "a torch file"
+                  ) -> dict[str, Any]:
+    """Load a torch file whose sha256 must be one of ``digests`` (``{sha256: epoch}``, as
+    recorded when it was written); ``digests=None`` skips the check (files written before
+    digests were recorded).
+
+    Raises:
+        CheckpointDamagedError: Its sha256 is not a recorded one, or the recorded epoch differs
+            from the one it holds (the file changed after it was written).
+        ValueError: It cannot be read as a torch file.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    if digests is not None:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest not in digests:
+            raise CheckpointDamagedError(f"{path}: damaged (its sha256 {digest[:12]}... is not "
+                                         "the one recorded when it was written)")
+    try:
+        payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged file
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(f"{path}: cannot be read as {what} ({type(err).__name__}: "
+                         f"{first})") from err
+    if (digests is not None and isinstance(payload, dict) and "epoch" in payload
+            and payload["epoch"] != digests[digest]):
+        raise CheckpointDamagedError(f"{path}: holds epoch {payload['epoch']}, but was recorded "
+                                     f"as epoch {digests[digest]}")
+    return payload
 
 
 def load_checkpoint(path: str | os.PathLike, identity: dict[str, Any],
-                    map_location: torch.device | str = "cpu") -> dict[str, Any]:
-    """Load a checkpoint and check that it belongs to the run described by ``identity``.
+                    map_location: torch.device | str = "cpu",
+                    digests: dict[str, int] | None = None) -> dict[str, Any]:
+    """Load a checkpoint, verify it against ``digests`` (see :func:`read_verified`) and check
+    that it belongs to the run described by ``identity``.
 
     Raises:
+        CheckpointDamagedError: The file changed after it was written.
         CheckpointMismatchError: The checkpoint's identity differs (the message lists the
             differing entries).
         ValueError: The file is not a readable merdg checkpoint.
     """
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged file
-        raise ValueError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err}); "
-                         "delete it to start the run over") from err
+        payload = read_verified(path, digests, map_location, what="a merdg checkpoint")
+    except CheckpointDamagedError:
+        raise
+    except ValueError as err:
+        raise ValueError(f"{err}; delete it to start the run over") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a merdg checkpoint (format {FORMAT})")
     diffs = identity_differences(payload["identity"], identity, labels=("checkpoint", "now"))

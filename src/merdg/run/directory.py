@@ -5,9 +5,13 @@ A run directory holds (names: the constants of :class:`RunDir`):
 - ``config.json``: the run's config, resolved hparams, sources, modalities, package version
   and git hash, and the run's full *identity* (config identity + resolved hparams + data);
 - ``records.jsonl``: one line per epoch;
-- ``checkpoint.pt``: the state after the last finished epoch (removed once the run is done);
+- ``checkpoint.pt``: the state after the last finished epoch, ``checkpoint.previous.pt``: the
+  one before, and ``checkpoint.sha256``: the sha256 of each as written (all three removed once
+  the run is done); ``checkpoint.damaged.pt``: a checkpoint found damaged on resume, moved
+  aside;
 - ``summary.json``: the epoch each selection rule picks; ``model.pt``: the final weights
-  (optional); ``done``: written last, after ``summary.json``;
+  (optional) and ``model.sha256`` their sha256; ``done``: written last, after
+  ``summary.json``;
 - ``failed``: the error of the last attempt (jobs only); ``job.json`` and ``log.txt``: the job
   description and log of a bench or sweep job; ``.lock``: the writer's lock;
   ``tensorboard/``: optional event files.
@@ -19,12 +23,17 @@ another config, or are not a merdg run's), ``finished``, ``failed`` or ``incompl
 
 Nothing here deletes a finished run or foreign files unless asked explicitly
 (:meth:`RunDir.reset`, behind ``--overwrite``). Every write is atomic (temporary file, fsync,
-rename), so a process killed at any moment leaves the previous state or the new one.
+rename), so a process killed at any moment leaves the previous state or the new one; a write
+that fails (a full disk) raises one line naming the file and what is intact
+(:class:`~merdg.run.records.WriteFailedError`). Checkpoints and ``model.pt`` are verified
+against their recorded sha256 when read; a damaged checkpoint falls back to the previous one
+(``docs/reliability.md``: the write order and every kill point).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from collections.abc import Iterator
@@ -33,7 +42,15 @@ from pathlib import Path
 from typing import Any
 
 from merdg.run.config import RunConfig, config_identity, identity_differences
-from merdg.run.records import append_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic
+from merdg.run.records import (
+    WriteFailedError,
+    append_jsonl,
+    fsync_dir,
+    read_jsonl,
+    write_json_atomic,
+    write_jsonl_atomic,
+    writing,
+)
 
 try:
     import fcntl
@@ -43,6 +60,8 @@ except ImportError:  # Windows
 __all__ = ["RunDir", "RunDirBusyError", "RunDirConflictError", "STATUSES"]
 
 STATUSES = ("absent", "running", "foreign", "finished", "failed", "incomplete")
+
+log = logging.getLogger(__name__)
 
 
 class RunDirBusyError(RuntimeError):
@@ -62,13 +81,22 @@ class RunDir:
     DONE = "done"
     FAILED = "failed"
     CHECKPOINT = "checkpoint.pt"
+    PREVIOUS_CHECKPOINT = "checkpoint.previous.pt"
+    CHECKPOINT_DIGESTS = "checkpoint.sha256"
+    DAMAGED_CHECKPOINT = "checkpoint.damaged.pt"
     MODEL = "model.pt"
+    MODEL_DIGEST = "model.sha256"
     JOB = "job.json"
     LOG = "log.txt"
     LOCK = ".lock"
     TENSORBOARD = "tensorboard"
+    CHECKPOINT_FILES = (CHECKPOINT, PREVIOUS_CHECKPOINT, CHECKPOINT_DIGESTS)
     # what a run writes (a reset removes exactly these, and nothing else)
-    RUN_FILES = (CONFIG, RECORDS, SUMMARY, DONE, FAILED, CHECKPOINT, CHECKPOINT + ".tmp", MODEL)
+    RUN_FILES = (CONFIG, RECORDS, SUMMARY, DONE, FAILED, *CHECKPOINT_FILES, CHECKPOINT + ".tmp",
+                 DAMAGED_CHECKPOINT, MODEL, MODEL_DIGEST)
+    # temporary files of the atomic writes that a killed process can leave behind
+    TEMPORARY_FILES = tuple(name + ".tmp" for name in (CONFIG, RECORDS, SUMMARY, FAILED, MODEL,
+                                                       MODEL_DIGEST, CHECKPOINT_DIGESTS))
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -138,6 +166,20 @@ class RunDir:
     def read_summary(self) -> dict[str, Any]:
         return self._read_json(self.SUMMARY)
 
+    def _read_digests(self, name: str) -> dict[str, int] | None:
+        """``{sha256: epoch}`` recorded in the digest file ``name`` (None when there is none).
+
+        Raises:
+            ValueError: The digest file is unreadable.
+        """
+        file = self.path / name
+        if not file.exists():
+            return None
+        data = self._read_json(name)
+        if not isinstance(data, dict) or not isinstance(data.get("sha256"), dict):
+            raise ValueError(f"{file}: not a merdg digest file (no 'sha256' entry)")
+        return {str(k): int(v) for k, v in data["sha256"].items()}
+
     def read_records(self) -> list[dict[str, Any]]:
         """The per-epoch records ([] when there are none yet)."""
         file = self.path / self.RECORDS
@@ -157,12 +199,20 @@ class RunDir:
             raise FileNotFoundError(
                 f"{file} not found: diagnostics need the trained weights; train with "
                 "--save-model (merdg train) or --diagnose (merdg bench)")
+        from merdg.run.checkpoint import CheckpointDamagedError, read_verified
+
+        digests = self._read_digests(self.MODEL_DIGEST)
+        if digests is None:
+            log.warning("%s has no recorded sha256 (saved by merdg before 0.3): not verified",
+                        file)
         # the saved run info may hold torch.__version__, a str subclass the safe loader must know
         torch.serialization.add_safe_globals([torch.torch_version.TorchVersion])
         try:
-            saved = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises many types for a truncated or foreign file
-            raise ValueError(f"{file}: cannot be read as merdg weights ({err})") from err
+            saved = read_verified(file, digests, what="merdg weights")
+        except CheckpointDamagedError as err:
+            raise CheckpointDamagedError(
+                f"{err}; train the run again (merdg train with the same settings, "
+                "--save-model --overwrite)") from err
         if not isinstance(saved, dict) or "state_dict" not in saved:
             raise ValueError(f"{file}: expected a dict with 'state_dict' (merdg train)")
         return saved["state_dict"]
@@ -267,7 +317,7 @@ class RunDir:
 
     def reset(self) -> None:
         """Remove the run files (and only them): the explicit ``--overwrite`` path."""
-        for name in self.RUN_FILES:
+        for name in (*self.RUN_FILES, *self.TEMPORARY_FILES):
             (self.path / name).unlink(missing_ok=True)
 
     @contextmanager
@@ -300,43 +350,172 @@ class RunDir:
     def start(self, info: dict[str, Any]) -> None:
         """Begin a fresh run: clear an earlier attempt of the same run, write ``config.json``."""
         self.path.mkdir(parents=True, exist_ok=True)
-        for name in (self.RECORDS, self.SUMMARY, self.DONE, self.FAILED, self.CHECKPOINT,
-                     self.MODEL):
+        for name in (self.RECORDS, self.SUMMARY, self.DONE, self.FAILED, *self.CHECKPOINT_FILES,
+                     self.DAMAGED_CHECKPOINT, self.MODEL, self.MODEL_DIGEST):
             (self.path / name).unlink(missing_ok=True)
         write_json_atomic(self.path / self.CONFIG, info)
 
+    def _intact(self) -> str:
+        """What a failed write leaves intact (the end of its error message)."""
+        if self.checkpoint_file.exists():
+            return (f"the last checkpoint {self.checkpoint_file} is intact: free some space "
+                    "and run the same command to resume")
+        return "free some space and run the same command again"
+
     def append_record(self, record: dict[str, Any]) -> None:
-        append_jsonl(self.path / self.RECORDS, record)
+        append_jsonl(self.path / self.RECORDS, record, note=self._intact())
 
     def rewrite_records(self, records: list[dict[str, Any]]) -> None:
         """Make ``records.jsonl`` hold exactly ``records``."""
-        write_jsonl_atomic(self.path / self.RECORDS, records)
+        write_jsonl_atomic(self.path / self.RECORDS, records, note=self._intact())
+
+    # --- checkpoints ---------------------------------------------------------------------
 
     def write_checkpoint(self, payload: dict[str, Any]) -> None:
-        """Replace ``checkpoint.pt`` atomically (:func:`merdg.run.checkpoint.save_checkpoint`)."""
-        from merdg.run.checkpoint import save_checkpoint
+        """Replace ``checkpoint.pt`` with ``payload`` (the state after epoch
+        ``payload["epoch"]``), keeping the one it replaces as ``checkpoint.previous.pt``.
 
-        save_checkpoint(self.checkpoint_file, payload)
+        The order makes a kill at any moment leave at least one verifiable checkpoint:
 
-    def read_checkpoint(self, identity: dict[str, Any], map_location: Any = "cpu"
-                        ) -> dict[str, Any]:
-        """The checkpoint, checked against the run's identity
-        (:func:`merdg.run.checkpoint.load_checkpoint`)."""
+        1. the new checkpoint goes to ``checkpoint.pt.tmp`` (fsync), hashed while written;
+        2. ``checkpoint.sha256`` is replaced atomically by the sha256 (and epoch) of the new
+           file, of ``checkpoint.pt`` and of ``checkpoint.previous.pt``;
+        3. ``checkpoint.pt`` is renamed to ``checkpoint.previous.pt``;
+        4. ``checkpoint.pt.tmp`` is renamed to ``checkpoint.pt``; the directory is fsynced.
+
+        Killed before 2, the old files are untouched (the temporary file is ignored); between
+        2 and 4 every existing checkpoint file is still listed; after 3 without 4, resuming
+        uses ``checkpoint.previous.pt`` (one epoch earlier).
+
+        Raises:
+            WriteFailedError: A write failed (a full disk): the message names the file and says
+                that the previous checkpoint is intact.
+        """
+        from merdg.run.checkpoint import FORMAT, write_torch_file
+
+        epoch = int(payload["epoch"])
+        current, tmp = self.checkpoint_file, self.path / (self.CHECKPOINT + ".tmp")
+        intact = self._intact()
+        digest = write_torch_file(tmp, {"format": FORMAT, **payload}, current, intact)
+        try:
+            recorded = self._read_digests(self.CHECKPOINT_DIGESTS) or {}
+        except ValueError:  # unreadable: only the new file can be verified from now on
+            recorded = {}
+        kept = {h: e for h, e in recorded.items() if e >= epoch - 2}  # checkpoint.pt, previous
+        try:
+            write_json_atomic(self.path / self.CHECKPOINT_DIGESTS,
+                              {"sha256": {**kept, digest: epoch}}, note=intact)
+        except WriteFailedError:
+            tmp.unlink(missing_ok=True)
+            raise
+        with writing(current, intact, cleanup=tmp):
+            if current.exists():
+                os.replace(current, self.path / self.PREVIOUS_CHECKPOINT)
+            os.replace(tmp, current)
+            fsync_dir(self.path)
+
+    def read_checkpoint(self, identity: dict[str, Any], map_location: Any = "cpu",
+                        name: str = CHECKPOINT) -> dict[str, Any]:
+        """Checkpoint ``name``, verified against ``checkpoint.sha256`` and checked against the
+        run's identity (:func:`merdg.run.checkpoint.load_checkpoint`)."""
         from merdg.run.checkpoint import load_checkpoint
 
-        return load_checkpoint(self.checkpoint_file, identity, map_location=map_location)
+        return load_checkpoint(self.path / name, identity, map_location,
+                               self._checkpoint_digests())
+
+    def _checkpoint_digests(self) -> dict[str, int] | None:
+        try:
+            return self._read_digests(self.CHECKPOINT_DIGESTS)
+        except ValueError as err:  # nothing can be verified: every checkpoint counts as damaged
+            log.warning("%s; the checkpoints cannot be verified", err)
+            return {}
+
+    def has_checkpoint(self) -> bool:
+        return any((self.path / n).exists() for n in (self.CHECKPOINT, self.PREVIOUS_CHECKPOINT))
+
+    def resume_checkpoint(self, identity: dict[str, Any], map_location: Any = "cpu"
+                          ) -> tuple[str, dict[str, Any]] | None:
+        """The newest intact checkpoint of this run: ``(file name, payload)``, or None when
+        there is none.
+
+        ``checkpoint.pt`` is verified against its recorded sha256; when it is damaged, the run
+        falls back to ``checkpoint.previous.pt`` (one epoch earlier) with a warning, and the
+        damaged file is moved to ``checkpoint.damaged.pt``. A checkpoint written before
+        digests were recorded is loaded unverified (with a warning).
+
+        Raises:
+            CheckpointDamagedError: No intact checkpoint is left (one line naming the files and
+                what to do).
+            CheckpointMismatchError: The checkpoint belongs to another config.
+        """
+        from merdg.run.checkpoint import CheckpointDamagedError
+
+        digests = self._checkpoint_digests()
+        if digests is None and self.checkpoint_file.exists():
+            log.warning("%s has no recorded sha256 (written by merdg before 0.3): resuming "
+                        "from it unverified", self.checkpoint_file)
+        damaged: list[tuple[str, str]] = []
+        for name in (self.CHECKPOINT, self.PREVIOUS_CHECKPOINT):
+            if not (self.path / name).exists():
+                continue
+            try:
+                payload = self.read_checkpoint(identity, map_location, name)
+            except CheckpointDamagedError as err:
+                damaged.append((name, str(err)))
+                continue
+            self._report_fallback(name, payload, damaged)
+            return name, payload
+        if damaged:
+            kept = ("; " + damaged[1][1] if len(damaged) > 1 else
+                    f"; no intact {self.PREVIOUS_CHECKPOINT} is kept")
+            raise CheckpointDamagedError(
+                f"{damaged[0][1]}{kept}: start the run over with --restart (merdg train), or "
+                f"delete {self.path / damaged[0][0]}")
+        return None
+
+    def _report_fallback(self, name: str, payload: dict[str, Any],
+                         damaged: list[tuple[str, str]]) -> None:
+        if name == self.CHECKPOINT:
+            return
+        if not damaged:  # stopped between the two renames of write_checkpoint
+            log.info("%s: resuming from %s (epoch %d)", self.path, name, payload["epoch"])
+            return
+        aside = self.path / self.DAMAGED_CHECKPOINT
+        os.replace(self.checkpoint_file, aside)
+        log.warning("%s; resuming from %s (epoch %d) instead; the damaged file was moved to %s",
+                    damaged[0][1], self.path / name, payload["epoch"], aside)
 
     def finish(self, summary: dict[str, Any], model_state: dict[str, Any] | None = None,
                info: dict[str, Any] | None = None) -> None:
-        """Final weights (optional), ``summary.json``, ``done``; then drop the checkpoint."""
-        if model_state is not None:
-            from merdg.run.checkpoint import save_checkpoint
+        """Final weights (optional, with their sha256), ``summary.json``, ``done``; then drop
+        the checkpoints.
 
-            save_checkpoint(self.model_file, {"state_dict": model_state, "run": info or {}},
-                            with_format=False)
-        write_json_atomic(self.path / self.SUMMARY, summary)
-        (self.path / self.DONE).write_text("done\n")
-        self.checkpoint_file.unlink(missing_ok=True)
+        Order: ``model.pt.tmp`` (hashed while written), ``model.sha256``, rename to
+        ``model.pt``, ``summary.json``, ``done``, then the checkpoint files are removed; a
+        kill before ``done`` leaves an unfinished run that resumes from its last checkpoint
+        and finishes again.
+        """
+        if model_state is not None:
+            from merdg.run.checkpoint import write_torch_file
+
+            tmp = self.path / (self.MODEL + ".tmp")
+            intact = self._intact()
+            digest = write_torch_file(tmp, {"state_dict": model_state, "run": info or {}},
+                                      self.model_file, intact)
+            epochs = int(summary.get("epochs", 0))
+            try:
+                write_json_atomic(self.path / self.MODEL_DIGEST, {"sha256": {digest: epochs}},
+                                  note=intact)
+            except WriteFailedError:
+                tmp.unlink(missing_ok=True)
+                raise
+            with writing(self.model_file, intact, cleanup=tmp):
+                os.replace(tmp, self.model_file)
+        write_json_atomic(self.path / self.SUMMARY, summary, note=self._intact())
+        with writing(self.path / self.DONE, self._intact()):
+            (self.path / self.DONE).write_text("done\n")
+        for name in self.CHECKPOINT_FILES:
+            (self.path / name).unlink(missing_ok=True)
 
     def mark_failed(self, message: str) -> None:
         """Record why the last attempt failed (first line: the error)."""

@@ -19,6 +19,7 @@ from typing import Any
 from merdg.algorithms import get_algorithm_class
 from merdg.datasets import DomainDataset
 from merdg.hparams import TRAINING_HPARAMS, resolve_hparams
+from merdg.models.encoders import check_encoder_spec
 from merdg.presets import CHECKPOINT_FILES, Preset, get_preset, resolve_checkpoints
 from merdg.run.config import RunConfig
 
@@ -50,7 +51,9 @@ def resolve_encoders(config: RunConfig, dataset: DomainDataset,
     sets).
 
     Raises:
-        KeyError: ``config.encoders`` names a modality the dataset does not have.
+        KeyError: ``config.encoders`` names a modality the dataset does not have, or an
+            unknown encoder.
+        ValueError: An encoder option the encoder does not take (the valid ones listed).
         FileNotFoundError: A checkpoint is missing from ``checkpoint_dir`` (all are listed).
     """
     specs = {m: dict(dataset.encoder_spec(m)) for m in dataset.modalities}
@@ -63,6 +66,8 @@ def resolve_encoders(config: RunConfig, dataset: DomainDataset,
         elif m not in dataset.ALL_MODALITIES:  # options for unused modalities may be shared
             raise KeyError(f"encoder options for {m!r}, which this dataset does not have "
                            f"(modalities: {list(dataset.ALL_MODALITIES)})")
+    for m in dataset.modalities:
+        check_encoder_spec(specs[m], f"encoders[{m!r}]")
     if config.checkpoint_dir is not None and config.checkpoint_dir.lower() != "none":
         wanted = [m for m in dataset.modalities if m in CHECKPOINT_FILES
                   and "checkpoint" not in specs[m]]
@@ -87,7 +92,9 @@ def resolve_run_hparams(config: RunConfig, dataset: DomainDataset,
 
     Raises:
         KeyError: Unknown algorithm, preset or hparam name (the message lists the known ones).
-        ValueError: A preset that does not fit the run.
+        ValueError: A preset that does not fit the run, a value of the wrong type or out of its
+            declared range (:func:`merdg.hparams.check_hparams`), or a batch smaller than the
+            algorithm needs.
     """
     algorithm_cls = get_algorithm_class(config.algorithm)
     preset = _preset_of(config, dataset)
@@ -96,5 +103,13 @@ def resolve_run_hparams(config: RunConfig, dataset: DomainDataset,
                               overrides=config.hparams, hparams_seed=config.hparams_seed,
                               layer_names=("training", "dataset", "algorithm"),
                               provenance=provenance)
+    _check_batch(config.algorithm, algorithm_cls, hparams["batch_size"])
     hparams["encoders"] = resolve_encoders(config, dataset, preset)
     return hparams
+
+
+def _check_batch(name: str, algorithm_cls: type, batch_size: int) -> None:
+    """Algorithms whose terms are batch statistics need more than one sample per batch."""
+    if batch_size < algorithm_cls.MIN_BATCH:
+        raise ValueError(f"hparam batch_size = {batch_size}: {name} needs a global batch of at "
+                         f"least {algorithm_cls.MIN_BATCH} ({algorithm_cls.MIN_BATCH_REASON})")

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from merdg import dist as mdist
-from merdg.algorithms import Algorithm, get_algorithm_class
+from merdg.algorithms import Algorithm, NonFiniteLossError, get_algorithm_class
 from merdg.datasets import BalancedDomainBatchSampler, DomainDataset, build_dataset
 from merdg.datasets.base import DomainConcat, collate
 from merdg.hparams import seed_hash
@@ -87,12 +87,44 @@ def build_algorithm(dataset: DomainDataset, algorithm: str, num_domains: int,
     return algo
 
 
-def _train_loader(dataset: DomainDataset, sources: Sequence[str], config: RunConfig,
+def source_splits(dataset: DomainDataset, config: RunConfig, sources: Sequence[str],
+                  batch_size: int) -> tuple[list[Dataset], dict[str, Dataset], Dataset]:
+    """The train part of each source, the val part of each source and the target's test part,
+    checked before any training step.
+
+    Raises:
+        ValueError: One line naming the domain whose part is empty or smaller than its share
+            of a batch, and what to change.
+    """
+    seed, fraction = config.holdout_seed(), config.holdout_fraction
+    train_parts = [dataset.split(d, "train", seed, fraction) for d in sources]
+    val_sets = {d: dataset.split(d, "val", seed, fraction) for d in sources}
+    target_set = dataset.split(config.target, "test", seed, fraction)
+    for d, train_part in zip(sources, train_parts):
+        n_val = len(val_sets[d])
+        if len(train_part) == 0:
+            raise ValueError(f"source domain {d!r} has no training samples ({n_val} held out "
+                             f"for validation with --holdout-fraction {fraction}); leave it "
+                             "out (merdg train --source)")
+        if n_val == 0:
+            raise ValueError(
+                f"source domain {d!r} has no validation samples (--holdout-fraction {fraction} "
+                f"of its {len(train_part)} samples rounds to 0); raise --holdout-fraction, or "
+                "leave the domain out (merdg train --source)")
+    if len(target_set) == 0:
+        raise ValueError(f"target domain {config.target!r} has no test samples")
+    # the sampler's checks (one sample of each domain per batch, each domain's share of a
+    # batch), naming the domains, before the model is built
+    BalancedDomainBatchSampler([len(p) for p in train_parts], batch_size, config.seed,
+                               names=sources)
+    return train_parts, val_sets, target_set
+
+
+def _train_loader(parts: Sequence[Dataset], sources: Sequence[str], config: RunConfig,
                   batch_size: int) -> tuple[DataLoader, BalancedDomainBatchSampler]:
-    parts = [dataset.split(d, "train", config.holdout_seed(), config.holdout_fraction)
-             for d in sources]
     sampler = BalancedDomainBatchSampler([len(p) for p in parts], batch_size, config.seed,
-                                         rank=mdist.rank(), world_size=mdist.world_size())
+                                         rank=mdist.rank(), world_size=mdist.world_size(),
+                                         names=sources)
     loader = DataLoader(DomainConcat(parts), batch_sampler=sampler, collate_fn=collate,
                         num_workers=config.num_workers,
                         persistent_workers=config.num_workers > 0)
@@ -155,7 +187,12 @@ def train(config: RunConfig, progress: bool = True, resume: bool = True,
         RunDirConflictError: ``out_dir`` holds another run (or foreign files).
         CheckpointMismatchError: ``out_dir`` holds a checkpoint of a different run.
         RunDirBusyError: Another process is writing ``out_dir``.
-        FloatingPointError: The training loss became NaN/Inf (records so far are kept).
+        NonFiniteLossError: The training loss became NaN/Inf; the message names the terms,
+            the step and the epoch (the records and checkpoint of the epochs before are kept).
+        CheckpointDamagedError: The checkpoint to resume from is damaged and no intact
+            previous one is kept.
+        WriteFailedError: A run file could not be written (a full disk); what was written
+            before is intact.
     """
     config.validate()
     if config.target is None:
@@ -268,12 +305,11 @@ def _setup_run(config: RunConfig, device: torch.device, out: RunDir | None) -> _
         raise ValueError(f"target {config.target!r} is also a source domain")
     dataset.fit_normalization(sources)
     hparams = resolve_run_hparams(config, dataset)
+    batch_size = int(hparams["batch_size"])
+    train_parts, val_sets, target_set = source_splits(dataset, config, sources, batch_size)
     algorithm = build_algorithm(dataset, config.algorithm, len(sources), hparams, device)
     algorithm.set_precision(config.precision)
-    loader, sampler = _train_loader(dataset, sources, config, int(hparams["batch_size"]))
-    split_seed = config.holdout_seed()
-    val_sets = {d: dataset.split(d, "val", split_seed, config.holdout_fraction) for d in sources}
-    target_set = dataset.split(config.target, "test", split_seed, config.holdout_fraction)
+    loader, sampler = _train_loader(train_parts, sources, config, batch_size)
     run_info = {"config": config.to_dict(), "hparams": hparams, "sources": sources,
                 "modalities": dataset.modalities, **run_metadata()}
     run_info.update(_load_reports(algorithm, dataset))
@@ -289,10 +325,19 @@ def _start(run: _Run, resume: bool, overwrite: bool) -> list[dict[str, Any]] | d
     Rank 0 decides from the run directory (under its lock) and tells the other ranks, which
     then load the same checkpoint (multi-node runs need ``out_dir`` on a shared filesystem).
     """
-    decision = {"kind": "fresh"}
+    decision: dict[str, Any] = {"kind": "fresh"}
+    checkpoint, error = None, None
     if run.out is not None:
-        decision = _decide_start(run.out, run.config, run.identity, resume, overwrite)
+        try:
+            decision, checkpoint = _decide_start(run.out, run.config, run.identity, resume,
+                                                 overwrite)
+        except (ValueError, OSError) as err:  # raised below, after the other ranks know
+            error, decision = err, {"kind": "failed", "message": str(err)}
     decision = mdist.broadcast_object(decision)
+    if error is not None:
+        raise error
+    if decision["kind"] == "failed":
+        raise RuntimeError(f"rank 0 could not start the run: {decision['message']}")
     if decision["kind"] == "error":
         raise RunDirConflictError(decision["message"])
     if decision["kind"] == "finished":
@@ -303,14 +348,16 @@ def _start(run: _Run, resume: bool, overwrite: bool) -> list[dict[str, Any]] | d
             run.out.start({**run.run_info, "identity": run.identity})
         _seed_rank(run.config.seed)
         return []
-    directory = RunDir(run.config.out_dir)
-    if not directory.checkpoint_file.exists():
-        raise FileNotFoundError(f"rank {mdist.rank()} cannot read {directory.checkpoint_file}; "
-                                "multi-node runs need out_dir on a filesystem every node shares")
-    checkpoint = directory.read_checkpoint(run.identity, map_location=run.device)
-    if checkpoint["epoch"] != decision["epoch"]:
-        raise RuntimeError(f"rank {mdist.rank()} read epoch {checkpoint['epoch']} from "
-                           f"{directory.checkpoint_file}, rank 0 read epoch {decision['epoch']}")
+    if checkpoint is None:  # ranks > 0 read the file rank 0 chose
+        directory = RunDir(run.config.out_dir)
+        file = directory.file(decision["file"])
+        if not file.exists():
+            raise FileNotFoundError(f"rank {mdist.rank()} cannot read {file}; multi-node runs "
+                                    "need out_dir on a filesystem every node shares")
+        checkpoint = directory.read_checkpoint(run.identity, name=decision["file"])
+        if checkpoint["epoch"] != decision["epoch"]:
+            raise RuntimeError(f"rank {mdist.rank()} read epoch {checkpoint['epoch']} from "
+                               f"{file}, rank 0 read epoch {decision['epoch']}")
     records = restore_training_state(checkpoint, run.algorithm, run.device, run.config.seed)
     if run.out is not None:
         run.out.rewrite_records(records)
@@ -320,21 +367,25 @@ def _start(run: _Run, resume: bool, overwrite: bool) -> list[dict[str, Any]] | d
 
 
 def _decide_start(out: RunDir, config: RunConfig, identity: dict[str, Any], resume: bool,
-                  overwrite: bool) -> dict[str, Any]:
-    """Under the lock (main process): fresh, resume from the checkpoint, finished, or error.
+                  overwrite: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Under the lock (main process): fresh, resume from the newest intact checkpoint (and
+    that checkpoint, loaded on the CPU), finished, or error.
 
     Raises:
         CheckpointMismatchError: The checkpoint was written with other resolved hparams.
+        CheckpointDamagedError: No intact checkpoint is left (:meth:`RunDir.resume_checkpoint`).
     """
     if overwrite:
         out.reset()
-        return {"kind": "fresh"}
+        return {"kind": "fresh"}, None
     early = _early_decision(out, config, resume, overwrite=False)
     if early["kind"] != "continue":
-        return early
-    if resume and out.checkpoint_file.exists():
-        return {"kind": "resume", "epoch": out.read_checkpoint(identity)["epoch"]}
-    return {"kind": "fresh"}
+        return early, None
+    found = out.resume_checkpoint(identity) if resume else None
+    if found is not None:
+        name, checkpoint = found
+        return {"kind": "resume", "epoch": checkpoint["epoch"], "file": name}, checkpoint
+    return {"kind": "fresh"}, None
 
 
 def _seed_rank(seed: int) -> None:
@@ -350,8 +401,11 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     run.algorithm.train()
     run.sampler.set_epoch(epoch)
     logs, n_samples = [], 0
-    for batch in run.loader:
-        logs.append(run.algorithm.update(batch.to(run.device)))
+    for step, batch in enumerate(run.loader, 1):
+        try:
+            logs.append(run.algorithm.update(batch.to(run.device)))
+        except NonFiniteLossError as err:
+            raise _located(err, run, step, epoch) from None
         n_samples += len(batch)
     train_logs = mean_over_ranks(_mean_logs(logs), n_samples, run.device)
     if run.tensorboard is not None:
@@ -362,6 +416,21 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     if run.dataset.data_issues():  # samples skipped so far (on_error="skip")
         record["data_issues"] = run.dataset.data_issues()
     return record
+
+
+def _located(err: NonFiniteLossError, run: _Run, step: int, epoch: int) -> NonFiniteLossError:
+    """``err`` with the step and epoch where it happened and what to do."""
+    epochs = int(run.hparams["epochs"])
+    where = f"step {step} of {len(run.loader)} in epoch {epoch + 1} of {epochs}"
+    change = "lower lr (or the weights of the loss terms)"
+    if run.config.out_dir is None:
+        return err.located(where, change)
+    if epoch == 0:
+        kept = "no epoch had finished, so nothing is kept to resume from"
+    else:
+        kept = (f"the records and checkpoint of epoch {epoch} stay in {run.config.out_dir}; "
+                "with changed hparams, start over with --restart")
+    return err.located(where, f"{change} ({kept})")
 
 
 def _evaluate_epoch(run: _Run, epoch: int) -> dict[str, Any]:
