@@ -293,3 +293,29 @@ def test_real_release_file_list():
     assert per_subject == [107, 108, 108, 108, 108, 107, 108, 107]
     for m in ("depth", "inertial", "skeleton"):
         assert all(s.path(root, m).is_file() for s in samples)
+
+
+def test_single_source_open_set_bench_on_the_release(release, tmp_path):
+    """Every source->target pair into s3, open set with actions 1 and 2 known (the release's
+    third action, 24, is unknown), and the paired table against ERM."""
+    import json
+
+    hp = {"epochs": 1, "batch_size": 2, "proj_hidden": 16, "fusion_hidden": 16,
+          "encoders": {"inertial": {"channels": [8, 8]}, "skeleton": {"channels": [8, 8]}}}
+    out = tmp_path / "bench"
+    options = {**SMALL, "cache_dir": str(tmp_path / "c"), "progress": False,
+               "domains": "subject"}
+    assert main(["bench", "--dataset", "utd-mhad", "--data-root", str(release),
+                 "--modality-sets", "inertial+skeleton", "--algorithms", "ERM", "MERDG",
+                 "--targets", "s3", "--setting", "single", "--seeds", "1", "--open-set",
+                 "--known-classes", "0,1", "--hparams", json.dumps(hp),
+                 *[f"--dataset-option={k}={v}" for k, v in options.items()],
+                 "--out", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    assert "utd-mhad (single-source, source->target, open-set, known classes 0,1)" in table
+    assert "| s1->s3 | s2->s3 | avg |" in table
+    assert "| inertial+skeleton | MERDG | ERM | 2 |" in table  # 2 pairs x 1 seed
+    record = json.loads((out / "runs/inertial+skeleton/ERM/s1-to-s3/seed0/records.jsonl")
+                        .read_text().splitlines()[0])
+    assert record["target"]["n"] == 4 and record["target"]["n_unknown"] == 2  # 2 trials each
+    assert record["run"]["sources"] == ["s1"]

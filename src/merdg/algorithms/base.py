@@ -65,6 +65,8 @@ class Algorithm(nn.Module):
     """
 
     HPARAMS: ClassVar[dict[str, HParam]] = {}
+    # an open-set method (MOOSA-OS): runs only in the open-set setting (RunConfig.open_set)
+    OPEN_SET_ONLY: ClassVar[bool] = False
 
     def __init__(self, net: MultimodalNet, num_domains: int, hparams: Mapping[str, Any]) -> None:
         super().__init__()

@@ -34,6 +34,7 @@ from merdg.experiments.report import EXPERIMENT_FILE, write_report, write_tables
 from merdg.run.directory import RunDirConflictError
 from merdg.run.hparams import resolve_run_hparams
 from merdg.run.records import run_metadata, write_json_atomic
+from merdg.run.training import check_open_set
 
 __all__ = ["ExperimentResult", "check_experiment", "experiment_tasks", "run_experiment"]
 
@@ -89,7 +90,8 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
 
     Every (modality set, algorithm) resolves its hparams exactly as its runs will
     (:func:`merdg.run.hparams.resolve_run_hparams`), so an unknown algorithm or hparam name, a
-    bad preset or a missing checkpoint fails here, once.
+    bad preset or a missing checkpoint fails here, once; so do open-set settings (no published
+    class split and no ``--known-classes``, a bad class list, MOOSA-OS without ``--open-set``).
     """
     experiment.validate()
     dataset = _dataset(experiment)
@@ -101,6 +103,7 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
         checked.add((task.modalities, task.algorithm))
         subset = build_dataset(experiment.base.dataset, experiment.base.data_root,
                                list(task.modalities), **experiment.base.dataset_options)
+        check_open_set(run_config(experiment, task, 0, 0), subset)
         for trial in range(experiment.trials + 1):
             resolve_run_hparams(run_config(experiment, task, trial, trial), subset)
     return all_tasks
