@@ -253,3 +253,18 @@ def test_open_set_bench_with_moosa_os_and_its_errors(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"known_classes \(--known-classes\) .* needs "
                                          "--open-set"):
         RunConfig(dataset="synthetic", known_classes=["0"])
+
+
+def test_single_source_sweep_pairs_the_chosen_trials(tmp_path):
+    """A fair sweep with one random trial: each task's chosen trial has its search run at
+    seed 0 or 1 (its trial index), so pairs are matched by replicate ("search"), not by seed."""
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--dataset", "synthetic", "--hparams", json.dumps(TINY), *OPTIONS,
+                 "--algorithms", "ERM", "MERDG", "--targets", "d0", "--setting", "single",
+                 "--trials", "1", "--seeds", "1", "--out", str(out), "--threads", "1"]) == 0
+    rows = load_rows(out)
+    assert {r["sources"] for r in rows} == {"d1", "d2", "d3"} and len(rows) == 12 * 3
+    assert {r["setting"] for r in rows} == {"single"}
+    table = (out / "table.md").read_text()
+    assert "| m0+m1+m2 | MERDG | ERM | 3 |" in table  # one replicate for each of 3 pairs
+    assert json.loads((out / "experiment.json").read_text())["experiment"]["setting"] == "single"

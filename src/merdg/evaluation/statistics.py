@@ -303,13 +303,21 @@ def paired_difference_markdown(results: Sequence[PairedDifference], scale: float
 
 
 def describe_paired_differences(results: Sequence[PairedDifference], scale: float = 100.0,
-                                unit: str = "points") -> str:
-    """The comparison in words: which differences are beyond noise, which are not."""
+                                unit: str = "points", what: str | None = None,
+                                pairs: str = "(target, seed)") -> str:
+    """The comparison in words: which differences are beyond noise, which are not.
+
+    Args:
+        results: From :func:`paired_differences`.
+        scale / unit: Differences are multiplied by ``scale`` and called ``unit``.
+        what: The metric in words (default: its row key).
+        pairs: What a pair is, in words.
+    """
     if not results:
         return "No algorithm to compare with the reference."
     first = results[0]
-    lines = [f"Paired differences in {first.metric} against {first.reference} over matched "
-             f"(target, seed) pairs; a difference is beyond noise when its "
+    lines = [f"Paired differences in {what or first.metric} against {first.reference} over "
+             f"matched {pairs} pairs; a difference is beyond noise when its "
              f"{first.confidence:.0%} paired t-interval excludes 0."]
     for r in results:
         where = f" ({' '.join(r.group)})" if r.group else ""

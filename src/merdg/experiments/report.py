@@ -123,7 +123,7 @@ def paired_section(rows: Sequence[dict[str, Any]], reference: str, rule: str = "
             title = _paired_title(table.key, metric_words, reference, labels.count(label) > 1)
             parts += [title, "", table.markdown()]
             if words:
-                parts += [table.words()]
+                parts += [table.words(metric_words)]
     return "\n".join(parts)
 
 

@@ -535,8 +535,11 @@ class PairedTable:
     def markdown(self) -> str:
         return self.note + "\n" if self.note else paired_difference_markdown(self.results)
 
-    def words(self) -> str:
-        return self.note + "\n" if self.note else describe_paired_differences(self.results)
+    def words(self, what: str | None = None) -> str:
+        """The comparison in words (``what``: the metric in words)."""
+        if self.note:
+            return self.note + "\n"
+        return describe_paired_differences(self.results, what=what, pairs="(column, seed)")
 
 
 def paired_tables(rows: Sequence[dict[str, Any]], reference: str = "ERM",
