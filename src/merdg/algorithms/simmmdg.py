@@ -249,7 +249,6 @@ class MOOSA(SimMMDG):
 
 @ALGORITHMS.register("MOOSA-OS")
 class MOOSAOpenSet(MOOSA):
-    """MOOSA's open-set variant: MOOSA's objective, run only with ``--open-set`` (module
-    docstring)."""
+    """MOOSA-OS (open set): MOOSA's objective, run only with --open-set (module docstring)."""
 
     OPEN_SET_ONLY = True
