@@ -84,6 +84,19 @@ epochs: training-domain validation (best source-val accuracy, ties: later epoch)
 | a+b | ERM | 2 (3) | 0 (3) | - |
 | a+b | MERDG | 0 (1) | - | - |
 """
+# MERDG has one run (A, search run): it pairs with ERM's chosen-trial search run on A (trial 2,
+# seed 2, target 0.60 at its source-val epoch); ERM's other 5 (column, replicate) pairs have no
+# counterpart. One pair gives no interval.
+PAIRED = """
+**toy: paired difference in target accuracy against ERM (percentage points) over matched \
+(column, seed) pairs of the table's runs; 95% paired t-interval (verdict) and paired bootstrap \
+interval**
+
+| group | algorithm | reference | pairs | mean difference | 95% CI (t) | 95% CI (bootstrap) | \
+verdict |
+|---|---|---|---|---|---|---|---|
+| a+b | MERDG | ERM | 1 (5 unmatched) | +11.23 | [-, -] | [-, -] | too few pairs |
+"""
 
 TITLE = ("toy: target accuracy (%), mean ± std over the runs of the trial chosen on source "
          "validation; epochs: training-domain validation (best source-val accuracy, ties: later "
@@ -114,12 +127,12 @@ toy,"{""split_seed"": 0}",a+b,MERDG,A,0.712300,0.000000,0.000000,1,0,0
 def test_tables_from_fixture_records(sweep_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("tables")
     result = write_tables(sweep_dir, out)
-    assert (out / "table.md").read_text() == MARKDOWN
+    assert (out / "table.md").read_text() == MARKDOWN + PAIRED
     assert (out / "table.tex").read_text() == LATEX
     assert (out / "cells.csv").read_text() == CSV
     runs = (out / "results.csv").read_text().splitlines()  # one row per (run, selection rule)
     assert len(runs) == 1 + 14 * 3 and runs[0].startswith("dataset,modalities,algorithm,target")
-    assert result["markdown"] == MARKDOWN
+    assert result["markdown"] == MARKDOWN + PAIRED
 
 
 def test_oracle_rule_and_separate_settings(sweep_dir):

@@ -88,11 +88,11 @@ def test_a_declaration_without_a_kind_or_out_of_its_range_is_refused():
 
 
 @pytest.mark.parametrize("name, value, allowed", [
-    ("lr", -0.1, "a finite number > 0"),
-    ("lr", "abc", "a finite number > 0"),
-    ("lr", float("nan"), "a finite number > 0"),
-    ("lr", float("inf"), "a finite number > 0"),
-    ("lr", True, "a finite number > 0"),
+    ("lr", -0.1, "a finite number >= 0"),
+    ("lr", "abc", "a finite number >= 0"),
+    ("lr", float("nan"), "a finite number >= 0"),
+    ("lr", float("inf"), "a finite number >= 0"),
+    ("lr", True, "a finite number >= 0"),
     ("epochs", 0, "an integer >= 1"),
     ("epochs", -1, "an integer >= 1"),
     ("epochs", 1.5, "an integer >= 1"),
@@ -139,5 +139,5 @@ def test_dict_and_nullable_kinds():
 
 
 def test_preset_values_are_checked_and_named_as_such():
-    with pytest.raises(ValueError, match=r"^hparam lr \(preset\) must be a finite number > 0"):
-        resolve_hparams(TRAINING_HPARAMS, preset={"lr": 0})
+    with pytest.raises(ValueError, match=r"^hparam lr \(preset\) must be a finite number >= 0"):
+        resolve_hparams(TRAINING_HPARAMS, preset={"lr": -1})

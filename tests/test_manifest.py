@@ -177,3 +177,26 @@ def test_training_runs_on_a_manifest(tmp_path):
 def test_copied_directory_keeps_working(manifest_dir, tmp_path):
     copy = Path(shutil.copytree(manifest_dir, tmp_path / "copy"))  # paths are relative
     assert len(load(copy).labels("car")) == 8
+
+
+def test_open_set_on_a_manifest_with_one_known_class(tmp_path):
+    """Known class "walk" only: one output, every prediction is right and has MSP 1, so the
+    AUROC/FPR95 of the known samples are undefined (null in the records, empty in
+    results.csv) and every unknown ("run") sample is accepted (unknown_acc 0)."""
+    import json
+
+    root = write_manifest(tmp_path / "t", per_cell=8)
+    hp = {"epochs": 1, "batch_size": 4, "proj_hidden": 16, "fusion_hidden": 16,
+          "encoders": {"accel": {"channels": [8, 8]}, "feat": {"hidden": 8, "out_dim": 8}}}
+    out = tmp_path / "bench"
+    assert main(["bench", "--dataset", "manifest", "--data-root", str(root), "--algorithms",
+                 "ERM", "--targets", "lab", "--setting", "all", "--seeds", "1", "--open-set",
+                 "--known-classes", "walk", "--hparams", json.dumps(hp),
+                 "--dataset-option", "progress=false", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {r["sources"] for r in rows} == {"car+home", "home", "car"}
+    assert all(r["auroc_msp"] == "" and r["unknown_acc"] == "0.0" for r in rows)
+    assert all(r["known_acc"] == "1.0" and r["h_score"] == "0.0" for r in rows)
+    record = json.loads((out / "runs/accel+feat/ERM/home-to-lab/seed0/records.jsonl")
+                        .read_text().splitlines()[0])
+    assert record["target"]["auroc_msp"] is None and record["target"]["aurc_msp"] == 0.0

@@ -70,6 +70,7 @@ def test_missing_modality_and_bad_encoder_spec():
         build_encoder({"hidden": 3}, (4,))
     with pytest.raises(KeyError, match="registered"):
         build_encoder({"name": "nope"}, (4,))
-    with pytest.raises(TypeError, match="rejected options"):
+    with pytest.raises(ValueError, match="encoder 'mlp' has no option 'widht'; its options: "
+                                         "hidden, out_dim"):
         build_encoder({"name": "mlp", "widht": 3}, (4,))
     assert {"mlp", "tcn"} <= set(ENCODERS.names())

@@ -2,6 +2,7 @@
 `merdg sweep` and reaches the run's config.json; settings are validated before any work."""
 
 import dataclasses
+import importlib.util
 import json
 
 import pytest
@@ -35,11 +36,19 @@ SHARED = {
     "precision": (["--precision", "bf16"], "bf16"),
     "tensorboard": (["--tensorboard"], True),
     "eval_missing": (["--eval-missing", "last"], "last"),
+    "open_set": (["--open-set"], True),
+    "known_classes": (["--known-classes", "class0,class2"], ["class0", "class2"]),
 }
+# W&B logging runs offline (test_every_setting_reaches_config_json keeps its files in tmp_path);
+# without the optional package it is checked on the configs only
+WANDB = {"wandb": (["--wandb"], True)}
+if importlib.util.find_spec("wandb") is not None:
+    SHARED.update(WANDB)
 # settings a synthetic run cannot use (paper encoders): checked on the configs only
 PAPER_ONLY = {
     "preset": (["--preset", "epic-va-fusion"], "epic-va-fusion"),
     "checkpoint_dir": (["--checkpoint-dir", "CKPT"], "CKPT"),
+    **({} if "wandb" in SHARED else WANDB),
 }
 # the fields an experiment sets per run, and the train option of each
 AXES = {
@@ -109,9 +118,20 @@ def test_paper_settings_reach_the_configs(command, tmp_path):
         assert getattr(config, name) == value, (command, name)
 
 
+def offline_wandb(tmp_path, monkeypatch):
+    """W&B offline and silent, every directory it may use under tmp_path (home included)."""
+    for name in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR",
+                 "WANDB_ARTIFACT_DIR", "HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-env" / name.lower()))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+
+
 @pytest.mark.parametrize("command", ["train", "bench", "sweep"])
 def test_every_setting_reaches_config_json(command, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    offline_wandb(tmp_path, monkeypatch)
     out = tmp_path / "out"
     shared = args_of(SHARED)
     if command == "train":

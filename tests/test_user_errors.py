@@ -53,7 +53,7 @@ def train_args(out, hparams=None, *extra):
     ({"dropout": 1.5}, "hparam dropout (override) must be a finite number >= 0 and < 1, got 1.5"),
     ({"batch_size": 0}, "hparam batch_size (override) must be an integer >= 1, got 0"),
     ({"proj_dim": 0}, "hparam proj_dim (override) must be an integer >= 1, got 0"),
-    ({"lr": -0.001}, "hparam lr (override) must be a finite number > 0, got -0.001"),
+    ({"lr": -0.001}, "hparam lr (override) must be a finite number >= 0, got -0.001"),
 ])
 def test_hparams_of_the_wrong_type_or_range(hparams, message, tmp_path, capsys):
     out = tmp_path / "run"

@@ -235,7 +235,7 @@ def test_changed_input_file_changes_the_cache_key(release, tmp_path):
 def test_normalization_uses_the_source_domains_only(release, tmp_path):
     ds = load(release, tmp_path, ["inertial", "depth"])
     with pytest.raises(RuntimeError, match="fit_normalization"):
-        ds.domain_samples("s1")
+        ds.domain_samples("s1")[0]  # splits exist before the fit; samples are read after it
     ds.fit_normalization(["s1", "s2"])
     sources = torch.cat([ds.domain_samples(d).x["inertial"] for d in ("s1", "s2")])
     assert torch.allclose(sources.mean(dim=(0, 1)), torch.zeros(6), atol=1e-4)
@@ -317,3 +317,29 @@ def test_subject_action_groups_keep_trials_together(release, tmp_path):
     with pytest.raises(ValueError, match=r"groups must be one of \['recording', "
                                          r"'subject_action'\], got 'trial'"):
         load(release, tmp_path, ["inertial"], groups="trial")
+
+
+def test_single_source_open_set_bench_on_the_release(release, tmp_path):
+    """Every source->target pair into s3, open set with actions 1 and 2 known (the release's
+    third action, 24, is unknown), and the paired table against ERM."""
+    import json
+
+    hp = {"epochs": 1, "batch_size": 2, "proj_hidden": 16, "fusion_hidden": 16,
+          "encoders": {"inertial": {"channels": [8, 8]}, "skeleton": {"channels": [8, 8]}}}
+    out = tmp_path / "bench"
+    options = {**SMALL, "cache_dir": str(tmp_path / "c"), "progress": False,
+               "domains": "subject"}
+    assert main(["bench", "--dataset", "utd-mhad", "--data-root", str(release),
+                 "--modality-sets", "inertial+skeleton", "--algorithms", "ERM", "MERDG",
+                 "--targets", "s3", "--setting", "single", "--seeds", "1", "--open-set",
+                 "--known-classes", "0,1", "--hparams", json.dumps(hp),
+                 *[f"--dataset-option={k}={json.dumps(v)}" for k, v in options.items()],
+                 "--out", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    assert "utd-mhad (single-source, source->target, open-set, known classes 0,1)" in table
+    assert "| s1->s3 | s2->s3 | avg |" in table
+    assert "| inertial+skeleton | MERDG | ERM | 2 |" in table  # 2 pairs x 1 seed
+    record = json.loads((out / "runs/inertial+skeleton/ERM/s1-to-s3/seed0/records.jsonl")
+                        .read_text().splitlines()[0])
+    assert record["target"]["n"] == 4 and record["target"]["n_unknown"] == 2  # 2 trials each
+    assert record["run"]["sources"] == ["s1"]

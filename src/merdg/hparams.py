@@ -179,8 +179,8 @@ def seed_hash(*args: Any) -> int:
 
 
 TRAINING_HPARAMS: dict[str, HParam] = {
-    "lr": HParam(1e-4, "Adam learning rate (official: 1e-4)", kind="float", low=0,
-                 low_open=True),
+    "lr": HParam(1e-4, "Adam learning rate (official: 1e-4; 0 leaves the weights unchanged)",
+                 kind="float", low=0),
     "weight_decay": HParam(1e-4, "Adam weight decay (SimMMDG scripts: 1e-4)", kind="float",
                            low=0),
     "batch_size": HParam(16, "global batch, split evenly over source domains (official: 16)",

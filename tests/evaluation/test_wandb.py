@@ -132,3 +132,43 @@ def test_missing_package_and_bad_mode_are_explained(offline_env, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)
     with pytest.raises(RuntimeError, match=r"pip install 'merdg\[wandb\]'"):
         WandbLogger(offline_env / "run")
+
+
+def test_merdg_train_wandb_logs_every_epoch_and_replays_them_on_resume(offline_env,
+                                                                       monkeypatch):
+    """`merdg train --wandb` end to end (offline); a run interrupted after its first epoch
+    and resumed logs the first epoch again from its records, then the second."""
+    from merdg.cli import main
+    from merdg.run import training
+    from merdg.run.records import read_jsonl
+
+    out = offline_env / "run"
+    hparams = {"epochs": 2, "batch_size": 12, "proj_hidden": 16, "fusion_hidden": 16}
+    args = ["train", "--dataset", "synthetic", "--target", "d1", "--algorithm", "MERDG",
+            "--hparams", json.dumps(hparams), "--dataset-option", "samples_per_domain=40",
+            "--dataset-option", "n_classes=3", "--wandb", "--out", str(out)]
+    real_epoch = training._run_epoch
+
+    def one_epoch_then_stop(run, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real_epoch(run, epoch)
+
+    monkeypatch.setattr(training, "_run_epoch", one_epoch_then_stop)
+    assert main(args) == 130  # interrupted: one line, what was written is kept
+    monkeypatch.setattr(training, "_run_epoch", real_epoch)
+    assert main(args) == 0
+    records = list(read_jsonl(out / "records.jsonl"))
+    [path] = run_files(out)  # the interrupted attempt's W&B run was replaced
+    by_step = {}
+    for row in history(path):
+        by_step.setdefault(row["_step"], {}).update(row)
+    for record in records:  # both epochs, at their step counts, with the new metrics
+        logged = by_step[record["steps"]]
+        assert logged["val/acc"] == pytest.approx(record["val"]["acc"])
+        assert logged["target/aurc_msp"] == pytest.approx(record["target"]["aurc_msp"])
+        assert logged["epoch"] == record["epoch"]
+    first_steps = range(records[0]["steps"] + 1, records[1]["steps"] + 1)
+    assert all("step/ce" in by_step[s] for s in first_steps)  # the resumed epoch's steps
+    run = next(r.run for r in read_wandb_records(path) if r.WhichOneof("record_type") == "run")
+    assert run.display_name == "MERDG all d1 seed0"

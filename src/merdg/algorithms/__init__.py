@@ -1,6 +1,6 @@
 """Algorithms: the registry, ERM, MER-DG and the composition that adds MER-DG to any of them.
 
-Baselines, one module per family: :mod:`~merdg.algorithms.simmmdg` (SimMMDG, MOOSA),
+Baselines, one module per family: :mod:`~merdg.algorithms.simmmdg` (SimMMDG, MOOSA, MOOSA-OS),
 :mod:`~merdg.algorithms.contrastive` (CMC, NEL), :mod:`~merdg.algorithms.teacher` (CMRF, MBCD),
 :mod:`~merdg.algorithms.adversarial` (JAT, GMP), :mod:`~merdg.algorithms.rna` (RNANet).
 """
@@ -11,7 +11,7 @@ from merdg.algorithms.contrastive import CMC, NEL
 from merdg.algorithms.erm import ERM
 from merdg.algorithms.mer import MER_HPARAMS, MERDG, with_mer
 from merdg.algorithms.rna import RNANet
-from merdg.algorithms.simmmdg import MOOSA, SimMMDG
+from merdg.algorithms.simmmdg import MOOSA, MOOSAOpenSet, SimMMDG
 from merdg.algorithms.teacher import CMRF, MBCD
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "MERDG",
     "MER_HPARAMS",
     "MOOSA",
+    "MOOSAOpenSet",
     "NEL",
     "NonFiniteLossError",
     "Objective",

@@ -111,6 +111,8 @@ class Algorithm(nn.Module):
     # contrastive negatives need 2), and why; checked before a run starts
     MIN_BATCH: ClassVar[int] = 1
     MIN_BATCH_REASON: ClassVar[str] = ""
+    # an open-set method (MOOSA-OS): runs only in the open-set setting (RunConfig.open_set)
+    OPEN_SET_ONLY: ClassVar[bool] = False
 
     def __init__(self, net: MultimodalNet, num_domains: int, hparams: Mapping[str, Any]) -> None:
         super().__init__()

@@ -18,8 +18,9 @@ from merdg.cli.options import (
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="compare algorithms under leave-one-domain-out",
-                       description="Run every algorithm x modality set x target x seed (runs in "
-                       "OUT/runs/<modalities>/<algorithm>/<target>/seed<k>), then write "
+                       description="Run every algorithm x modality set x (sources -> target) "
+                       "x seed (runs in OUT/runs/<modalities>/<algorithm>/<target>/seed<k>, "
+                       "single-source runs in .../<source>-to-<target>/seed<k>), then write "
                        "table.md, table.tex, cells.csv, results.csv, report.md and accuracy.png "
                        "to --out. Run the same command again to resume.")
     add_experiment_options(p, out_required=False)

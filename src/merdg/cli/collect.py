@@ -9,19 +9,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("collect", help="result tables from the records under a directory",
                        description="Read every finished run (records.jsonl + done) under DIR, "
                        "choose each task's hparam trial on source validation, and write "
-                       "table.md, table.tex, cells.csv and results.csv: the same tables `merdg "
-                       "bench` and `merdg sweep` write.")
+                       "table.md (with the paired differences against the reference algorithm), "
+                       "table.tex, cells.csv and results.csv: the same tables `merdg bench` and "
+                       "`merdg sweep` write.")
     c.add_argument("dir", help="a sweep or bench directory (searched recursively)")
     c.add_argument("--out", help="where to write the tables (default: DIR)")
     c.add_argument("--rule", default="source_val", choices=["source_val", "oracle", "last"],
                    help="epoch selection within each run for the reported accuracy")
+    c.add_argument("--reference", metavar="NAME",
+                   help="algorithm of the paired-difference table (default: the one recorded "
+                   "in DIR/experiment.json, else ERM)")
     c.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from merdg.experiments.report import write_tables
 
-    result = write_tables(args.dir, args.out, args.rule)
+    result = write_tables(args.dir, args.out, args.rule, args.reference)
     print(result["markdown"])
     print("tables: " + ", ".join(str(p) for p in result["paths"]))
     return 0

@@ -134,7 +134,8 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
 # --- experiments (bench, sweep) --------------------------------------------------------------
 
 def add_experiment_options(parser: argparse.ArgumentParser, out_required: bool) -> None:
-    """The axes of ``merdg bench`` / ``merdg sweep`` and ``--overwrite``."""
+    """The axes of ``merdg bench`` / ``merdg sweep``, ``--setting``, ``--reference`` and
+    ``--overwrite``."""
     g = parser.add_argument_group("experiment")
     g.add_argument("--algorithms", nargs="+", default=["ERM,MERDG"], metavar="NAME",
                    help="algorithm names (default: ERM MERDG)")
@@ -144,6 +145,13 @@ def add_experiment_options(parser: argparse.ArgumentParser, out_required: bool) 
                    "BENCH_MODALITY_SETS, else all modalities together)")
     g.add_argument("--targets", nargs="+", metavar="DOMAIN",
                    help="target domains (default: every domain)")
+    g.add_argument("--setting", default="multi", choices=["multi", "single", "all"],
+                   help="multi: each target with every other domain as sources (default); "
+                   "single: each target with each other domain alone as the source (every "
+                   "source->target pair); all: both (docs/settings.md)")
+    g.add_argument("--reference", metavar="NAME",
+                   help="algorithm the paired-difference table compares every other one with "
+                   "(default: ERM; must be in --algorithms)")
     g.add_argument("--out", required=out_required,
                    help="experiment directory" + ("" if out_required
                                                   else " (default: bench-<dataset>)"))
@@ -156,7 +164,8 @@ def experiment_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`~merdg.experiments.plan.ExperimentConfig` axes given on the command line."""
     return {"algorithms": split_items(args.algorithms) or [],
             "modality_sets": parse_modality_sets(args.modality_sets),
-            "targets": split_items(args.targets)}
+            "targets": split_items(args.targets), "setting": args.setting,
+            "reference": args.reference}
 
 
 # --- process-level options -------------------------------------------------------------------

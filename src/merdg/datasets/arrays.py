@@ -179,6 +179,11 @@ class ArrayDomainDataset(DomainDataset):
     def fetch(self, rows: Tensor) -> dict[str, Tensor]:
         """``{modality: (len(rows), ...)}``: the samples at positions ``rows``, standardized
         (once fitted), with the padded steps of padded sequences at exactly 0."""
+        if not self._ready:
+            raise RuntimeError(
+                f"{type(self).__name__}: call fit_normalization(source_domains) before reading "
+                "samples (statistics come from the source domains only), or build the dataset "
+                "with normalize=False")
         rows = torch.as_tensor(rows, dtype=torch.long).reshape(-1)  # (k,): indexing copies
         return {m: self.fetch_modality(m, rows) for m in self._raw}
 
@@ -210,11 +215,8 @@ class ArrayDomainDataset(DomainDataset):
         return ValueConvention(kind, mean=stats.mean[0], std=stats.std[0], spread=spread)
 
     def domain_samples(self, domain: str) -> Dataset:
-        if not self._ready:
-            raise RuntimeError(
-                f"{type(self).__name__}: call fit_normalization(source_domains) before reading "
-                "samples (statistics come from the source domains only), or build the dataset "
-                "with normalize=False")
+        """``domain``'s samples, read (and standardized) when fetched: splits and their sizes
+        are available before :meth:`fit_normalization`, the samples only after it."""
         idx = self.domain_indices(domain)
         return IndexedSamples(self.fetch, idx, self._y[idx])
 

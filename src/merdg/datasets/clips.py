@@ -188,6 +188,15 @@ class ClipPart(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def labels(self) -> list[int]:
+        """Every sample's label, read from the index (no file is opened)."""
+        return [r.label for r in self.records]
+
+    def subset(self, indices: Sequence[int]) -> ClipPart:
+        """The part restricted to ``indices`` (an unreadable sample is then replaced by another
+        sample of the subset only)."""
+        return ClipPart(self.owner, [self.records[i] for i in indices], self.train)
+
     def __getitem__(self, i: int) -> tuple[dict[str, Tensor], int]:
         return self.corrupted_item(i, {})
 

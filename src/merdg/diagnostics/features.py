@@ -102,6 +102,9 @@ def load_run(run_dir: str | Path, device: str = "cpu", data_root: str | None = N
     directory = RunDir(path)
     info = _read_info(directory)
     cfg = info["config"]
+    if cfg.get("open_set"):
+        raise ValueError(f"{path} is an open-set run; the diagnostics analyse closed-set runs "
+                         "only")
     if dataset is None:
         dataset = build_dataset(cfg["dataset"], data_root or cfg["data_root"], info["modalities"],
                                 **cfg["dataset_options"])

@@ -49,7 +49,7 @@ from merdg.evaluation.metrics import SCORES, ArrayLike, stack_batches
 
 __all__ = ["UNKNOWN", "evaluate_open_set", "h_score", "known_classes_of", "open_set_labels",
            "open_set_metrics", "oracle_threshold_sweep", "parse_known_classes", "reject",
-           "select_threshold"]
+           "resolve_known_classes", "select_threshold"]
 
 UNKNOWN = -1  # label and prediction of an unknown-class sample
 DEFAULT_ACCEPT_RATE = 0.95
@@ -115,6 +115,30 @@ def parse_known_classes(text: str | Sequence[str | int],
         raise ValueError("--known-classes lists every class; open-set evaluation needs at "
                          "least one unknown class")
     return tuple(sorted(indices))
+
+
+def resolve_known_classes(dataset: Any, known_classes: Sequence[str] | None,
+                          name: str | None = None) -> tuple[int, ...]:
+    """The known classes of an open-set run: ``known_classes`` (``--known-classes``, names or
+    indices) when given, else the dataset's published split.
+
+    Args:
+        dataset: The dataset (its ``class_names`` and ``OPEN_SET_KNOWN_CLASSES``).
+        known_classes: The run's ``known_classes`` setting, or None.
+        name: The dataset's registered name, for the error message.
+
+    Raises:
+        ValueError: One line: a bad class list, or no list and no published split.
+    """
+    if known_classes is not None:
+        return parse_known_classes(known_classes, dataset.class_names)
+    known = known_classes_of(dataset, name)
+    out_of_range = [k for k in known if not 0 <= k < len(dataset.class_names)]
+    if out_of_range or len(known) >= len(dataset.class_names):
+        raise ValueError(f"dataset {name or type(dataset).__name__}: its published open-set "
+                         f"split {list(known)} does not fit its {len(dataset.class_names)} "
+                         "classes; choose the known classes with --known-classes")
+    return known
 
 
 def open_set_labels(labels: ArrayLike, known_classes: Sequence[int]) -> np.ndarray:

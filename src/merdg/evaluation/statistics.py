@@ -209,6 +209,12 @@ def paired_difference(algorithm_values: Mapping[Hashable, float],
 # Result rows
 
 
+def _replicate(seed: Any) -> int | str:
+    """A row's replicate key: its seed, or a label such as ``"search"`` (the chosen trial's
+    search run in :func:`merdg.experiments.results.paired_rows`)."""
+    return seed if isinstance(seed, str) else int(seed)
+
+
 def _pair_values(rows: Iterable[Mapping[str, Any]], metric: str, selection: str | None,
                  group_keys: Sequence[str]) -> dict[tuple, dict[str, dict[tuple, float]]]:
     """``{group: {algorithm: {(target, seed): value}}}``; a pair seen twice is an error."""
@@ -220,7 +226,7 @@ def _pair_values(rows: Iterable[Mapping[str, Any]], metric: str, selection: str 
         if metric not in row or row[metric] is None:
             continue
         group = tuple(str(row.get(k, "")) for k in group_keys)
-        pair = (str(row["target"]), int(row["seed"]))
+        pair = (str(row["target"]), _replicate(row["seed"]))
         key = (*group, row["algorithm"], *pair)
         if key in where:
             raise ValueError(f"two results for {row['algorithm']} on target {pair[0]} seed "
@@ -239,9 +245,12 @@ def paired_differences(rows: Iterable[Mapping[str, Any]], metric: str = "target_
     """Every algorithm against ``reference`` within each group, on the (target, seed) pairs.
 
     Args:
-        rows: Result rows with keys ``algorithm``, ``target``, ``seed``, ``metric``, the
-            ``group_keys`` and (when ``selection`` is set) ``selection`` (the rows of
-            :func:`merdg.experiments.results.load_rows`).
+        rows: Result rows with keys ``algorithm``, ``target``, ``seed`` (an integer or a
+            replicate label), ``metric``, the ``group_keys`` and (when ``selection`` is set)
+            ``selection``. Rows of an experiment should come from
+            :func:`merdg.experiments.results.paired_rows` (each task's chosen trial only,
+            matched by replicate, within one (dataset, settings) table); raw rows of
+            :func:`~merdg.experiments.results.load_rows` mix every hparam trial of a sweep.
         metric: The row key compared.
         reference: The algorithm every other one is compared with (``--reference``).
         selection: Keep rows of this selection rule only (None: no filter).
@@ -294,13 +303,21 @@ def paired_difference_markdown(results: Sequence[PairedDifference], scale: float
 
 
 def describe_paired_differences(results: Sequence[PairedDifference], scale: float = 100.0,
-                                unit: str = "points") -> str:
-    """The comparison in words: which differences are beyond noise, which are not."""
+                                unit: str = "points", what: str | None = None,
+                                pairs: str = "(target, seed)") -> str:
+    """The comparison in words: which differences are beyond noise, which are not.
+
+    Args:
+        results: From :func:`paired_differences`.
+        scale / unit: Differences are multiplied by ``scale`` and called ``unit``.
+        what: The metric in words (default: its row key).
+        pairs: What a pair is, in words.
+    """
     if not results:
         return "No algorithm to compare with the reference."
     first = results[0]
-    lines = [f"Paired differences in {first.metric} against {first.reference} over matched "
-             f"(target, seed) pairs; a difference is beyond noise when its "
+    lines = [f"Paired differences in {what or first.metric} against {first.reference} over "
+             f"matched {pairs} pairs; a difference is beyond noise when its "
              f"{first.confidence:.0%} paired t-interval excludes 0."]
     for r in results:
         where = f" ({' '.join(r.group)})" if r.group else ""

@@ -87,7 +87,8 @@ class Job:
         c = self.config
         mods = "+".join(c.modalities) if c.modalities else "all"
         extra = " ".join(f"{k} {v}" for k, v in self.label.items())
-        return f"{c.algorithm} {mods} -> {c.target} seed {c.seed} {extra}".strip()
+        sources = "+".join(c.sources) + " " if c.sources else ""
+        return f"{c.algorithm} {mods} {sources}-> {c.target} seed {c.seed} {extra}".strip()
 
 
 def load_job(path: str | Path) -> Job:

@@ -1,11 +1,15 @@
 """An experiment: a base :class:`~merdg.run.config.RunConfig` and the axes varied around it.
 
 ``merdg bench`` and ``merdg sweep`` are both an :class:`ExperimentConfig`: algorithms x
-modality sets x targets x hparam trials x seeds on one dataset, every other setting taken from
-the base run config. A bench is an experiment without a search (``trials = 0``) whose runs live
-in directories named by their axes (``runs/<modalities>/<algorithm>/<target>/seed<k>``); a
-sweep searches hparams and names each run by the md5 of its identity (``jobs/<hash>``, as
-DomainBed's ``Job``), so the same run always lands in the same directory.
+modality sets x (sources -> target) x hparam trials x seeds on one dataset, every other setting
+taken from the base run config. The ``setting`` says which (sources -> target) pairs: ``multi``
+(each target with every other domain as sources, leave-one-domain-out), ``single`` (each
+target with each other domain alone: every ordered pair of domains) or ``all`` (both). A bench
+is an experiment without a search (``trials = 0``) whose runs live in directories named by
+their axes (``runs/<modalities>/<algorithm>/<target>/seed<k>``, single-source runs
+``runs/<modalities>/<algorithm>/<source>-to-<target>/seed<k>``); a sweep searches hparams and
+names each run by the md5 of its identity (``jobs/<hash>``, as DomainBed's ``Job``), so the
+same run always lands in the same directory.
 
 Runs are built with :func:`dataclasses.replace` on the base config (:func:`run_config`). The
 protocols and the choice of a trial are in :mod:`merdg.experiments.search`. Every run of a
@@ -26,10 +30,11 @@ from merdg.experiments.results import run_rows
 from merdg.experiments.search import PROTOCOLS, choose_trial
 from merdg.run.config import RunConfig
 
-__all__ = ["LAYOUTS", "ExperimentConfig", "Task", "plan", "retrain_jobs", "run_config",
+__all__ = ["LAYOUTS", "SETTINGS", "ExperimentConfig", "Task", "plan", "retrain_jobs", "run_config",
            "search_jobs", "tasks"]
 
 LAYOUTS = ("named", "hashed")
+SETTINGS = ("multi", "single", "all")
 
 
 @dataclass
@@ -37,14 +42,16 @@ class ExperimentConfig:
     """Many runs: ``base`` with these axes varied.
 
     Attributes:
-        base: Every setting the runs share (its ``target``, ``algorithm``, ``modalities``,
-            ``seed``, ``hparams_seed`` and ``out_dir`` are set per run; ``sources`` must be
-            unset: each run trains on every domain but its target).
+        base: Every setting the runs share (its ``target``, ``sources``, ``algorithm``,
+            ``modalities``, ``seed``, ``hparams_seed`` and ``out_dir`` are set per run, so its
+            ``sources`` must be unset).
         out_dir: The experiment directory.
         algorithms: Algorithm names.
         modality_sets: Modality sets to compare (None: the dataset's
             ``BENCH_MODALITY_SETS``, else all modalities together).
         targets: Target domains (None: every domain).
+        setting: ``"multi"`` (every other domain is a source), ``"single"`` (each other domain
+            alone is the source: one run per ordered pair) or ``"all"`` (both).
         seeds: Runs per task to report (fair), or seeds of every trial (grid).
         trials: Random hyperparameter trials besides the default (MMDG-Bench: 10).
         protocol: ``"fair"`` or ``"grid"`` (:mod:`merdg.experiments.search`).
@@ -52,6 +59,9 @@ class ExperimentConfig:
             ``"hashed"`` (``jobs/<md5 of the run's identity>``).
         diagnose_seeds: Diagnose (``merdg diagnose``) the first this many seeds of every
             modality set and target, saving those runs' weights (plain comparisons only).
+        reference: The algorithm every other one is compared with in the paired-difference
+            table (None: ERM when it is among the runs; a name given must be in
+            ``algorithms``).
     """
 
     base: RunConfig
@@ -64,6 +74,8 @@ class ExperimentConfig:
     protocol: str = "fair"
     layout: str = "named"
     diagnose_seeds: int = 0
+    setting: str = "multi"
+    reference: str | None = None
 
     def validate(self) -> ExperimentConfig:
         """Check the axes (the base config checks itself); returns self.
@@ -87,9 +99,17 @@ class ExperimentConfig:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.diagnose_seeds and self.trials:
             raise ValueError("--diagnose works on plain comparisons (no hparam trials)")
+        if self.diagnose_seeds and self.base.open_set:
+            raise ValueError("--diagnose works on closed-set runs (not with --open-set)")
+        if self.setting not in SETTINGS:
+            raise ValueError(f"--setting must be one of {', '.join(SETTINGS)}, got "
+                             f"{self.setting!r}")
+        if self.reference is not None and self.reference not in self.algorithms:
+            raise ValueError(f"--reference {self.reference} is not among --algorithms "
+                             f"{' '.join(self.algorithms)}")
         if self.base.sources is not None:
-            raise ValueError("an experiment trains each run on every domain but its target; "
-                             "--source is for merdg train")
+            raise ValueError("an experiment sets each run's sources (--setting multi|single|"
+                             "all); --source is for merdg train")
         for mods in self.modality_sets or []:
             if not mods or len(set(mods)) != len(mods):
                 raise ValueError(f"invalid modality set {mods} in --modality-sets")
@@ -106,34 +126,50 @@ class ExperimentConfig:
 
 @dataclass(frozen=True)
 class Task:
-    """What one table cell is about."""
+    """What one table cell is about.
+
+    Attributes:
+        sources: The source domains (None: every domain but the target).
+    """
 
     modalities: tuple[str, ...]
     algorithm: str
     target: str
+    sources: tuple[str, ...] | None = None
+
+
+def source_sets(setting: str, target: str, domains: Sequence[str]
+                ) -> list[tuple[str, ...] | None]:
+    """The source sets of ``target`` under ``setting`` (None: every other domain)."""
+    single = [(d,) for d in domains if d != target]
+    return {"multi": [None], "single": single, "all": [None, *single]}[setting]
 
 
 def tasks(experiment: ExperimentConfig, domains: Sequence[str],
           default_modality_sets: Sequence[Sequence[str]]) -> list[Task]:
-    """Every (modality set, algorithm, target) of the experiment.
+    """Every (modality set, algorithm, sources -> target) of the experiment.
 
     Args:
         experiment: The experiment.
-        domains: The dataset's domains (targets default to all of them).
+        domains: The dataset's domains (targets default to all of them; single-source runs
+            take each of the others as their source).
         default_modality_sets: Used when the experiment names none.
     """
     targets = experiment.targets or list(domains)
     modality_sets = experiment.modality_sets or [list(m) for m in default_modality_sets]
-    return [Task(tuple(sorted(mods)), algo, target) for mods in modality_sets
-            for algo in experiment.algorithms for target in targets]
+    return [Task(tuple(sorted(mods)), algo, target, sources) for mods in modality_sets
+            for algo in experiment.algorithms for target in targets
+            for sources in source_sets(experiment.setting, target, domains)]
 
 
 def _run_path(experiment: ExperimentConfig, config: RunConfig) -> Path:
     root = Path(experiment.out_dir)
     if experiment.layout == "hashed":
         return root / "jobs" / job_hash(config)
-    path = root / "runs" / "+".join(config.modalities or ["all"]) / config.algorithm / str(
-        config.target)
+    pair = str(config.target)
+    if config.sources is not None:
+        pair = f"{'+'.join(config.sources)}-to-{config.target}"
+    path = root / "runs" / "+".join(config.modalities or ["all"]) / config.algorithm / pair
     if config.hparams_seed:
         path = path / f"trial{config.hparams_seed}"
     return path / f"seed{config.seed}"
@@ -144,6 +180,7 @@ def run_config(experiment: ExperimentConfig, task: Task, trial: int, seed: int) 
     set."""
     config = dataclasses.replace(
         experiment.base, target=task.target, algorithm=task.algorithm,
+        sources=list(task.sources) if task.sources is not None else None,
         modalities=list(task.modalities), seed=seed, hparams_seed=trial, out_dir=None,
         save_model=experiment.base.save_model or seed < experiment.diagnose_seeds)
     return dataclasses.replace(config, out_dir=str(_run_path(experiment, config)))

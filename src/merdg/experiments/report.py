@@ -4,10 +4,15 @@ Written by ``merdg bench`` and ``merdg sweep`` after their runs, and (the tables
 collect``, all from :mod:`merdg.experiments.results`:
 
 - ``table.md``: the main table(s): target accuracy under source-validation selection (plus the
-  chosen trial of each cell when there was a search); ``table.tex``: the same in LaTeX;
+  chosen trial of each cell when there was a search; multi-source, single-source and open-set
+  runs in separate tables), the H-score tables of open-set runs, and the paired differences of
+  every algorithm against the reference (``--reference``, default ERM); ``table.tex``: the
+  main tables in LaTeX;
 - ``cells.csv``: every cell (fractions); ``results.csv``: one row per (run, selection rule);
 - ``report.md`` and ``accuracy.png`` (experiments only): every table of the comparison, the
-  oracle numbers (labeled), missing-modality and timing tables, diagnostics, configuration;
+  paired differences in words, the selective-prediction (AURC, AUROC, FPR@95TPR, ECE) and
+  open-set tables, the oracle numbers (labeled), missing-modality and timing tables,
+  diagnostics, configuration;
 - ``experiment.json``: the experiment's configuration and versions.
 """
 
@@ -20,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from merdg.experiments.results import (
+    OPEN_SET_METRICS,
+    SELECTIVE_METRICS,
+    average_tables,
     build_tables,
     cells_csv,
     format_trial,
@@ -28,15 +36,22 @@ from merdg.experiments.results import (
     load_rows,
     markdown_table,
     missing_modality_table,
+    paired_tables,
     plot_accuracy,
     probe_table,
     rows_to_csv,
+    setting_label,
+    table_order,
     table_title,
     time_table,
 )
 from merdg.run.selection import SELECTION_RULES
 
-__all__ = ["EXPERIMENT_FILE", "OUTPUT_FILES", "tables_text", "write_report", "write_tables"]
+__all__ = ["DEFAULT_REFERENCE", "EXPERIMENT_FILE", "OUTPUT_FILES", "experiment_reference",
+           "paired_section", "tables_text", "write_report", "write_tables"]
+
+DEFAULT_REFERENCE = "ERM"
+H_SCORE = "H-score (unknowns rejected below the source-validation threshold)"
 
 EXPERIMENT_FILE = "experiment.json"
 OUTPUT_FILES = {"table": "table.md", "latex": "table.tex", "cells": "cells.csv",
@@ -49,13 +64,18 @@ def tables_text(rows: Sequence[dict[str, Any]], rule: str = "source_val",
     """Markdown and LaTeX of the main tables of ``rows``, and the tables themselves."""
     tables = build_tables(rows, rule, metric)
     search = has_search(rows)
-    per_dataset: dict[str, int] = defaultdict(int)
-    for dataset, _ in tables:
-        per_dataset[dataset] += 1
+    per_setting: dict[tuple[str, str], int] = defaultdict(int)
+    for dataset, settings in tables:
+        per_setting[(dataset, setting_label(settings)[0])] += 1
     md, tex = [], []
-    for (dataset, settings), table in sorted(tables.items()):
+    for (dataset, settings), table in sorted(tables.items(), key=lambda kv: table_order(kv[0])):
+        label, rest = setting_label(settings)
+        measured = what
+        if metric == "target_acc" and "open-set" in label:
+            measured = f"{what} on the known classes (no rejection)"
         title = table_title(dataset, rule, search,
-                            settings if per_dataset[dataset] > 1 else None, what)
+                            rest if per_setting[(dataset, label)] > 1 else None, measured,
+                            label)
         md.append(markdown_table(table, title))
         if search:
             md.append(markdown_table(table, "chosen trial (hparams_seed) and its number of "
@@ -64,10 +84,60 @@ def tables_text(rows: Sequence[dict[str, Any]], rule: str = "source_val",
     return "\n".join(md), "\n".join(tex), tables
 
 
+def experiment_reference(root: str | Path) -> str:
+    """The reference algorithm recorded in ``root/experiment.json`` (``--reference`` of the
+    bench or sweep), else ERM."""
+    path = Path(root) / EXPERIMENT_FILE
+    if not path.is_file():
+        return DEFAULT_REFERENCE
+    try:
+        experiment = json.loads(path.read_text(encoding="utf-8")).get("experiment", {})
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: malformed JSON ({err})") from err
+    return experiment.get("reference") or DEFAULT_REFERENCE
+
+
+def _paired_title(key: tuple[str, str], metric_words: str, reference: str,
+                  show_settings: bool) -> str:
+    dataset, settings = key
+    label, rest = setting_label(settings)
+    where = f"{dataset} ({label})" if label else dataset
+    extra = f"; settings {rest}" if show_settings else ""
+    return (f"**{where}: paired difference in {metric_words} against {reference} "
+            "(percentage points) over matched (column, seed) pairs of the table's runs; 95% "
+            f"paired t-interval (verdict) and paired bootstrap interval{extra}**")
+
+
+def paired_section(rows: Sequence[dict[str, Any]], reference: str, rule: str = "source_val",
+                   words: bool = False) -> str:
+    """Markdown of the paired-difference tables (target accuracy, and H-score for open-set
+    tables); ``words`` adds the sentences saying which differences are beyond noise. Tables
+    with a single algorithm have nothing to compare and are left out."""
+    parts = []
+    for metric, metric_words in (("target_acc", "target accuracy"), ("h_score", "H-score")):
+        tables = paired_tables(rows, reference, metric, rule)
+        labels = [(t.key[0], setting_label(t.key[1])[0]) for t in tables]
+        for table, label in zip(tables, labels):
+            if not table.results and not table.note:
+                continue
+            title = _paired_title(table.key, metric_words, reference, labels.count(label) > 1)
+            parts += [title, "", table.markdown()]
+            if words:
+                parts += [table.words(metric_words)]
+    return "\n".join(parts)
+
+
 def write_tables(root: str | Path, out_dir: str | Path | None = None,
-                 rule: str = "source_val") -> dict[str, Any]:
+                 rule: str = "source_val", reference: str | None = None) -> dict[str, Any]:
     """Write ``table.md``, ``table.tex``, ``cells.csv`` and ``results.csv`` from every finished
     run under ``root``.
+
+    Args:
+        root: The experiment (or any) directory.
+        out_dir: Where to write (default: ``root``).
+        rule: Epoch selection within each run.
+        reference: The algorithm of the paired comparison (None: the one recorded in
+            ``root/experiment.json``, else ERM; a table without it says so in one line).
 
     Returns:
         ``{"markdown": text, "paths": [...], "tables": ..., "rows": rows}``.
@@ -76,6 +146,7 @@ def write_tables(root: str | Path, out_dir: str | Path | None = None,
         FileNotFoundError: ``root`` is not a directory.
         RuntimeError: No finished run under ``root``.
         ValueError: A record that is not a merdg epoch record (naming its file).
+        ValueError: ``reference`` was given and no run has that algorithm.
     """
     if not Path(root).is_dir():
         raise FileNotFoundError(f"{root} is not a directory (a bench or sweep directory, or a "
@@ -83,7 +154,14 @@ def write_tables(root: str | Path, out_dir: str | Path | None = None,
     rows = load_rows(root)
     if not rows:
         raise RuntimeError(f"no finished runs (records.jsonl next to a done marker) under {root}")
+    if reference is not None and reference not in {r["algorithm"] for r in rows}:
+        raise ValueError(f"--reference {reference}: no finished run of that algorithm under "
+                         f"{root} (algorithms: {sorted({r['algorithm'] for r in rows})})")
+    reference = reference or experiment_reference(root)
     markdown, tex, tables = tables_text(rows, rule)
+    h_score, _, _ = tables_text(rows, rule, "h_score", H_SCORE)
+    markdown = "\n".join(p for p in (markdown, h_score, paired_section(rows, reference, rule))
+                         if p)
     out = Path(out_dir or root)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / OUTPUT_FILES[k] for k in ("table", "latex", "cells", "rows")]
@@ -112,6 +190,9 @@ def write_report(root: str | Path, experiment: dict[str, Any], rows: Sequence[di
     """
     out = Path(root)
     main, _, _ = tables_text(rows, "source_val")
+    h_score, _, _ = tables_text(rows, "source_val", "h_score", H_SCORE)
+    reference = experiment.get("reference") or DEFAULT_REFERENCE
+    paired = paired_section(rows, reference, words=True)
     val, _, _ = tables_text(rows, "source_val", "val_acc", "source-validation accuracy")
     oracle, _, _ = tables_text(rows, "oracle")
     plot = plot_accuracy(rows, out / OUTPUT_FILES["plot"])
@@ -124,7 +205,14 @@ def write_report(root: str | Path, experiment: dict[str, Any], rows: Sequence[di
         f"{elapsed_s / 60:.1f} min of wall time in this invocation. Cells: "
         f"{_spread_words(experiment.get('seeds', 1))}; `avg` averages the targets within a "
         "seed first.", "",
-        main, "Same selected epochs, source-validation accuracy:", "", val,
+        main, *([h_score] if h_score else []), "## Paired differences", "",
+        f"Each algorithm minus {reference} on the same (column, seed) pairs (the runs of the "
+        "tables above). The 95% interval is a paired t-interval over the pairs (with few pairs "
+        "the percentile bootstrap, also shown, is too narrow); a difference is beyond noise "
+        "when its t-interval excludes 0.", "",
+        paired or "Nothing to compare: every table holds one algorithm.\n",
+        *_selective_section(rows), *_open_set_section(rows),
+        "Same selected epochs, source-validation accuracy:", "", val,
         "Unimodal accuracy on the target (linear probes on each encoder's detached embedding):",
         "", probe_table(rows), oracle,
         "The oracle rule selects each run's epoch on the target domain, as the official MER-DG "
@@ -140,6 +228,53 @@ def write_report(root: str | Path, experiment: dict[str, Any], rows: Sequence[di
     path = out / OUTPUT_FILES["report"]
     path.write_text("\n".join(report))
     return path
+
+
+def _titled(tables: dict[tuple[str, str], str], what: str) -> list[str]:
+    lines = []
+    labels = [(dataset, setting_label(settings)[0]) for dataset, settings in tables]
+    for ((dataset, settings), table), key in zip(tables.items(), labels):
+        label, rest = setting_label(settings)
+        where = f"{dataset} ({label})" if label else dataset
+        settings_words = f"; settings {rest}" if labels.count(key) > 1 else ""
+        lines += [f"**{where}: {what}{settings_words}**", "", table]
+    return lines
+
+
+def _selective_section(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Report lines: selective prediction and calibration on the target (averaged over the
+    table's columns, as ``avg``)."""
+    tables = average_tables(rows, SELECTIVE_METRICS, ["AURC (MSP)", "AURC (energy)",
+                                                      "AUROC (MSP)", "AUROC (energy)",
+                                                      "FPR@95TPR (MSP)", "FPR@95TPR (energy)",
+                                                      "ECE"])
+    if not tables:
+        return []
+    return ["## Selective prediction on the target", "",
+            "Misclassification detection from the fused logits (a correct prediction is the "
+            "positive class; docs/settings.md): AURC (lower is better), AUROC (higher), "
+            "FPR@95TPR (lower), each with the maximum softmax probability (MSP) and the energy "
+            "score, and the ECE (15 bins, lower), in % at the selected epochs, averaged over "
+            "the table's columns (mean ± std over seeds; `(k of n)`: the metric is undefined "
+            "on the other columns, e.g. AUROC when every prediction is right).", "",
+            *_titled(tables, "selective prediction (%)")]
+
+
+def _open_set_section(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Report lines: open-set metrics (H-score, known / unknown accuracy, and MOOSA's
+    target-tuned H-score as a labeled oracle)."""
+    metrics = [*OPEN_SET_METRICS[:3], "oracle_h_score"]
+    tables = average_tables(rows, metrics, ["H-score", "known acc", "unknown acc",
+                                            "H-score, target-tuned threshold (oracle)"])
+    if not tables:
+        return []
+    return ["## Open set", "",
+            "Unknown-class target samples are rejected when their MSP is below the threshold "
+            "that accepts 95% of the source-validation samples; known acc counts a rejected "
+            "known sample as wrong; the H-score is the harmonic mean of known and unknown "
+            "accuracy (docs/settings.md). The last column picks the threshold on the target "
+            "labels as MOOSA's script reports it: an oracle, for comparison with published "
+            "numbers only.", "", *_titled(tables, "open-set metrics (%)")]
 
 
 def _missing_section(rows: Sequence[dict[str, Any]], mode: str) -> list[str]:

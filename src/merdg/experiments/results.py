@@ -6,9 +6,15 @@ finished run's ``records.jsonl``), so tables can be rebuilt from copied records 
 collect DIR`` prints exactly the tables the command that wrote ``DIR`` printed.
 
 1. **Rows** (:func:`load_rows`): one per (finished run, epoch-selection rule), with the run's
-   accuracies at the selected epoch and its ``settings`` (config identity beyond the axes).
+   accuracies, selective-prediction metrics (``aurc_msp``, ``auroc_energy``, ``ece``, ...) and
+   open-set metrics (``h_score``, ``known_acc``, ``unknown_acc``) at the selected epoch, its
+   ``sources`` and ``setting`` (``multi`` or ``single``) and its ``settings`` (config identity
+   beyond the axes). A metric that is undefined (NaN, e.g. AUROC when every prediction is right)
+   is None in the row and empty in ``results.csv``.
 2. **Cells** (:func:`build_tables`): runs are grouped into *tasks* (dataset, settings, modality
-   set, algorithm, target). Each task's hparam trial is chosen on source validation
+   set, algorithm, column); the column is the target, or ``source->target`` for single-source
+   runs, whose tables are separate from the multi-source ones (their settings say
+   ``"setting": "single-source"``). Each task's hparam trial is chosen on source validation
    (:func:`merdg.experiments.search.choose_trial`; one trial in a plain comparison); the cell
    holds mean, sample std (ddof=1) and population std of the metric over the chosen trial's
    runs (its search run plus its retrained seeds).
@@ -20,7 +26,9 @@ collect DIR`` prints exactly the tables the command that wrote ``DIR`` printed.
    the column is empty when a target has no run at all.
 4. **Views**: :func:`markdown_table`, :func:`latex_table`, :func:`cells_csv`,
    :func:`rows_to_csv`, :func:`probe_table`, :func:`missing_modality_table`,
-   :func:`time_table`, :func:`plot_accuracy`.
+   :func:`time_table`, :func:`plot_accuracy`, :func:`average_tables` (selective prediction,
+   open set) and :func:`paired_tables` (paired differences against a reference algorithm,
+   :mod:`merdg.evaluation.statistics`, on the same chosen runs as the main table).
 
 Runs whose settings differ beyond the table axes (hparams overrides, dataset options, fixed
 split seed, ...) go to separate tables.
@@ -39,27 +47,70 @@ from typing import Any
 
 import numpy as np
 
+from merdg.evaluation.statistics import (
+    PairedDifference,
+    describe_paired_differences,
+    paired_difference_markdown,
+    paired_differences,
+)
 from merdg.experiments.search import choose_trial, search_runs
 from merdg.run.config import config_identity
 from merdg.run.directory import RunDir
 from merdg.run.selection import SELECTION_RULES, select_epoch
 
-__all__ = ["Cell", "Table", "build_tables", "cells_csv", "latex_table", "load_rows",
-           "markdown_table", "missing_modality_table", "plot_accuracy", "probe_table",
-           "rows_to_csv", "run_rows", "table_title", "time_table"]
+__all__ = ["OPEN_SET_METRICS", "SELECTIVE_METRICS", "Cell", "Table", "average_tables",
+           "build_tables", "cells_csv", "column_of", "latex_table", "load_rows",
+           "markdown_table", "missing_modality_table", "paired_rows", "paired_tables",
+           "plot_accuracy", "probe_table", "rows_to_csv", "run_rows", "setting_label",
+           "table_order", "table_title", "time_table"]
 
 # config entries that are table axes or replicate indices, not settings
 AXES = ("dataset", "algorithm", "modalities", "target", "seed", "hparams_seed", "split_seed")
+SELECTIVE_METRICS = ("aurc_msp", "aurc_energy", "auroc_msp", "auroc_energy", "fpr95_msp",
+                     "fpr95_energy", "ece")
+OPEN_SET_METRICS = ("h_score", "known_acc", "unknown_acc", "open_set_threshold")
+ORACLE_METRICS = ("h_score", "known_acc", "unknown_acc")
+SINGLE_SOURCE = "single-source"
 
 
 # --- rows ----------------------------------------------------------------------------------
 
+def is_single_source(config: dict[str, Any]) -> bool:
+    """Whether a run's config names exactly one source domain."""
+    return len(config.get("sources") or []) == 1
+
+
 def settings_of(config: dict[str, Any]) -> str:
-    """Canonical JSON of a run's settings beyond the table axes."""
+    """Canonical JSON of a run's settings beyond the table axes; a single-source run's source
+    is a table axis (its column), replaced by ``"setting": "single-source"``."""
     settings = {k: v for k, v in config_identity(config).items() if k not in AXES}
     if config.get("split_seed") is not None:
         settings["split_seed"] = config["split_seed"]
+    if is_single_source(config):
+        del settings["sources"]
+        settings["setting"] = SINGLE_SOURCE
     return json.dumps(settings, sort_keys=True)
+
+
+def setting_label(settings: str) -> tuple[str, str]:
+    """``(label, rest)`` of a table's settings: a readable label of the setting (``""`` for
+    multi-source closed-set, else e.g. ``"single-source, open-set"``) and the JSON of the
+    other settings (``""`` when there are none)."""
+    parsed = json.loads(settings) if settings else {}
+    words = []
+    if parsed.pop("setting", None) == SINGLE_SOURCE:
+        words.append("single-source, source->target")
+    if parsed.pop("open_set", False):
+        known = parsed.pop("known_classes", None)
+        words.append("open-set" + (f", known classes {','.join(known)}" if known else ""))
+    return ", ".join(words), json.dumps(parsed, sort_keys=True) if parsed else ""
+
+
+def column_of(row: dict[str, Any]) -> str:
+    """A row's table column: its target, or ``source->target`` for a single-source run."""
+    if row.get("setting") == "single":
+        return f"{row['sources']}->{row['target']}"
+    return row["target"]
 
 
 def run_rows(records: Sequence[dict[str, Any]], path: str = "") -> list[dict[str, Any]]:
@@ -67,6 +118,7 @@ def run_rows(records: Sequence[dict[str, Any]], path: str = "") -> list[dict[str
     run = records[0]["run"]
     cfg = run["config"]
     run_time_s = sum(r.get("time_s", 0.0) for r in records)
+    sources = run.get("sources") or cfg.get("sources") or []  # older records: config only
     rows = []
     for rule in SELECTION_RULES:
         rec = select_epoch(records, rule)
@@ -75,8 +127,15 @@ def run_rows(records: Sequence[dict[str, Any]], path: str = "") -> list[dict[str
             "algorithm": cfg["algorithm"], "target": cfg["target"], "seed": cfg["seed"],
             "hparams_seed": cfg["hparams_seed"], "selection": rule, "epoch": rec["epoch"],
             "val_acc": rec["val"]["acc"], "target_acc": rec["target"]["acc"], "path": path,
-            "val_loss": rec["val"]["loss"],
+            "val_loss": rec["val"]["loss"], "sources": "+".join(sources),
+            "setting": "single" if is_single_source(cfg) else "multi",
         }
+        for key in SELECTIVE_METRICS + OPEN_SET_METRICS:
+            if key in rec["target"]:
+                row[key] = rec["target"][key]
+        for key in ORACLE_METRICS:
+            if key in rec["target"].get("open_set_oracle", {}):
+                row[f"oracle_{key}"] = rec["target"]["open_set_oracle"][key]
         for m, acc in rec["target"]["probe_acc"].items():
             row[f"target_probe_acc/{m}"] = acc
         for m, acc in rec["val"]["probe_acc"].items():
@@ -134,7 +193,7 @@ def _cell(values: Sequence[float], trial: int | None, seeds: Sequence[int]) -> C
 
 def _task_key(row: dict[str, Any]) -> TaskKey:
     return (row["dataset"], row.get("settings", ""), row["modalities"], row["algorithm"],
-            row["target"])
+            column_of(row))
 
 
 def chosen_runs(rows: Sequence[dict[str, Any]], rule: str = "source_val"
@@ -205,9 +264,24 @@ def _average_cell(per_target: dict[str, dict[Any, float]]) -> Cell | None:
     return _cell(values, None, seeds)
 
 
+def _column_order(column: str) -> tuple[str, str]:
+    """Targets sorted by name; ``source->target`` pairs by target, then source."""
+    source, _, target = column.rpartition("->")
+    return target, source
+
+
 def table_targets(table: Table) -> list[str]:
-    """The table's columns: targets in sorted order, then ``avg``."""
-    return sorted({t for cells in table.values() for t in cells if t != "avg"}) + ["avg"]
+    """The table's columns: targets (or ``source->target`` pairs, grouped by target) in sorted
+    order, then ``avg``."""
+    columns = {t for cells in table.values() for t in cells if t != "avg"}
+    return sorted(columns, key=_column_order) + ["avg"]
+
+
+def table_order(key: tuple[str, str]) -> tuple[str, str, str]:
+    """Sort key of ``(dataset, settings)`` tables: by dataset, multi-source closed-set first,
+    then by setting label."""
+    label, _ = setting_label(key[1])
+    return key[0], label, key[1]
 
 
 def has_search(rows: Iterable[dict[str, Any]]) -> bool:
@@ -232,10 +306,11 @@ def format_trial(cell: Cell | None) -> str:
 
 
 def table_title(dataset: str, rule: str, search: bool, settings: str | None = None,
-                what: str = "target accuracy") -> str:
+                what: str = "target accuracy", label: str = "") -> str:
     spread = ("over the runs of the trial chosen on source validation" if search
               else "over seeds")
-    title = f"{dataset}: {what} (%), mean ± std {spread}; epochs: {SELECTION_RULES[rule]}"
+    where = f"{dataset} ({label})" if label else dataset
+    title = f"{where}: {what} (%), mean ± std {spread}; epochs: {SELECTION_RULES[rule]}"
     return title + (f"; settings {settings}" if settings is not None else "")
 
 
@@ -255,7 +330,7 @@ def markdown_table(table: Table, title: str = "",
 def _tex(text: str) -> str:
     for char in ("&", "%", "_", "#", "$"):
         text = text.replace(char, "\\" + char)
-    return text
+    return text.replace("->", r"$\rightarrow$")
 
 
 def latex_table(table: Table, title: str = "") -> str:
@@ -280,7 +355,7 @@ def latex_table(table: Table, title: str = "") -> str:
 def cells_csv(tables: dict[tuple[str, str], Table]) -> str:
     """CSV of every cell (fractions, not %)."""
     out = []
-    for (dataset, settings), table in sorted(tables.items()):
+    for (dataset, settings), table in sorted(tables.items(), key=lambda kv: table_order(kv[0])):
         for (mods, algo), cells in sorted(table.items()):
             for column in table_targets(table):
                 if column not in cells:
@@ -308,16 +383,34 @@ def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _average_columns(rows: Sequence[dict[str, Any]], metrics: Sequence[str], rule: str
-                     ) -> dict[tuple[str, str], list[Cell | None]]:
-    """``{(modalities, algorithm): [avg cell of each metric]}`` over every (dataset,
-    settings) table of the rows."""
-    out: dict[tuple[str, str], list[Cell | None]] = {}
+                     ) -> dict[tuple[str, str], dict[tuple[str, str], list[Cell | None]]]:
+    """``{(dataset, settings): {(modalities, algorithm): [avg cell of each metric]}}``."""
     per_metric = [build_tables(rows, rule, metric) for metric in metrics]
-    keys = sorted({k for tables in per_metric[:1] for t in tables.values() for k in t})
-    for key in keys:
-        out[key] = [next((t[key].get("avg") for t in tables.values() if key in t), None)
-                    for tables in per_metric]
+    out = {}
+    for key in sorted(per_metric[0], key=table_order):
+        out[key] = {row: [tables.get(key, {}).get(row, {}).get("avg") for tables in per_metric]
+                    for row in sorted(per_metric[0][key])}
     return out
+
+
+def table_heading(key: tuple[str, str], keys: Sequence[tuple[str, str]]) -> str:
+    """``dataset (setting label)`` of a table, with its other settings when another of ``keys``
+    has the same dataset and label."""
+    label, rest = setting_label(key[1])
+    same = [k for k in keys if k[0] == key[0] and setting_label(k[1])[0] == label]
+    where = f"{key[0]} ({label})" if label else key[0]
+    return where + (f"; settings {rest}" if len(same) > 1 else "")
+
+
+def _per_table(sections: dict[tuple[str, str], list[str]], header: list[str]) -> str:
+    """One markdown table per (dataset, settings) table (headed when there are several);
+    "" when no table has a line."""
+    sections = {k: lines for k, lines in sections.items() if lines}
+    parts = []
+    for key, lines in sections.items():
+        heading = [f"*{table_heading(key, list(sections))}*", ""] if len(sections) > 1 else []
+        parts.append("\n".join([*heading, *header, *lines]) + "\n")
+    return "\n".join(parts)
 
 
 def probe_table(rows: Sequence[dict[str, Any]], rule: str = "source_val") -> str:
@@ -326,11 +419,12 @@ def probe_table(rows: Sequence[dict[str, Any]], rule: str = "source_val") -> str
     modalities = sorted({k.split("/", 1)[1] for r in rows for k in r
                          if k.startswith("target_probe_acc/")})
     metrics = ["target_acc"] + [f"target_probe_acc/{m}" for m in modalities]
-    lines = ["| modalities | algorithm | fused | " + " | ".join(modalities) + " |",
-             "|---|---|---|" + "---|" * len(modalities)]
-    for (mods, algo), cells in _average_columns(rows, metrics, rule).items():
-        lines.append(f"| {mods} | {algo} | " + " | ".join(map(format_cell, cells)) + " |")
-    return "\n".join(lines) + "\n"
+    header = ["| modalities | algorithm | fused | " + " | ".join(modalities) + " |",
+              "|---|---|---|" + "---|" * len(modalities)]
+    sections = {key: [f"| {mods} | {algo} | " + " | ".join(map(format_cell, cells)) + " |"
+                      for (mods, algo), cells in table.items()]
+                for key, table in _average_columns(rows, metrics, rule).items()}
+    return _per_table(sections, header)
 
 
 def missing_modality_table(rows: Sequence[dict[str, Any]], rule: str = "source_val",
@@ -343,19 +437,21 @@ def missing_modality_table(rows: Sequence[dict[str, Any]], rule: str = "source_v
         kind: ``"missing"`` (zero-filled) or ``"missing_translated"`` (imputed by translation).
 
     Returns:
-        The table, or "" when no row holds the metric.
+        The table (one per (dataset, settings) table, headed when there are several), or ""
+        when no row holds the metric.
     """
     prefix = f"target_{kind}/"
     modalities = sorted({k[len(prefix):] for r in rows for k in r if k.startswith(prefix)})
     if not modalities:
         return ""
     metrics = ["target_acc"] + [prefix + m for m in modalities]
-    lines = ["| modalities | algorithm | all | " + " | ".join(f"no {m}" for m in modalities) + " |",
-             "|---|---|---|" + "---|" * len(modalities)]
-    for (mods, algo), cells in _average_columns(rows, metrics, rule).items():
-        if any(c is not None for c in cells[1:]):
-            lines.append(f"| {mods} | {algo} | " + " | ".join(map(format_cell, cells)) + " |")
-    return "\n".join(lines) + "\n"
+    header = ["| modalities | algorithm | all | " + " | ".join(f"no {m}" for m in modalities)
+              + " |", "|---|---|---|" + "---|" * len(modalities)]
+    sections = {key: [f"| {mods} | {algo} | " + " | ".join(map(format_cell, cells)) + " |"
+                      for (mods, algo), cells in table.items()
+                      if any(c is not None for c in cells[1:])]
+                for key, table in _average_columns(rows, metrics, rule).items()}
+    return _per_table(sections, header)
 
 
 def time_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -370,6 +466,108 @@ def time_table(rows: Sequence[dict[str, Any]]) -> str:
         std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
         lines.append(f"| {mods} | {algo} | {len(per_run)} | {arr.mean():.1f} ± {std:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def _partial_average(cells: dict[str, Cell], columns: Sequence[str]) -> str:
+    """The ``avg`` cell, or, when some column lacks the metric (undefined, e.g. AUROC with no
+    wrong prediction), the mean of the columns that have it, saying how many."""
+    if "avg" in cells:
+        return format_cell(cells["avg"])
+    present = [cells[c].mean for c in columns if c in cells]
+    if not present:
+        return "-"
+    return f"{100 * float(np.mean(present)):.2f} ({len(present)} of {len(columns)})"
+
+
+def average_tables(rows: Sequence[dict[str, Any]], metrics: Sequence[str],
+                   headers: Sequence[str], rule: str = "source_val"
+                   ) -> dict[tuple[str, str], str]:
+    """Markdown per (dataset, settings) table: one row per (modality set, algorithm), one
+    column per metric, each cell the metric averaged over the table's columns (targets or
+    source->target pairs) as the main table's ``avg``, in % (x100).
+
+    NaN-aware: runs whose metric is undefined are left out; a cell whose columns do not all
+    have the metric shows the mean over those that do, with ``(k of n)``. Tables in which no
+    run has any of the metrics are left out.
+    """
+    per_metric = [build_tables(rows, rule, metric) for metric in metrics]
+    main = build_tables(rows, rule, "target_acc")
+    out = {}
+    for key in sorted({k for tables in per_metric for k in tables}, key=table_order):
+        columns = [c for c in table_targets(main.get(key, {})) if c != "avg"]
+        lines = ["| modalities | algorithm | " + " | ".join(headers) + " |",
+                 "|---|---|" + "---|" * len(headers)]
+        for mods, algo in sorted({r for tables in per_metric for r in tables.get(key, {})}):
+            cells = [_partial_average(tables.get(key, {}).get((mods, algo), {}), columns)
+                     for tables in per_metric]
+            lines.append(f"| {mods} | {algo} | " + " | ".join(cells) + " |")
+        out[key] = "\n".join(lines) + "\n"
+    return out
+
+
+def paired_rows(rows: Sequence[dict[str, Any]], metric: str = "target_acc",
+                rule: str = "source_val") -> list[dict[str, Any]]:
+    """The rows the paired comparison uses: each task's chosen-trial runs (those of the main
+    table, :func:`chosen_runs`), with ``target`` = the table column and ``seed`` = the
+    replicate (``"search"`` for the chosen trial's lowest-seed run, else the seed, as the
+    ``avg`` column pairs them)."""
+    out = []
+    for key, (_, runs) in chosen_runs(rows, rule).items():
+        dataset, settings, mods, algo, column = key
+        for replicate, row in _replicates(runs).items():
+            if row.get(metric) is None:
+                continue
+            out.append({"dataset": dataset, "settings": settings, "modalities": mods,
+                        "algorithm": algo, "target": column, "seed": replicate,
+                        metric: row[metric], "path": row["path"]})
+    return out
+
+
+@dataclass(frozen=True)
+class PairedTable:
+    """The paired comparison of one (dataset, settings) table.
+
+    Attributes:
+        key: ``(dataset, settings)``.
+        results: One :class:`PairedDifference` per (modality set, algorithm other than the
+            reference); empty when ``note`` says why there is none.
+        note: One line when there is no comparison (the reference has no runs here).
+    """
+
+    key: tuple[str, str]
+    results: tuple[PairedDifference, ...]
+    note: str = ""
+
+    def markdown(self) -> str:
+        return self.note + "\n" if self.note else paired_difference_markdown(self.results)
+
+    def words(self, what: str | None = None) -> str:
+        """The comparison in words (``what``: the metric in words)."""
+        if self.note:
+            return self.note + "\n"
+        return describe_paired_differences(self.results, what=what, pairs="(column, seed)")
+
+
+def paired_tables(rows: Sequence[dict[str, Any]], reference: str = "ERM",
+                  metric: str = "target_acc", rule: str = "source_val") -> list[PairedTable]:
+    """Every algorithm against ``reference`` within each modality set of each (dataset,
+    settings) table, over the (column, replicate) pairs of the main table's runs
+    (:func:`paired_rows`; 95% paired t- and bootstrap intervals,
+    :func:`merdg.evaluation.statistics.paired_differences`)."""
+    per_table: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in paired_rows(rows, metric, rule):
+        per_table[(row["dataset"], row["settings"])].append(row)
+    out = []
+    for key, table_rows in sorted(per_table.items(), key=lambda kv: table_order(kv[0])):
+        if reference not in {r["algorithm"] for r in table_rows}:
+            out.append(PairedTable(key, (), f"No paired differences here: the reference "
+                                   f"algorithm {reference} has no runs in this table (choose "
+                                   "one with --reference)."))
+            continue
+        results = paired_differences(table_rows, metric, reference, selection=None,
+                                     group_keys=("modalities",))
+        out.append(PairedTable(key, tuple(results)))
+    return out
 
 
 def plot_accuracy(rows: Sequence[dict[str, Any]], path: str | Path,

@@ -34,7 +34,7 @@ from merdg.experiments.report import EXPERIMENT_FILE, write_report, write_tables
 from merdg.run.directory import RunDirConflictError
 from merdg.run.hparams import resolve_run_hparams
 from merdg.run.records import run_metadata, write_json_atomic
-from merdg.run.training import source_splits
+from merdg.run.training import check_open_set, source_splits
 
 __all__ = ["ExperimentResult", "check_experiment", "experiment_tasks", "run_experiment"]
 
@@ -90,27 +90,31 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
 
     Every (modality set, algorithm) resolves its hparams exactly as its runs will
     (:func:`merdg.run.hparams.resolve_run_hparams`), so an unknown algorithm or hparam name, a
-    value out of its declared range, a bad preset or a missing checkpoint fails here, once; and
-    every task's source domains are checked against its batch size and holdout
-    (:func:`merdg.run.training.source_splits`: no empty split, each domain's share of a batch).
+    value out of its declared range, a bad preset or a missing checkpoint fails here, once; so
+    do open-set settings (no published class split and no ``--known-classes``, a bad class
+    list, MOOSA-OS without ``--open-set``); and every task's source domains are checked against
+    its batch size and holdout (:func:`merdg.run.training.source_splits`: no empty split, each
+    domain's share of a batch).
     """
     experiment.validate()
     dataset = _dataset(experiment)
     all_tasks = experiment_tasks(experiment, dataset)
-    checked: dict[tuple[tuple[str, ...], str], tuple[DomainDataset, set[int]]] = {}
+    checked: dict[tuple[tuple[str, ...], str], tuple[DomainDataset, set[int], Any]] = {}
     for task in all_tasks:
         key = (task.modalities, task.algorithm)
+        config = run_config(experiment, task, 0, 0)
         if key not in checked:
             subset = build_dataset(experiment.base.dataset, experiment.base.data_root,
                                    list(task.modalities), **experiment.base.dataset_options)
+            known = check_open_set(config, subset)
             sizes = {int(resolve_run_hparams(run_config(experiment, task, trial, trial),
                                              subset)["batch_size"])
                      for trial in range(experiment.trials + 1)}
-            checked[key] = (subset, sizes)
-        subset, sizes = checked[key]
-        sources = [d for d in subset.domains if d != task.target]
+            checked[key] = (subset, sizes, known)
+        subset, sizes, known = checked[key]
+        sources = config.sources or [d for d in subset.domains if d != task.target]
         for batch_size in sorted(sizes):
-            source_splits(subset, run_config(experiment, task, 0, 0), sources, batch_size)
+            source_splits(subset, config, sources, batch_size, known)
     return all_tasks
 
 

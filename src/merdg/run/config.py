@@ -97,9 +97,18 @@ class RunConfig:
     modalities: list[str] | None = _setting(
         None, help="modalities to use (default: all the dataset offers)", flag="--modalities",
         kind="list", nullable=True, axis="modality_sets", metavar="MODALITY")
+    open_set: bool = _setting(
+        False, help="open-set DG (MOOSA, arXiv 2407.01518): train on the known classes of the "
+        "sources only; the target keeps every class and unknown ones must be rejected by a "
+        "score threshold chosen on source validation (docs/settings.md)", flag="--open-set",
+        kind="bool")
+    known_classes: list[str] | None = _setting(
+        None, help="known classes of --open-set, class names or indices (default: the "
+        "dataset's published split)", flag="--known-classes", kind="list", nullable=True,
+        metavar="CLASS")
     sources: list[str] | None = _setting(
         None, help="source domains (default: every domain but the target)", flag="--source",
-        kind="list", nullable=True, axis="targets", metavar="DOMAIN")
+        kind="list", nullable=True, axis="setting", metavar="DOMAIN")
     seed: int = _setting(
         0, help="seed of initialization, batch order and (unless --split-seed) the holdout",
         flag="--seed", kind="int", low=0, axis="seeds")
@@ -157,6 +166,10 @@ class RunConfig:
         False, help="also log scalars to TensorBoard under OUT/tensorboard "
         "(pip install 'merdg[tensorboard]')", flag="--tensorboard", kind="bool",
         identity=False)
+    wandb: bool = _setting(
+        False, help="also log scalars to Weights & Biases under OUT/wandb, offline unless "
+        "WANDB_MODE=online (pip install 'merdg[wandb]')", flag="--wandb", kind="bool",
+        identity=False)
     eval_missing: str = _setting(
         "none", help="also evaluate the target with each modality missing (zero-filled; "
         "translated for SimMMDG/MOOSA) at the last or every epoch", flag="--eval-missing",
@@ -202,6 +215,9 @@ class RunConfig:
             if not isinstance(spec, dict):
                 raise ValueError(f"encoders[{m!r}] (--encoders) must be a JSON object of "
                                  f"encoder options, got {spec!r}")
+        if self.known_classes is not None and not self.open_set:
+            raise ValueError(f"known_classes (--known-classes) {self.known_classes} needs "
+                             "--open-set")
         if self.target is not None and self.sources and self.target in self.sources:
             raise ValueError(f"target {self.target!r} is also a source domain (--source "
                              f"{' '.join(self.sources)})")

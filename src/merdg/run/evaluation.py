@@ -1,66 +1,176 @@
-"""Evaluation passes of one run: accuracy, loss and per-modality probe accuracy of a split, and
-the target with each modality missing.
+"""Evaluation passes of one run: accuracy, loss and per-modality probe accuracy of a split,
+selective-prediction metrics of its fused logits, open-set metrics of the target, and the
+target with each modality missing.
 
-Under torch.distributed each rank evaluates every ``world_size``-th sample and the sums
-(correct, loss, count) are added over ranks, so every rank returns the whole split's metrics.
+:func:`predict` runs the model over a split and keeps the fused logits, labels and probe
+predictions (:class:`Predictions`); :func:`split_metrics`, :func:`selective_metrics` and
+:func:`open_set_scores` compute the record's numbers from them. Under torch.distributed each
+rank predicts every ``world_size``-th sample and the predictions of all ranks are gathered, so
+every rank returns the whole split's metrics.
+
+Labels equal to :data:`~merdg.evaluation.open_set.UNKNOWN` (-1: an unknown class of an
+open-set target) count in the open-set metrics only; accuracy, loss, probe accuracy and the
+selective-prediction metrics are over the known-class samples.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from merdg import dist as mdist
 from merdg.algorithms import Algorithm
 from merdg.datasets.base import DomainConcat, collate
-from merdg.run.data_parallel import rank_shard, sum_over_ranks
+from merdg.evaluation.metrics import selective_prediction_metrics
+from merdg.evaluation.open_set import UNKNOWN, evaluate_open_set, oracle_threshold_sweep
+from merdg.run.data_parallel import rank_shard
 
-__all__ = ["MISSING_MODES", "evaluate", "evaluate_missing", "merge_evaluations", "missing_due"]
+__all__ = ["MISSING_MODES", "OPEN_SET_KEYS", "Predictions", "evaluate", "evaluate_missing",
+           "merge_evaluations", "missing_due", "open_set_scores", "pool", "predict",
+           "selective_metrics", "split_metrics"]
 
 MISSING_MODES = ("none", "last", "every")
+OPEN_SET_KEYS = ("h_score", "known_acc", "unknown_acc", "open_set_threshold")
+
+
+@dataclass
+class Predictions:
+    """What the model said about every sample of a split.
+
+    Attributes:
+        logits: Fused logits, (N, C) float32.
+        predictions: Argmax of the fused logits (in the forward pass' dtype), (N,).
+        labels: (N,) class indices; ``UNKNOWN`` for unknown classes of an open-set target.
+        probe_predictions: ``{modality: (N,)}`` argmax of each modality's probe.
+        loss_sum: Summed cross-entropy of the known-class samples (summed batch by batch).
+    """
+
+    logits: np.ndarray
+    predictions: np.ndarray
+    labels: np.ndarray
+    probe_predictions: dict[str, np.ndarray]
+    loss_sum: float
+
+    @property
+    def known(self) -> np.ndarray:
+        return self.labels != UNKNOWN
+
+
+def _concat(parts: Sequence[Predictions]) -> Predictions:
+    parts = [p for p in parts if len(p.labels)] or list(parts[:1])
+    probes = {m: np.concatenate([p.probe_predictions[m] for p in parts])
+              for m in parts[0].probe_predictions}
+    return Predictions(np.concatenate([p.logits for p in parts]),
+                       np.concatenate([p.predictions for p in parts]),
+                       np.concatenate([p.labels for p in parts]), probes,
+                       float(sum(p.loss_sum for p in parts)))
+
+
+def pool(parts: Sequence[Predictions]) -> Predictions:
+    """Several splits' predictions as one (e.g. every source domain's validation part)."""
+    if not parts:
+        raise ValueError("no predictions to pool")
+    return _concat(parts)
+
+
+@torch.no_grad()
+def predict(algorithm: Algorithm, data: Dataset, device: torch.device, batch_size: int = 256,
+            num_workers: int = 0, zero: Collection[str] = (),
+            translate: bool = False) -> Predictions:
+    """The model's outputs on every sample of ``data`` (gathered over ranks).
+
+    Modalities in ``zero`` are zero-filled, or, with ``translate``, imputed by the algorithm's
+    ``evaluate_translated`` (SimMMDG, MOOSA).
+    """
+    algorithm.eval()
+    loader = DataLoader(DomainConcat([rank_shard(data)]), batch_size=batch_size, shuffle=False,
+                        collate_fn=collate, num_workers=num_workers)
+    logits, predictions, labels, loss = [], [], [], 0.0
+    probes: dict[str, list[torch.Tensor]] = defaultdict(list)
+    for batch in loader:
+        batch = batch.to(device)
+        out = (algorithm.evaluate_translated(batch.x, zero) if translate
+               else algorithm.evaluate(batch.x, zero=zero))
+        known = batch.y != UNKNOWN
+        if bool(known.all()):
+            loss += float(F.cross_entropy(out.logits.float(), batch.y, reduction="sum"))
+        elif bool(known.any()):
+            loss += float(F.cross_entropy(out.logits.float()[known], batch.y[known],
+                                          reduction="sum"))
+        logits.append(out.logits.float().cpu())  # (B, C)
+        predictions.append(out.logits.argmax(1).cpu())  # top-1 over the whole split
+        labels.append(batch.y.cpu())
+        for m, probe_logits in out.probe_logits.items():
+            probes[m].append(probe_logits.argmax(1).cpu())
+    local = Predictions(
+        torch.cat(logits).numpy() if logits else np.zeros((0, 0), np.float32),
+        torch.cat(predictions).numpy() if predictions else np.zeros(0, np.int64),
+        torch.cat(labels).numpy() if labels else np.zeros(0, np.int64),
+        {m: torch.cat(v).numpy() for m, v in sorted(probes.items())}, loss)
+    if mdist.is_distributed():
+        return _concat(mdist.all_gather_object(local))
+    return local
+
+
+def split_metrics(outputs: Predictions) -> dict[str, Any]:
+    """Top-1 accuracy, mean CE and per-modality probe accuracies over the known-class samples
+    (``n``; ``n_unknown`` too when the split holds unknown-class samples).
+
+    Raises:
+        ValueError: The split has no (known-class) sample.
+    """
+    known = outputs.known
+    n = int(known.sum())
+    if n == 0:
+        raise ValueError("evaluation split is empty" if len(known) == 0 else
+                         "evaluation split has no sample of a known class")
+    y = outputs.labels[known]
+    result = {"acc": int((outputs.predictions[known] == y).sum()) / n,
+              "loss": outputs.loss_sum / n, "n": n,
+              "probe_acc": {m: int((p[known] == y).sum()) / n
+                            for m, p in sorted(outputs.probe_predictions.items())}}
+    if n < len(known):
+        result["n_unknown"] = int(len(known) - n)
+    return result
+
+
+def selective_metrics(outputs: Predictions) -> dict[str, float]:
+    """AURC, AUROC and FPR@95TPR of the MSP and energy scores, and the ECE, of the fused
+    logits on the known-class samples (:func:`merdg.evaluation.metrics
+    .selective_prediction_metrics`)."""
+    known = outputs.known
+    return selective_prediction_metrics(outputs.logits[known], outputs.labels[known])
+
+
+def open_set_scores(target: Predictions, source_val: Predictions) -> dict[str, Any]:
+    """H-score, known- and unknown-class accuracy of the target, unknowns rejected below the
+    MSP threshold accepting 95% of the source-validation samples
+    (:func:`merdg.evaluation.open_set.evaluate_open_set`); ``open_set_oracle``: the same at
+    MOOSA's target-tuned threshold (:func:`~merdg.evaluation.open_set.oracle_threshold_sweep`),
+    for comparison with published numbers only."""
+    scores = evaluate_open_set(target.logits, target.labels, source_val.logits, score="msp")
+    return {**scores, "open_set_oracle": oracle_threshold_sweep(target.logits, target.labels)}
 
 
 @torch.no_grad()
 def evaluate(algorithm: Algorithm, data: Dataset, device: torch.device, batch_size: int = 256,
              num_workers: int = 0, zero: Collection[str] = (),
              translate: bool = False) -> dict[str, Any]:
-    """Accuracy (top-1 over the whole split), mean CE and per-modality probe accuracies.
-
-    Modalities in ``zero`` are zero-filled, or, with ``translate``, imputed by the algorithm's
-    ``evaluate_translated`` (SimMMDG, MOOSA).
+    """Accuracy (top-1 over the whole split), mean CE and per-modality probe accuracies
+    (:func:`split_metrics` of :func:`predict`).
 
     Raises:
         ValueError: The split is empty.
     """
-    algorithm.eval()
-    data = rank_shard(data)
-    loader = DataLoader(DomainConcat([data]), batch_size=batch_size, shuffle=False,
-                        collate_fn=collate, num_workers=num_workers)
-    correct, loss, n = 0, 0.0, 0
-    probe_correct: dict[str, int] = defaultdict(int)
-    for batch in loader:
-        batch = batch.to(device)
-        out = (algorithm.evaluate_translated(batch.x, zero) if translate
-               else algorithm.evaluate(batch.x, zero=zero))
-        correct += int((out.logits.argmax(1) == batch.y).sum())  # top-1 over the whole split
-        loss += float(torch.nn.functional.cross_entropy(out.logits.float(), batch.y,
-                                                        reduction="sum"))
-        for m, logits in out.probe_logits.items():
-            probe_correct[m] += int((logits.argmax(1) == batch.y).sum())
-        n += len(batch)
-    if mdist.is_distributed():
-        names = sorted(algorithm.modalities)
-        sums = sum_over_ranks([correct, loss, n, *(probe_correct[m] for m in names)], device)
-        correct, loss, n = int(sums[0]), sums[1], int(sums[2])
-        probe_correct = {m: int(v) for m, v in zip(names, sums[3:])}
-    if n == 0:
-        raise ValueError("evaluation split is empty")
-    return {"acc": correct / n, "loss": loss / n, "n": n,
-            "probe_acc": {m: c / n for m, c in sorted(probe_correct.items())}}
+    return split_metrics(predict(algorithm, data, device, batch_size, num_workers, zero,
+                                 translate))
 
 
 def merge_evaluations(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """One training run under the leave-one-domain-out protocol.
 
-A run trains on every domain but the target (multi-source), holds out a seeded part of each
-source domain for model selection (or uses the dataset's official validation split), evaluates
-source-val and target accuracy after every epoch, and writes its run directory
+A run trains on every domain but the target (multi-source) or on the domains of
+``config.sources`` (e.g. one: single-source), holds out a seeded part of each source domain for
+model selection (or uses the dataset's official validation split), evaluates source-val and
+target accuracy, the selective-prediction metrics and, in open-set runs (``config.open_set``:
+known classes only in the sources, every class in the target), the open-set metrics after
+every epoch (:mod:`merdg.run.evaluation`), and writes its run directory
 (:class:`~merdg.run.directory.RunDir`: ``config.json``, ``records.jsonl``, ``checkpoint.pt``,
 ``summary.json``, ``model.pt``, ``done``).
 
@@ -36,18 +39,31 @@ from merdg import dist as mdist
 from merdg.algorithms import Algorithm, NonFiniteLossError, get_algorithm_class
 from merdg.datasets import BalancedDomainBatchSampler, DomainDataset, build_dataset
 from merdg.datasets.base import DomainConcat, collate
+from merdg.datasets.open_set import known_class_part, open_set_part
+from merdg.evaluation.open_set import resolve_known_classes
 from merdg.hparams import seed_hash
 from merdg.models import MultimodalNet, build_encoder
 from merdg.run.checkpoint import epoch_payload, restore_training_state
 from merdg.run.config import RunConfig
 from merdg.run.data_parallel import enable_data_parallel, mean_over_ranks, setup_distributed
 from merdg.run.directory import RunDir, RunDirConflictError
-from merdg.run.evaluation import evaluate, evaluate_missing, merge_evaluations, missing_due
+from merdg.run.evaluation import (
+    OPEN_SET_KEYS,
+    evaluate_missing,
+    merge_evaluations,
+    missing_due,
+    open_set_scores,
+    pool,
+    predict,
+    selective_metrics,
+    split_metrics,
+)
 from merdg.run.hparams import resolve_run_hparams
 from merdg.run.records import run_metadata
 from merdg.run.selection import SELECTION_RULES, select_epoch
 
-__all__ = ["build_algorithm", "resolve_device", "run_hparams", "summarize", "train"]
+__all__ = ["build_algorithm", "check_open_set", "resolve_device", "run_hparams", "summarize",
+           "train"]
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +89,15 @@ def run_hparams(config: RunConfig, dataset: DomainDataset) -> dict[str, Any]:
 
 
 def build_algorithm(dataset: DomainDataset, algorithm: str, num_domains: int,
-                    hparams: dict[str, Any], device: torch.device | str = "cpu") -> Algorithm:
+                    hparams: dict[str, Any], device: torch.device | str = "cpu",
+                    num_classes: int | None = None) -> Algorithm:
     """Encoders from ``hparams["encoders"]``, the network, the algorithm on ``device``, and its
-    optimizer."""
+    optimizer; ``num_classes`` outputs (default: the dataset's classes; an open-set run has one
+    per known class)."""
     encoders = {m: build_encoder(hparams["encoders"][m], dataset.input_shape(m))
                 for m in dataset.modalities}
-    net = MultimodalNet(encoders, dataset.num_classes, order=dataset.fusion_order(),
+    net = MultimodalNet(encoders, num_classes or dataset.num_classes,
+                        order=dataset.fusion_order(),
                         fusion_hidden=int(hparams["fusion_hidden"]),
                         dropout=float(hparams["dropout"]),
                         proj_hidden=int(hparams["proj_hidden"]), proj_dim=int(hparams["proj_dim"]))
@@ -87,19 +106,50 @@ def build_algorithm(dataset: DomainDataset, algorithm: str, num_domains: int,
     return algo
 
 
+def check_open_set(config: RunConfig, dataset: DomainDataset) -> tuple[int, ...] | None:
+    """The known classes of an open-set run (None for a closed-set one), checked.
+
+    Raises:
+        ValueError: One line: no published split and no ``--known-classes``, a bad class list,
+            or an algorithm that needs ``--open-set`` (MOOSA-OS) in a closed-set run.
+    """
+    algorithm = get_algorithm_class(config.algorithm)
+    if not config.open_set:
+        if algorithm.OPEN_SET_ONLY:
+            raise ValueError(f"{config.algorithm} is an open-set method; run it with "
+                             "--open-set (or use its closed-set variant)")
+        return None
+    return resolve_known_classes(dataset, config.known_classes, config.dataset)
+
+
+def _source_part(dataset: DomainDataset, domain: str, role: str, config: RunConfig,
+                 known: tuple[int, ...] | None) -> Dataset:
+    part = dataset.split(domain, role, config.holdout_seed(), config.holdout_fraction)
+    if known is None:
+        return part
+    try:
+        return known_class_part(part, known)
+    except ValueError as err:
+        raise ValueError(f"open-set source {domain} ({role}): {err}") from err
+
+
 def source_splits(dataset: DomainDataset, config: RunConfig, sources: Sequence[str],
-                  batch_size: int) -> tuple[list[Dataset], dict[str, Dataset], Dataset]:
-    """The train part of each source, the val part of each source and the target's test part,
-    checked before any training step.
+                  batch_size: int, known: tuple[int, ...] | None = None
+                  ) -> tuple[list[Dataset], dict[str, Dataset], Dataset]:
+    """The train part of each source, the val part of each source and the target's test part
+    (open set: the sources' known classes only; the target with unknowns marked), checked
+    before any training step.
 
     Raises:
         ValueError: One line naming the domain whose part is empty or smaller than its share
             of a batch, and what to change.
     """
-    seed, fraction = config.holdout_seed(), config.holdout_fraction
-    train_parts = [dataset.split(d, "train", seed, fraction) for d in sources]
-    val_sets = {d: dataset.split(d, "val", seed, fraction) for d in sources}
-    target_set = dataset.split(config.target, "test", seed, fraction)
+    fraction = config.holdout_fraction
+    train_parts = [_source_part(dataset, d, "train", config, known) for d in sources]
+    val_sets = {d: _source_part(dataset, d, "val", config, known) for d in sources}
+    target_set = dataset.split(config.target, "test", config.holdout_seed(), fraction)
+    if known is not None:
+        target_set = open_set_part(target_set, known)
     for d, train_part in zip(sources, train_parts):
         n_val = len(val_sets[d])
         if len(train_part) == 0:
@@ -152,7 +202,9 @@ class _Run:
     run_info: dict[str, Any]
     identity: dict[str, Any]  # what a checkpoint must match to be resumed
     out: RunDir | None  # where this process writes (None on ranks > 0 and without out_dir)
+    known_classes: tuple[int, ...] | None = None  # dataset labels of the known classes (open set)
     tensorboard: Any = None  # TensorBoardLogger on the writing rank when config.tensorboard
+    wandb: Any = None  # WandbLogger on the writing rank when config.wandb
 
 
 def _tensorboard_logger(config: RunConfig, out: RunDir | None):
@@ -165,6 +217,25 @@ def _tensorboard_logger(config: RunConfig, out: RunDir | None):
     from merdg.run.tensorboard import TensorBoardLogger
 
     return TensorBoardLogger(out.tensorboard_dir)
+
+
+def _wandb_logger(config: RunConfig, out: RunDir | None):
+    """The run's W&B logger on the writing rank (files under ``OUT/wandb``, offline unless
+    ``WANDB_MODE`` says otherwise), or None (``config.wandb`` off, or a rank > 0)."""
+    if not config.wandb or not mdist.is_main_process():
+        return None
+    if out is None:
+        raise ValueError("W&B logging (--wandb) needs an out_dir to write to")
+    from merdg.run.wandb import WandbLogger
+
+    mods = "+".join(config.modalities or ["all"])
+    sources = "+".join(config.sources) + "->" if config.sources else ""
+    name = f"{config.algorithm} {mods} {sources}{config.target} seed{config.seed}"
+    return WandbLogger(out.path, config=config.to_dict(), name=name)
+
+
+def _loggers(run: _Run) -> list[Any]:
+    return [logger for logger in (run.tensorboard, run.wandb) if logger is not None]
 
 
 def train(config: RunConfig, progress: bool = True, resume: bool = True,
@@ -248,17 +319,18 @@ def _train(run: _Run, progress: bool, resume: bool, overwrite: bool) -> dict[str
         return records
     run.tensorboard = _tensorboard_logger(config, out)
     try:
+        run.wandb = _wandb_logger(config, out)
         return _train_epochs(run, records, progress)
     finally:
-        if run.tensorboard is not None:
-            run.tensorboard.close()
+        for logger in _loggers(run):
+            logger.close()
 
 
 def _train_epochs(run: _Run, records: list[dict[str, Any]], progress: bool) -> dict[str, Any]:
     config, device, out = run.config, run.device, run.out
-    if run.tensorboard is not None:  # a resumed run: the event files restart from the records
+    for logger in _loggers(run):  # a resumed run: the logs restart from the records
         for record in records:
-            run.tensorboard.log_record(record)
+            logger.log_record(record)
     enable_data_parallel(run.algorithm, device, run.sampler.per_domain)
     epochs = int(run.hparams["epochs"])
     bar = tqdm(range(len(records), epochs), desc=f"{config.algorithm} -> {config.target}",
@@ -269,8 +341,8 @@ def _train_epochs(run: _Run, records: list[dict[str, Any]], progress: bool) -> d
         if config.out_dir is not None:
             _save_epoch(run, records)
         _log_epoch(run, records[-1])  # after the checkpoint: logged epochs are never redone
-        if run.tensorboard is not None:
-            run.tensorboard.log_record(records[-1])
+        for logger in _loggers(run):
+            logger.log_record(records[-1])
         bar.set_postfix(val=f"{records[-1]['val']['acc']:.3f}",
                         target=f"{records[-1]['target']['acc']:.3f}")
     summary = summarize(records, run.run_info)
@@ -303,20 +375,25 @@ def _setup_run(config: RunConfig, device: torch.device, out: RunDir | None) -> _
     sources = config.sources or [d for d in dataset.domains if d != config.target]
     if config.target in sources:
         raise ValueError(f"target {config.target!r} is also a source domain")
+    known = check_open_set(config, dataset)
     dataset.fit_normalization(sources)
     hparams = resolve_run_hparams(config, dataset)
     batch_size = int(hparams["batch_size"])
-    train_parts, val_sets, target_set = source_splits(dataset, config, sources, batch_size)
-    algorithm = build_algorithm(dataset, config.algorithm, len(sources), hparams, device)
+    train_parts, val_sets, target_set = source_splits(dataset, config, sources, batch_size,
+                                                      known)
+    algorithm = build_algorithm(dataset, config.algorithm, len(sources), hparams, device,
+                                num_classes=len(known) if known else None)
     algorithm.set_precision(config.precision)
     loader, sampler = _train_loader(train_parts, sources, config, batch_size)
     run_info = {"config": config.to_dict(), "hparams": hparams, "sources": sources,
                 "modalities": dataset.modalities, **run_metadata()}
+    if known is not None:
+        run_info["known_classes"] = [dataset.class_names[k] for k in known]
     run_info.update(_load_reports(algorithm, dataset))
     identity = {"config": config.identity(), "hparams": hparams, "sources": sources,
                 "modalities": dataset.modalities}
     return _Run(config, device, hparams, dataset, algorithm, loader, sampler, val_sets,
-                target_set, run_info, identity, out)
+                target_set, run_info, identity, out, known)
 
 
 def _start(run: _Run, resume: bool, overwrite: bool) -> list[dict[str, Any]] | dict[str, Any]:
@@ -408,8 +485,8 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, Any]:
             raise _located(err, run, step, epoch) from None
         n_samples += len(batch)
     train_logs = mean_over_ranks(_mean_logs(logs), n_samples, run.device)
-    if run.tensorboard is not None:
-        run.tensorboard.log_steps(logs, epoch * len(run.loader))
+    for logger in _loggers(run):
+        logger.log_steps(logs, epoch * len(run.loader))
     evals = _evaluate_epoch(run, epoch)
     record = {"epoch": epoch + 1, "steps": (epoch + 1) * len(run.loader), "train": train_logs,
               **evals, "time_s": time.perf_counter() - start, "run": run.run_info}
@@ -434,23 +511,37 @@ def _located(err: NonFiniteLossError, run: _Run, step: int, epoch: int) -> NonFi
 
 
 def _evaluate_epoch(run: _Run, epoch: int) -> dict[str, Any]:
+    """Source-val (per domain and pooled) and target metrics (module docstring of
+    :mod:`merdg.run.evaluation`)."""
     config = run.config
-    val = {d: evaluate(run.algorithm, s, run.device, config.eval_batch_size, config.num_workers)
-           for d, s in run.val_sets.items()}
-    target = evaluate(run.algorithm, run.target_set, run.device, config.eval_batch_size,
-                      config.num_workers)
+    val_outputs = {d: predict(run.algorithm, s, run.device, config.eval_batch_size,
+                              config.num_workers) for d, s in run.val_sets.items()}
+    target_outputs = predict(run.algorithm, run.target_set, run.device, config.eval_batch_size,
+                             config.num_workers)
+    val = merge_evaluations({d: split_metrics(o) for d, o in val_outputs.items()})
+    pooled_val = pool(list(val_outputs.values()))
+    val.update(selective_metrics(pooled_val))
+    target = split_metrics(target_outputs)
+    target.update(selective_metrics(target_outputs))
+    if run.known_classes is not None:
+        target.update(open_set_scores(target_outputs, pooled_val))
     if missing_due(config.eval_missing, epoch, int(run.hparams["epochs"]),
                    run.dataset.modalities):
         target.update(evaluate_missing(run.algorithm, run.target_set, run.device,
                                        run.dataset.modalities, config.eval_batch_size,
                                        config.num_workers))
-    return {"val": merge_evaluations(val), "target": target}
+    return {"val": val, "target": target}
 
 
 def _log_epoch(run: _Run, record: dict[str, Any]) -> None:
     terms = ", ".join(f"{k} {v:.4f}" for k, v in record["train"].items() if "/" not in k)
-    log.info("epoch %d/%s: %s; val acc %.4f, target acc %.4f", record["epoch"],
-             run.hparams["epochs"], terms, record["val"]["acc"], record["target"]["acc"])
+    open_set = ""
+    if "h_score" in record["target"]:
+        t = record["target"]
+        open_set = "; open set: " + ", ".join(f"{k} {t[k]:.4f}" for k in OPEN_SET_KEYS[:3])
+    log.info("epoch %d/%s: %s; val acc %.4f, target acc %.4f%s", record["epoch"],
+             run.hparams["epochs"], terms, record["val"]["acc"], record["target"]["acc"],
+             open_set)
 
 
 def _load_reports(algorithm: Algorithm, dataset: DomainDataset) -> dict[str, Any]:
@@ -477,5 +568,8 @@ def summarize(records: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> di
         for key in ("missing", "missing_translated"):
             if key in rec["target"]:
                 chosen[rule][f"target_{key}_acc"] = rec["target"][key]
+        for key in OPEN_SET_KEYS:
+            if key in rec["target"]:
+                chosen[rule][f"target_{key}"] = rec["target"][key]
     return {"selection": chosen, "epochs": len(records), "run": run_info,
             "train_time_s": sum(r["time_s"] for r in records)}

@@ -94,4 +94,16 @@ class WandbLogger:
         self.run.log(scalars, step=int(record["steps"]))
 
     def close(self) -> None:
+        """Finish the W&B run; its files under ``<run_dir>/wandb`` are complete on return.
+
+        ``run.finish()`` can return before W&B's service process has written the offline
+        transaction log out (observed with wandb 0.31: a 7-byte ``.wandb`` file right after
+        ``finish``), so when no other W&B run is active in this process the service is also
+        shut down (``wandb.teardown()``), which waits for the writes; the next logger starts a
+        new one.
+        """
+        import wandb
+
         self.run.finish()
+        if wandb.run is None:
+            wandb.teardown()
