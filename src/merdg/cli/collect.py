@@ -9,7 +9,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("collect", help="result tables from the records under a directory",
                        description="Read every finished run (records.jsonl + done) under DIR, "
                        "choose each task's hparam trial on source validation, and write "
-                       "table.md, table.tex, cells.csv and results.csv: the same tables `merdg "
+                       "table.md, table.tex, cells.csv and results.csv (and robustness.md and "
+                       "robustness.png for runs with --corruptions): the same tables `merdg "
                        "bench` and `merdg sweep` write.")
     c.add_argument("dir", help="a sweep or bench directory (searched recursively)")
     c.add_argument("--out", help="where to write the tables (default: DIR)")
@@ -23,5 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = write_tables(args.dir, args.out, args.rule)
     print(result["markdown"])
+    if result["robustness"]:
+        print(result["robustness"])
     print("tables: " + ", ".join(str(p) for p in result["paths"]))
     return 0

@@ -32,6 +32,7 @@ from merdg.experiments.plan import (
 )
 from merdg.experiments.report import EXPERIMENT_FILE, write_report, write_tables
 from merdg.run.directory import RunDirConflictError
+from merdg.run.evaluation import check_corruption_names, plan_corruptions
 from merdg.run.hparams import resolve_run_hparams
 from merdg.run.records import run_metadata, write_json_atomic
 
@@ -89,9 +90,11 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
 
     Every (modality set, algorithm) resolves its hparams exactly as its runs will
     (:func:`merdg.run.hparams.resolve_run_hparams`), so an unknown algorithm or hparam name, a
-    bad preset or a missing checkpoint fails here, once.
+    bad preset or a missing checkpoint fails here, once; so does a corruption name that no
+    modality of a modality set accepts.
     """
     experiment.validate()
+    check_corruption_names(experiment.base.corruptions)  # before any data is read
     dataset = _dataset(experiment)
     all_tasks = experiment_tasks(experiment, dataset)
     checked: set[tuple[tuple[str, ...], str]] = set()
@@ -101,6 +104,7 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
         checked.add((task.modalities, task.algorithm))
         subset = build_dataset(experiment.base.dataset, experiment.base.data_root,
                                list(task.modalities), **experiment.base.dataset_options)
+        plan_corruptions(subset, experiment.base.corruptions, experiment.base.severities)
         for trial in range(experiment.trials + 1):
             resolve_run_hparams(run_config(experiment, task, trial, trial), subset)
     return all_tasks

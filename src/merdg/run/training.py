@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,13 +36,23 @@ from merdg import dist as mdist
 from merdg.algorithms import Algorithm, get_algorithm_class
 from merdg.datasets import BalancedDomainBatchSampler, DomainDataset, build_dataset
 from merdg.datasets.base import DomainConcat, collate
+from merdg.evaluation import CorruptionSpec
 from merdg.hparams import seed_hash
 from merdg.models import MultimodalNet, build_encoder
 from merdg.run.checkpoint import epoch_payload, restore_training_state
 from merdg.run.config import RunConfig
 from merdg.run.data_parallel import enable_data_parallel, mean_over_ranks, setup_distributed
 from merdg.run.directory import RunDir, RunDirConflictError
-from merdg.run.evaluation import evaluate, evaluate_missing, merge_evaluations, missing_due
+from merdg.run.evaluation import (
+    check_corruption_names,
+    corruptions_due,
+    evaluate,
+    evaluate_corruptions,
+    evaluate_missing,
+    merge_evaluations,
+    missing_due,
+    plan_corruptions,
+)
 from merdg.run.hparams import resolve_run_hparams
 from merdg.run.records import run_metadata
 from merdg.run.selection import SELECTION_RULES, select_epoch
@@ -121,6 +131,7 @@ class _Run:
     identity: dict[str, Any]  # what a checkpoint must match to be resumed
     out: RunDir | None  # where this process writes (None on ranks > 0 and without out_dir)
     tensorboard: Any = None  # TensorBoardLogger on the writing rank when config.tensorboard
+    corruption_specs: list[CorruptionSpec] = field(default_factory=list)  # config.corruptions
 
 
 def _tensorboard_logger(config: RunConfig, out: RunDir | None):
@@ -160,6 +171,7 @@ def train(config: RunConfig, progress: bool = True, resume: bool = True,
     config.validate()
     if config.target is None:
         raise ValueError("target (--target) is required")
+    check_corruption_names(config.corruptions)
     device, owns_group = setup_distributed(resolve_device(config.device))
     try:
         out = RunDir(config.out_dir) if config.out_dir and mdist.is_main_process() else None
@@ -266,6 +278,7 @@ def _setup_run(config: RunConfig, device: torch.device, out: RunDir | None) -> _
     sources = config.sources or [d for d in dataset.domains if d != config.target]
     if config.target in sources:
         raise ValueError(f"target {config.target!r} is also a source domain")
+    corruption_specs = plan_corruptions(dataset, config.corruptions, config.severities)
     dataset.fit_normalization(sources)
     hparams = resolve_run_hparams(config, dataset)
     algorithm = build_algorithm(dataset, config.algorithm, len(sources), hparams, device)
@@ -277,10 +290,15 @@ def _setup_run(config: RunConfig, device: torch.device, out: RunDir | None) -> _
     run_info = {"config": config.to_dict(), "hparams": hparams, "sources": sources,
                 "modalities": dataset.modalities, **run_metadata()}
     run_info.update(_load_reports(algorithm, dataset))
+    if corruption_specs:
+        run_info["corruptions"] = {
+            "names": config.corruptions, "severities": config.severities,
+            "seed": config.corruption_seed, "when": config.eval_corruptions,
+            "plan": [str(spec) for spec in corruption_specs]}
     identity = {"config": config.identity(), "hparams": hparams, "sources": sources,
                 "modalities": dataset.modalities}
     return _Run(config, device, hparams, dataset, algorithm, loader, sampler, val_sets,
-                target_set, run_info, identity, out)
+                target_set, run_info, identity, out, corruption_specs=corruption_specs)
 
 
 def _start(run: _Run, resume: bool, overwrite: bool) -> list[dict[str, Any]] | dict[str, Any]:
@@ -375,6 +393,11 @@ def _evaluate_epoch(run: _Run, epoch: int) -> dict[str, Any]:
         target.update(evaluate_missing(run.algorithm, run.target_set, run.device,
                                        run.dataset.modalities, config.eval_batch_size,
                                        config.num_workers))
+    if run.corruption_specs and corruptions_due(config.eval_corruptions, epoch,
+                                                int(run.hparams["epochs"])):
+        target.update(evaluate_corruptions(
+            run.algorithm, run.dataset, run.target_set, run.device, run.corruption_specs,
+            target["acc"], config.corruption_seed, config.eval_batch_size, config.num_workers))
     return {"val": merge_evaluations(val), "target": target}
 
 
@@ -408,5 +431,8 @@ def summarize(records: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> di
         for key in ("missing", "missing_translated"):
             if key in rec["target"]:
                 chosen[rule][f"target_{key}_acc"] = rec["target"][key]
+        if "robustness" in rec["target"]:
+            chosen[rule]["target_mean_corruption_acc"] = (
+                rec["target"]["robustness"]["mean_corruption_acc"])
     return {"selection": chosen, "epochs": len(records), "run": run_info,
             "train_time_s": sum(r["time_s"] for r in records)}
