@@ -18,7 +18,17 @@ Passes alternate clean / corrupted, ``--repeats`` times; the table gives the med
 time of a pass (robust to other processes on a shared machine) and the ratio corrupted / clean,
 then the same for wall time. ``OMP_NUM_THREADS=1`` and one thread for torch, as the tests.
 
+**Per run** (``--per-run``): what ``--corruptions all`` (every corruption of every modality's
+kind, severities 1..5 by default) adds to one run, as a ratio to the clean target evaluation:
+the whole suite (``merdg.run.evaluation.evaluate_corruptions``, the function a run calls) against
+one clean pass over the target, and against one training epoch (the share of a run that
+evaluates the suite at its last epoch is ``suite / (epochs x epoch)``). On the synthetic
+benchmark (defaults) and, with ``--utd-mhad DATA_DIR``, on UTD-MHAD (inertial + skeleton, the
+dataset's default networks, target s1+s2).
+
 Usage: OMP_NUM_THREADS=1 python benchmarks/corruption_eval.py [--repeats 3] [--workdir DIR]
+       OMP_NUM_THREADS=1 python benchmarks/corruption_eval.py --per-run [--utd-mhad DATA_DIR]
+           [--severities 1,3,5]
 """
 
 from __future__ import annotations
@@ -32,10 +42,10 @@ from pathlib import Path
 import torch
 
 from merdg.datasets import build_dataset
-from merdg.evaluation import CorruptionSpec, corrupted_view, zero_filled
+from merdg.evaluation import CorruptionSpec, corrupted_view, parse_severities, zero_filled
 from merdg.run.config import RunConfig
-from merdg.run.evaluation import evaluate
-from merdg.run.training import build_algorithm, run_hparams
+from merdg.run.evaluation import evaluate, evaluate_corruptions, plan_corruptions
+from merdg.run.training import _train_loader, build_algorithm, run_hparams
 from merdg.testing import make_epic_fixture
 
 SYNTHETIC_SPECS = [CorruptionSpec("m0", "gaussian_noise", 3), CorruptionSpec("m0", "spikes", 5),
@@ -105,13 +115,78 @@ def epic(repeats: int, workdir: Path) -> None:
             EPIC_SPECS, repeats, batch_size=6)
 
 
+def timed(fn) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of ``fn()``."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def per_run(name: str, config: RunConfig, severities: list[int], repeats: int) -> None:
+    """Time the corruption suite of one run against a clean target pass and a training
+    epoch (medians over ``repeats``; CPU and wall seconds)."""
+    dataset = build_dataset(config.dataset, config.data_root, config.modalities,
+                            **config.dataset_options)
+    sources = [d for d in dataset.domains if d != config.target]
+    dataset.fit_normalization(sources)
+    hparams = run_hparams(config, dataset)
+    torch.manual_seed(0)
+    algorithm = build_algorithm(dataset, config.algorithm, len(sources), hparams)
+    target = dataset.split(config.target, "test", 0, config.holdout_fraction)
+    plan = plan_corruptions(dataset, "all", severities)
+    loader, _ = _train_loader(dataset, sources, config, int(hparams["batch_size"]))
+    device = torch.device("cpu")
+
+    def epoch() -> None:
+        algorithm.train()
+        for batch in loader:
+            algorithm.update(batch.to(device))
+
+    def clean() -> None:
+        evaluate(algorithm, target, device)
+
+    def suite() -> None:
+        evaluate_corruptions(algorithm, dataset, target, device, plan, 0.5)
+
+    clean()  # warm-up
+    times = {"clean": [], "suite": [], "epoch": []}
+    for _ in range(repeats):
+        for key, fn in (("clean", clean), ("suite", suite), ("epoch", epoch)):
+            times[key].append(timed(fn))
+    med = {k: [statistics.median(t[i] for t in v) for i in (0, 1)] for k, v in times.items()}
+    epochs = int(hparams["epochs"])
+    print(f"\n{name}: {len(target)} target samples, {len(plan)} corrupted passes "
+          f"(--corruptions all --severities {','.join(map(str, severities))}), "
+          f"{epochs} epochs of {len(loader)} steps")
+    print(f"{'':8s} {'clean pass s':>12s} {'suite s':>9s} {'suite/clean':>11s} "
+          f"{'epoch s':>9s} {'suite/epoch':>11s} {'suite/run (last)':>16s}")
+    for i, unit in enumerate(("cpu", "wall")):
+        a, b, e = med["clean"][i], med["suite"][i], med["epoch"][i]
+        print(f"{unit:8s} {a:12.3f} {b:9.3f} {b / a:11.1f} {e:9.3f} {b / e:11.2f} "
+              f"{b / (epochs * (e + a)):16.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", default=None, help="where the EPIC fixture is written "
                         "(default: a temporary folder, removed afterwards)")
+    parser.add_argument("--per-run", action="store_true", help="time the whole suite of one "
+                        "run against its clean evaluation instead")
+    parser.add_argument("--utd-mhad", metavar="DATA_DIR", help="--per-run: also on UTD-MHAD")
+    parser.add_argument("--severities", default="1,2,3,4,5", help="--per-run: severities")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.per_run:
+        severities = parse_severities(args.severities)
+        per_run("synthetic (ERM, default networks)",
+                RunConfig(dataset="synthetic", target="d0"), severities, args.repeats)
+        if args.utd_mhad:
+            per_run("utd-mhad inertial+skeleton (ERM, default networks)",
+                    RunConfig(dataset="utd-mhad", target="s1+s2", data_root=args.utd_mhad,
+                              modalities=["inertial", "skeleton"],
+                              dataset_options={"progress": False}), severities, args.repeats)
+        return
     synthetic(args.repeats)
     if args.workdir:
         epic(args.repeats, Path(args.workdir))

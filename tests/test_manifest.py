@@ -12,6 +12,7 @@ from merdg.cli import main
 from merdg.datasets import build_dataset
 from merdg.datasets.preprocessing import DataError
 from merdg.run.config import RunConfig
+from merdg.run.records import read_jsonl
 from merdg.run.training import train
 
 DOMAINS, LABELS = ("lab", "home", "car"), ("walk", "run")
@@ -172,6 +173,21 @@ def test_training_runs_on_a_manifest(tmp_path):
                               data_root=str(root), hparams=hp,
                               dataset_options={"progress": False}), progress=False)
     assert set(summary["selection"]["source_val"]["target_probe_acc"]) == {"accel", "feat"}
+
+
+def test_training_evaluates_corruptions_of_sequences_and_vectors(tmp_path):
+    root = write_manifest(tmp_path / "t", split=True)
+    hp = {"epochs": 1, "batch_size": 6, "proj_hidden": 16, "fusion_hidden": 16,
+          "encoders": {"accel": {"channels": [8, 8]}, "feat": {"hidden": 8, "out_dim": 8}}}
+    train(RunConfig(dataset="manifest", target="lab", data_root=str(root), hparams=hp,
+                    dataset_options={"progress": False}, corruptions=["gaussian_noise", "spikes"],
+                    severities=[1, 5], out_dir=str(tmp_path / "run")), progress=False)
+    target = list(read_jsonl(tmp_path / "run" / "records.jsonl"))[-1]["target"]
+    for m in ("accel", "feat"):  # a (T, 3) sequence (timeseries kind), a vector (array kind)
+        assert {n: sorted(v) for n, v in target["corruptions"][m].items()} == {
+            "gaussian_noise": ["1", "5"], "spikes": ["1", "5"]}
+    assert target["robustness"]["per_modality"].keys() == {"accel", "feat"}
+    assert target["robustness"]["per_severity"].keys() == {"1", "5"}
 
 
 def test_copied_directory_keeps_working(manifest_dir, tmp_path):

@@ -38,6 +38,10 @@ SHARED = {
     "eval_missing": (["--eval-missing", "last"], "last"),
     "open_set": (["--open-set"], True),
     "known_classes": (["--known-classes", "class0,class2"], ["class0", "class2"]),
+    "corruptions": (["--corruptions", "scaling,missing"], ["scaling", "missing"]),
+    "severities": (["--severities", "5", "2"], [2, 5]),
+    "corruption_seed": (["--corruption-seed", "4"], 4),
+    "eval_corruptions": (["--eval-corruptions", "every"], "every"),
 }
 # W&B logging runs offline (test_every_setting_reaches_config_json keeps its files in tmp_path);
 # without the optional package it is checked on the configs only
@@ -172,6 +176,13 @@ def test_a_new_field_needs_no_other_change(monkeypatch):
     ({"sources": ["d1", "d1"]}, r"sources \(--source\) lists a name twice"),
     ({"sources": ["d1", "d2"]}, r"target 'd1' is also a source domain"),
     ({"hparams": [1]}, r"hparams \(--hparams\) must be a JSON object"),
+    ({"corruptions": "some"}, r"corruptions \(--corruptions\) must be a non-empty list of "
+     r"names or 'all', got 'some'"),
+    ({"corruptions": []}, r"corruptions \(--corruptions\) must be a non-empty list"),
+    ({"corruptions": "all", "severities": [6]}, r"severities \(--severities\) values must be "
+     r">= 1 and <= 5, got \[6\]"),
+    ({"corruptions": "all", "severities": [True]}, r"must be a non-empty list of integers"),
+    ({"corruption_seed": 2}, r"--corruption-seed only apply with --corruptions"),
 ])
 def test_settings_are_validated_when_the_config_is_built(settings, message):
     with pytest.raises(ValueError, match=message):
@@ -181,7 +192,7 @@ def test_settings_are_validated_when_the_config_is_built(settings, message):
 def test_option_declarations_are_complete():
     for name, opt, default in run_options():
         assert opt.help and opt.flag.startswith("--"), name
-        assert opt.kind in ("str", "int", "float", "bool", "list", "json", "pairs"), name
+        assert opt.kind in ("str", "int", "float", "bool", "list", "ints", "json", "pairs"), name
         if default is None:
             assert opt.nullable, name
     assert option_of("holdout_fraction").low_open

@@ -1,5 +1,6 @@
 """The UTD-MHAD reader on a small release written in the authors' layout (MATLAB v5 files)."""
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ from merdg.datasets.preprocessing import DataError
 from merdg.experiments.plan import ExperimentConfig, first_phase
 from merdg.experiments.runner import experiment_tasks
 from merdg.run.config import RunConfig
+from merdg.run.records import read_jsonl
 from merdg.run.training import train
 
 savemat = pytest.importorskip("scipy.io").savemat
@@ -262,6 +264,29 @@ def test_training_runs_on_the_release(release, tmp_path):
     chosen = summary["selection"]["source_val"]
     assert set(chosen["target_probe_acc"]) == {"depth", "inertial", "skeleton"}
     assert 0.0 <= chosen["target_acc"] <= 1.0
+
+
+def test_train_evaluates_the_corruption_suite(release, tmp_path, capsys):
+    hp = {"epochs": 1, "batch_size": 6, "proj_hidden": 16, "fusion_hidden": 16,
+          "encoders": {"inertial": {"channels": [8, 8]}, "skeleton": {"channels": [8, 8]}}}
+    options = [f"--dataset-option={k}={json.dumps(v)}" for k, v in {
+        **SMALL, "domains": "subject", "cache_dir": str(tmp_path / "c")}.items()]
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "utd-mhad", "--data-root", str(release), "--modalities",
+                 "inertial,skeleton", "--target", "s3", "--hparams", json.dumps(hp), *options,
+                 "--corruptions", "all", "--severities", "3", "--out", str(out)]) == 0
+    selection = json.loads(capsys.readouterr().out)
+    target = list(read_jsonl(out / "records.jsonl"))[-1]["target"]
+    names = ["bias_drift", "gaussian_noise", "magnitude_warp", "missing", "sample_dropout",
+             "spikes", "time_warp"]  # every time-series corruption, for both modalities
+    for m in ("inertial", "skeleton"):
+        assert sorted(target["corruptions"][m]) == names
+        assert target["corruptions"][m]["time_warp"].keys() == {"3"}
+    accuracies = [a for per in target["corruptions"].values() for s in per.values()
+                  for a in s.values()]
+    assert len(accuracies) == 14
+    assert selection["last"]["target_mean_corruption_acc"] == pytest.approx(
+        sum(accuracies) / 14)
 
 
 def test_bench_compares_the_declared_modality_sets(release, tmp_path):

@@ -57,6 +57,8 @@ def print_result(result, command: str) -> int:
     did not finish)."""
     if result.tables is not None:
         print(result.tables["markdown"])
+        if result.tables["robustness"]:
+            print(result.tables["robustness"])
     if result.report is not None:
         print(f"report: {result.report}  ({result.elapsed_s / 60:.1f} min)")
     for phase, report in zip(("jobs", "retrain jobs"), result.reports):

@@ -10,8 +10,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Read every finished run (records.jsonl + done) under DIR, "
                        "choose each task's hparam trial on source validation, and write "
                        "table.md (with the paired differences against the reference algorithm), "
-                       "table.tex, cells.csv and results.csv: the same tables `merdg bench` and "
-                       "`merdg sweep` write.")
+                       "table.tex, cells.csv and results.csv (and robustness.md and "
+                       "robustness.png for runs with --corruptions): the same tables `merdg "
+                       "bench` and `merdg sweep` write.")
     c.add_argument("dir", help="a sweep or bench directory (searched recursively)")
     c.add_argument("--out", help="where to write the tables (default: DIR)")
     c.add_argument("--rule", default="source_val", choices=["source_val", "oracle", "last"],
@@ -27,5 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = write_tables(args.dir, args.out, args.rule, args.reference)
     print(result["markdown"])
+    if result["robustness"]:
+        print(result["robustness"])
     print("tables: " + ", ".join(str(p) for p in result["paths"]))
     return 0

@@ -1,5 +1,5 @@
-"""``merdg list``: what is registered (algorithms, datasets, encoders, presets) and a run's
-resolved hyperparameters."""
+"""``merdg list``: what is registered (algorithms, datasets, encoders, presets, corruptions)
+and a run's resolved hyperparameters."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import json
 
 from merdg.cli.options import add_run_options
 
-CHOICES = ["algorithms", "datasets", "encoders", "presets", "hparams"]
+CHOICES = ["algorithms", "datasets", "encoders", "presets", "corruptions", "hparams"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list registered algorithms, datasets, encoders or presets, "
-                       "or a run's resolved hparams",
+    p = sub.add_parser("list", help="list registered algorithms, datasets, encoders, presets "
+                       "or corruptions, or a run's resolved hparams",
                        description="`merdg list hparams --dataset D --algorithm A [run "
                        "settings]` prints the hparams and encoder specs a run with these "
                        "settings would use, and where each value comes from.")
@@ -45,6 +45,17 @@ def list_hparams(args: argparse.Namespace) -> None:
         print(f"    encoders.{m} = {json.dumps(spec, sort_keys=True)}")
 
 
+def list_corruptions() -> None:
+    """The corruption registry, one table per modality kind, with each definition's source."""
+    from merdg.evaluation import CORRUPTIONS, corruption_table
+
+    print("Corruptions per modality kind (--corruptions NAME[,NAME...]|all, --severities "
+          "1,3,5; docs/robustness.md). A name applies to every modality whose kind has it.")
+    for kind in CORRUPTIONS:
+        print(f"\n{kind}:")
+        print("\n".join("    " + line for line in corruption_table(kind).splitlines()))
+
+
 def run_settings_for_listing(args: argparse.Namespace) -> dict:
     from merdg.cli.options import run_settings
 
@@ -62,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.what == "hparams":
         list_hparams(args)
+    elif args.what == "corruptions":
+        list_corruptions()
     elif args.what == "algorithms":
         for name in ALGORITHMS:
             cls = ALGORITHMS.get(name)

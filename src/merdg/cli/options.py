@@ -23,8 +23,8 @@ from merdg.run.config import Option, run_options
 
 __all__ = ["DATA_ROOT_ENV", "add_experiment_options", "add_launcher_args", "add_run_options",
            "add_threads_arg", "apply_threads", "experiment_settings", "launcher_options",
-           "log_progress_to_stderr", "parse_json_object", "parse_options", "run_settings",
-           "split_items"]
+           "log_progress_to_stderr", "parse_integers", "parse_json_object", "parse_options",
+           "run_settings", "split_items"]
 
 DATA_ROOT_ENV = "MERDG_DATA_ROOT"
 PREFIX = "run_"  # namespace of the RunConfig options in argparse's result
@@ -70,6 +70,23 @@ def split_items(values: list[str] | str | None) -> list[str] | None:
     return items or None
 
 
+def parse_integers(values: list[str] | str, flag: str) -> list[int]:
+    """``["1,3", "5"]`` -> ``[1, 3, 5]``.
+
+    Raises:
+        ValueError: An item that is not an integer (named, with the flag).
+    """
+    numbers = []
+    for item in split_items(values) or []:
+        try:
+            numbers.append(int(item))
+        except ValueError:
+            raise ValueError(f"{flag} expects integers such as 1,3,5, got {item!r}") from None
+    if not numbers:
+        raise ValueError(f"{flag} expects integers such as 1,3,5, got nothing")
+    return numbers
+
+
 def parse_modality_sets(values: list[str] | None) -> list[list[str]] | None:
     """``["a,b", "a+b+c"]`` -> ``[["a", "b"], ["a", "b", "c"]]`` (each item one set)."""
     if not values:
@@ -100,7 +117,7 @@ def add_run_options(parser: argparse.ArgumentParser, axes: bool = True,
             kwargs["metavar"] = opt.metavar
         if opt.kind == "bool":
             kwargs["action"] = "store_true"
-        elif opt.kind == "list":
+        elif opt.kind in ("list", "ints"):
             kwargs["nargs"] = "+"
         elif opt.kind == "pairs":
             kwargs["action"] = "append"
@@ -121,6 +138,8 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
             continue
         if opt.kind == "list":
             value = split_items(value)
+        elif opt.kind == "ints":
+            value = parse_integers(value, opt.flag)
         elif opt.kind == "json":
             value = parse_json_object(value, opt.flag)
         elif opt.kind == "pairs":

@@ -9,6 +9,9 @@ collect``, all from :mod:`merdg.experiments.results`:
   every algorithm against the reference (``--reference``, default ERM); ``table.tex``: the
   main tables in LaTeX;
 - ``cells.csv``: every cell (fractions); ``results.csv``: one row per (run, selection rule);
+- ``robustness.md`` and ``robustness.png`` (runs with ``--corruptions`` only): the robustness
+  table (clean and mean corruption accuracy, their ratio, per severity and modality) and the
+  accuracy against corruption severity (``docs/robustness.md``);
 - ``report.md`` and ``accuracy.png`` (experiments only): every table of the comparison, the
   paired differences in words, the selective-prediction (AURC, AUROC, FPR@95TPR, ECE) and
   open-set tables, the oracle numbers (labeled), missing-modality and timing tables,
@@ -24,7 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from merdg.evaluation.statistics import paired_difference_markdown, paired_differences
 from merdg.experiments.results import (
+    CORRUPTION_ACC,
     OPEN_SET_METRICS,
     SELECTIVE_METRICS,
     average_tables,
@@ -38,7 +43,10 @@ from merdg.experiments.results import (
     missing_modality_table,
     paired_tables,
     plot_accuracy,
+    plot_robustness,
     probe_table,
+    robustness_rule,
+    robustness_table,
     rows_to_csv,
     setting_label,
     table_order,
@@ -55,7 +63,8 @@ H_SCORE = "H-score (unknowns rejected below the source-validation threshold)"
 
 EXPERIMENT_FILE = "experiment.json"
 OUTPUT_FILES = {"table": "table.md", "latex": "table.tex", "cells": "cells.csv",
-                "rows": "results.csv", "report": "report.md", "plot": "accuracy.png"}
+                "rows": "results.csv", "report": "report.md", "plot": "accuracy.png",
+                "robustness": "robustness.md", "robustness_plot": "robustness.png"}
 
 
 def tables_text(rows: Sequence[dict[str, Any]], rule: str = "source_val",
@@ -127,10 +136,37 @@ def paired_section(rows: Sequence[dict[str, Any]], reference: str, rule: str = "
     return "\n".join(parts)
 
 
+def robustness_text(rows: Sequence[dict[str, Any]], rule: str = "source_val",
+                    reference: str = DEFAULT_REFERENCE) -> str:
+    """The robustness table of ``rows`` with its title ("" without corruption results), and
+    the paired difference of each algorithm's mean corruption accuracy against ``reference``
+    over matched (target, seed) pairs (:mod:`merdg.evaluation.statistics`; when ``reference``
+    ran and no hparam search multiplies the runs of a pair)."""
+    rule = robustness_rule(rows, rule)
+    table = robustness_table(rows, rule)
+    if not table:
+        return ""
+    epochs = SELECTION_RULES[rule]
+    text = (f"**Target accuracy (%) under corruptions (--corruptions), mean ± std over "
+            f"replicates (targets averaged within a replicate); epochs: {epochs}. `corrupted "
+            "(mean)` averages every (modality, corruption, severity) evaluated, `missing` "
+            "once; `% of clean` is that mean over the clean accuracy of the same run; "
+            "`severity s` averages the graded corruptions at s.**\n\n" + table)
+    evaluated = [r for r in rows if r.get(CORRUPTION_ACC) is not None]
+    algorithms = {r["algorithm"] for r in evaluated}
+    if reference in algorithms and len(algorithms) > 1 and not has_search(rows):
+        differences = paired_differences(evaluated, CORRUPTION_ACC, reference, rule)
+        text += (f"\nPaired difference in mean corruption accuracy (percentage points) "
+                 f"against {reference} over matched (target, seed) pairs; verdict by the 95% "
+                 "paired t-interval:\n\n" + paired_difference_markdown(differences))
+    return text
+
+
 def write_tables(root: str | Path, out_dir: str | Path | None = None,
                  rule: str = "source_val", reference: str | None = None) -> dict[str, Any]:
     """Write ``table.md``, ``table.tex``, ``cells.csv`` and ``results.csv`` from every finished
-    run under ``root``.
+    run under ``root``, and ``robustness.md`` and ``robustness.png`` when runs evaluated
+    corruptions.
 
     Args:
         root: The experiment (or any) directory.
@@ -140,7 +176,8 @@ def write_tables(root: str | Path, out_dir: str | Path | None = None,
             ``root/experiment.json``, else ERM; a table without it says so in one line).
 
     Returns:
-        ``{"markdown": text, "paths": [...], "tables": ..., "rows": rows}``.
+        ``{"markdown": text, "robustness": text ("" without corruption results), "paths":
+        [...], "tables": ..., "rows": rows}``.
 
     Raises:
         FileNotFoundError: ``root`` is not a directory.
@@ -169,7 +206,15 @@ def write_tables(root: str | Path, out_dir: str | Path | None = None,
     paths[1].write_text(tex)
     paths[2].write_text(cells_csv(tables))
     paths[3].write_text(rows_to_csv(rows))
-    return {"markdown": markdown, "paths": paths, "tables": tables, "rows": rows}
+    robustness = robustness_text(rows, rule, reference)
+    if robustness:
+        paths.append(out / OUTPUT_FILES["robustness"])
+        paths[-1].write_text(robustness)
+        plot = plot_robustness(rows, out / OUTPUT_FILES["robustness_plot"],
+                               robustness_rule(rows, rule))
+        paths += [plot] if plot is not None else []
+    return {"markdown": markdown, "robustness": robustness, "paths": paths, "tables": tables,
+            "rows": rows}
 
 
 def _spread_words(seeds: int) -> str:
@@ -219,6 +264,7 @@ def write_report(root: str | Path, experiment: dict[str, Any], rows: Sequence[di
         "code logs it; it is shown for comparison with published numbers, not as a result.", "",
     ]
     report += _missing_section(rows, experiment["base"].get("eval_missing", "none"))
+    report += _robustness_section(rows, out, reference)
     report += ["Wall time of one run (training and every evaluation):", "", time_table(rows)]
     if plot is not None:
         report += [f"![accuracy]({plot.name})", ""]
@@ -275,6 +321,18 @@ def _open_set_section(rows: Sequence[dict[str, Any]]) -> list[str]:
             "accuracy (docs/settings.md). The last column picks the threshold on the target "
             "labels as MOOSA's script reports it: an oracle, for comparison with published "
             "numbers only.", "", *_titled(tables, "open-set metrics (%)")]
+
+
+def _robustness_section(rows: Sequence[dict[str, Any]], out: Path,
+                        reference: str = DEFAULT_REFERENCE) -> list[str]:
+    """Report lines for the robustness table and figure (runs with corruptions only)."""
+    text = robustness_text(rows, reference=reference)
+    if not text:
+        return []
+    section = [text]
+    if (out / OUTPUT_FILES["robustness_plot"]).exists():
+        section += [f"![accuracy under corruptions]({OUTPUT_FILES['robustness_plot']})", ""]
+    return section
 
 
 def _missing_section(rows: Sequence[dict[str, Any]], mode: str) -> list[str]:

@@ -27,8 +27,17 @@ collect DIR`` prints exactly the tables the command that wrote ``DIR`` printed.
 4. **Views**: :func:`markdown_table`, :func:`latex_table`, :func:`cells_csv`,
    :func:`rows_to_csv`, :func:`probe_table`, :func:`missing_modality_table`,
    :func:`time_table`, :func:`plot_accuracy`, :func:`average_tables` (selective prediction,
-   open set) and :func:`paired_tables` (paired differences against a reference algorithm,
-   :mod:`merdg.evaluation.statistics`, on the same chosen runs as the main table).
+   open set), :func:`paired_tables` (paired differences against a reference algorithm,
+   :mod:`merdg.evaluation.statistics`, on the same chosen runs as the main table),
+   :func:`robustness_table` and :func:`plot_robustness`.
+
+Row columns of the corruption evaluation (runs with ``--corruptions``; accuracies as fractions,
+at the epochs that evaluated them): ``target_corruption_acc`` (mean corruption accuracy over
+every evaluated (modality, corruption, severity), ``missing`` counted once),
+``target_corruption_relative`` (that mean divided by the run's clean target accuracy),
+``target_corruption_severity/<s>`` (mean over the graded corruptions at severity ``s``),
+``target_corruption_modality/<m>`` (mean over modality ``m``'s evaluations) and
+``target_corruption/<m>:<corruption>:<s>`` (one evaluation; ``s`` is ``-`` for ``missing``).
 
 Runs whose settings differ beyond the table axes (hparams overrides, dataset options, fixed
 split seed, ...) go to separate tables.
@@ -58,10 +67,11 @@ from merdg.run.config import config_identity
 from merdg.run.directory import RunDir
 from merdg.run.selection import SELECTION_RULES, select_epoch
 
-__all__ = ["OPEN_SET_METRICS", "SELECTIVE_METRICS", "Cell", "Table", "average_tables",
-           "build_tables", "cells_csv", "column_of", "latex_table", "load_rows",
-           "markdown_table", "missing_modality_table", "paired_rows", "paired_tables",
-           "plot_accuracy", "probe_table", "rows_to_csv", "run_rows", "setting_label",
+__all__ = ["CORRUPTION_ACC", "CORRUPTION_RELATIVE", "OPEN_SET_METRICS", "SELECTIVE_METRICS",
+           "Cell", "Table", "average_tables", "build_tables", "cells_csv", "column_of",
+           "latex_table", "load_rows", "markdown_table", "missing_modality_table", "paired_rows",
+           "paired_tables", "plot_accuracy", "plot_robustness", "probe_table", "robustness_rule",
+           "robustness_table", "rows_to_csv", "run_rows", "setting_label", "severity_curves",
            "table_order", "table_title", "time_table"]
 
 # config entries that are table axes or replicate indices, not settings
@@ -71,6 +81,12 @@ SELECTIVE_METRICS = ("aurc_msp", "aurc_energy", "auroc_msp", "auroc_energy", "fp
 OPEN_SET_METRICS = ("h_score", "known_acc", "unknown_acc", "open_set_threshold")
 ORACLE_METRICS = ("h_score", "known_acc", "unknown_acc")
 SINGLE_SOURCE = "single-source"
+# row columns of the corruption evaluation (module docstring)
+CORRUPTION_ACC = "target_corruption_acc"
+CORRUPTION_RELATIVE = "target_corruption_relative"
+CORRUPTION_SEVERITY = "target_corruption_severity/"
+CORRUPTION_MODALITY = "target_corruption_modality/"
+CORRUPTION_EACH = "target_corruption/"
 
 
 # --- rows ----------------------------------------------------------------------------------
@@ -143,9 +159,26 @@ def run_rows(records: Sequence[dict[str, Any]], path: str = "") -> list[dict[str
         for key in ("missing", "missing_translated"):
             for m, acc in rec["target"].get(key, {}).items():
                 row[f"target_{key}/{m}"] = acc
+        row.update(_corruption_columns(rec["target"]))
         row["train_time_s"] = run_time_s
         rows.append(row)
     return rows
+
+
+def _corruption_columns(target: dict[str, Any]) -> dict[str, float]:
+    """The corruption columns of one epoch's target record ({} when it has none)."""
+    if "robustness" not in target:
+        return {}
+    summary = target["robustness"]
+    columns = {CORRUPTION_ACC: summary["mean_corruption_acc"],
+               CORRUPTION_RELATIVE: summary["relative"]}
+    columns.update({CORRUPTION_SEVERITY + s: v for s, v in summary["per_severity"].items()})
+    columns.update({CORRUPTION_MODALITY + m: v for m, v in summary["per_modality"].items()})
+    for m, per_name in target["corruptions"].items():
+        for name, per_severity in per_name.items():
+            for s, acc in per_severity.items():
+                columns[f"{CORRUPTION_EACH}{m}:{name}:{s}"] = acc
+    return columns
 
 
 def load_rows(root: str | Path) -> list[dict[str, Any]]:
@@ -393,6 +426,18 @@ def _average_columns(rows: Sequence[dict[str, Any]], metrics: Sequence[str], rul
     return out
 
 
+def _flat_average_columns(rows: Sequence[dict[str, Any]], metrics: Sequence[str], rule: str
+                          ) -> dict[tuple[str, str], list[Cell | None]]:
+    """:func:`_average_columns` over every (dataset, settings) table, as one
+    ``{(modalities, algorithm): [avg cell of each metric]}`` (the first table wins a key that
+    several have; the robustness views come from one experiment)."""
+    flat: dict[tuple[str, str], list[Cell | None]] = {}
+    for table in _average_columns(rows, metrics, rule).values():
+        for key, cells in table.items():
+            flat.setdefault(key, cells)
+    return flat
+
+
 def table_heading(key: tuple[str, str], keys: Sequence[tuple[str, str]]) -> str:
     """``dataset (setting label)`` of a table, with its other settings when another of ``keys``
     has the same dataset and label."""
@@ -452,6 +497,100 @@ def missing_modality_table(rows: Sequence[dict[str, Any]], rule: str = "source_v
                       if any(c is not None for c in cells[1:])]
                 for key, table in _average_columns(rows, metrics, rule).items()}
     return _per_table(sections, header)
+
+
+def robustness_rule(rows: Sequence[dict[str, Any]], rule: str = "source_val") -> str:
+    """The epoch rule of the robustness views: ``rule`` when every run with corruption results
+    has them at the epoch ``rule`` selects (``--eval-corruptions every``), else ``"last"``
+    (the epoch ``--eval-corruptions last`` evaluates)."""
+    evaluated = {r["path"] for r in rows if r.get(CORRUPTION_ACC) is not None}
+    at_rule = {r["path"] for r in rows
+               if r["selection"] == rule and r.get(CORRUPTION_ACC) is not None}
+    return rule if evaluated <= at_rule else "last"
+
+
+def _prefixed(rows: Sequence[dict[str, Any]], prefix: str) -> list[str]:
+    """The suffixes of the row columns named ``prefix<suffix>``, sorted."""
+    return sorted({k[len(prefix):] for r in rows for k in r if k.startswith(prefix)})
+
+
+def robustness_table(rows: Sequence[dict[str, Any]], rule: str = "source_val") -> str:
+    """Markdown: per (modality set, algorithm), the clean target accuracy, the mean corruption
+    accuracy, their ratio (% of clean), the mean at each severity and over each modality's
+    corruptions; each cell the ``avg`` of :func:`build_tables` (targets averaged within a
+    replicate, then mean ± std over replicates). "" when no row has corruption results.
+
+    Args:
+        rows: Rows of :func:`load_rows`.
+        rule: The epoch rule (see :func:`robustness_rule`); the clean column uses the same
+            epochs.
+    """
+    severities = _prefixed(rows, CORRUPTION_SEVERITY)
+    modalities = _prefixed(rows, CORRUPTION_MODALITY)
+    if not any(r.get(CORRUPTION_ACC) is not None for r in rows):
+        return ""
+    metrics = (["target_acc", CORRUPTION_ACC, CORRUPTION_RELATIVE]
+               + [CORRUPTION_SEVERITY + s for s in severities]
+               + [CORRUPTION_MODALITY + m for m in modalities])
+    header = (["clean", "corrupted (mean)", "% of clean"]
+              + [f"severity {s}" for s in severities] + [f"{m} corrupted" for m in modalities])
+    lines = ["| modalities | algorithm | " + " | ".join(header) + " |",
+             "|---|---|" + "---|" * len(header)]
+    for (mods, algo), cells in _flat_average_columns(rows, metrics, rule).items():
+        if cells[1] is not None:
+            lines.append(f"| {mods} | {algo} | " + " | ".join(map(format_cell, cells)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def severity_curves(rows: Sequence[dict[str, Any]], rule: str = "source_val"
+                    ) -> tuple[dict[str, dict[tuple[str, int], float]], dict[str, float]]:
+    """Inputs of :func:`merdg.experiments.plots.plot_severity_curves`.
+
+    Returns:
+        ``({label: {(corruption, severity): accuracy}}, {label: clean accuracy})``: each
+        accuracy the ``avg`` cell's mean (targets averaged within a replicate, then over
+        replicates), a corruption's value the mean over the modalities that have it (its name
+        means each modality kind's corruption of that name, as on the command line). Labels
+        are algorithms, prefixed by the modality set when there are several; graded
+        corruptions only (``missing`` has no severity), and only the (corruption, severity)
+        pairs every label has.
+    """
+    keys = [k for k in _prefixed(rows, CORRUPTION_EACH) if not k.endswith(":-")]
+    if not keys:
+        return {}, {}
+    metrics = ["target_acc"] + [CORRUPTION_EACH + k for k in keys]
+    columns = _flat_average_columns(rows, metrics, rule)
+    several_sets = len({mods for mods, _ in columns}) > 1
+    accuracy: dict[str, dict[tuple[str, int], float]] = {}
+    clean: dict[str, float] = {}
+    for (mods, algo), cells in columns.items():
+        per_pair: dict[tuple[str, int], list[float]] = defaultdict(list)
+        for key, cell in zip(keys, cells[1:]):
+            _, name, severity = key.split(":")
+            if cell is not None:
+                per_pair[(name, int(severity))].append(cell.mean)
+        if per_pair and cells[0] is not None:
+            label = f"{mods} {algo}" if several_sets else algo
+            accuracy[label] = {pair: float(np.mean(v)) for pair, v in per_pair.items()}
+            clean[label] = cells[0].mean
+    shared = set.intersection(*(set(v) for v in accuracy.values())) if accuracy else set()
+    accuracy = {label: {p: v for p, v in per.items() if p in shared}
+                for label, per in accuracy.items()}
+    return accuracy, clean
+
+
+def plot_robustness(rows: Sequence[dict[str, Any]], path: str | Path,
+                    rule: str = "source_val") -> Path | None:
+    """Accuracy against severity (:func:`severity_curves`) as a PNG; None when no row has a
+    graded corruption, or (with a printed note) when matplotlib is not installed."""
+    from merdg.experiments.plots import plot_severity_curves
+
+    accuracy, clean = severity_curves(rows, rule)
+    if not accuracy or not next(iter(accuracy.values())):
+        return None
+    epochs = SELECTION_RULES[rule].split(" (")[0]
+    title = f"Target accuracy under corruptions (epochs: {epochs}; targets, seeds averaged)"
+    return plot_severity_curves(accuracy, clean, path, title)
 
 
 def time_table(rows: Sequence[dict[str, Any]]) -> str:

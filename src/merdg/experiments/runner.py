@@ -32,6 +32,7 @@ from merdg.experiments.plan import (
 )
 from merdg.experiments.report import EXPERIMENT_FILE, write_report, write_tables
 from merdg.run.directory import RunDirConflictError
+from merdg.run.evaluation import check_corruption_names, plan_corruptions
 from merdg.run.hparams import resolve_run_hparams
 from merdg.run.records import run_metadata, write_json_atomic
 from merdg.run.training import check_open_set, source_splits
@@ -92,11 +93,13 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
     (:func:`merdg.run.hparams.resolve_run_hparams`), so an unknown algorithm or hparam name, a
     value out of its declared range, a bad preset or a missing checkpoint fails here, once; so
     do open-set settings (no published class split and no ``--known-classes``, a bad class
-    list, MOOSA-OS without ``--open-set``); and every task's source domains are checked against
-    its batch size and holdout (:func:`merdg.run.training.source_splits`: no empty split, each
-    domain's share of a batch).
+    list, MOOSA-OS without ``--open-set``) and a corruption name that no modality of a
+    modality set accepts; and every task's source domains are checked against its batch size
+    and holdout (:func:`merdg.run.training.source_splits`: no empty split, each domain's share
+    of a batch).
     """
     experiment.validate()
+    check_corruption_names(experiment.base.corruptions)  # before any data is read
     dataset = _dataset(experiment)
     all_tasks = experiment_tasks(experiment, dataset)
     checked: dict[tuple[tuple[str, ...], str], tuple[DomainDataset, set[int], Any]] = {}
@@ -107,6 +110,7 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
             subset = build_dataset(experiment.base.dataset, experiment.base.data_root,
                                    list(task.modalities), **experiment.base.dataset_options)
             known = check_open_set(config, subset)
+            plan_corruptions(subset, experiment.base.corruptions, experiment.base.severities)
             sizes = {int(resolve_run_hparams(run_config(experiment, task, trial, trial),
                                              subset)["batch_size"])
                      for trial in range(experiment.trials + 1)}

@@ -28,7 +28,8 @@ from typing import Any, ClassVar
 __all__ = ["Option", "RunConfig", "config_identity", "identity_differences", "option_of",
            "run_options"]
 
-KINDS = ("str", "int", "float", "bool", "list", "json", "pairs")
+KINDS = ("str", "int", "float", "bool", "list", "ints", "json", "pairs")
+ALL = "all"  # the word a list option declared with ``all_word`` accepts for "every name"
 DEVICE_PATTERN = re.compile(r"^(cpu|auto|mps|cuda(:\d+)?)$")
 
 
@@ -40,15 +41,18 @@ class Option:
         help: What the setting does (the command-line help text).
         flag: Its command-line flag.
         kind: ``"str"``, ``"int"``, ``"float"``, ``"bool"`` (a switch), ``"list"`` (of strings),
-            ``"json"`` (a JSON object) or ``"pairs"`` (repeatable ``KEY=VALUE``).
+            ``"ints"`` (a list of integers), ``"json"`` (a JSON object) or ``"pairs"``
+            (repeatable ``KEY=VALUE``).
         choices: Allowed values (None: any value of the kind).
-        low / high: Inclusive bounds of numbers; ``low_open`` / ``high_open`` make them strict.
+        low / high: Inclusive bounds of numbers (of each integer of an ``"ints"`` list);
+            ``low_open`` / ``high_open`` make them strict.
         nullable: None is allowed (meaning "not set"; the help says what that means).
         identity: The setting changes what the run computes, so it is part of the run's
             identity (:func:`config_identity`); False for where or how fast it computes.
         axis: The experiment option that sets this field per run in ``merdg bench`` and
             ``merdg sweep`` (e.g. ``"targets"``); None when the experiment passes it through.
         metavar: Placeholder in the help text.
+        all_word: A ``"list"`` that may instead be the word ``"all"`` (given alone).
     """
 
     help: str
@@ -63,6 +67,7 @@ class Option:
     identity: bool = True
     axis: str | None = None
     metavar: str | None = None
+    all_word: bool = False
 
 
 def _setting(default: Any = dataclasses.MISSING, **option: Any) -> Any:
@@ -174,9 +179,30 @@ class RunConfig:
         "none", help="also evaluate the target with each modality missing (zero-filled; "
         "translated for SimMMDG/MOOSA) at the last or every epoch", flag="--eval-missing",
         kind="str", choices=("none", "last", "every"))
+    corruptions: list[str] | str | None = _setting(
+        None, help="also evaluate the target under these corruptions (`merdg list "
+        "corruptions`; a name applies to every modality whose kind has it), or 'all' of each "
+        "modality's kind (docs/robustness.md)", flag="--corruptions", kind="list",
+        nullable=True, all_word=True, metavar="NAME")
+    severities: list[int] = _setting(
+        [1, 2, 3, 4, 5], help="severities of the graded corruptions (1 mild .. 5 severe; "
+        "the mean corruption accuracy averages them, as ImageNet-C does)", flag="--severities",
+        kind="ints", low=1, high=5, metavar="S")
+    corruption_seed: int = _setting(
+        0, help="seed of the corruptions' random draws; keep it fixed so that every algorithm "
+        "and seed is scored on the same corrupted samples", flag="--corruption-seed",
+        kind="int", low=0)
+    eval_corruptions: str = _setting(
+        "last", help="when to evaluate the corruptions: at the last epoch (tables then report "
+        "the last epoch) or at every epoch (tables report the epoch source validation "
+        "selects)", flag="--eval-corruptions", kind="str", choices=("last", "every"))
 
     def __post_init__(self) -> None:
         self.hparams, self.encoders = _move_legacy_encoders(self.hparams, self.encoders)
+        if self.corruptions == [ALL]:  # the command line's list form of the word
+            self.corruptions = ALL
+        if isinstance(self.severities, list) and all(_type_ok(s, "int") for s in self.severities):
+            self.severities = sorted(self.severities)  # one spelling (and job hash) per set
         self.validate()
 
     # --- (de)serialization ----------------------------------------------------------------
@@ -221,6 +247,14 @@ class RunConfig:
         if self.target is not None and self.sources and self.target in self.sources:
             raise ValueError(f"target {self.target!r} is also a source domain (--source "
                              f"{' '.join(self.sources)})")
+        if self.corruptions is None:
+            defaults = _defaults()
+            unused = [option_of(n).flag for n in ("severities", "corruption_seed",
+                                                  "eval_corruptions")
+                      if getattr(self, n) != defaults[n]]
+            if unused:
+                raise ValueError(f"{', '.join(unused)} only apply with --corruptions "
+                                 "(corruptions is not set)")
         return self
 
 
@@ -270,6 +304,9 @@ def _describe_range(opt: Option) -> str:
 
 
 def _type_ok(value: Any, kind: str) -> bool:
+    if kind == "ints":
+        return (isinstance(value, list) and len(value) > 0
+                and all(_type_ok(v, "int") for v in value))
     if kind == "str":
         return isinstance(value, str) and value != ""
     if kind == "int":
@@ -287,6 +324,7 @@ def _type_ok(value: Any, kind: str) -> bool:
 
 KIND_WORDS = {"str": "a non-empty string", "int": "an integer", "float": "a finite number",
               "bool": "true or false", "list": "a non-empty list of names",
+              "ints": "a non-empty list of integers",
               "json": "a JSON object", "pairs": "KEY=VALUE pairs"}
 
 
@@ -296,18 +334,27 @@ def _check(name: str, value: Any, opt: Option) -> None:
         if not opt.nullable:
             raise ValueError(f"{where} is required")
         return
+    if opt.all_word and value == ALL:
+        return
     if not _type_ok(value, opt.kind):
-        raise ValueError(f"{where} must be {KIND_WORDS[opt.kind]}, got {value!r}")
-    if opt.kind == "list" and len(set(value)) != len(value):
-        raise ValueError(f"{where} lists a name twice: {value}")
+        words = KIND_WORDS[opt.kind] + (f" or {ALL!r}" if opt.all_word else "")
+        raise ValueError(f"{where} must be {words}, got {value!r}")
+    if opt.all_word and ALL in value:
+        raise ValueError(f"{where}: {ALL!r} stands alone (it means every name), got {value}")
+    if opt.kind in ("list", "ints") and len(set(value)) != len(value):
+        raise ValueError(f"{where} lists a {'value' if opt.kind == 'ints' else 'name'} twice: "
+                         f"{value}")
     if opt.choices is not None and value not in opt.choices:
         raise ValueError(f"{where} must be {_describe_range(opt)}, got {value!r}")
-    if opt.kind in ("int", "float"):
-        low_bad = opt.low is not None and (value <= opt.low if opt.low_open else value < opt.low)
-        high_bad = opt.high is not None and (value >= opt.high if opt.high_open
-                                              else value > opt.high)
+    numbers = value if opt.kind == "ints" else [value] if opt.kind in ("int", "float") else []
+    for number in numbers:
+        low_bad = opt.low is not None and (number <= opt.low if opt.low_open
+                                           else number < opt.low)
+        high_bad = opt.high is not None and (number >= opt.high if opt.high_open
+                                              else number > opt.high)
         if low_bad or high_bad:
-            raise ValueError(f"{where} must be {_describe_range(opt)}, got {value!r}")
+            each = " values" if opt.kind == "ints" else ""
+            raise ValueError(f"{where}{each} must be {_describe_range(opt)}, got {value!r}")
     if name == "device" and not DEVICE_PATTERN.match(value):
         raise ValueError(f"{where} must be cpu, cuda, cuda:N, mps or auto, got {value!r}")
 

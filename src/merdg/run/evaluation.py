@@ -1,6 +1,6 @@
 """Evaluation passes of one run: accuracy, loss and per-modality probe accuracy of a split,
-selective-prediction metrics of its fused logits, open-set metrics of the target, and the
-target with each modality missing.
+selective-prediction metrics of its fused logits, open-set metrics of the target, the target
+with each modality missing, and the target under corruptions (``docs/robustness.md``).
 
 :func:`predict` runs the model over a split and keeps the fused logits, labels and probe
 predictions (:class:`Predictions`); :func:`split_metrics`, :func:`selective_metrics` and
@@ -15,6 +15,7 @@ selective-prediction metrics are over the known-class samples.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -27,16 +28,27 @@ from torch.utils.data import DataLoader, Dataset
 
 from merdg import dist as mdist
 from merdg.algorithms import Algorithm
-from merdg.datasets.base import DomainConcat, collate
+from merdg.datasets.base import DomainConcat, DomainDataset, collate
+from merdg.evaluation import (
+    CORRUPTIONS,
+    CorruptionSpec,
+    corrupted_view,
+    corruption_names,
+    corruption_plan,
+    summarize_robustness,
+    zero_filled,
+)
 from merdg.evaluation.metrics import selective_prediction_metrics
 from merdg.evaluation.open_set import UNKNOWN, evaluate_open_set, oracle_threshold_sweep
 from merdg.run.data_parallel import rank_shard
 
-__all__ = ["MISSING_MODES", "OPEN_SET_KEYS", "Predictions", "evaluate", "evaluate_missing",
-           "merge_evaluations", "missing_due", "open_set_scores", "pool", "predict",
-           "selective_metrics", "split_metrics"]
+__all__ = ["CORRUPTION_MODES", "MISSING_MODES", "OPEN_SET_KEYS", "Predictions",
+           "check_corruption_names", "corruptions_due", "evaluate", "evaluate_corruptions",
+           "evaluate_missing", "merge_evaluations", "missing_due", "open_set_scores",
+           "plan_corruptions", "pool", "predict", "selective_metrics", "split_metrics"]
 
 MISSING_MODES = ("none", "last", "every")
+CORRUPTION_MODES = ("last", "every")
 OPEN_SET_KEYS = ("h_score", "known_acc", "unknown_acc", "open_set_threshold")
 
 
@@ -210,3 +222,82 @@ def missing_due(mode: str, epoch: int, epochs: int, modalities: Sequence[str]) -
     if mode == "none" or len(modalities) < 2:
         return False
     return mode == "every" or epoch == epochs - 1
+
+
+def check_corruption_names(corruptions: str | Sequence[str] | None) -> None:
+    """Fail early on a corruption name no modality kind has (before any data is read).
+
+    Raises:
+        ValueError: One line naming the unknown names and listing every kind's names.
+    """
+    if corruptions is None or corruptions == "all":
+        return
+    known = {kind: corruption_names(kind) for kind in CORRUPTIONS}
+    unknown = [n for n in corruptions if not any(n in names for names in known.values())]
+    if unknown:
+        listing = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in known.items())
+        raise ValueError(f"--corruptions: unknown corruption(s) {unknown}; names by modality "
+                         f"kind: {listing}")
+
+
+def plan_corruptions(dataset: DomainDataset, corruptions: str | Sequence[str] | None,
+                     severities: Sequence[int]) -> list[CorruptionSpec]:
+    """The (modality, corruption, severity) evaluations of a run on ``dataset``'s modalities
+    (:func:`merdg.evaluation.corruption_plan`); [] when ``corruptions`` is None.
+
+    Raises:
+        ValueError: A name none of the dataset's modalities accepts (one line listing the
+            names each modality accepts), or an invalid severity.
+    """
+    if corruptions is None:
+        return []
+    kinds = {m: dataset.modality_kind(m) for m in dataset.modalities}
+    try:
+        return corruption_plan(kinds, corruptions, severities)
+    except ValueError as err:
+        raise ValueError(f"--corruptions: {err}") from None
+
+
+def corruptions_due(mode: str, epoch: int, epochs: int) -> bool:
+    """Whether this epoch evaluates the target under the corruptions (``"last"`` or
+    ``"every"``; a run with corruptions planned)."""
+    if mode not in CORRUPTION_MODES:
+        raise ValueError(f"eval_corruptions must be one of {CORRUPTION_MODES}, got {mode!r}")
+    return mode == "every" or epoch == epochs - 1
+
+
+def evaluate_corruptions(algorithm: Algorithm, dataset: DomainDataset, data: Dataset,
+                         device: torch.device, specs: Sequence[CorruptionSpec],
+                         clean_acc: float, seed: int = 0, batch_size: int = 256,
+                         num_workers: int = 0) -> dict[str, Any]:
+    """Accuracy of ``data`` (a split of ``dataset``) under every spec, one pass each.
+
+    Each pass reads the split through :func:`merdg.evaluation.corrupted_view` (the corruption
+    happens in ``__getitem__``, in the DataLoader workers); ``missing`` also zero-fills the
+    modality in the fusion (:func:`merdg.evaluation.zero_filled`), so its accuracy equals
+    ``evaluate_missing``'s zero-filled one. Like :func:`evaluate_missing`, the passes leave the
+    global random state as they found it, so turning them on cannot change the training.
+
+    Args:
+        specs: From :func:`plan_corruptions`.
+        clean_acc: The split's clean accuracy (the summary's reference).
+        seed: Seed of the corruptions' draws (the same for every algorithm and run).
+
+    Returns:
+        ``{"corruptions": {modality: {corruption: {severity_key: acc}}}, "robustness":
+        summarize_robustness(...) plus "time_s" (seconds of the passes)}``.
+    """
+    start = time.perf_counter()
+    accuracies: dict[CorruptionSpec, float] = {}
+    with torch.random.fork_rng(devices=[]):
+        for spec in specs:
+            view = corrupted_view(dataset, data, spec, seed)
+            accuracies[spec] = evaluate(algorithm, view, device, batch_size, num_workers,
+                                        zero=zero_filled(spec))["acc"]
+    nested: dict[str, dict[str, dict[str, float]]] = {}
+    for spec, acc in accuracies.items():
+        nested.setdefault(spec.modality, {}).setdefault(spec.corruption, {})[
+            spec.severity_key] = acc
+    robustness = summarize_robustness(clean_acc, accuracies)
+    robustness["time_s"] = time.perf_counter() - start
+    return {"corruptions": nested, "robustness": robustness}

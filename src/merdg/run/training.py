@@ -27,7 +27,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from merdg.algorithms import Algorithm, NonFiniteLossError, get_algorithm_class
 from merdg.datasets import BalancedDomainBatchSampler, DomainDataset, build_dataset
 from merdg.datasets.base import DomainConcat, collate
 from merdg.datasets.open_set import known_class_part, open_set_part
+from merdg.evaluation import CorruptionSpec
 from merdg.evaluation.open_set import resolve_known_classes
 from merdg.hparams import seed_hash
 from merdg.models import MultimodalNet, build_encoder
@@ -49,10 +50,14 @@ from merdg.run.data_parallel import enable_data_parallel, mean_over_ranks, setup
 from merdg.run.directory import RunDir, RunDirConflictError
 from merdg.run.evaluation import (
     OPEN_SET_KEYS,
+    check_corruption_names,
+    corruptions_due,
+    evaluate_corruptions,
     evaluate_missing,
     merge_evaluations,
     missing_due,
     open_set_scores,
+    plan_corruptions,
     pool,
     predict,
     selective_metrics,
@@ -205,6 +210,7 @@ class _Run:
     known_classes: tuple[int, ...] | None = None  # dataset labels of the known classes (open set)
     tensorboard: Any = None  # TensorBoardLogger on the writing rank when config.tensorboard
     wandb: Any = None  # WandbLogger on the writing rank when config.wandb
+    corruption_specs: list[CorruptionSpec] = field(default_factory=list)  # config.corruptions
 
 
 def _tensorboard_logger(config: RunConfig, out: RunDir | None):
@@ -268,6 +274,7 @@ def train(config: RunConfig, progress: bool = True, resume: bool = True,
     config.validate()
     if config.target is None:
         raise ValueError("target (--target) is required")
+    check_corruption_names(config.corruptions)
     device, owns_group = setup_distributed(resolve_device(config.device))
     try:
         out = RunDir(config.out_dir) if config.out_dir and mdist.is_main_process() else None
@@ -376,6 +383,7 @@ def _setup_run(config: RunConfig, device: torch.device, out: RunDir | None) -> _
     if config.target in sources:
         raise ValueError(f"target {config.target!r} is also a source domain")
     known = check_open_set(config, dataset)
+    corruption_specs = plan_corruptions(dataset, config.corruptions, config.severities)
     dataset.fit_normalization(sources)
     hparams = resolve_run_hparams(config, dataset)
     batch_size = int(hparams["batch_size"])
@@ -390,10 +398,16 @@ def _setup_run(config: RunConfig, device: torch.device, out: RunDir | None) -> _
     if known is not None:
         run_info["known_classes"] = [dataset.class_names[k] for k in known]
     run_info.update(_load_reports(algorithm, dataset))
+    if corruption_specs:
+        run_info["corruptions"] = {
+            "names": config.corruptions, "severities": config.severities,
+            "seed": config.corruption_seed, "when": config.eval_corruptions,
+            "plan": [str(spec) for spec in corruption_specs]}
     identity = {"config": config.identity(), "hparams": hparams, "sources": sources,
                 "modalities": dataset.modalities}
     return _Run(config, device, hparams, dataset, algorithm, loader, sampler, val_sets,
-                target_set, run_info, identity, out, known)
+                target_set, run_info, identity, out, known,
+                corruption_specs=corruption_specs)
 
 
 def _start(run: _Run, resume: bool, overwrite: bool) -> list[dict[str, Any]] | dict[str, Any]:
@@ -530,6 +544,11 @@ def _evaluate_epoch(run: _Run, epoch: int) -> dict[str, Any]:
         target.update(evaluate_missing(run.algorithm, run.target_set, run.device,
                                        run.dataset.modalities, config.eval_batch_size,
                                        config.num_workers))
+    if run.corruption_specs and corruptions_due(config.eval_corruptions, epoch,
+                                                int(run.hparams["epochs"])):
+        target.update(evaluate_corruptions(
+            run.algorithm, run.dataset, run.target_set, run.device, run.corruption_specs,
+            target["acc"], config.corruption_seed, config.eval_batch_size, config.num_workers))
     return {"val": val, "target": target}
 
 
@@ -571,5 +590,8 @@ def summarize(records: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> di
         for key in OPEN_SET_KEYS:
             if key in rec["target"]:
                 chosen[rule][f"target_{key}"] = rec["target"][key]
+        if "robustness" in rec["target"]:
+            chosen[rule]["target_mean_corruption_acc"] = (
+                rec["target"]["robustness"]["mean_corruption_acc"])
     return {"selection": chosen, "epochs": len(records), "run": run_info,
             "train_time_s": sum(r["time_s"] for r in records)}
