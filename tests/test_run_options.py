@@ -23,6 +23,9 @@ SHARED = {
     "dataset": (["--dataset", "synthetic"], "synthetic"),
     "hparams": (["--hparams", json.dumps(TINY)], TINY),
     "encoders": (["--encoders", json.dumps(ENCODERS)], ENCODERS),
+    "init": (["--init", "unimodal"], "unimodal"),
+    "freeze": (["--freeze", "all-but-last"], "all-but-last"),
+    "freeze_bn": (["--freeze-bn", "train"], "train"),
     "data_root": (["--data-root", "DATA"], "DATA"),
     "dataset_options": (["--dataset-option", "samples_per_domain=40", "--dataset-option",
                          "n_classes=3"], OPTIONS),
@@ -35,6 +38,7 @@ SHARED = {
     "precision": (["--precision", "bf16"], "bf16"),
     "tensorboard": (["--tensorboard"], True),
     "eval_missing": (["--eval-missing", "last"], "last"),
+    "encoder_probes": (["--encoder-probes", "last"], "last"),
 }
 # settings a synthetic run cannot use (paper encoders): checked on the configs only
 PAPER_ONLY = {
@@ -152,6 +156,10 @@ def test_a_new_field_needs_no_other_change(monkeypatch):
     ({"sources": ["d1", "d1"]}, r"sources \(--source\) lists a name twice"),
     ({"sources": ["d1", "d2"]}, r"target 'd1' is also a source domain"),
     ({"hparams": [1]}, r"hparams \(--hparams\) must be a JSON object"),
+    ({"init": "weights.pt"}, r"init \(--init\) 'weights.pt': no such file"),
+    ({"freeze": " , "}, r"freeze \(--freeze\) must be 'all-but-last' or parameter-name"),
+    ({"freeze_bn": "eval"}, r"freeze_bn \(--freeze-bn\) must be one of 'frozen', 'train'"),
+    ({"encoder_probes": "all"}, r"encoder_probes \(--encoder-probes\) must be one of"),
 ])
 def test_settings_are_validated_when_the_config_is_built(settings, message):
     with pytest.raises(ValueError, match=message):

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HParam", "TRAINING_HPARAMS", "seed_hash", "resolve_hparams", "describe_search"]
+__all__ = ["HParam", "PRETRAIN_HPARAMS", "TRAINING_HPARAMS", "seed_hash", "resolve_hparams", "describe_search"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,19 @@ TRAINING_HPARAMS: dict[str, HParam] = {
     "proj_hidden": HParam(2048, "hidden width of the projection heads (official: 2048)"),
     "proj_dim": HParam(128, "output width of the projection heads (official: 128)"),
     "grad_clip": HParam(0.0, "clip the gradient norm to this value; 0 disables (official: off)"),
+}
+
+# The unimodal pretraining stage of ``--init unimodal`` (merdg.pretraining): declared for those
+# runs only, so the resolved hparams of every other run stay as they were. None takes the fused
+# training's value (resolved by merdg.run.hparams.resolve_run_hparams).
+PRETRAIN_HPARAMS: dict[str, HParam] = {
+    "pretrain_epochs": HParam(None, "epochs of unimodal pretraining (--init unimodal; None: "
+                              "the run's epochs)"),
+    "pretrain_lr": HParam(None, "Adam learning rate of unimodal pretraining (None: lr)"),
+    "pretrain_weight_decay": HParam(None, "Adam weight decay of unimodal pretraining (None: "
+                                    "weight_decay)"),
+    "pretrain_batch_size": HParam(None, "batch size of unimodal pretraining (None: "
+                                  "batch_size)"),
 }
 
 

@@ -6,6 +6,8 @@ A run directory holds (names: the constants of :class:`RunDir`):
   and git hash, and the run's full *identity* (config identity + resolved hparams + data);
 - ``records.jsonl``: one line per epoch;
 - ``checkpoint.pt``: the state after the last finished epoch (removed once the run is done);
+- ``pretraining.pt``: the state of the unimodal pretraining stage (``--init unimodal``) after
+  its last finished epoch (removed once the run is done);
 - ``summary.json``: the epoch each selection rule picks; ``model.pt``: the final weights
   (optional); ``done``: written last, after ``summary.json``;
 - ``failed``: the error of the last attempt (jobs only); ``job.json`` and ``log.txt``: the job
@@ -62,13 +64,15 @@ class RunDir:
     DONE = "done"
     FAILED = "failed"
     CHECKPOINT = "checkpoint.pt"
+    PRETRAINING = "pretraining.pt"
     MODEL = "model.pt"
     JOB = "job.json"
     LOG = "log.txt"
     LOCK = ".lock"
     TENSORBOARD = "tensorboard"
     # what a run writes (a reset removes exactly these, and nothing else)
-    RUN_FILES = (CONFIG, RECORDS, SUMMARY, DONE, FAILED, CHECKPOINT, CHECKPOINT + ".tmp", MODEL)
+    RUN_FILES = (CONFIG, RECORDS, SUMMARY, DONE, FAILED, CHECKPOINT, CHECKPOINT + ".tmp", MODEL,
+                 PRETRAINING, PRETRAINING + ".tmp")
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -90,6 +94,10 @@ class RunDir:
     @property
     def checkpoint_file(self) -> Path:
         return self.path / self.CHECKPOINT
+
+    @property
+    def pretraining_file(self) -> Path:
+        return self.path / self.PRETRAINING
 
     @property
     def model_file(self) -> Path:
@@ -297,13 +305,41 @@ class RunDir:
             warnings.warn(f"cannot lock {self.path} ({err}); two processes writing this run "
                           "directory at once would not be detected", stacklevel=3)
 
-    def start(self, info: dict[str, Any]) -> None:
-        """Begin a fresh run: clear an earlier attempt of the same run, write ``config.json``."""
+    def start(self, info: dict[str, Any], keep_pretraining: bool = False) -> None:
+        """Begin a fresh run: clear an earlier attempt of the same run, write ``config.json``.
+
+        Args:
+            info: The run's ``config.json`` content.
+            keep_pretraining: Keep the state of an interrupted unimodal pretraining stage
+                (``pretraining.pt``) so that the stage resumes; False starts it over too.
+        """
         self.path.mkdir(parents=True, exist_ok=True)
-        for name in (self.RECORDS, self.SUMMARY, self.DONE, self.FAILED, self.CHECKPOINT,
-                     self.MODEL):
+        names = [self.RECORDS, self.SUMMARY, self.DONE, self.FAILED, self.CHECKPOINT, self.MODEL]
+        if not keep_pretraining:
+            names.append(self.PRETRAINING)
+        for name in names:
             (self.path / name).unlink(missing_ok=True)
         write_json_atomic(self.path / self.CONFIG, info)
+
+    def update_info(self, info: dict[str, Any]) -> None:
+        """Replace ``config.json`` of a started run (e.g. after its initialization stage added
+        what it loaded or pretrained)."""
+        write_json_atomic(self.path / self.CONFIG, info)
+
+    def write_pretraining(self, payload: dict[str, Any]) -> None:
+        """Replace ``pretraining.pt`` (the unimodal pretraining stage's state) atomically."""
+        from merdg.run.checkpoint import save_checkpoint
+
+        save_checkpoint(self.pretraining_file, payload)
+
+    def read_pretraining(self, identity: dict[str, Any]) -> dict[str, Any] | None:
+        """The pretraining stage's saved state, checked against the run's identity (None when
+        there is none)."""
+        if not self.pretraining_file.exists():
+            return None
+        from merdg.run.checkpoint import load_checkpoint
+
+        return load_checkpoint(self.pretraining_file, identity)
 
     def append_record(self, record: dict[str, Any]) -> None:
         append_jsonl(self.path / self.RECORDS, record)
@@ -337,6 +373,7 @@ class RunDir:
         write_json_atomic(self.path / self.SUMMARY, summary)
         (self.path / self.DONE).write_text("done\n")
         self.checkpoint_file.unlink(missing_ok=True)
+        self.pretraining_file.unlink(missing_ok=True)
 
     def mark_failed(self, message: str) -> None:
         """Record why the last attempt failed (first line: the error)."""

@@ -23,12 +23,13 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -39,11 +40,13 @@ from merdg.datasets.base import DomainConcat, collate
 from merdg.hparams import seed_hash
 from merdg.models import MultimodalNet, build_encoder
 from merdg.run.checkpoint import epoch_payload, restore_training_state
-from merdg.run.config import RunConfig
+from merdg.run.config import RunConfig, init_kind
 from merdg.run.data_parallel import enable_data_parallel, mean_over_ranks, setup_distributed
 from merdg.run.directory import RunDir, RunDirConflictError
+from merdg.run.encoder_probes import probe_due, probe_encoders
 from merdg.run.evaluation import evaluate, evaluate_missing, merge_evaluations, missing_due
 from merdg.run.hparams import resolve_run_hparams
+from merdg.run.initialization import init_file_digest, prepare_encoders
 from merdg.run.records import run_metadata
 from merdg.run.selection import SELECTION_RULES, select_epoch
 
@@ -73,11 +76,20 @@ def run_hparams(config: RunConfig, dataset: DomainDataset) -> dict[str, Any]:
 
 
 def build_algorithm(dataset: DomainDataset, algorithm: str, num_domains: int,
-                    hparams: dict[str, Any], device: torch.device | str = "cpu") -> Algorithm:
+                    hparams: dict[str, Any], device: torch.device | str = "cpu",
+                    prepare: Callable[[dict[str, nn.Module]], Any] | None = None) -> Algorithm:
     """Encoders from ``hparams["encoders"]``, the network, the algorithm on ``device``, and its
-    optimizer."""
+    optimizer.
+
+    Args:
+        prepare: Called with the freshly built ``{modality: encoder}`` before the network and
+            the algorithm are built around them: where a run loads, pretrains and freezes its
+            encoders (:func:`merdg.run.initialization.prepare_encoders`).
+    """
     encoders = {m: build_encoder(hparams["encoders"][m], dataset.input_shape(m))
                 for m in dataset.modalities}
+    if prepare is not None:
+        prepare(encoders)
     net = MultimodalNet(encoders, dataset.num_classes, order=dataset.fusion_order(),
                         fusion_hidden=int(hparams["fusion_hidden"]),
                         dropout=float(hparams["dropout"]),
@@ -112,7 +124,7 @@ class _Run:
     device: torch.device
     hparams: dict[str, Any]
     dataset: DomainDataset
-    algorithm: Algorithm
+    sources: list[str]
     loader: DataLoader
     sampler: BalancedDomainBatchSampler
     val_sets: dict[str, Dataset]
@@ -120,6 +132,7 @@ class _Run:
     run_info: dict[str, Any]
     identity: dict[str, Any]  # what a checkpoint must match to be resumed
     out: RunDir | None  # where this process writes (None on ranks > 0 and without out_dir)
+    algorithm: Algorithm | None = None  # built under the run directory's lock (_build)
     tensorboard: Any = None  # TensorBoardLogger on the writing rank when config.tensorboard
 
 
@@ -268,19 +281,48 @@ def _setup_run(config: RunConfig, device: torch.device, out: RunDir | None) -> _
         raise ValueError(f"target {config.target!r} is also a source domain")
     dataset.fit_normalization(sources)
     hparams = resolve_run_hparams(config, dataset)
-    algorithm = build_algorithm(dataset, config.algorithm, len(sources), hparams, device)
-    algorithm.set_precision(config.precision)
     loader, sampler = _train_loader(dataset, sources, config, int(hparams["batch_size"]))
     split_seed = config.holdout_seed()
     val_sets = {d: dataset.split(d, "val", split_seed, config.holdout_fraction) for d in sources}
     target_set = dataset.split(config.target, "test", split_seed, config.holdout_fraction)
     run_info = {"config": config.to_dict(), "hparams": hparams, "sources": sources,
-                "modalities": dataset.modalities, **run_metadata()}
-    run_info.update(_load_reports(algorithm, dataset))
+                "modalities": dataset.modalities, "domains": list(dataset.domains),
+                **run_metadata()}
     identity = {"config": config.identity(), "hparams": hparams, "sources": sources,
                 "modalities": dataset.modalities}
-    return _Run(config, device, hparams, dataset, algorithm, loader, sampler, val_sets,
+    if init_kind(config.init) == "file":  # other weights at the same path: another run
+        identity["init_sha256"] = init_file_digest(config.init)["sha256"]
+    return _Run(config, device, hparams, dataset, sources, loader, sampler, val_sets,
                 target_set, run_info, identity, out)
+
+
+def _build(run: _Run, resume: bool) -> None:
+    """Build the run's algorithm: encoders, their initialization and freezing
+    (:func:`merdg.run.initialization.prepare_encoders`), network, algorithm, optimizer; then
+    measure the encoders at initialization when asked (``encoder_probes``)."""
+    config = run.config
+
+    def prepare(encoders: dict[str, nn.Module]) -> None:
+        run.run_info.update(prepare_encoders(encoders, config, run.hparams, run.dataset,
+                                             run.sources, run.device, run.out, run.identity,
+                                             resume))
+
+    seed_everything(config.seed)
+    run.algorithm = build_algorithm(run.dataset, config.algorithm, len(run.sources), run.hparams,
+                                    run.device, prepare)
+    run.algorithm.set_precision(config.precision)
+    run.run_info.update(_load_reports(run.algorithm, run.dataset))
+    if config.encoder_probes != "none" and mdist.is_main_process():
+        run.run_info["encoders_at_init"] = _probe_encoders(run)
+
+
+def _probe_encoders(run: _Run) -> dict[str, dict[str, float]]:
+    """Probe accuracy and effective rank of every encoder (:mod:`merdg.run.encoder_probes`)."""
+    config, split = run.config, run.config.holdout_seed()
+    train = [run.dataset.split(d, "train", split, config.holdout_fraction) for d in run.sources]
+    return probe_encoders(dict(run.algorithm.net.encoders.items()), train,
+                          list(run.val_sets.values()), run.target_set, run.dataset.num_classes,
+                          run.device, config.seed, config.eval_batch_size, config.num_workers)
 
 
 def _start(run: _Run, resume: bool, overwrite: bool) -> list[dict[str, Any]] | dict[str, Any]:
@@ -288,6 +330,9 @@ def _start(run: _Run, resume: bool, overwrite: bool) -> list[dict[str, Any]] | d
 
     Rank 0 decides from the run directory (under its lock) and tells the other ranks, which
     then load the same checkpoint (multi-node runs need ``out_dir`` on a shared filesystem).
+    The algorithm is built here, after the decision: a fresh run writes ``config.json`` first,
+    then initializes its encoders (a unimodal pretraining stage resumes from its saved state),
+    then rewrites ``config.json`` with what the initialization did.
     """
     decision = {"kind": "fresh"}
     if run.out is not None:
@@ -299,10 +344,14 @@ def _start(run: _Run, resume: bool, overwrite: bool) -> list[dict[str, Any]] | d
         log.info("%s: already finished; returning its summary", run.config.out_dir)
         return decision["summary"]
     if decision["kind"] == "fresh":
+        if run.out is not None:  # config.json first: a run killed in its init stage resumes
+            run.out.start({**run.run_info, "identity": run.identity}, keep_pretraining=resume)
+        _build(run, resume)
         if run.out is not None:
-            run.out.start({**run.run_info, "identity": run.identity})
+            run.out.update_info({**run.run_info, "identity": run.identity})
         _seed_rank(run.config.seed)
         return []
+    _build(run, resume=True)
     directory = RunDir(run.config.out_dir)
     if not directory.checkpoint_file.exists():
         raise FileNotFoundError(f"rank {mdist.rank()} cannot read {directory.checkpoint_file}; "
@@ -358,7 +407,11 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, Any]:
         run.tensorboard.log_steps(logs, epoch * len(run.loader))
     evals = _evaluate_epoch(run, epoch)
     record = {"epoch": epoch + 1, "steps": (epoch + 1) * len(run.loader), "train": train_logs,
-              **evals, "time_s": time.perf_counter() - start, "run": run.run_info}
+              **evals}
+    if (probe_due(run.config.encoder_probes, epoch, int(run.hparams["epochs"]))
+            and mdist.is_main_process()):
+        record["encoders"] = _probe_encoders(run)
+    record.update({"time_s": time.perf_counter() - start, "run": run.run_info})
     if run.dataset.data_issues():  # samples skipped so far (on_error="skip")
         record["data_issues"] = run.dataset.data_issues()
     return record
