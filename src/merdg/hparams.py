@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HParam", "PRETRAIN_HPARAMS", "TRAINING_HPARAMS", "seed_hash", "resolve_hparams", "describe_search"]
+__all__ = ["HParam", "PRETRAIN_HPARAMS", "TRAINING_HPARAMS", "seed_hash", "resolve_hparams",
+           "describe_search"]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ from it), so turning it on does not change the run's training.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
