@@ -10,7 +10,10 @@ DomainBed's ``Job``), so the same run always lands in the same directory.
 Runs are built with :func:`dataclasses.replace` on the base config (:func:`run_config`). The
 protocols and the choice of a trial are in :mod:`merdg.experiments.search`. Every run of a
 sweep uses the same source train/val split (``base.split_seed``), so trials are compared on
-the same validation data and seeds vary only the training randomness.
+the same validation data and seeds vary only the training randomness. With
+``selection="lodo"`` a task's search runs are its inner runs (:func:`inner_config`: one per
+trial and source domain held out), and the chosen trial is trained on all sources with seeds
+``0 .. seeds - 1``.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from typing import Any
 
 from merdg.experiments.jobs import Job, job_hash
 from merdg.experiments.results import run_rows
-from merdg.experiments.search import PROTOCOLS, choose_trial
+from merdg.experiments.search import PROTOCOLS, TRIAL_RULES, choose_trial, choose_trial_lodo
 from merdg.run.config import RunConfig
 
-__all__ = ["LAYOUTS", "ExperimentConfig", "Task", "plan", "retrain_jobs", "run_config",
-           "search_jobs", "tasks"]
+__all__ = ["LAYOUTS", "SELECTIONS", "ExperimentConfig", "Task", "inner_config", "plan",
+           "retrain_jobs", "run_config", "search_jobs", "tasks"]
 
 LAYOUTS = ("named", "hashed")
+SELECTIONS = tuple(TRIAL_RULES)  # how a task's trial is chosen (merdg.experiments.search)
 
 
 @dataclass
@@ -52,6 +56,10 @@ class ExperimentConfig:
             ``"hashed"`` (``jobs/<md5 of the run's identity>``).
         diagnose_seeds: Diagnose (``merdg diagnose``) the first this many seeds of every
             modality set and target, saving those runs' weights (plain comparisons only).
+        selection: How each task's trial is chosen: ``"source_val"`` (its search run's
+            source-validation accuracy) or ``"lodo"`` (leave-one-domain-out cross-validation
+            on the sources: inner runs, then the chosen trial trained with seeds
+            ``0 .. seeds - 1``; fair protocol; :mod:`merdg.experiments.search`).
     """
 
     base: RunConfig
@@ -64,6 +72,7 @@ class ExperimentConfig:
     protocol: str = "fair"
     layout: str = "named"
     diagnose_seeds: int = 0
+    selection: str = "source_val"
 
     def validate(self) -> ExperimentConfig:
         """Check the axes (the base config checks itself); returns self.
@@ -87,6 +96,12 @@ class ExperimentConfig:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.diagnose_seeds and self.trials:
             raise ValueError("--diagnose works on plain comparisons (no hparam trials)")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"--selection must be one of {', '.join(SELECTIONS)}, got "
+                             f"{self.selection!r}")
+        if self.selection == "lodo" and self.protocol != "fair":
+            raise ValueError("--selection lodo works with --protocol fair (the chosen trial is "
+                             "then trained with every seed)")
         if self.base.sources is not None:
             raise ValueError("an experiment trains each run on every domain but its target; "
                              "--source is for merdg train")
@@ -106,11 +121,13 @@ class ExperimentConfig:
 
 @dataclass(frozen=True)
 class Task:
-    """What one table cell is about."""
+    """What one table cell is about (``sources``: every domain but the target, in the
+    dataset's order; empty when unknown)."""
 
     modalities: tuple[str, ...]
     algorithm: str
     target: str
+    sources: tuple[str, ...] = ()
 
 
 def tasks(experiment: ExperimentConfig, domains: Sequence[str],
@@ -124,8 +141,8 @@ def tasks(experiment: ExperimentConfig, domains: Sequence[str],
     """
     targets = experiment.targets or list(domains)
     modality_sets = experiment.modality_sets or [list(m) for m in default_modality_sets]
-    return [Task(tuple(sorted(mods)), algo, target) for mods in modality_sets
-            for algo in experiment.algorithms for target in targets]
+    return [Task(tuple(sorted(mods)), algo, target, tuple(d for d in domains if d != target))
+            for mods in modality_sets for algo in experiment.algorithms for target in targets]
 
 
 def _run_path(experiment: ExperimentConfig, config: RunConfig) -> Path:
@@ -153,8 +170,44 @@ def _job(experiment: ExperimentConfig, task: Task, trial: int, seed: int, phase:
     return Job(run_config(experiment, task, trial, seed), {"trial": trial, "phase": phase})
 
 
+def uses_lodo(experiment: ExperimentConfig) -> bool:
+    """Whether the experiment chooses trials by leave-one-domain-out cross-validation (with
+    one trial there is nothing to choose)."""
+    return experiment.selection == "lodo" and experiment.trials > 0
+
+
+def inner_config(experiment: ExperimentConfig, task: Task, trial: int, held_out: str
+                 ) -> RunConfig:
+    """The inner run of ``task`` for ``trial`` that holds out source ``held_out``: trained on
+    the task's other sources, evaluated on ``held_out`` (the task's target is left out)."""
+    if held_out not in task.sources:
+        raise ValueError(f"{held_out!r} is not a source of the task (sources {task.sources})")
+    sources = [d for d in task.sources if d != held_out]
+    config = dataclasses.replace(
+        experiment.base, target=held_out, sources=sources, algorithm=task.algorithm,
+        modalities=list(task.modalities), seed=trial, hparams_seed=trial, out_dir=None)
+    if experiment.layout == "hashed":
+        path = Path(experiment.out_dir) / "jobs" / job_hash(config)
+    else:
+        path = (Path(experiment.out_dir) / "runs" / "+".join(task.modalities) / task.algorithm
+                / task.target / f"lodo-{held_out}" / f"trial{trial}" / f"seed{trial}")
+    return dataclasses.replace(config, out_dir=str(path))
+
+
+def _inner_jobs(experiment: ExperimentConfig, task: Task) -> list[Job]:
+    if len(task.sources) < 2:
+        raise ValueError(f"leave-one-domain-out selection needs >= 2 source domains; target "
+                         f"{task.target} has {list(task.sources)}")
+    return [Job(inner_config(experiment, task, k, h),
+                {"trial": k, "phase": "inner", "held_out": h, "outer_target": task.target})
+            for k in range(experiment.trials + 1) for h in task.sources]
+
+
 def search_jobs(experiment: ExperimentConfig, task: Task) -> list[Job]:
-    """Fair: trial k with seed k. Grid: every trial with every seed."""
+    """Fair: trial k with seed k. Grid: every trial with every seed. Leave-one-domain-out
+    selection: every trial's inner runs (:func:`inner_config`)."""
+    if uses_lodo(experiment):
+        return _inner_jobs(experiment, task)
     if experiment.protocol == "grid":
         return [_job(experiment, task, k, s, "grid") for k in range(experiment.trials + 1)
                 for s in range(experiment.seeds)]
@@ -162,7 +215,10 @@ def search_jobs(experiment: ExperimentConfig, task: Task) -> list[Job]:
 
 
 def retrain_jobs(experiment: ExperimentConfig, task: Task, trial: int) -> list[Job]:
-    """The chosen trial's extra seeds (above every search seed)."""
+    """The chosen trial's extra seeds (above every search seed); with leave-one-domain-out
+    selection, the chosen trial on all sources with seeds ``0 .. seeds - 1``."""
+    if uses_lodo(experiment):
+        return [_job(experiment, task, trial, s, "retrain") for s in range(experiment.seeds)]
     first = experiment.trials + 1
     return [_job(experiment, task, trial, s, "retrain")
             for s in range(first, first + experiment.seeds - 1)]
@@ -170,12 +226,17 @@ def retrain_jobs(experiment: ExperimentConfig, task: Task, trial: int) -> list[J
 
 def chosen_trial(jobs: Sequence[Job]) -> int | None:
     """The trial chosen among a task's search jobs, once every one is done or failed (None
-    while some are unfinished, or when all failed)."""
+    while some are unfinished, or when all failed). Inner runs (leave-one-domain-out) choose by
+    :func:`merdg.experiments.search.choose_trial_lodo` among the trials whose inner runs all
+    finished."""
     statuses = [job.status() for job in jobs]
     if any(s not in ("done", "failed") for s in statuses) or "done" not in statuses:
         return None
     rows = [row for job, s in zip(jobs, statuses) if s == "done"
             for row in run_rows(job.run_dir.read_records()) if row["selection"] == "source_val"]
+    if jobs[0].label.get("phase") == "inner":
+        held_out = list(dict.fromkeys(job.config.target for job in jobs))
+        return choose_trial_lodo(rows, held_out)
     return choose_trial(rows)
 
 
@@ -189,7 +250,8 @@ def first_phase(experiment: ExperimentConfig, all_tasks: Sequence[Task]) -> list
 
 def second_phase(experiment: ExperimentConfig, all_tasks: Sequence[Task]
                  ) -> tuple[list[Job], list[Task]]:
-    """Retrain jobs of tasks whose search is settled, and the tasks still waiting."""
+    """Retrain jobs of tasks whose search is settled, and the tasks still waiting (a task whose
+    every trial lacks a finished inner run keeps waiting: run again to retry the failed ones)."""
     if experiment.protocol == "grid" or experiment.trials == 0:
         return [], []
     jobs, waiting = [], []

@@ -26,6 +26,7 @@ from merdg.experiments.results import (
     has_search,
     latex_table,
     load_rows,
+    lodo_table,
     markdown_table,
     missing_modality_table,
     plot_accuracy,
@@ -33,7 +34,9 @@ from merdg.experiments.results import (
     rows_to_csv,
     table_title,
     time_table,
+    trial_rules_of,
 )
+from merdg.experiments.search import TRIAL_RULES
 from merdg.run.selection import SELECTION_RULES
 
 __all__ = ["EXPERIMENT_FILE", "OUTPUT_FILES", "tables_text", "write_report", "write_tables"]
@@ -54,12 +57,14 @@ def tables_text(rows: Sequence[dict[str, Any]], rule: str = "source_val",
         per_dataset[dataset] += 1
     md, tex = [], []
     for (dataset, settings), table in sorted(tables.items()):
+        trial_rules = trial_rules_of(table)
         title = table_title(dataset, rule, search,
-                            settings if per_dataset[dataset] > 1 else None, what)
+                            settings if per_dataset[dataset] > 1 else None, what, trial_rules)
         md.append(markdown_table(table, title))
         if search:
-            md.append(markdown_table(table, "chosen trial (hparams_seed) and its number of "
-                                     "runs", format_trial))
+            chosen = " or ".join(TRIAL_RULES[r] for r in trial_rules)
+            md.append(markdown_table(table, f"chosen trial (hparams_seed; {chosen}) and its "
+                                     "number of runs", format_trial))
         tex.append(latex_table(table, title))
     return "\n".join(md), "\n".join(tex), tables
 
@@ -79,6 +84,11 @@ def write_tables(root: str | Path, out_dir: str | Path | None = None,
     if not rows:
         raise RuntimeError(f"no finished runs (records.jsonl next to a done marker) under {root}")
     markdown, tex, tables = tables_text(rows, rule)
+    lodo = lodo_table(rows)
+    if lodo:
+        markdown += ("\nLeave-one-domain-out scores of every trial (mean accuracy (%) of its "
+                     "inner runs on the source domain each held out; each inner run's epoch "
+                     "chosen on its own source validation):\n\n" + lodo)
     out = Path(out_dir or root)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / OUTPUT_FILES[k] for k in ("table", "latex", "cells", "rows")]
