@@ -236,7 +236,7 @@ def study_tables(args: argparse.Namespace) -> tuple[str, dict]:
 def plot_mechanism(numbers: dict, name: str, regimes: list[str], path: Path) -> Path | None:
     """Probe accuracy and effective rank per modality and regime: at initialization, after
     ERM, after MERDG."""
-    from merdg.plotting import matplotlib_available, pyplot, save_figure
+    from merdg.plotting import matplotlib_available, pyplot
 
     mechanism = numbers.get(name, {}).get("mechanism", {})
     if not matplotlib_available() or not mechanism:
@@ -249,8 +249,8 @@ def plot_mechanism(numbers: dict, name: str, regimes: list[str], path: Path) -> 
     series = [("at initialization", "ERM", 0, "#9e9e9e"), ("after ERM", "ERM", 1, "#1f77b4"),
               ("after MER-DG", "MERDG", 1, "#d62728")]
     for col, m in enumerate(modalities):
-        for row, (label, offset) in enumerate((("probe accuracy on the target (%)", 0),
-                                               ("effective rank (target)", 2))):
+        for row, (label, offset) in enumerate((("target probe acc. (%)", 0),
+                                               ("effective rank", 2))):
             ax = axes[row][col]
             for k, (name_s, algo, when, color) in enumerate(series):
                 vals = [mechanism.get((r, algo, m), (np.nan,) * 4)[offset + when] for r in regimes]
@@ -259,14 +259,15 @@ def plot_mechanism(numbers: dict, name: str, regimes: list[str], path: Path) -> 
             ax.set_xticks(x, regimes)
             ax.set_ylabel(label)
             ax.set_title(f"{m}")
-    axes[0][0].legend(loc="lower left", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3)
     fig.suptitle(f"{name}: each encoder alone, before and after fused training")
-    return save_figure(fig, path)
+    return saved_readable(fig, path)
 
 
 def plot_differences(numbers: dict, specs: dict, path: Path) -> Path | None:
     """MER-DG minus its reference, with 95% t-intervals, per dataset and regime."""
-    from merdg.plotting import matplotlib_available, pyplot, save_figure
+    from merdg.plotting import matplotlib_available, pyplot
 
     if not matplotlib_available() or not numbers:
         return None
@@ -292,8 +293,26 @@ def plot_differences(numbers: dict, specs: dict, path: Path) -> Path | None:
         ax.invert_yaxis()
         ax.set_xlabel("target accuracy difference (points), 95% CI")
         ax.set_title(name)
-    axes[0][-1].legend(loc="lower right", fontsize=8)
-    return save_figure(fig, path)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3 if len(names) > 1 else 1)
+    return saved_readable(fig, path)
+
+
+def saved_readable(fig, path: Path) -> Path:
+    """Lay the figure out, check that no text overlaps or is cut off (tests/figure_checks.py),
+    and save it."""
+    import sys
+
+    from merdg.plotting import finish_figure, save_figure
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from figure_checks import text_problems
+
+    finish_figure(fig)
+    problems = text_problems(fig)
+    if problems:
+        raise RuntimeError(f"{path}: unreadable figure: " + "; ".join(problems))
+    return save_figure(fig, path, finish=False)
 
 
 def report(args: argparse.Namespace) -> None:
