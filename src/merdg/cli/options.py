@@ -212,12 +212,27 @@ def launcher_options(args: argparse.Namespace, device: str = "cpu"):
 
 
 def log_progress_to_stderr() -> None:
-    """Show merdg's INFO messages (resuming, one line per epoch) on stderr, once."""
+    """Show merdg's INFO messages (resuming, one line per epoch) on stderr, once.
+
+    The handler writes to whatever ``sys.stderr`` is when a message is emitted, so a command
+    run while stderr is redirected (e.g. captured by a test) leaves no handler bound to a
+    stream that is closed later.
+    """
     import logging
+    import sys
+
+    class StderrHandler(logging.StreamHandler):
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value) -> None:
+            pass
 
     logger = logging.getLogger("merdg")
     if not any(getattr(h, "_merdg_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         handler._merdg_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
