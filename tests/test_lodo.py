@@ -99,6 +99,7 @@ def test_lodo_sweep_never_reads_the_target_and_collect_recomputes_the_choice(
     text = (root / "table.md").read_text()
     assert "trial chosen by leave-one-domain-out cross-validation on the source domains" in text
     assert "| synthetic | m0+m1+m2 | MERDG | d0 | 0 | d1 d2 d3 |" in lodo_table(rows)
+    assert "Leave-one-domain-out scores of every trial" in (root / "report.md").read_text()
     # the tables come from the records alone: a copy of the directory gives the same tables
     copy = tmp_path / "copy"
     shutil.copytree(root, copy, ignore=shutil.ignore_patterns(".lock", "job.json", "log.txt"))

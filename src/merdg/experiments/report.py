@@ -117,6 +117,10 @@ def write_report(root: str | Path, experiment: dict[str, Any], rows: Sequence[di
     """
     out = Path(root)
     main, _, _ = tables_text(rows, "source_val")
+    lodo = lodo_table(rows)
+    if lodo:
+        main += ("\nLeave-one-domain-out scores of every trial (mean accuracy (%) of its inner "
+                 "runs on the source domain each held out):\n\n" + lodo)
     val, _, _ = tables_text(rows, "source_val", "val_acc", "source-validation accuracy")
     oracle, _, _ = tables_text(rows, "oracle")
     plot = plot_accuracy(rows, out / OUTPUT_FILES["plot"])
