@@ -7,6 +7,7 @@ import pytest
 
 import merdg.run.training as training
 from merdg.cli import main
+from merdg.datasets import DATASETS
 from merdg.datasets.synthetic import SyntheticShortcut
 from merdg.experiments.plan import (
     ExperimentConfig,
@@ -133,3 +134,25 @@ def test_sweep_cli_lists_the_inner_runs(tmp_path, tiny_hparams, capsys):
     assert out.count("phase inner") == 9 and "9 jobs: 9 pending" in out
     assert "outer_target d0" in out and "-> d0 " not in out
     assert not any(p.name == RunDir.CONFIG for p in tmp_path.rglob("*"))
+
+
+class PairedDomains(SyntheticShortcut):
+    """The synthetic benchmark with domain names like UTD-MHAD's subject pairs (``a+b``)."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self._samples = {f"{d}+x": v for d, v in self._samples.items()}
+        self.domains = list(self._samples)
+
+
+def test_domain_names_with_plus_signs(tmp_path, tiny_hparams, tiny_synthetic_options,
+                                      monkeypatch):
+    monkeypatch.setitem(DATASETS._items, "test-paired", PairedDomains)
+    exp = experiment(tmp_path, {**tiny_hparams, "epochs": 1}, tiny_synthetic_options,
+                     targets=["d1+x"], seeds=1)
+    exp.base.dataset = "test-paired"
+    assert not run_experiment(exp, progress=False).failed
+    [table] = build_tables(load_rows(tmp_path)).values()
+    cell = table[("m0+m1+m2", "MERDG")]["d1+x"]
+    assert cell.rule == "lodo" and cell.n == 1
+    assert "| d1+x | 1 | d0+x d2+x d3+x |" in lodo_table(load_rows(tmp_path))

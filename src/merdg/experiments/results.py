@@ -88,7 +88,7 @@ def run_rows(records: Sequence[dict[str, Any]], path: str = "") -> list[dict[str
             "algorithm": cfg["algorithm"], "target": cfg["target"], "seed": cfg["seed"],
             "hparams_seed": cfg["hparams_seed"], "selection": rule, "epoch": rec["epoch"],
             "val_acc": rec["val"]["acc"], "target_acc": rec["target"]["acc"], "path": path,
-            "val_loss": rec["val"]["loss"], "sources": "+".join(run.get("sources", [])),
+            "val_loss": rec["val"]["loss"], "sources": json.dumps(run.get("sources", [])),
         }
         left_out = _left_out(run)
         if left_out is not None:
@@ -216,7 +216,7 @@ def _choices(rows: Sequence[dict[str, Any]]) -> dict[TaskKey, tuple[int, str]]:
         if key not in inner:
             out[key] = (choose_trial(search[key]), "source_val")
             continue
-        held_out = search[key][0]["sources"].split("+")
+        held_out = json.loads(search[key][0]["sources"])
         trial = choose_trial_lodo([r for r in inner[key] if r["selection"] == "source_val"],
                                   held_out)
         if trial is None:
@@ -403,7 +403,7 @@ def lodo_table(rows: Sequence[dict[str, Any]]) -> str:
     cells, inner = split_inner_rows(rows)
     if not inner:
         return ""
-    sources = {_task_key(r): r["sources"].split("+") for r in cells}
+    sources = {_task_key(r): json.loads(r["sources"]) for r in cells}
     lines = ["| dataset | modalities | algorithm | target | trial | held-out sources | score | "
              "chosen |", "|---|---|---|---|---|---|---|---|"]
     for key, runs in sorted(inner.items()):
