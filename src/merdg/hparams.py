@@ -11,7 +11,8 @@ one place that merges them, in this order (later layers win):
 4. the user's overrides.
 
 A run's values (these plus its encoder specs) come from
-:func:`merdg.run.hparams.resolve_run_hparams`.
+:func:`merdg.run.hparams.resolve_run_hparams`, which adds :data:`PRETRAIN_HPARAMS` to the
+training declarations for runs with ``--init unimodal`` only.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """One training run under the leave-one-domain-out protocol.
 
 A run trains on every domain but the target (multi-source), holds out a seeded part of each
-source domain for model selection (or uses the dataset's official validation split), evaluates
+source domain for model selection (or uses the dataset's official validation split), starts its
+encoders as ``config.init`` and ``config.freeze`` say (:mod:`merdg.run.initialization`: from
+scratch, pretrained alone on the sources, or loaded from a file; partly frozen), evaluates
 source-val and target accuracy after every epoch, and writes its run directory
 (:class:`~merdg.run.directory.RunDir`: ``config.json``, ``records.jsonl``, ``checkpoint.pt``,
 ``summary.json``, ``model.pt``, ``done``).
