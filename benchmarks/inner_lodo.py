@@ -11,6 +11,10 @@ leave-one-domain-out, DomainBed's "leave-one-domain-out cross-validation").
 
 Prints one markdown table (setting x outer fold, inner accuracy in %) and, per outer fold, the
 setting it would select. Runs are resumable (a finished run directory is skipped).
+
+This script compares a fixed list of named settings (it produced the table of docs/utd-mhad.md).
+To choose random hparam trials the same way as part of a sweep, with the tables and their
+rule recomputed by ``merdg collect``, use ``merdg sweep --selection lodo`` (docs/sweeps.md).
 """
 
 from __future__ import annotations

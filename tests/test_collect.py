@@ -76,7 +76,7 @@ epochs: training-domain validation (best source-val accuracy, ties: later epoch)
 | a+b | ERM | 62.00 ± 2.00 | 50.00 ± 5.00 | 56.00 ± 2.18 |
 | a+b | MERDG | 71.23 | - | - |
 
-**chosen trial (hparams_seed) and its number of runs**
+**chosen trial (hparams_seed; chosen on source validation) and its number of runs**
 
 | modalities | algorithm | A | B | avg |
 |---|---|---|---|---|

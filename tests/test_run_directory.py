@@ -49,6 +49,7 @@ def test_finished_run_of_another_config_is_refused_unless_overwrite(tmp_path, ca
     out = tmp_path / "run"
     train(config(out), progress=False)
     before = (out / RunDir.RECORDS).read_text()
+    capsys.readouterr()  # the epoch lines the run logged (to stderr once a command set it up)
     args = ["train", "--dataset", "synthetic", "--target", "d1", "--hparams",
             json.dumps({**TINY, "lr": 0.01}), "--dataset-option", "samples_per_domain=40",
             "--dataset-option", "n_classes=3", "--out", str(out)]

@@ -24,6 +24,9 @@ SHARED = {
     "dataset": (["--dataset", "synthetic"], "synthetic"),
     "hparams": (["--hparams", json.dumps(TINY)], TINY),
     "encoders": (["--encoders", json.dumps(ENCODERS)], ENCODERS),
+    "init": (["--init", "unimodal"], "unimodal"),
+    "freeze": (["--freeze", "all-but-last"], "all-but-last"),
+    "freeze_bn": (["--freeze-bn", "train"], "train"),
     "data_root": (["--data-root", "DATA"], "DATA"),
     "dataset_options": (["--dataset-option", "samples_per_domain=40", "--dataset-option",
                          "n_classes=3"], OPTIONS),
@@ -42,6 +45,7 @@ SHARED = {
     "severities": (["--severities", "5", "2"], [2, 5]),
     "corruption_seed": (["--corruption-seed", "4"], 4),
     "eval_corruptions": (["--eval-corruptions", "every"], "every"),
+    "encoder_probes": (["--encoder-probes", "last"], "last"),
 }
 # W&B logging runs offline (test_every_setting_reaches_config_json keeps its files in tmp_path);
 # without the optional package it is checked on the configs only
@@ -183,6 +187,10 @@ def test_a_new_field_needs_no_other_change(monkeypatch):
      r">= 1 and <= 5, got \[6\]"),
     ({"corruptions": "all", "severities": [True]}, r"must be a non-empty list of integers"),
     ({"corruption_seed": 2}, r"--corruption-seed only apply with --corruptions"),
+    ({"init": "weights.pt"}, r"init \(--init\) 'weights.pt': no such file"),
+    ({"freeze": " , "}, r"freeze \(--freeze\) must be 'all-but-last' or parameter-name"),
+    ({"freeze_bn": "eval"}, r"freeze_bn \(--freeze-bn\) must be one of 'frozen', 'train'"),
+    ({"encoder_probes": "all"}, r"encoder_probes \(--encoder-probes\) must be one of"),
 ])
 def test_settings_are_validated_when_the_config_is_built(settings, message):
     with pytest.raises(ValueError, match=message):

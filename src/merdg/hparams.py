@@ -11,7 +11,8 @@ one place that merges them, in this order (later layers win):
 4. the user's overrides.
 
 A run's values (these plus its encoder specs) come from
-:func:`merdg.run.hparams.resolve_run_hparams`.
+:func:`merdg.run.hparams.resolve_run_hparams`, which adds :data:`PRETRAIN_HPARAMS` to the
+training declarations for runs with ``--init unimodal`` only.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HParam", "KINDS", "TRAINING_HPARAMS", "check_hparams", "describe_search",
-           "resolve_hparams", "seed_hash", "training_default"]
+__all__ = ["HParam", "KINDS", "PRETRAIN_HPARAMS", "TRAINING_HPARAMS", "check_hparams",
+           "describe_search", "resolve_hparams", "seed_hash", "training_default"]
 
 
 KINDS = ("float", "int", "str", "bool", "dict")
@@ -196,6 +197,20 @@ TRAINING_HPARAMS: dict[str, HParam] = {
                        low=1),
     "grad_clip": HParam(0.0, "clip the gradient norm to this value; 0 disables (official: off)",
                         kind="float", low=0),
+}
+
+# The unimodal pretraining stage of ``--init unimodal`` (merdg.pretraining): declared for those
+# runs only, so the resolved hparams of every other run stay as they were. None takes the fused
+# training's value (resolved by merdg.run.hparams.resolve_run_hparams).
+PRETRAIN_HPARAMS: dict[str, HParam] = {
+    "pretrain_epochs": HParam(None, "epochs of unimodal pretraining (--init unimodal; None: "
+                              "the run's epochs)", kind="int", low=1, nullable=True),
+    "pretrain_lr": HParam(None, "Adam learning rate of unimodal pretraining (None: lr)",
+                          kind="float", low=0, nullable=True),
+    "pretrain_weight_decay": HParam(None, "Adam weight decay of unimodal pretraining (None: "
+                                    "weight_decay)", kind="float", low=0, nullable=True),
+    "pretrain_batch_size": HParam(None, "batch size of unimodal pretraining (None: "
+                                  "batch_size)", kind="int", low=1, nullable=True),
 }
 
 

@@ -120,3 +120,35 @@ def test_hac_preset_trains_two_steps_and_counts_skipped_files(tmp_path, hac_copy
     assert name in rec["data_issues"]["skipped_reads"][0]
     summary = json.loads((tmp_path / "hac-va-fusion" / "summary.json").read_text())
     assert summary["data_issues"]["skipped_while_reading"] >= 1
+
+
+def test_a_preset_starts_from_the_users_own_encoders(tmp_path, epic_root):
+    """--init FILE replaces the public checkpoints of a preset (no --checkpoint-dir needed);
+    the preset's frozen trunk stays frozen: the same freezing as --freeze all-but-last."""
+    import torch
+    from media_setup import NAMES, SHAPES
+
+    from merdg.models import build_encoder
+    from merdg.models.transfer import encoder_blocks
+
+    torch.manual_seed(3)
+    own = {m: build_encoder({"name": NAMES[m], **TINY_ENCODERS[m]}, SHAPES[m])
+           for m in ("video", "audio")}
+    file = tmp_path / "own.pt"
+    torch.save({f"{m}.{k}": v for m, e in own.items() for k, v in e.state_dict().items()}, file)
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "epic-va-fusion", "--data-root", str(epic_root),
+                 "--source", "D1", "D2", "--target", "D3", "--out", str(out), "--init",
+                 str(file), "--save-model", "--hparams", json.dumps(TINY_HPARAMS),
+                 *OPTIONS]) == 0
+    info = json.loads((out / "config.json").read_text())
+    assert {m: e["loaded"] for m, e in info["init"]["load"]["encoders"].items()} == {
+        m: len(e.state_dict()) for m, e in own.items()}
+    final = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    for m, encoder in own.items():
+        trunk = [n for block in encoder_blocks(encoder)[:-1] for n in block]
+        frozen = {k: v for k, v in encoder.state_dict().items()
+                  if any(k.startswith(t + ".") for t in trunk) and "running" not in k
+                  and "num_batches" not in k}
+        assert frozen and all(torch.equal(v, final[f"net.encoders.{m}.{k}"])
+                              for k, v in frozen.items()), m

@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "OUT/jobs), run those not done yet, and write the tables (table.md/.tex, cells.csv, "
         "results.csv) and report.md to OUT. Run the same command again to resume an "
         "interrupted sweep. Protocol 'fair' (MMDG-Bench): the default plus --trials random "
-        "hparam trials per task, the best on source validation retrained to --seeds runs; "
+        "hparam trials per task, the best on source validation (or, with --selection lodo, by "
+        "leave-one-domain-out cross-validation on the sources) retrained to --seeds runs; "
         "'grid': every trial with every seed. Every run shares one source train/val split "
         "(--split-seed, default 0).")
     add_experiment_options(p, out_required=True)
@@ -32,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=3, help="runs reported per task (fair), or "
                    "seeds of every trial (grid)")
     p.add_argument("--protocol", default="fair", choices=["fair", "grid"])
+    p.add_argument("--selection", default="source_val", choices=["source_val", "lodo"],
+                   help="how each task's trial is chosen: source_val (its search run's "
+                   "accuracy on the held-out part of the sources; default) or lodo "
+                   "(leave-one-domain-out cross-validation: every trial trained once per "
+                   "source domain held out, scored on it, the best trial then trained on all "
+                   "sources with --seeds seeds; the target is never used; docs/sweeps.md)")
     p.add_argument("--dry-run", action="store_true", help="list the jobs and their status only")
     add_run_options(p, axes=False)
     add_launcher_args(p)
@@ -48,6 +55,7 @@ def experiment_config(args: argparse.Namespace):
     settings.setdefault("split_seed", 0)
     return ExperimentConfig(base=RunConfig(**settings), out_dir=args.out, trials=args.trials,
                             seeds=args.seeds, protocol=args.protocol, layout="hashed",
+                            selection=args.selection,
                             **experiment_settings(args))
 
 

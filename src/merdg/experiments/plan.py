@@ -14,7 +14,10 @@ same run always lands in the same directory.
 Runs are built with :func:`dataclasses.replace` on the base config (:func:`run_config`). The
 protocols and the choice of a trial are in :mod:`merdg.experiments.search`. Every run of a
 sweep uses the same source train/val split (``base.split_seed``), so trials are compared on
-the same validation data and seeds vary only the training randomness.
+the same validation data and seeds vary only the training randomness. With
+``selection="lodo"`` a task's search runs are its inner runs (:func:`inner_config`: one per
+trial and source domain held out), and the chosen trial is trained on all sources with seeds
+``0 .. seeds - 1``.
 """
 
 from __future__ import annotations
@@ -27,14 +30,15 @@ from typing import Any
 
 from merdg.experiments.jobs import Job, job_hash
 from merdg.experiments.results import run_rows
-from merdg.experiments.search import PROTOCOLS, choose_trial
+from merdg.experiments.search import PROTOCOLS, TRIAL_RULES, choose_trial, choose_trial_lodo
 from merdg.run.config import RunConfig
 
-__all__ = ["LAYOUTS", "SETTINGS", "ExperimentConfig", "Task", "plan", "retrain_jobs", "run_config",
-           "search_jobs", "tasks"]
+__all__ = ["LAYOUTS", "SELECTIONS", "SETTINGS", "ExperimentConfig", "Task", "inner_config",
+           "plan", "retrain_jobs", "run_config", "search_jobs", "tasks"]
 
 LAYOUTS = ("named", "hashed")
 SETTINGS = ("multi", "single", "all")
+SELECTIONS = tuple(TRIAL_RULES)  # how a task's trial is chosen (merdg.experiments.search)
 
 
 @dataclass
@@ -62,6 +66,10 @@ class ExperimentConfig:
         reference: The algorithm every other one is compared with in the paired-difference
             table (None: ERM when it is among the runs; a name given must be in
             ``algorithms``).
+        selection: How each task's trial is chosen: ``"source_val"`` (its search run's
+            source-validation accuracy) or ``"lodo"`` (leave-one-domain-out cross-validation
+            on the sources: inner runs, then the chosen trial trained with seeds
+            ``0 .. seeds - 1``; fair protocol; :mod:`merdg.experiments.search`).
     """
 
     base: RunConfig
@@ -76,6 +84,7 @@ class ExperimentConfig:
     diagnose_seeds: int = 0
     setting: str = "multi"
     reference: str | None = None
+    selection: str = "source_val"
 
     def validate(self) -> ExperimentConfig:
         """Check the axes (the base config checks itself); returns self.
@@ -107,6 +116,12 @@ class ExperimentConfig:
         if self.reference is not None and self.reference not in self.algorithms:
             raise ValueError(f"--reference {self.reference} is not among --algorithms "
                              f"{' '.join(self.algorithms)}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"--selection must be one of {', '.join(SELECTIONS)}, got "
+                             f"{self.selection!r}")
+        if self.selection == "lodo" and self.protocol != "fair":
+            raise ValueError("--selection lodo works with --protocol fair (the chosen trial is "
+                             "then trained with every seed)")
         if self.base.sources is not None:
             raise ValueError("an experiment sets each run's sources (--setting multi|single|"
                              "all); --source is for merdg train")
@@ -130,12 +145,21 @@ class Task:
 
     Attributes:
         sources: The source domains (None: every domain but the target).
+        domains: The dataset's domains (what "every domain but the target" means).
     """
 
     modalities: tuple[str, ...]
     algorithm: str
     target: str
     sources: tuple[str, ...] | None = None
+    domains: tuple[str, ...] = ()
+
+    @property
+    def source_domains(self) -> tuple[str, ...]:
+        """The sources, spelled out (every domain but the target when ``sources`` is None)."""
+        if self.sources is not None:
+            return self.sources
+        return tuple(d for d in self.domains if d != self.target)
 
 
 def source_sets(setting: str, target: str, domains: Sequence[str]
@@ -157,19 +181,22 @@ def tasks(experiment: ExperimentConfig, domains: Sequence[str],
     """
     targets = experiment.targets or list(domains)
     modality_sets = experiment.modality_sets or [list(m) for m in default_modality_sets]
-    return [Task(tuple(sorted(mods)), algo, target, sources) for mods in modality_sets
-            for algo in experiment.algorithms for target in targets
+    return [Task(tuple(sorted(mods)), algo, target, sources, tuple(domains))
+            for mods in modality_sets for algo in experiment.algorithms for target in targets
             for sources in source_sets(experiment.setting, target, domains)]
+
+
+def _pair(sources: Sequence[str] | None, target: str | None) -> str:
+    """The directory name of a (sources -> target) pair: the target alone for multi-source."""
+    return str(target) if sources is None else f"{'+'.join(sources)}-to-{target}"
 
 
 def _run_path(experiment: ExperimentConfig, config: RunConfig) -> Path:
     root = Path(experiment.out_dir)
     if experiment.layout == "hashed":
         return root / "jobs" / job_hash(config)
-    pair = str(config.target)
-    if config.sources is not None:
-        pair = f"{'+'.join(config.sources)}-to-{config.target}"
-    path = root / "runs" / "+".join(config.modalities or ["all"]) / config.algorithm / pair
+    path = (root / "runs" / "+".join(config.modalities or ["all"]) / config.algorithm
+            / _pair(config.sources, config.target))
     if config.hparams_seed:
         path = path / f"trial{config.hparams_seed}"
     return path / f"seed{config.seed}"
@@ -190,8 +217,46 @@ def _job(experiment: ExperimentConfig, task: Task, trial: int, seed: int, phase:
     return Job(run_config(experiment, task, trial, seed), {"trial": trial, "phase": phase})
 
 
+def uses_lodo(experiment: ExperimentConfig) -> bool:
+    """Whether the experiment chooses trials by leave-one-domain-out cross-validation (with
+    one trial there is nothing to choose)."""
+    return experiment.selection == "lodo" and experiment.trials > 0
+
+
+def inner_config(experiment: ExperimentConfig, task: Task, trial: int, held_out: str
+                 ) -> RunConfig:
+    """The inner run of ``task`` for ``trial`` that holds out source ``held_out``: trained on
+    the task's other sources, evaluated on ``held_out`` (the task's target is left out)."""
+    if held_out not in task.source_domains:
+        raise ValueError(f"{held_out!r} is not a source of the task (sources "
+                         f"{task.source_domains})")
+    sources = [d for d in task.source_domains if d != held_out]
+    config = dataclasses.replace(
+        experiment.base, target=held_out, sources=sources, algorithm=task.algorithm,
+        modalities=list(task.modalities), seed=trial, hparams_seed=trial, out_dir=None)
+    if experiment.layout == "hashed":
+        path = Path(experiment.out_dir) / "jobs" / job_hash(config)
+    else:
+        path = (Path(experiment.out_dir) / "runs" / "+".join(task.modalities) / task.algorithm
+                / _pair(task.sources, task.target) / f"lodo-{held_out}" / f"trial{trial}"
+                / f"seed{trial}")
+    return dataclasses.replace(config, out_dir=str(path))
+
+
+def _inner_jobs(experiment: ExperimentConfig, task: Task) -> list[Job]:
+    if len(task.source_domains) < 2:
+        raise ValueError(f"leave-one-domain-out selection needs >= 2 source domains; target "
+                         f"{task.target} has {list(task.source_domains)}")
+    return [Job(inner_config(experiment, task, k, h),
+                {"trial": k, "phase": "inner", "held_out": h, "outer_target": task.target})
+            for k in range(experiment.trials + 1) for h in task.source_domains]
+
+
 def search_jobs(experiment: ExperimentConfig, task: Task) -> list[Job]:
-    """Fair: trial k with seed k. Grid: every trial with every seed."""
+    """Fair: trial k with seed k. Grid: every trial with every seed. Leave-one-domain-out
+    selection: every trial's inner runs (:func:`inner_config`)."""
+    if uses_lodo(experiment):
+        return _inner_jobs(experiment, task)
     if experiment.protocol == "grid":
         return [_job(experiment, task, k, s, "grid") for k in range(experiment.trials + 1)
                 for s in range(experiment.seeds)]
@@ -199,7 +264,10 @@ def search_jobs(experiment: ExperimentConfig, task: Task) -> list[Job]:
 
 
 def retrain_jobs(experiment: ExperimentConfig, task: Task, trial: int) -> list[Job]:
-    """The chosen trial's extra seeds (above every search seed)."""
+    """The chosen trial's extra seeds (above every search seed); with leave-one-domain-out
+    selection, the chosen trial on all sources with seeds ``0 .. seeds - 1``."""
+    if uses_lodo(experiment):
+        return [_job(experiment, task, trial, s, "retrain") for s in range(experiment.seeds)]
     first = experiment.trials + 1
     return [_job(experiment, task, trial, s, "retrain")
             for s in range(first, first + experiment.seeds - 1)]
@@ -207,12 +275,17 @@ def retrain_jobs(experiment: ExperimentConfig, task: Task, trial: int) -> list[J
 
 def chosen_trial(jobs: Sequence[Job]) -> int | None:
     """The trial chosen among a task's search jobs, once every one is done or failed (None
-    while some are unfinished, or when all failed)."""
+    while some are unfinished, or when all failed). Inner runs (leave-one-domain-out) choose by
+    :func:`merdg.experiments.search.choose_trial_lodo` among the trials whose inner runs all
+    finished."""
     statuses = [job.status() for job in jobs]
     if any(s not in ("done", "failed") for s in statuses) or "done" not in statuses:
         return None
     rows = [row for job, s in zip(jobs, statuses) if s == "done"
             for row in run_rows(job.run_dir.read_records()) if row["selection"] == "source_val"]
+    if jobs[0].label.get("phase") == "inner":
+        held_out = list(dict.fromkeys(job.config.target for job in jobs))
+        return choose_trial_lodo(rows, held_out)
     return choose_trial(rows)
 
 

@@ -39,6 +39,7 @@ from merdg.experiments.results import (
     has_search,
     latex_table,
     load_rows,
+    lodo_table,
     markdown_table,
     missing_modality_table,
     paired_tables,
@@ -52,7 +53,9 @@ from merdg.experiments.results import (
     table_order,
     table_title,
     time_table,
+    trial_rules_of,
 )
+from merdg.experiments.search import TRIAL_RULES
 from merdg.run.selection import SELECTION_RULES
 
 __all__ = ["DEFAULT_REFERENCE", "EXPERIMENT_FILE", "OUTPUT_FILES", "experiment_reference",
@@ -82,13 +85,15 @@ def tables_text(rows: Sequence[dict[str, Any]], rule: str = "source_val",
         measured = what
         if metric == "target_acc" and "open-set" in label:
             measured = f"{what} on the known classes (no rejection)"
+        trial_rules = trial_rules_of(table)
         title = table_title(dataset, rule, search,
                             rest if per_setting[(dataset, label)] > 1 else None, measured,
-                            label)
+                            label, trial_rules)
         md.append(markdown_table(table, title))
         if search:
-            md.append(markdown_table(table, "chosen trial (hparams_seed) and its number of "
-                                     "runs", format_trial))
+            chosen = " or ".join(TRIAL_RULES[r] for r in trial_rules)
+            md.append(markdown_table(table, f"chosen trial (hparams_seed; {chosen}) and its "
+                                     "number of runs", format_trial))
         tex.append(latex_table(table, title))
     return "\n".join(md), "\n".join(tex), tables
 
@@ -197,6 +202,11 @@ def write_tables(root: str | Path, out_dir: str | Path | None = None,
     reference = reference or experiment_reference(root)
     markdown, tex, tables = tables_text(rows, rule)
     h_score, _, _ = tables_text(rows, rule, "h_score", H_SCORE)
+    lodo = lodo_table(rows)
+    if lodo:
+        markdown += ("\nLeave-one-domain-out scores of every trial (mean accuracy (%) of its "
+                     "inner runs on the source domain each held out; each inner run's epoch "
+                     "chosen on its own source validation):\n\n" + lodo)
     markdown = "\n".join(p for p in (markdown, h_score, paired_section(rows, reference, rule))
                          if p)
     out = Path(out_dir or root)
@@ -238,6 +248,10 @@ def write_report(root: str | Path, experiment: dict[str, Any], rows: Sequence[di
     h_score, _, _ = tables_text(rows, "source_val", "h_score", H_SCORE)
     reference = experiment.get("reference") or DEFAULT_REFERENCE
     paired = paired_section(rows, reference, words=True)
+    lodo = lodo_table(rows)
+    if lodo:
+        main += ("\nLeave-one-domain-out scores of every trial (mean accuracy (%) of its inner "
+                 "runs on the source domain each held out):\n\n" + lodo)
     val, _, _ = tables_text(rows, "source_val", "val_acc", "source-validation accuracy")
     oracle, _, _ = tables_text(rows, "oracle")
     plot = plot_accuracy(rows, out / OUTPUT_FILES["plot"])

@@ -15,9 +15,14 @@ collect DIR`` prints exactly the tables the command that wrote ``DIR`` printed.
    set, algorithm, column); the column is the target, or ``source->target`` for single-source
    runs, whose tables are separate from the multi-source ones (their settings say
    ``"setting": "single-source"``). Each task's hparam trial is chosen on source validation
-   (:func:`merdg.experiments.search.choose_trial`; one trial in a plain comparison); the cell
-   holds mean, sample std (ddof=1) and population std of the metric over the chosen trial's
-   runs (its search run plus its retrained seeds).
+   (:func:`merdg.experiments.search.choose_trial`; one trial in a plain comparison), or, when
+   the records hold the task's *inner runs* (runs trained without the task's target at all,
+   each holding out one source domain: ``merdg sweep --selection lodo``), by
+   leave-one-domain-out cross-validation (:func:`merdg.experiments.search.choose_trial_lodo`);
+   the cell holds mean, sample std (ddof=1) and population std of the metric over the chosen
+   trial's runs (its search run plus its retrained seeds), and the rule that chose the trial,
+   which every table title names. Inner runs serve their task's choice and are not cells
+   themselves (:func:`lodo_table` lists their scores).
 3. The ``avg`` column averages the targets replicate by replicate, then takes mean and std over
    replicates. A replicate is identified by its seed, except that each task's search run (the
    chosen trial's run with the lowest seed, whose seed is the trial index in a fair search)
@@ -48,6 +53,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -62,17 +68,24 @@ from merdg.evaluation.statistics import (
     paired_difference_markdown,
     paired_differences,
 )
-from merdg.experiments.search import choose_trial, search_runs
+from merdg.experiments.search import (
+    TRIAL_RULES,
+    choose_trial,
+    choose_trial_lodo,
+    lodo_scores,
+    search_runs,
+)
 from merdg.run.config import config_identity
 from merdg.run.directory import RunDir
 from merdg.run.selection import SELECTION_RULES, select_epoch
 
 __all__ = ["CORRUPTION_ACC", "CORRUPTION_RELATIVE", "OPEN_SET_METRICS", "SELECTIVE_METRICS",
            "Cell", "Table", "average_tables", "build_tables", "cells_csv", "column_of",
-           "latex_table", "load_rows", "markdown_table", "missing_modality_table", "paired_rows",
+           "latex_table", "load_rows", "lodo_table", "markdown_table", "missing_modality_table",
+           "paired_rows",
            "paired_tables", "plot_accuracy", "plot_robustness", "probe_table", "robustness_rule",
            "robustness_table", "rows_to_csv", "run_rows", "setting_label", "severity_curves",
-           "table_order", "table_title", "time_table"]
+           "table_order", "table_title", "time_table", "trial_rules_of"]
 
 # config entries that are table axes or replicate indices, not settings
 AXES = ("dataset", "algorithm", "modalities", "target", "seed", "hparams_seed", "split_seed")
@@ -145,7 +158,11 @@ def run_rows(records: Sequence[dict[str, Any]], path: str = "") -> list[dict[str
             "val_acc": rec["val"]["acc"], "target_acc": rec["target"]["acc"], "path": path,
             "val_loss": rec["val"]["loss"], "sources": "+".join(sources),
             "setting": "single" if is_single_source(cfg) else "multi",
+            "source_domains": json.dumps(list(sources)),
         }
+        left_out = _left_out(run)
+        if left_out is not None:
+            row["left_out"] = left_out
         for key in SELECTIVE_METRICS + OPEN_SET_METRICS:
             if key in rec["target"]:
                 row[key] = rec["target"][key]
@@ -161,6 +178,7 @@ def run_rows(records: Sequence[dict[str, Any]], path: str = "") -> list[dict[str
                 row[f"target_{key}/{m}"] = acc
         row.update(_corruption_columns(rec["target"]))
         row["train_time_s"] = run_time_s
+        row.update(_encoder_columns(run, rec))
         rows.append(row)
     return rows
 
@@ -181,6 +199,30 @@ def _corruption_columns(target: dict[str, Any]) -> dict[str, float]:
     return columns
 
 
+def _left_out(run: dict[str, Any]) -> str | None:
+    """The one domain a run neither trained on nor evaluated (an inner run of a
+    leave-one-domain-out search leaves out its task's target), else None."""
+    domains = run.get("domains")
+    if not domains or not run["config"].get("sources"):
+        return None
+    seen = {*run["sources"], run["config"]["target"]}
+    left = [d for d in domains if d not in seen]
+    return left[0] if len(left) == 1 else None
+
+
+def _encoder_columns(run: dict[str, Any], record: dict[str, Any]) -> dict[str, float]:
+    """``--encoder-probes`` measurements: at initialization (``init_probe_acc/<m>``,
+    ``init_erank/<m>``) and at the selected epoch when it was measured there
+    (``encoder_probe_acc/<m>``, ``encoder_erank/<m>``)."""
+    out = {}
+    for prefix, measured in (("init", run.get("encoders_at_init")),
+                             ("encoder", record.get("encoders"))):
+        for m, values in (measured or {}).items():
+            out[f"{prefix}_probe_acc/{m}"] = values["probe_acc"]
+            out[f"{prefix}_erank/{m}"] = values["erank"]
+    return out
+
+
 def load_rows(root: str | Path) -> list[dict[str, Any]]:
     """One row per (finished run under ``root``, selection rule), with the run's
     ``settings``."""
@@ -190,9 +232,12 @@ def load_rows(root: str | Path) -> list[dict[str, Any]]:
         if not records:
             continue
         try:
-            settings = settings_of(records[0]["run"]["config"])
-            rows += [{**row, "settings": settings}
-                     for row in run_rows(records, str(run_dir.path))]
+            config = records[0]["run"]["config"]
+            extra = {"settings": settings_of(config)}
+            for row in run_rows(records, str(run_dir.path)):
+                if "left_out" in row:  # the settings of the task it may serve
+                    extra["outer_settings"] = settings_of({**config, "sources": None})
+                rows.append({**row, **extra})
         except (KeyError, TypeError, AttributeError, IndexError) as err:
             raise ValueError(f"{run_dir.records_file}: not a merdg epoch record (missing or "
                              f"malformed entry {err}); move the directory out of {root}, or "
@@ -212,16 +257,18 @@ class Cell:
     n: int
     trial: int | None  # chosen hparams_seed (None for the average column)
     seeds: tuple[int, ...]
+    rule: str | None = None  # what chose the trial (merdg.experiments.search.TRIAL_RULES)
 
 
 Table = dict[tuple[str, str], dict[str, Cell]]  # (modalities, algorithm) -> column -> cell
 TaskKey = tuple[str, str, str, str, str]  # dataset, settings, modalities, algorithm, target
 
 
-def _cell(values: Sequence[float], trial: int | None, seeds: Sequence[int]) -> Cell:
+def _cell(values: Sequence[float], trial: int | None, seeds: Sequence[int],
+          rule: str | None = None) -> Cell:
     arr = np.asarray(values, dtype=float)
     std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
-    return Cell(float(arr.mean()), std, float(arr.std()), len(arr), trial, tuple(seeds))
+    return Cell(float(arr.mean()), std, float(arr.std()), len(arr), trial, tuple(seeds), rule)
 
 
 def _task_key(row: dict[str, Any]) -> TaskKey:
@@ -229,24 +276,76 @@ def _task_key(row: dict[str, Any]) -> TaskKey:
             column_of(row))
 
 
+def _inner_key(row: dict[str, Any]) -> TaskKey | None:
+    """The task an inner run would serve (its left-out domain is the task's target)."""
+    if "left_out" not in row:
+        return None
+    return (row["dataset"], row.get("outer_settings", ""), row["modalities"], row["algorithm"],
+            row["left_out"])
+
+
+def split_inner_rows(rows: Sequence[dict[str, Any]]
+                     ) -> tuple[list[dict[str, Any]], dict[TaskKey, list[dict[str, Any]]]]:
+    """``(rows of table cells, {task: its inner runs' rows})``: a run that left one domain out
+    entirely is an inner run of the task whose target that domain is, when that task has runs
+    of its own; otherwise it is a cell of its own (e.g. a ``merdg train --source ...`` run)."""
+    own = {_task_key(r) for r in rows if "left_out" not in r}
+    cells, inner = [], defaultdict(list)
+    for row in rows:
+        key = _inner_key(row)
+        if key is not None and key in own:
+            inner[key].append(row)
+        # a single-source run is a cell of its own table even when it also serves as an inner
+        # run (on three domains, holding one source out of two leaves a single-source run)
+        if key is None or key not in own or row.get("setting") == "single":
+            cells.append(row)
+    return cells, dict(inner)
+
+
+def _choices(rows: Sequence[dict[str, Any]]) -> dict[TaskKey, tuple[int, str]]:
+    """``{task: (chosen trial, rule)}``: leave-one-domain-out when the task has inner runs,
+    else source validation. A task whose inner runs score no trial yet is left out, with a
+    warning."""
+    cells, inner = split_inner_rows(rows)
+    search: dict[TaskKey, list[dict]] = defaultdict(list)
+    for row in cells:
+        if row["selection"] == "source_val":
+            search[_task_key(row)].append(row)
+    out = {}
+    for key in sorted(search):
+        if key not in inner:
+            out[key] = (choose_trial(search[key]), "source_val")
+            continue
+        held_out = json.loads(search[key][0]["source_domains"])
+        trial = choose_trial_lodo([r for r in inner[key] if r["selection"] == "source_val"],
+                                  held_out)
+        if trial is None:
+            warnings.warn(f"{'/'.join(key[2:])}: its inner runs score no trial (every trial "
+                          f"lacks a finished run for some of {held_out}); left out of the "
+                          "tables", stacklevel=3)
+            continue
+        out[key] = (trial, "lodo")
+    return out
+
+
 def chosen_runs(rows: Sequence[dict[str, Any]], rule: str = "source_val"
                 ) -> dict[TaskKey, tuple[int, list[dict[str, Any]]]]:
     """Per task: the chosen trial and its rows under ``rule``, sorted by seed."""
     if rule not in SELECTION_RULES:
         raise ValueError(f"unknown selection rule {rule!r}; choose from {list(SELECTION_RULES)}")
-    search: dict[TaskKey, list[dict]] = defaultdict(list)
     report: dict[TaskKey, list[dict]] = defaultdict(list)
-    for row in rows:
-        if row["selection"] == "source_val":
-            search[_task_key(row)].append(row)
+    for row in split_inner_rows(rows)[0]:
         if row["selection"] == rule:
             report[_task_key(row)].append(row)
-    chosen = {}
-    for key in sorted(search):
-        trial = choose_trial(search[key])
-        chosen[key] = (trial, sorted((r for r in report[key] if r["hparams_seed"] == trial),
-                                     key=lambda r: r["seed"]))
-    return chosen
+    return {key: (trial, sorted((r for r in report[key] if r["hparams_seed"] == trial),
+                                key=lambda r: r["seed"]))
+            for key, (trial, _) in _choices(rows).items()}
+
+
+def trial_rules_of(table: Table) -> list[str]:
+    """The rules that chose the trials of a table's cells (keys of
+    :data:`merdg.experiments.search.TRIAL_RULES`), sorted."""
+    return sorted({c.rule for cells in table.values() for c in cells.values() if c.rule})
 
 
 def _replicates(runs: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
@@ -269,13 +368,14 @@ def build_tables(rows: Sequence[dict[str, Any]], rule: str = "source_val",
     """
     tables: dict[tuple[str, str], Table] = defaultdict(dict)
     per_row: dict[tuple, dict[str, dict[Any, float]]] = defaultdict(dict)
+    rules = {key: trial_rule for key, (_, trial_rule) in _choices(rows).items()}
     for key, (trial, runs) in chosen_runs(rows, rule).items():
         dataset, settings, mods, algo, target = key
         runs = [r for r in runs if r.get(metric) is not None]
         if not runs:
             continue
         tables[(dataset, settings)].setdefault((mods, algo), {})[target] = _cell(
-            [r[metric] for r in runs], trial, [r["seed"] for r in runs])
+            [r[metric] for r in runs], trial, [r["seed"] for r in runs], rules[key])
         per_row[(dataset, settings, mods, algo)][target] = {
             k: r[metric] for k, r in _replicates(runs).items()}
     for (dataset, settings, mods, algo), per_target in per_row.items():
@@ -318,11 +418,13 @@ def table_order(key: tuple[str, str]) -> tuple[str, str, str]:
 
 
 def has_search(rows: Iterable[dict[str, Any]]) -> bool:
-    """Whether some task has runs of several hparam trials (tables then name the trial)."""
+    """Whether some task has runs of several hparam trials, or inner runs (tables then name
+    the trial)."""
+    cells, inner = split_inner_rows(list(rows))
     trials: dict[TaskKey, set[int]] = defaultdict(set)
-    for row in rows:
+    for row in cells:
         trials[_task_key(row)].add(row["hparams_seed"])
-    return any(len(t) > 1 for t in trials.values())
+    return bool(inner) or any(len(t) > 1 for t in trials.values())
 
 
 # --- views ---------------------------------------------------------------------------------
@@ -339,9 +441,17 @@ def format_trial(cell: Cell | None) -> str:
 
 
 def table_title(dataset: str, rule: str, search: bool, settings: str | None = None,
-                what: str = "target accuracy", label: str = "") -> str:
-    spread = ("over the runs of the trial chosen on source validation" if search
-              else "over seeds")
+                what: str = "target accuracy", label: str = "",
+                trial_rules: Sequence[str] = ("source_val",)) -> str:
+    """The title of a table: dataset (and setting label), metric, spread, how trials and
+    epochs were chosen.
+
+    Args:
+        trial_rules: The rules that chose the table's trials (:func:`trial_rules_of`); named
+            when ``search``.
+    """
+    chosen = " or ".join(TRIAL_RULES[r] for r in trial_rules or ("source_val",))
+    spread = f"over the runs of the trial {chosen}" if search else "over seeds"
     where = f"{dataset} ({label})" if label else dataset
     title = f"{where}: {what} (%), mean ± std {spread}; epochs: {SELECTION_RULES[rule]}"
     return title + (f"; settings {settings}" if settings is not None else "")
@@ -401,6 +511,27 @@ def cells_csv(tables: dict[tuple[str, str], Table]) -> str:
                             "seeds": " ".join(map(str, c.seeds)) if c.trial is not None
                             else ""})
     return rows_to_csv(out)
+
+
+def lodo_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown: every task's leave-one-domain-out scores per trial (mean accuracy of the
+    inner runs on the source they held out, %), the chosen trial marked; "" without inner
+    runs."""
+    cells, inner = split_inner_rows(rows)
+    if not inner:
+        return ""
+    sources = {_task_key(r): json.loads(r["source_domains"]) for r in cells}
+    lines = ["| dataset | modalities | algorithm | target | trial | held-out sources | score | "
+             "chosen |", "|---|---|---|---|---|---|---|---|"]
+    for key, runs in sorted(inner.items()):
+        held_out = sources[key]
+        scores = lodo_scores([r for r in runs if r["selection"] == "source_val"], held_out)
+        best = choose_trial_lodo([r for r in runs if r["selection"] == "source_val"], held_out)
+        for trial, score in scores.items():
+            lines.append(f"| {key[0]} | {key[2]} | {key[3]} | {key[4]} | {trial} | "
+                         f"{' '.join(held_out)} | {100 * score:.2f} | "
+                         f"{'yes' if trial == best else ''} |")
+    return "\n".join(lines) + "\n"
 
 
 def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:

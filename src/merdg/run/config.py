@@ -21,12 +21,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-__all__ = ["Option", "RunConfig", "config_identity", "identity_differences", "option_of",
-           "run_options"]
+__all__ = ["INIT_KINDS", "Option", "RunConfig", "check_init", "config_identity",
+           "identity_differences", "init_kind", "option_default", "option_of", "run_options"]
 
 KINDS = ("str", "int", "float", "bool", "list", "ints", "json", "pairs")
 ALL = "all"  # the word a list option declared with ``all_word`` accepts for "every name"
@@ -127,6 +128,23 @@ class RunConfig:
         {}, help='encoder options per modality as JSON, e.g. \'{"m0": {"hidden": 64}}\' '
         "(merged into the dataset's default spec; `merdg list encoders`)", flag="--encoders",
         kind="json")
+    init: str = _setting(
+        "scratch", help="encoder initialization: 'scratch' (random), 'unimodal' (first "
+        "pretrain each encoder alone with a linear head on the sources' training split, epoch "
+        "selected on their validation split; pretrain_* hparams), or PATH of encoder weights "
+        "(a run's model.pt, a saved MultimodalNet, or a {'<modality>.<name>': tensor} file; "
+        "names and shapes must match; docs/regimes.md)", flag="--init", kind="str",
+        metavar="scratch|unimodal|PATH")
+    freeze: str | None = _setting(
+        None, help="freeze encoder parameters for fused training: 'all-but-last' (every "
+        "encoder block but the last) or comma-separated parameter-name prefixes (e.g. "
+        "'m0,m1.net.1'); default: nothing frozen", flag="--freeze", kind="str", nullable=True,
+        metavar="all-but-last|PREFIX[,PREFIX...]")
+    freeze_bn: str = _setting(
+        "frozen", help="BatchNorm layers inside the frozen part: 'frozen' (normalize with "
+        "their running statistics and never update them) or 'train' (batch statistics, "
+        "running statistics keep updating)", flag="--freeze-bn", kind="str",
+        choices=("frozen", "train"))
     preset: str | None = _setting(
         None, help="a paper configuration (`merdg list presets`): its hparams and encoder "
         "options apply between the algorithm's defaults and your overrides", flag="--preset",
@@ -196,6 +214,12 @@ class RunConfig:
         "last", help="when to evaluate the corruptions: at the last epoch (tables then report "
         "the last epoch) or at every epoch (tables report the epoch source validation "
         "selects)", flag="--eval-corruptions", kind="str", choices=("last", "every"))
+    encoder_probes: str = _setting(
+        "none", help="measure each encoder alone: a linear probe on its embedding (fit on the "
+        "sources' training split, epoch chosen on their validation split, accuracy on the "
+        "target) and the effective rank of its target embeddings, at initialization (before "
+        "fused training) and after the last or every epoch", flag="--encoder-probes",
+        kind="str", choices=("none", "last", "every"))
 
     def __post_init__(self) -> None:
         self.hparams, self.encoders = _move_legacy_encoders(self.hparams, self.encoders)
@@ -244,6 +268,13 @@ class RunConfig:
         if self.known_classes is not None and not self.open_set:
             raise ValueError(f"known_classes (--known-classes) {self.known_classes} needs "
                              "--open-set")
+        check_init(self.init)
+        if self.freeze is not None and not [p for p in self.freeze.split(",") if p.strip()]:
+            raise ValueError(f"freeze (--freeze) must be 'all-but-last' or parameter-name "
+                             f"prefixes, got {self.freeze!r}")
+        if self.freeze is None and self.freeze_bn != option_default("freeze_bn"):
+            raise ValueError(f"freeze_bn (--freeze-bn) {self.freeze_bn!r} needs --freeze (it "
+                             "sets what the BatchNorm layers of the frozen part do)")
         if self.target is not None and self.sources and self.target in self.sources:
             raise ValueError(f"target {self.target!r} is also a source domain (--source "
                              f"{' '.join(self.sources)})")
@@ -256,6 +287,43 @@ class RunConfig:
                 raise ValueError(f"{', '.join(unused)} only apply with --corruptions "
                                  "(corruptions is not set)")
         return self
+
+
+INIT_KINDS = ("scratch", "unimodal")
+
+
+def init_kind(init: str) -> str:
+    """``"scratch"``, ``"unimodal"`` or ``"file"`` (a path of encoder weights)."""
+    return init if init in INIT_KINDS else "file"
+
+
+def check_init(init: str) -> None:
+    """Check ``--init``: a kind, or a readable file of encoder weights.
+
+    Raises:
+        ValueError: One line naming the option, the value and the problem.
+    """
+    if init_kind(init) != "file":
+        return
+    where = f"init (--init) {init!r}"
+    if not os.path.exists(init):
+        raise ValueError(f"{where}: no such file; give 'scratch', 'unimodal' or the path of "
+                         "encoder weights (a run's model.pt, or `merdg pretrain --out`)")
+    if not os.path.isfile(init):
+        raise ValueError(f"{where} is not a file")
+    try:
+        with open(init, "rb") as handle:
+            handle.read(1)
+    except OSError as err:
+        raise ValueError(f"{where} cannot be read ({err.strerror})") from err
+
+
+def option_default(name: str) -> Any:
+    """The default value of field ``name``."""
+    for field_name, _, default in run_options():
+        if field_name == name:
+            return default
+    raise KeyError(f"RunConfig has no field {name!r}")
 
 
 def _move_legacy_encoders(hparams: Any, encoders: Any) -> tuple[Any, Any]:

@@ -9,6 +9,8 @@ A run directory holds (names: the constants of :class:`RunDir`):
   one before, and ``checkpoint.sha256``: the sha256 of each as written (all three removed once
   the run is done); ``checkpoint.damaged.pt``: a checkpoint found damaged on resume, moved
   aside;
+- ``pretraining.pt``: the state of the unimodal pretraining stage (``--init unimodal``) after
+  its last finished epoch (removed once the run is done);
 - ``summary.json``: the epoch each selection rule picks; ``model.pt``: the final weights
   (optional) and ``model.sha256`` their sha256; ``done``: written last, after
   ``summary.json``;
@@ -84,6 +86,7 @@ class RunDir:
     PREVIOUS_CHECKPOINT = "checkpoint.previous.pt"
     CHECKPOINT_DIGESTS = "checkpoint.sha256"
     DAMAGED_CHECKPOINT = "checkpoint.damaged.pt"
+    PRETRAINING = "pretraining.pt"
     MODEL = "model.pt"
     MODEL_DIGEST = "model.sha256"
     JOB = "job.json"
@@ -93,7 +96,7 @@ class RunDir:
     CHECKPOINT_FILES = (CHECKPOINT, PREVIOUS_CHECKPOINT, CHECKPOINT_DIGESTS)
     # what a run writes (a reset removes exactly these, and nothing else)
     RUN_FILES = (CONFIG, RECORDS, SUMMARY, DONE, FAILED, *CHECKPOINT_FILES, CHECKPOINT + ".tmp",
-                 DAMAGED_CHECKPOINT, MODEL, MODEL_DIGEST)
+                 DAMAGED_CHECKPOINT, MODEL, MODEL_DIGEST, PRETRAINING, PRETRAINING + ".tmp")
     # temporary files of the atomic writes that a killed process can leave behind
     TEMPORARY_FILES = tuple(name + ".tmp" for name in (CONFIG, RECORDS, SUMMARY, FAILED, MODEL,
                                                        MODEL_DIGEST, CHECKPOINT_DIGESTS))
@@ -118,6 +121,10 @@ class RunDir:
     @property
     def checkpoint_file(self) -> Path:
         return self.path / self.CHECKPOINT
+
+    @property
+    def pretraining_file(self) -> Path:
+        return self.path / self.PRETRAINING
 
     @property
     def model_file(self) -> Path:
@@ -347,11 +354,20 @@ class RunDir:
             warnings.warn(f"cannot lock {self.path} ({err}); two processes writing this run "
                           "directory at once would not be detected", stacklevel=3)
 
-    def start(self, info: dict[str, Any]) -> None:
-        """Begin a fresh run: clear an earlier attempt of the same run, write ``config.json``."""
+    def start(self, info: dict[str, Any], keep_pretraining: bool = False) -> None:
+        """Begin a fresh run: clear an earlier attempt of the same run, write ``config.json``.
+
+        Args:
+            info: The run's ``config.json`` content.
+            keep_pretraining: Keep the state of an interrupted unimodal pretraining stage
+                (``pretraining.pt``) so that the stage resumes; False starts it over too.
+        """
         self.path.mkdir(parents=True, exist_ok=True)
-        for name in (self.RECORDS, self.SUMMARY, self.DONE, self.FAILED, *self.CHECKPOINT_FILES,
-                     self.DAMAGED_CHECKPOINT, self.MODEL, self.MODEL_DIGEST):
+        names = [self.RECORDS, self.SUMMARY, self.DONE, self.FAILED, *self.CHECKPOINT_FILES,
+                 self.DAMAGED_CHECKPOINT, self.MODEL, self.MODEL_DIGEST]
+        if not keep_pretraining:
+            names.append(self.PRETRAINING)
+        for name in names:
             (self.path / name).unlink(missing_ok=True)
         write_json_atomic(self.path / self.CONFIG, info)
 
@@ -361,6 +377,26 @@ class RunDir:
             return (f"the last checkpoint {self.checkpoint_file} is intact: free some space "
                     "and run the same command to resume")
         return "free some space and run the same command again"
+
+    def update_info(self, info: dict[str, Any]) -> None:
+        """Replace ``config.json`` of a started run (e.g. after its initialization stage added
+        what it loaded or pretrained)."""
+        write_json_atomic(self.path / self.CONFIG, info)
+
+    def write_pretraining(self, payload: dict[str, Any]) -> None:
+        """Replace ``pretraining.pt`` (the unimodal pretraining stage's state) atomically."""
+        from merdg.run.checkpoint import save_checkpoint
+
+        save_checkpoint(self.pretraining_file, payload)
+
+    def read_pretraining(self, identity: dict[str, Any]) -> dict[str, Any] | None:
+        """The pretraining stage's saved state, checked against the run's identity (None when
+        there is none)."""
+        if not self.pretraining_file.exists():
+            return None
+        from merdg.run.checkpoint import load_checkpoint
+
+        return load_checkpoint(self.pretraining_file, identity)
 
     def append_record(self, record: dict[str, Any]) -> None:
         append_jsonl(self.path / self.RECORDS, record, note=self._intact())
@@ -516,6 +552,7 @@ class RunDir:
             (self.path / self.DONE).write_text("done\n")
         for name in self.CHECKPOINT_FILES:
             (self.path / name).unlink(missing_ok=True)
+        self.pretraining_file.unlink(missing_ok=True)
 
     def mark_failed(self, message: str) -> None:
         """Record why the last attempt failed (first line: the error)."""

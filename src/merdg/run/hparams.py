@@ -18,10 +18,10 @@ from typing import Any
 
 from merdg.algorithms import get_algorithm_class
 from merdg.datasets import DomainDataset
-from merdg.hparams import TRAINING_HPARAMS, resolve_hparams
+from merdg.hparams import PRETRAIN_HPARAMS, TRAINING_HPARAMS, resolve_hparams
 from merdg.models.encoders import check_encoder_spec
 from merdg.presets import CHECKPOINT_FILES, Preset, get_preset, resolve_checkpoints
-from merdg.run.config import RunConfig
+from merdg.run.config import RunConfig, init_kind
 
 __all__ = ["resolve_encoders", "resolve_run_hparams"]
 
@@ -36,7 +36,7 @@ def _preset_of(config: RunConfig, dataset: DomainDataset) -> Preset | None:
     if sorted(dataset.modalities) != sorted(preset.modalities):
         raise ValueError(f"preset {preset.name} fixes the modalities to "
                          f"{'+'.join(preset.modalities)}; pick the preset of the modality set")
-    if config.checkpoint_dir is None:
+    if config.checkpoint_dir is None and init_kind(config.init) != "file":
         raise ValueError("presets load the public pretrained checkpoints: pass --checkpoint-dir "
                          "DIR (docs/paper-setting.md lists the files), or --checkpoint-dir none "
                          "to start from random weights")
@@ -98,11 +98,27 @@ def resolve_run_hparams(config: RunConfig, dataset: DomainDataset,
     """
     algorithm_cls = get_algorithm_class(config.algorithm)
     preset = _preset_of(config, dataset)
-    hparams = resolve_hparams(TRAINING_HPARAMS, dataset.HPARAMS, algorithm_cls.HPARAMS,
+    training = dict(TRAINING_HPARAMS)
+    unimodal = init_kind(config.init) == "unimodal"
+    if unimodal:
+        training.update(PRETRAIN_HPARAMS)
+    else:
+        stray = sorted(k for k in config.hparams if k in PRETRAIN_HPARAMS)
+        if stray:
+            raise ValueError(f"hparams {stray} (--hparams) set the unimodal pretraining stage, "
+                             f"which runs with --init unimodal only (this run: --init "
+                             f"{config.init})")
+    hparams = resolve_hparams(training, dataset.HPARAMS, algorithm_cls.HPARAMS,
                               preset=preset.hparams if preset else None,
                               overrides=config.hparams, hparams_seed=config.hparams_seed,
                               layer_names=("training", "dataset", "algorithm"),
                               provenance=provenance)
+    if unimodal:
+        for name in PRETRAIN_HPARAMS:
+            if hparams[name] is None:
+                hparams[name] = hparams[name[len("pretrain_"):]]
+                if provenance is not None:
+                    provenance[name] += f" (= {name[len('pretrain_'):]})"
     _check_batch(config.algorithm, algorithm_cls, hparams["batch_size"])
     hparams["encoders"] = resolve_encoders(config, dataset, preset)
     return hparams

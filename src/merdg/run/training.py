@@ -5,7 +5,9 @@ A run trains on every domain but the target (multi-source) or on the domains of
 model selection (or uses the dataset's official validation split), evaluates source-val and
 target accuracy, the selective-prediction metrics and, in open-set runs (``config.open_set``:
 known classes only in the sources, every class in the target), the open-set metrics after
-every epoch (:mod:`merdg.run.evaluation`), and writes its run directory
+every epoch (:mod:`merdg.run.evaluation`), starts its encoders as ``config.init`` and
+``config.freeze`` say (:mod:`merdg.run.initialization`: from scratch, pretrained alone on the
+sources, or loaded from a file; partly frozen), and writes its run directory
 (:class:`~merdg.run.directory.RunDir`: ``config.json``, ``records.jsonl``, ``checkpoint.pt``,
 ``summary.json``, ``model.pt``, ``done``).
 
@@ -26,12 +28,13 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -45,9 +48,10 @@ from merdg.evaluation.open_set import resolve_known_classes
 from merdg.hparams import seed_hash
 from merdg.models import MultimodalNet, build_encoder
 from merdg.run.checkpoint import epoch_payload, restore_training_state
-from merdg.run.config import RunConfig
+from merdg.run.config import RunConfig, init_kind
 from merdg.run.data_parallel import enable_data_parallel, mean_over_ranks, setup_distributed
 from merdg.run.directory import RunDir, RunDirConflictError
+from merdg.run.encoder_probes import probe_due, probe_encoders
 from merdg.run.evaluation import (
     OPEN_SET_KEYS,
     check_corruption_names,
@@ -64,6 +68,7 @@ from merdg.run.evaluation import (
     split_metrics,
 )
 from merdg.run.hparams import resolve_run_hparams
+from merdg.run.initialization import init_file_digest, prepare_encoders
 from merdg.run.records import run_metadata
 from merdg.run.selection import SELECTION_RULES, select_epoch
 
@@ -95,12 +100,22 @@ def run_hparams(config: RunConfig, dataset: DomainDataset) -> dict[str, Any]:
 
 def build_algorithm(dataset: DomainDataset, algorithm: str, num_domains: int,
                     hparams: dict[str, Any], device: torch.device | str = "cpu",
-                    num_classes: int | None = None) -> Algorithm:
+                    num_classes: int | None = None,
+                    prepare: Callable[[dict[str, nn.Module]], Any] | None = None) -> Algorithm:
     """Encoders from ``hparams["encoders"]``, the network, the algorithm on ``device``, and its
-    optimizer; ``num_classes`` outputs (default: the dataset's classes; an open-set run has one
-    per known class)."""
+    optimizer.
+
+    Args:
+        num_classes: Outputs (default: the dataset's classes; an open-set run has one per known
+            class).
+        prepare: Called with the freshly built ``{modality: encoder}`` before the network and
+            the algorithm are built around them: where a run loads, pretrains and freezes its
+            encoders (:func:`merdg.run.initialization.prepare_encoders`).
+    """
     encoders = {m: build_encoder(hparams["encoders"][m], dataset.input_shape(m))
                 for m in dataset.modalities}
+    if prepare is not None:
+        prepare(encoders)
     net = MultimodalNet(encoders, num_classes or dataset.num_classes,
                         order=dataset.fusion_order(),
                         fusion_hidden=int(hparams["fusion_hidden"]),
@@ -199,7 +214,8 @@ class _Run:
     device: torch.device
     hparams: dict[str, Any]
     dataset: DomainDataset
-    algorithm: Algorithm
+    sources: list[str]
+    train_parts: list[Dataset]
     loader: DataLoader
     sampler: BalancedDomainBatchSampler
     val_sets: dict[str, Dataset]
@@ -208,6 +224,7 @@ class _Run:
     identity: dict[str, Any]  # what a checkpoint must match to be resumed
     out: RunDir | None  # where this process writes (None on ranks > 0 and without out_dir)
     known_classes: tuple[int, ...] | None = None  # dataset labels of the known classes (open set)
+    algorithm: Algorithm | None = None  # built under the run directory's lock (_build)
     tensorboard: Any = None  # TensorBoardLogger on the writing rank when config.tensorboard
     wandb: Any = None  # WandbLogger on the writing rank when config.wandb
     corruption_specs: list[CorruptionSpec] = field(default_factory=list)  # config.corruptions
@@ -389,15 +406,12 @@ def _setup_run(config: RunConfig, device: torch.device, out: RunDir | None) -> _
     batch_size = int(hparams["batch_size"])
     train_parts, val_sets, target_set = source_splits(dataset, config, sources, batch_size,
                                                       known)
-    algorithm = build_algorithm(dataset, config.algorithm, len(sources), hparams, device,
-                                num_classes=len(known) if known else None)
-    algorithm.set_precision(config.precision)
     loader, sampler = _train_loader(train_parts, sources, config, batch_size)
     run_info = {"config": config.to_dict(), "hparams": hparams, "sources": sources,
-                "modalities": dataset.modalities, **run_metadata()}
+                "modalities": dataset.modalities, "domains": list(dataset.domains),
+                **run_metadata()}
     if known is not None:
         run_info["known_classes"] = [dataset.class_names[k] for k in known]
-    run_info.update(_load_reports(algorithm, dataset))
     if corruption_specs:
         run_info["corruptions"] = {
             "names": config.corruptions, "severities": config.severities,
@@ -405,9 +419,45 @@ def _setup_run(config: RunConfig, device: torch.device, out: RunDir | None) -> _
             "plan": [str(spec) for spec in corruption_specs]}
     identity = {"config": config.identity(), "hparams": hparams, "sources": sources,
                 "modalities": dataset.modalities}
-    return _Run(config, device, hparams, dataset, algorithm, loader, sampler, val_sets,
-                target_set, run_info, identity, out, known,
+    if init_kind(config.init) == "file":  # other weights at the same path: another run
+        identity["init_sha256"] = init_file_digest(config.init)["sha256"]
+    return _Run(config, device, hparams, dataset, sources, train_parts, loader, sampler,
+                val_sets, target_set, run_info, identity, out, known,
                 corruption_specs=corruption_specs)
+
+
+def _build(run: _Run, resume: bool) -> None:
+    """Build the run's algorithm: encoders, their initialization and freezing
+    (:func:`merdg.run.initialization.prepare_encoders`), network, algorithm, optimizer; then
+    measure the encoders at initialization when asked (``encoder_probes``)."""
+    config = run.config
+
+    def prepare(encoders: dict[str, nn.Module]) -> None:
+        run.run_info.update(prepare_encoders(encoders, config, run.hparams, run.dataset,
+                                             run.sources, run.device, run.out, run.identity,
+                                             resume))
+
+    seed_everything(config.seed)
+    known = run.known_classes
+    run.algorithm = build_algorithm(run.dataset, config.algorithm, len(run.sources), run.hparams,
+                                    run.device, num_classes=len(known) if known else None,
+                                    prepare=prepare)
+    run.algorithm.set_precision(config.precision)
+    run.run_info.update(_load_reports(run.algorithm, run.dataset))
+    if config.encoder_probes != "none" and mdist.is_main_process():
+        run.run_info["encoders_at_init"] = _probe_encoders(run)
+
+
+def _probe_encoders(run: _Run) -> dict[str, dict[str, float]]:
+    """Probe accuracy and effective rank of every encoder (:mod:`merdg.run.encoder_probes`)."""
+    config, target, classes = run.config, run.target_set, run.dataset.num_classes
+    if run.known_classes is not None:  # open set: the probes see the known classes only
+        classes = len(run.known_classes)
+        target = known_class_part(run.dataset.split(config.target, "test", config.holdout_seed(),
+                                                    config.holdout_fraction), run.known_classes)
+    return probe_encoders(dict(run.algorithm.net.encoders.items()), run.train_parts,
+                          list(run.val_sets.values()), target, classes,
+                          run.device, config.seed, config.eval_batch_size, config.num_workers)
 
 
 def _start(run: _Run, resume: bool, overwrite: bool) -> list[dict[str, Any]] | dict[str, Any]:
@@ -415,6 +465,9 @@ def _start(run: _Run, resume: bool, overwrite: bool) -> list[dict[str, Any]] | d
 
     Rank 0 decides from the run directory (under its lock) and tells the other ranks, which
     then load the same checkpoint (multi-node runs need ``out_dir`` on a shared filesystem).
+    The algorithm is built here, after the decision: a fresh run writes ``config.json`` first,
+    then initializes its encoders (a unimodal pretraining stage resumes from its saved state),
+    then rewrites ``config.json`` with what the initialization did.
     """
     decision: dict[str, Any] = {"kind": "fresh"}
     checkpoint, error = None, None
@@ -435,10 +488,14 @@ def _start(run: _Run, resume: bool, overwrite: bool) -> list[dict[str, Any]] | d
         log.info("%s: already finished; returning its summary", run.config.out_dir)
         return decision["summary"]
     if decision["kind"] == "fresh":
+        if run.out is not None:  # config.json first: a run killed in its init stage resumes
+            run.out.start({**run.run_info, "identity": run.identity}, keep_pretraining=resume)
+        _build(run, resume)
         if run.out is not None:
-            run.out.start({**run.run_info, "identity": run.identity})
+            run.out.update_info({**run.run_info, "identity": run.identity})
         _seed_rank(run.config.seed)
         return []
+    _build(run, resume=True)
     if checkpoint is None:  # ranks > 0 read the file rank 0 chose
         directory = RunDir(run.config.out_dir)
         file = directory.file(decision["file"])
@@ -503,7 +560,11 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, Any]:
         logger.log_steps(logs, epoch * len(run.loader))
     evals = _evaluate_epoch(run, epoch)
     record = {"epoch": epoch + 1, "steps": (epoch + 1) * len(run.loader), "train": train_logs,
-              **evals, "time_s": time.perf_counter() - start, "run": run.run_info}
+              **evals}
+    if (probe_due(run.config.encoder_probes, epoch, int(run.hparams["epochs"]))
+            and mdist.is_main_process()):
+        record["encoders"] = _probe_encoders(run)
+    record.update({"time_s": time.perf_counter() - start, "run": run.run_info})
     if run.dataset.data_issues():  # samples skipped so far (on_error="skip")
         record["data_issues"] = run.dataset.data_issues()
     return record

@@ -1,0 +1,360 @@
+"""The regime study of docs/regimes.md: does MER-DG help when the encoders start pretrained?
+
+For each dataset (the built-in benchmark; UTD-MHAD inertial+skeleton) and each regime (encoders
+from scratch, pretrained alone on the sources (``--init unimodal``), pretrained on an external
+corpus (``--init FILE``, built-in benchmark only), each with nothing frozen and with every
+encoder block but the last frozen), every target domain:
+
+- a bench: ERM, MERDG (official lambda = 3), SimMMDG, SimMMDG+MER;
+- a sweep: MERDG with lambda chosen by leave-one-domain-out cross-validation on the sources
+  (``merdg sweep --selection lodo``; the target is never used);
+
+every run measuring each encoder alone at initialization and after its last epoch
+(``--encoder-probes last``). Then ``report`` writes the tables (target accuracy, paired
+differences with 95% t-intervals, the mechanism's probe accuracy and effective rank) and the
+figures. Every step is resumable: run the same command again to continue.
+
+    flock /tmp/merdg-heavy.lock /usr/bin/time -v python benchmarks/regimes_study.py run \\
+        --out regimes-study --data-root DATA_DIR
+    python benchmarks/regimes_study.py report --out regimes-study --figures docs/regimes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from merdg.datasets import build_dataset
+from merdg.evaluation.statistics import paired_difference
+from merdg.experiments.launchers import LauncherOptions
+from merdg.experiments.plan import ExperimentConfig
+from merdg.experiments.results import chosen_runs, load_rows
+from merdg.experiments.runner import run_experiment
+from merdg.pretraining import pretrain_encoders
+from merdg.run.config import RunConfig
+from merdg.run.directory import RunDir
+
+BENCH = ["ERM", "MERDG", "SimMMDG", "SimMMDG+MER"]
+LODO = "MERDG (lambda by LODO)"
+REFERENCE = {"MERDG": "ERM", LODO: "ERM", "SimMMDG+MER": "SimMMDG"}
+SMOKE_OPTIONS = {"samples_per_domain": 60, "n_classes": 3}
+REGIMES = {  # name: (init, freeze); "external" is the corpus file
+    "scratch": ("scratch", None),
+    "scratch, frozen": ("scratch", "all-but-last"),
+    "unimodal": ("unimodal", None),
+    "unimodal, frozen": ("unimodal", "all-but-last"),
+    "external": ("external", None),
+    "external, frozen": ("external", "all-but-last"),
+}
+
+
+def datasets(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Per dataset: run settings, modality set and regimes."""
+    out = {
+        "synthetic": {"settings": {"dataset": "synthetic"}, "modalities": None,
+                      "hparams": {}, "pretrain": {"pretrain_epochs": args.synthetic_pretrain},
+                      "regimes": list(REGIMES)},
+        "utd-mhad": {"settings": {"dataset": "utd-mhad", "data_root": args.data_root},
+                     "modalities": ["inertial", "skeleton"],
+                     "hparams": {"epochs": args.utd_epochs},
+                     "pretrain": {"pretrain_epochs": args.utd_pretrain},
+                     "regimes": [r for r in REGIMES if not r.startswith("external")]},
+    }
+    if args.smoke:  # a minute-long check of the whole pipeline, not a result
+        out["synthetic"]["settings"]["dataset_options"] = SMOKE_OPTIONS
+        for spec in out.values():
+            spec["hparams"] = {**spec["hparams"], "epochs": 1}
+            spec["pretrain"] = {"pretrain_epochs": 1}
+    return {k: v for k, v in out.items() if k in args.datasets}
+
+
+def slug(regime: str) -> str:
+    return regime.replace(", ", "-")
+
+
+def external_encoders(root: Path, epochs: int, smoke: bool = False) -> Path:
+    """The built-in benchmark's encoders pretrained on the synthetic-pretrain corpus (what
+    ``merdg pretrain --out FILE --epochs EPOCHS`` writes)."""
+    path = root / "synthetic" / "external_encoders.pt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        options = {**SMOKE_OPTIONS, "corpus_domains": 2} if smoke else {}
+        result = pretrain_encoders(build_dataset("synthetic-pretrain", **options), path,
+                                   epochs=epochs)
+        print(f"external encoders: {path}, selected {result.selected}", flush=True)
+    return path
+
+
+def base_config(spec: dict[str, Any], regime: str, external: Path | None) -> RunConfig:
+    init, freeze = REGIMES[regime]
+    if init == "external":
+        init = str(external)
+    hparams = {**spec["hparams"], **(spec["pretrain"] if init == "unimodal" else {})}
+    return RunConfig(**spec["settings"], init=init, freeze=freeze, hparams=hparams,
+                     encoder_probes="last", split_seed=0)
+
+
+def experiments(args: argparse.Namespace, phase: str) -> list[ExperimentConfig]:
+    """The experiments of one phase: ``core`` (ERM, MERDG), ``lodo``, ``simmmdg``."""
+    root = Path(args.out)
+    out = []
+    for name, spec in datasets(args).items():
+        external = external_encoders(root, args.corpus_epochs, args.smoke) if any(
+            r.startswith("external") for r in spec["regimes"]) else None
+        mods = [spec["modalities"]] if spec["modalities"] else None
+        for regime in spec["regimes"]:
+            base = base_config(spec, regime, external)
+            where = root / name / slug(regime)
+            if phase == "lodo":
+                out.append(ExperimentConfig(base, str(where / "lodo"), algorithms=["MERDG"],
+                                            modality_sets=mods, seeds=args.seeds,
+                                            trials=args.trials, selection="lodo",
+                                            layout="hashed"))
+            else:
+                algorithms = BENCH[:2] if phase == "core" else BENCH[2:]
+                out.append(ExperimentConfig(base, str(where / "bench"), algorithms=algorithms,
+                                            modality_sets=mods, seeds=args.seeds))
+    return out
+
+
+def run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    for phase in args.phases:
+        for experiment in experiments(args, phase):
+            t = time.perf_counter()
+            result = run_experiment(experiment, LauncherOptions(workers=1), progress=False)
+            print(f"{phase} {experiment.out_dir}: {result.status} "
+                  f"({(time.perf_counter() - t) / 60:.1f} min)", flush=True)
+    print(f"study: {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def bench_values(rows: list[dict], algorithm: str, key: str = "target_acc",
+                 rule: str = "source_val") -> dict[tuple[str, int], float]:
+    return {(r["target"], r["seed"]): r[key] for r in rows
+            if r["algorithm"] == algorithm and r["selection"] == rule and key in r}
+
+
+def lodo_values(root: Path) -> tuple[dict[tuple[str, int], float], dict[str, list[float]]]:
+    """Reported runs of the LODO sweep: ``{(target, seed): acc}`` and the chosen lambda per
+    target."""
+    if not root.exists():
+        return {}, {}
+    values, lambdas = {}, defaultdict(list)
+    for (_, _, _, _, target), (_, runs) in chosen_runs(load_rows(root), "source_val").items():
+        for r in runs:
+            values[(target, r["seed"])] = r["target_acc"]
+            lam = RunDir(r["path"]).read_info()["hparams"]["mer_lambda"]
+            if lam not in lambdas[target]:
+                lambdas[target].append(lam)
+    return values, dict(lambdas)
+
+
+def mean_std(values: list[float]) -> str:
+    arr = 100 * np.asarray(values, dtype=float)
+    return f"{arr.mean():.2f} ± {arr.std(ddof=1):.2f}" if len(arr) > 1 else f"{arr.mean():.2f}"
+
+
+def study_tables(args: argparse.Namespace) -> tuple[str, dict]:
+    """Markdown of the accuracy table and the mechanism table; the numbers for the plots."""
+    root = Path(args.out)
+    acc = ["| dataset | regime | algorithm | n | target acc. (%) | Δ vs reference (points) | "
+           "95% CI (t) | verdict |", "|---|---|---|---|---|---|---|---|"]
+    mech = ["| dataset | regime | algorithm | modality | probe acc. at init (%) | after (%) | "
+            "change | eff. rank at init | after | change |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    numbers: dict = defaultdict(dict)
+    lambdas_text = []
+    for name, spec in datasets(args).items():
+        for regime in spec["regimes"]:
+            where = root / name / slug(regime)
+            rows = load_rows(where / "bench") if (where / "bench").exists() else []
+            values = {a: bench_values(rows, a) for a in BENCH}
+            values[LODO], lambdas = lodo_values(where / "lodo")
+            if lambdas:
+                lambdas_text.append(f"- {name}, {regime}: " + ", ".join(
+                    f"{t}: {'/'.join(f'{x:.2g}' for x in v)}" for t, v in sorted(lambdas.items())))
+            for algo in [*BENCH[:2], LODO, *BENCH[2:]]:
+                if not values[algo]:
+                    continue
+                cells = [name, regime, algo, str(len(values[algo])),
+                         mean_std(list(values[algo].values()))]
+                reference = REFERENCE.get(algo)
+                if reference and values[reference]:
+                    d = paired_difference(values[algo], values[reference], algorithm=algo,
+                                          reference=reference)
+                    numbers[name][(regime, algo)] = d
+                    cells += [f"{100 * d.mean:+.2f} vs {reference}",
+                              f"[{100 * d.t_low:+.2f}, {100 * d.t_high:+.2f}]", d.verdict()]
+                else:
+                    cells += ["", "", ""]
+                acc.append("| " + " | ".join(cells) + " |")
+            for algo in BENCH:
+                mods = sorted({k.split("/", 1)[1] for r in rows for k in r
+                               if k.startswith("init_probe_acc/") and r["algorithm"] == algo})
+                for m in mods:
+                    init = bench_values(rows, algo, f"init_probe_acc/{m}", "last")
+                    after = bench_values(rows, algo, f"encoder_probe_acc/{m}", "last")
+                    rank0 = bench_values(rows, algo, f"init_erank/{m}", "last")
+                    rank1 = bench_values(rows, algo, f"encoder_erank/{m}", "last")
+                    if not after:
+                        continue
+                    a0, a1 = np.mean(list(init.values())), np.mean(list(after.values()))
+                    r0, r1 = np.mean(list(rank0.values())), np.mean(list(rank1.values()))
+                    numbers[name].setdefault("mechanism", {})[(regime, algo, m)] = (
+                        a0, a1, r0, r1)
+                    mech.append(f"| {name} | {regime} | {algo} | {m} | {100 * a0:.1f} | "
+                                f"{100 * a1:.1f} | {100 * (a1 - a0):+.1f} | {r0:.1f} | "
+                                f"{r1:.1f} | {r1 - r0:+.1f} |")
+    text = ["## Target accuracy", "",
+            "Each run's epoch chosen on source validation; n = (target, seed) pairs; mean ± "
+            "sample std over them; Δ = mean paired difference against the reference algorithm "
+            "on the same (target, seed) pairs, 95% paired t-interval (merdg.evaluation."
+            "statistics).", "", *acc, "",
+            "Lambda chosen by leave-one-domain-out cross-validation, per target:", "",
+            *lambdas_text, "", "## Each encoder alone: at initialization and after fused "
+            "training", "",
+            "Linear probe on each encoder's embedding (fit on the sources' training split, "
+            "epoch chosen on their validation split, accuracy on the target) and effective "
+            "rank of the target embeddings; at initialization (after pretraining and freezing, "
+            "before the first fused step) and after the last epoch; mean over targets and "
+            "seeds.", "", *mech, ""]
+    return "\n".join(text), numbers
+
+
+def plot_mechanism(numbers: dict, name: str, regimes: list[str], path: Path) -> Path | None:
+    """Probe accuracy and effective rank per modality and regime: at initialization, after
+    ERM, after MERDG."""
+    from merdg.plotting import matplotlib_available, pyplot
+
+    mechanism = numbers.get(name, {}).get("mechanism", {})
+    if not matplotlib_available() or not mechanism:
+        return None
+    plt = pyplot()
+    modalities = sorted({m for (_, _, m) in mechanism})
+    fig, axes = plt.subplots(2, len(modalities), figsize=(4.2 * len(modalities), 6.4),
+                             layout="constrained", squeeze=False)
+    x = np.arange(len(regimes))
+    series = [("at initialization", "ERM", 0, "#9e9e9e"), ("after ERM", "ERM", 1, "#1f77b4"),
+              ("after MER-DG", "MERDG", 1, "#d62728")]
+    for col, m in enumerate(modalities):
+        for row, (label, offset) in enumerate((("target probe acc. (%)", 0),
+                                               ("effective rank", 2))):
+            ax = axes[row][col]
+            for k, (name_s, algo, when, color) in enumerate(series):
+                vals = [mechanism.get((r, algo, m), (np.nan,) * 4)[offset + when] for r in regimes]
+                vals = [100 * v if offset == 0 else v for v in vals]
+                ax.bar(x + (k - 1) * 0.27, vals, 0.27, label=name_s, color=color)
+            ax.set_xticks(x, regimes)
+            ax.set_ylabel(label)
+            ax.set_title(f"{m}")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3)
+    fig.suptitle(f"{name}: each encoder alone, before and after fused training")
+    return saved_readable(fig, path)
+
+
+def plot_differences(numbers: dict, specs: dict, path: Path) -> Path | None:
+    """MER-DG minus its reference, with 95% t-intervals, per dataset and regime."""
+    from merdg.plotting import matplotlib_available, pyplot
+
+    if not matplotlib_available() or not numbers:
+        return None
+    plt = pyplot()
+    names = [n for n in specs if any(isinstance(k, tuple) and len(k) == 2 for k in numbers[n])]
+    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.2),
+                             layout="constrained", squeeze=False)
+    algos = [("MERDG", "#d62728"), (LODO, "#ff7f0e"), ("SimMMDG+MER", "#2ca02c")]
+    for ax, name in zip(axes[0], names):
+        regimes = specs[name]["regimes"]
+        for k, (algo, color) in enumerate(algos):
+            ys = np.arange(len(regimes)) + (k - 1) * 0.25
+            for y, regime in zip(ys, regimes):
+                d = numbers[name].get((regime, algo))
+                if d is None or np.isnan(d.t_low):
+                    continue
+                ax.errorbar(100 * d.mean, y, xerr=[[100 * (d.mean - d.t_low)],
+                                                   [100 * (d.t_high - d.mean)]],
+                            fmt="o", color=color, capsize=3,
+                            label=f"{algo} − {REFERENCE[algo]}" if y == ys[0] else None)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(np.arange(len(regimes)), regimes)
+        ax.invert_yaxis()
+        ax.set_xlabel("target accuracy difference (points), 95% CI")
+        ax.set_title(name)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3 if len(names) > 1 else 1)
+    return saved_readable(fig, path)
+
+
+def saved_readable(fig, path: Path) -> Path:
+    """Lay the figure out, check that no text overlaps or is cut off (tests/figure_checks.py),
+    and save it."""
+    import sys
+
+    from merdg.plotting import finish_figure, save_figure
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from figure_checks import text_problems
+
+    finish_figure(fig)
+    problems = text_problems(fig)
+    if problems:
+        raise RuntimeError(f"{path}: unreadable figure: " + "; ".join(problems))
+    return save_figure(fig, path, finish=False)
+
+
+def report(args: argparse.Namespace) -> None:
+    text, numbers = study_tables(args)
+    out = Path(args.out) / "study.md"
+    out.write_text(text)
+    print(text)
+    figures = Path(args.figures)
+    figures.mkdir(parents=True, exist_ok=True)
+    specs = datasets(args)
+    for name, spec in specs.items():
+        path = plot_mechanism(numbers, name, spec["regimes"], figures / f"mechanism_{name}.png")
+        print(f"figure: {path}")
+    print(f"figure: {plot_differences(numbers, specs, figures / 'differences.png')}")
+    json.dump({n: {f"{k[0]} | {k[1]}": v.as_dict() for k, v in d.items() if len(k) == 2}
+               for n, d in numbers.items()}, open(Path(args.out) / "differences.json", "w"),
+              indent=1)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("command", choices=["run", "report"])
+    p.add_argument("--out", required=True, help="study directory")
+    p.add_argument("--data-root", help="UTD-MHAD release directory (DATA_DIR)")
+    p.add_argument("--datasets", nargs="+", default=["synthetic", "utd-mhad"])
+    p.add_argument("--phases", nargs="+", default=["core", "lodo", "simmmdg"],
+                   choices=["core", "lodo", "simmmdg"])
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--trials", type=int, default=2, help="lambda trials besides lambda = 3")
+    p.add_argument("--utd-epochs", type=int, default=20)
+    p.add_argument("--utd-pretrain", type=int, default=10, help="unimodal pretraining epochs")
+    p.add_argument("--synthetic-pretrain", type=int, default=15)
+    p.add_argument("--corpus-epochs", type=int, default=15, help="external pretraining epochs")
+    p.add_argument("--figures", default="docs/regimes")
+    p.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch: checks the "
+                   "pipeline in a minute (not a result)")
+    args = p.parse_args()
+    if args.command == "run":
+        run(args)
+    else:
+        report(args)
+
+
+if __name__ == "__main__":
+    main()

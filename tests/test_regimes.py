@@ -1,0 +1,293 @@
+"""Training regimes of a run: --init scratch|unimodal|PATH, --freeze, --freeze-bn,
+--encoder-probes, and `merdg pretrain` (docs/regimes.md)."""
+
+import hashlib
+import json
+from typing import ClassVar
+
+import pytest
+import torch
+
+import merdg.run.training as training
+from merdg.cli import main
+from merdg.datasets import DATASETS, DomainDataset
+from merdg.datasets.base import TensorSamples
+from merdg.models.transfer import encoder_blocks
+from merdg.pretraining import UnimodalPretraining
+from merdg.run.checkpoint import CheckpointMismatchError
+from merdg.run.config import RunConfig
+from merdg.run.directory import RunDir
+from merdg.run.records import read_jsonl
+from merdg.run.training import train
+
+
+class Crash(Exception):
+    """Stands in for the process dying."""
+
+
+def config(out, tiny_hparams, tiny_synthetic_options, **kw):
+    hparams = {**tiny_hparams, **kw.pop("hparams", {})}
+    return RunConfig(dataset="synthetic", target="d2", algorithm=kw.pop("algorithm", "MERDG"),
+                     hparams=hparams, dataset_options=tiny_synthetic_options,
+                     out_dir=None if out is None else str(out), **kw)
+
+
+def built(cfg):
+    """The run's algorithm as it starts fused training (no run directory)."""
+    training.seed_everything(cfg.seed)
+    run = training._setup_run(cfg, torch.device("cpu"), None)
+    training._build(run, resume=True)
+    return run
+
+
+def without_times(value):
+    if isinstance(value, dict):
+        return {k: without_times(v) for k, v in value.items() if k != "time_s"}
+    if isinstance(value, list):
+        return [without_times(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# --init unimodal
+
+
+def test_unimodal_stage_changes_only_the_encoders(tiny_hparams, tiny_synthetic_options):
+    """The stage trains the encoders (and heads of its own that the run does not keep); the
+    fusion classifier, projection heads and probes start exactly as from scratch."""
+    scratch = built(config(None, tiny_hparams, tiny_synthetic_options))
+    unimodal = built(config(None, tiny_hparams, tiny_synthetic_options, init="unimodal",
+                            hparams={"pretrain_epochs": 2}))
+    a, b = scratch.algorithm.state_dict(), unimodal.algorithm.state_dict()
+    assert a.keys() == b.keys()
+    encoder_keys = [k for k in a if k.startswith("net.encoders.")]
+    others = [k for k in a if k not in encoder_keys]
+    assert others and all(torch.equal(a[k], b[k]) for k in others)
+    weights = [k for k in encoder_keys if k.endswith("weight")]
+    assert weights and all(not torch.equal(a[k], b[k]) for k in weights)
+    stage = unimodal.run_info["init"]
+    assert stage["kind"] == "unimodal" and stage["epochs"] == 2 and len(stage["records"]) == 2
+    assert set(stage["selected"]) == {"m0", "m1", "m2"}
+    assert stage["hparams"]["lr"] == unimodal.hparams["pretrain_lr"] == unimodal.hparams["lr"]
+
+
+def test_pretrain_hparams_need_the_unimodal_stage(tiny_hparams, tiny_synthetic_options):
+    cfg = config(None, tiny_hparams, tiny_synthetic_options, hparams={"pretrain_epochs": 2})
+    with pytest.raises(ValueError, match=r"\['pretrain_epochs'\].*--init unimodal only"):
+        training._setup_run(cfg, torch.device("cpu"), None)
+
+
+def stage_crash_at(epoch, monkeypatch):
+    """Kill the run when the pretraining stage starts its ``epoch``-th epoch (1-based)."""
+    original = UnimodalPretraining.run_epoch
+    calls = []
+
+    def run_epoch(self):
+        calls.append(self.epochs_done + 1)
+        if self.epochs_done + 1 == epoch:
+            raise Crash
+        return original(self)
+
+    monkeypatch.setattr(UnimodalPretraining, "run_epoch", run_epoch)
+    return calls
+
+
+def outcome(out):
+    records = [{k: v for k, v in r.items() if k not in ("time_s", "run")}
+               for r in read_jsonl(out / RunDir.RECORDS)]
+    summary = json.loads((out / RunDir.SUMMARY).read_text())
+    info = json.loads((out / RunDir.CONFIG).read_text())
+    return records, summary["selection"], without_times(info["init"])
+
+
+def test_resume_in_the_middle_of_the_pretraining_stage(tmp_path, tiny_hparams,
+                                                       tiny_synthetic_options, monkeypatch):
+    kw = {"init": "unimodal", "hparams": {"pretrain_epochs": 3, "epochs": 2}}
+    reference = tmp_path / "uninterrupted"
+    train(config(reference, tiny_hparams, tiny_synthetic_options, **kw), progress=False)
+    out = tmp_path / "killed"
+    cfg = config(out, tiny_hparams, tiny_synthetic_options, **kw)
+    with monkeypatch.context() as patch:
+        stage_crash_at(3, patch)  # after the stage saved epochs 1 and 2
+        with pytest.raises(Crash):
+            train(cfg, progress=False)
+    assert (out / RunDir.PRETRAINING).exists() and (out / RunDir.CONFIG).exists()
+    assert not (out / RunDir.RECORDS).exists()
+    assert RunDir(out).status(cfg) == "incomplete"
+    with monkeypatch.context() as patch:
+        calls = stage_crash_at(0, patch)  # never crashes; counts the epochs run
+        train(cfg, progress=False)
+    assert calls == [3]
+    assert outcome(out) == outcome(reference)
+    assert not (out / RunDir.PRETRAINING).exists() and (out / RunDir.DONE).exists()
+
+
+def test_a_pretraining_state_of_another_run_is_refused(tmp_path, tiny_hparams,
+                                                       tiny_synthetic_options, monkeypatch):
+    out = tmp_path / "run"
+    kw = {"init": "unimodal", "hparams": {"pretrain_epochs": 3}}
+    with monkeypatch.context() as patch:
+        stage_crash_at(2, patch)
+        with pytest.raises(Crash):
+            train(config(out, tiny_hparams, tiny_synthetic_options, **kw), progress=False)
+    other = config(out, tiny_hparams, tiny_synthetic_options, init="unimodal",
+                   hparams={"pretrain_epochs": 3, "pretrain_lr": 0.5})
+    with pytest.raises(CheckpointMismatchError, match=r"pretrain_lr: 0\.001 .* vs 0\.5"):
+        train(other, progress=False)
+    train(other, progress=False, resume=False)  # an explicit restart starts the stage over
+    assert json.loads((out / RunDir.CONFIG).read_text())["init"]["hparams"]["lr"] == 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# --init PATH
+
+
+def encoder_state(model_file):
+    state = torch.load(model_file, weights_only=True)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("net.encoders.")}
+
+
+def test_init_path_round_trips_a_runs_encoders_through_merdg_train(tmp_path, tiny_hparams):
+    common = ["train", "--dataset", "synthetic", "--target", "d1", "--dataset-option",
+              "samples_per_domain=60", "--dataset-option", "n_classes=3", "--hparams",
+              json.dumps(tiny_hparams), "--save-model"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main([*common, "--algorithm", "MERDG", "--seed", "1", "--out", str(first)]) == 0
+    weights = first / RunDir.MODEL
+    # a different algorithm and seed, every encoder tensor loaded and frozen
+    assert main([*common, "--algorithm", "ERM", "--init", str(weights), "--freeze",
+                 "m0,m1,m2", "--encoder-probes", "last", "--out", str(second)]) == 0
+    a, b = encoder_state(weights), encoder_state(second / RunDir.MODEL)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    info = json.loads((second / RunDir.CONFIG).read_text())
+    assert info["init"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert info["identity"]["init_sha256"] == info["init"]["sha256"]
+    assert info["init"]["load"]["layout"] == "run"
+    assert {m: e["loaded"] for m, e in info["init"]["load"]["encoders"].items()} == {
+        m: sum(1 for k in a if k.startswith(f"net.encoders.{m}.")) for m in ("m0", "m1", "m2")}
+    assert all(e["trainable_tensors"] == 0 for e in info["freeze"]["encoders"].values())
+    # frozen encoders: the measurement after training equals the one at initialization
+    last = list(read_jsonl(second / RunDir.RECORDS))[-1]
+    assert last["encoders"] == info["encoders_at_init"]
+
+
+def test_init_path_errors_name_the_culprit(tmp_path, tiny_hparams, tiny_synthetic_options,
+                                           capsys):
+    with pytest.raises(ValueError, match=r"init \(--init\) '.*missing.pt': no such file"):
+        config(None, tiny_hparams, tiny_synthetic_options, init=str(tmp_path / "missing.pt"))
+    small = {m: {"hidden": 4, "out_dim": 8} for m in ("m0", "m1", "m2")}
+    other = {m: torch.zeros(2) for m in small}
+    torch.save({f"{m}.net.1.weight": v for m, v in other.items()}, tmp_path / "other.pt")
+    code = main(["train", "--dataset", "synthetic", "--target", "d1", "--init",
+                 str(tmp_path / "other.pt"), "--out", str(tmp_path / "run"), "--dataset-option",
+                 "samples_per_domain=60", "--hparams", json.dumps(tiny_hparams)])
+    assert code == 2
+    assert "other.pt does not match the m0 encoder" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"freeze_bn \(--freeze-bn\) 'train' needs --freeze"):
+        config(None, tiny_hparams, tiny_synthetic_options, freeze_bn="train")
+
+
+def test_merdg_pretrain_writes_what_init_loads(tmp_path, tiny_hparams, capsys):
+    encoders = json.dumps(tiny_hparams["encoders"])
+    file = tmp_path / "encoders.pt"
+    assert main(["pretrain", "--out", str(file), "--epochs", "1", "--encoders", encoders,
+                 "--dataset-option", "n_classes=3", "--dataset-option", "corpus_domains=2",
+                 "--dataset-option", "samples_per_domain=60"]) == 0
+    assert main(["pretrain", "--out", str(file), "--epochs", "1"]) == 2  # never overwritten
+    assert "exists" in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "synthetic", "--target", "d1", "--init", str(file),
+                 "--out", str(out), "--dataset-option", "samples_per_domain=60",
+                 "--dataset-option", "n_classes=3", "--hparams", json.dumps(tiny_hparams)]) == 0
+    info = json.loads((out / RunDir.CONFIG).read_text())
+    assert info["init"]["load"]["layout"] == "encoders"
+    assert sorted(info["init"]["load"]["encoders"]) == ["m0", "m1", "m2"]
+
+
+# --------------------------------------------------------------------------------------------
+# --freeze over a whole run
+
+
+class SequenceDomains(DomainDataset):
+    """Three domains of (T, C) sequences for a BatchNorm encoder (TCN) and vectors (MLP)."""
+
+    ALL_MODALITIES = ("seq", "vec")
+    ENCODERS: ClassVar[dict] = {"seq": {"name": "tcn", "channels": [4, 6, 8]},
+                                "vec": {"name": "mlp", "hidden": 8, "out_dim": 8}}
+
+    def __init__(self, root=None, modalities=None):
+        self.modalities = self.select_modalities(modalities)
+        self.domains, self.num_classes, self.class_names = ["a", "b", "c"], 3, ["x", "y", "z"]
+        g = torch.Generator().manual_seed(0)
+        self._samples = {d: TensorSamples({"seq": torch.randn(30, 16, 4, generator=g),
+                                           "vec": torch.randn(30, 5, generator=g)},
+                                          torch.arange(30) % 3) for d in self.domains}
+
+    def input_shape(self, modality):
+        return {"seq": (16, 4), "vec": (5,)}[modality]
+
+    def domain_samples(self, domain):
+        return self._samples[domain]
+
+
+@pytest.fixture
+def sequence_dataset(monkeypatch):
+    monkeypatch.setitem(DATASETS._items, "test-sequences", SequenceDomains)
+    return "test-sequences"
+
+
+def batchnorm_buffers(state, frozen_prefixes):
+    return {k: v for k, v in state.items() if "running" in k
+            and any(k.startswith(p + ".") for p in frozen_prefixes)}
+
+
+@pytest.mark.parametrize("bn", ["frozen", "train"])
+def test_frozen_parameters_stay_over_a_training_run(bn, tmp_path, sequence_dataset):
+    cfg = RunConfig(dataset=sequence_dataset, target="c", algorithm="MERDG", freeze="all-but-last",
+                    freeze_bn=bn, save_model=True, out_dir=str(tmp_path / "run"),
+                    hparams={"epochs": 2, "batch_size": 8, "proj_hidden": 8,
+                             "fusion_hidden": 8})
+    start = built(RunConfig(**{**cfg.to_dict(), "out_dir": None}))
+    initial = {k: v.clone() for k, v in start.algorithm.state_dict().items()}
+    frozen = [n for n, p in start.algorithm.named_parameters() if not p.requires_grad]
+    blocks = {m: encoder_blocks(e) for m, e in start.algorithm.net.encoders.items()}
+    frozen_blocks = [f"net.encoders.{m}.{name}" for m, b in blocks.items()
+                     for block in b[:-1] for name in block]
+    last_blocks = [f"net.encoders.{m}.{name}" for m, b in blocks.items() for name in b[-1]]
+    train(cfg, progress=False)
+    final = torch.load(tmp_path / "run" / RunDir.MODEL, weights_only=True)["state_dict"]
+    assert frozen and {n.rsplit(".", 1)[0].rsplit(".", 1)[0] for n in frozen} >= {
+        "net.encoders.vec.net", "net.encoders.seq.blocks"}
+    assert all(torch.equal(initial[n], final[n]) for n in frozen)
+    trainable_encoder = [n for n, p in start.algorithm.named_parameters()
+                         if p.requires_grad and n.startswith("net.encoders.")]
+    assert trainable_encoder and all(any(n.startswith(b + ".") for b in last_blocks)
+                                     for n in trainable_encoder)
+    assert any(not torch.equal(initial[n], final[n]) for n in trainable_encoder)
+    held = batchnorm_buffers(initial, frozen_blocks)
+    assert held
+    unchanged = [torch.equal(v, final[k]) for k, v in held.items()]
+    assert all(unchanged) if bn == "frozen" else not any(unchanged)
+    last = batchnorm_buffers(initial, last_blocks)
+    assert last and all(not torch.equal(v, final[k]) for k, v in last.items())
+    info = json.loads((tmp_path / "run" / RunDir.CONFIG).read_text())
+    assert info["freeze"]["bn"] == bn and info["freeze"]["spec"] == "all-but-last"
+    assert info["freeze"]["encoders"]["seq"]["held_batchnorm"] == (2 if bn == "frozen" else 0)
+
+
+def test_encoder_probes_do_not_change_training(tmp_path, tiny_hparams, tiny_synthetic_options):
+    plain = tmp_path / "plain"
+    probed = tmp_path / "probed"
+    train(config(plain, tiny_hparams, tiny_synthetic_options), progress=False)
+    train(config(probed, tiny_hparams, tiny_synthetic_options, encoder_probes="every"),
+          progress=False)
+    a = [{k: v for k, v in r.items() if k not in ("time_s", "run")}
+         for r in read_jsonl(plain / RunDir.RECORDS)]
+    b = [{k: v for k, v in r.items() if k not in ("time_s", "run", "encoders")}
+         for r in read_jsonl(probed / RunDir.RECORDS)]
+    assert a == b
+    records = list(read_jsonl(probed / RunDir.RECORDS))
+    assert all(set(r["encoders"]) == {"m0", "m1", "m2"} for r in records)
+    init = records[0]["run"]["encoders_at_init"]
+    assert all(0 <= e["probe_acc"] <= 1 and 1 <= e["erank"] <= 8 for e in init.values())
+
