@@ -171,7 +171,16 @@ class RunDir:
         return info
 
     def read_summary(self) -> dict[str, Any]:
-        return self._read_json(self.SUMMARY)
+        """``summary.json``.
+
+        Raises:
+            ValueError: It is unreadable, or not a merdg summary (naming the file).
+        """
+        summary = self._read_json(self.SUMMARY)
+        if not isinstance(summary, dict) or not isinstance(summary.get("selection"), dict):
+            raise ValueError(f"{self.path / self.SUMMARY} is not a merdg summary (no "
+                             "'selection' entry); rerun with --overwrite to train it again")
+        return summary
 
     def _read_digests(self, name: str) -> dict[str, int] | None:
         """``{sha256: epoch}`` recorded in the digest file ``name`` (None when there is none).
@@ -210,8 +219,8 @@ class RunDir:
 
         digests = self._read_digests(self.MODEL_DIGEST)
         if digests is None:
-            log.warning("%s has no recorded sha256 (saved by merdg before 0.3): not verified",
-                        file)
+            log.warning("%s has no recorded sha256 (saved before merdg recorded digests): not "
+                        "verified", file)
         # the saved run info may hold torch.__version__, a str subclass the safe loader must know
         torch.serialization.add_safe_globals([torch.torch_version.TorchVersion])
         try:
@@ -296,8 +305,15 @@ class RunDir:
         saved = self.saved_config()
         if saved is None:
             names = [n for n in self.RUN_FILES if (self.path / n).exists()]
+            why = ""
+            if (self.path / self.CONFIG).exists():
+                try:
+                    self.read_info()
+                except ValueError as err:  # say what is wrong with it
+                    why = f" ({err})"
             return (f"{self.path} is not a merdg run directory of this config but holds "
-                    f"{', '.join(names)}; use another --out, or --overwrite to replace them")
+                    f"{', '.join(names)}{why}; use another --out, or --overwrite to replace "
+                    "them")
         kind = "finished" if (self.path / self.DONE).exists() else "unfinished"
         diffs = self.differences(config)
         more = f" (+{len(diffs) - 5} more)" if len(diffs) > 5 else ""
@@ -460,14 +476,20 @@ class RunDir:
                                self._checkpoint_digests())
 
     def _checkpoint_digests(self) -> dict[str, int] | None:
+        """The recorded digests of the checkpoints (None: none recorded, an older merdg).
+
+        Raises:
+            CheckpointDamagedError: ``checkpoint.sha256`` is unreadable.
+        """
+        from merdg.run.checkpoint import CheckpointDamagedError
+
         try:
             return self._read_digests(self.CHECKPOINT_DIGESTS)
-        except ValueError as err:  # nothing can be verified: every checkpoint counts as damaged
-            log.warning("%s; the checkpoints cannot be verified", err)
-            return {}
-
-    def has_checkpoint(self) -> bool:
-        return any((self.path / n).exists() for n in (self.CHECKPOINT, self.PREVIOUS_CHECKPOINT))
+        except ValueError as err:
+            raise CheckpointDamagedError(
+                f"{err}; the checkpoints cannot be verified: delete "
+                f"{self.path / self.CHECKPOINT_DIGESTS} to resume from {self.checkpoint_file} "
+                "unverified, or start the run over with --restart") from err
 
     def resume_checkpoint(self, identity: dict[str, Any], map_location: Any = "cpu"
                           ) -> tuple[str, dict[str, Any]] | None:
@@ -488,8 +510,8 @@ class RunDir:
 
         digests = self._checkpoint_digests()
         if digests is None and self.checkpoint_file.exists():
-            log.warning("%s has no recorded sha256 (written by merdg before 0.3): resuming "
-                        "from it unverified", self.checkpoint_file)
+            log.warning("%s has no recorded sha256 (written before merdg recorded checkpoint "
+                        "digests): resuming from it unverified", self.checkpoint_file)
         damaged: list[tuple[str, str]] = []
         for name in (self.CHECKPOINT, self.PREVIOUS_CHECKPOINT):
             if not (self.path / name).exists():
@@ -558,8 +580,12 @@ class RunDir:
         """Record why the last attempt failed (first line: the error)."""
         self.path.mkdir(parents=True, exist_ok=True)
         tmp = self.path / (self.FAILED + ".tmp")
-        tmp.write_text(message if message.endswith("\n") else message + "\n")
-        os.replace(tmp, self.path / self.FAILED)
+        with writing(self.path / self.FAILED, cleanup=tmp):
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(message if message.endswith("\n") else message + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path / self.FAILED)
 
     def clear_failed(self) -> None:
         (self.path / self.FAILED).unlink(missing_ok=True)
