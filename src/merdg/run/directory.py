@@ -10,7 +10,8 @@ A run directory holds (names: the constants of :class:`RunDir`):
   the run is done); ``checkpoint.damaged.pt``: a checkpoint found damaged on resume, moved
   aside;
 - ``pretraining.pt``: the state of the unimodal pretraining stage (``--init unimodal``) after
-  its last finished epoch (removed once the run is done);
+  its last finished epoch, and ``pretraining.sha256`` its sha256 (removed once the run is
+  done);
 - ``summary.json``: the epoch each selection rule picks; ``model.pt``: the final weights
   (optional) and ``model.sha256`` their sha256; ``done``: written last, after
   ``summary.json``;
@@ -87,6 +88,7 @@ class RunDir:
     CHECKPOINT_DIGESTS = "checkpoint.sha256"
     DAMAGED_CHECKPOINT = "checkpoint.damaged.pt"
     PRETRAINING = "pretraining.pt"
+    PRETRAINING_DIGEST = "pretraining.sha256"
     MODEL = "model.pt"
     MODEL_DIGEST = "model.sha256"
     JOB = "job.json"
@@ -96,7 +98,8 @@ class RunDir:
     CHECKPOINT_FILES = (CHECKPOINT, PREVIOUS_CHECKPOINT, CHECKPOINT_DIGESTS)
     # what a run writes (a reset removes exactly these, and nothing else)
     RUN_FILES = (CONFIG, RECORDS, SUMMARY, DONE, FAILED, *CHECKPOINT_FILES, CHECKPOINT + ".tmp",
-                 DAMAGED_CHECKPOINT, MODEL, MODEL_DIGEST, PRETRAINING, PRETRAINING + ".tmp")
+                 DAMAGED_CHECKPOINT, MODEL, MODEL_DIGEST, PRETRAINING, PRETRAINING + ".tmp",
+                 PRETRAINING_DIGEST)
     # temporary files of the atomic writes that a killed process can leave behind
     TEMPORARY_FILES = tuple(name + ".tmp" for name in (CONFIG, RECORDS, SUMMARY, FAILED, MODEL,
                                                        MODEL_DIGEST, CHECKPOINT_DIGESTS))
@@ -382,7 +385,7 @@ class RunDir:
         names = [self.RECORDS, self.SUMMARY, self.DONE, self.FAILED, *self.CHECKPOINT_FILES,
                  self.DAMAGED_CHECKPOINT, self.MODEL, self.MODEL_DIGEST]
         if not keep_pretraining:
-            names.append(self.PRETRAINING)
+            names += [self.PRETRAINING, self.PRETRAINING_DIGEST]
         for name in names:
             (self.path / name).unlink(missing_ok=True)
         write_json_atomic(self.path / self.CONFIG, info)
@@ -400,19 +403,61 @@ class RunDir:
         write_json_atomic(self.path / self.CONFIG, info)
 
     def write_pretraining(self, payload: dict[str, Any]) -> None:
-        """Replace ``pretraining.pt`` (the unimodal pretraining stage's state) atomically."""
-        from merdg.run.checkpoint import save_checkpoint
+        """Replace ``pretraining.pt`` (the unimodal pretraining stage's state) atomically, with
+        its sha256 in ``pretraining.sha256`` (temporary file hashed while written, the digest
+        file, then the rename: a kill leaves the old state or the new one, each verifiable).
 
-        save_checkpoint(self.pretraining_file, payload)
+        Raises:
+            WriteFailedError: A write failed (a full disk); the previous state is intact.
+        """
+        from merdg.run.checkpoint import FORMAT, write_torch_file
+
+        target, tmp = self.pretraining_file, self.path / (self.PRETRAINING + ".tmp")
+        note = (f"the last state {target} is intact: free some space and run the same command "
+                "to resume" if target.exists() else self._intact())
+        digest = write_torch_file(tmp, {"format": FORMAT, **payload}, target, note)
+        try:
+            recorded = self._read_digests(self.PRETRAINING_DIGEST) or {}
+        except ValueError:
+            recorded = {}
+        epochs = int(payload.get("stage", {}).get("epochs_done", 0))
+        kept = {h: e for h, e in recorded.items() if e >= epochs - 1}  # the file it replaces
+        try:
+            write_json_atomic(self.path / self.PRETRAINING_DIGEST,
+                              {"sha256": {**kept, digest: epochs}}, note=note)
+        except WriteFailedError:
+            tmp.unlink(missing_ok=True)
+            raise
+        with writing(target, note, cleanup=tmp):
+            os.replace(tmp, target)
+            fsync_dir(self.path)
 
     def read_pretraining(self, identity: dict[str, Any]) -> dict[str, Any] | None:
-        """The pretraining stage's saved state, checked against the run's identity (None when
-        there is none)."""
+        """The pretraining stage's saved state, verified against ``pretraining.sha256`` and
+        checked against the run's identity (None when there is none).
+
+        Raises:
+            CheckpointDamagedError: The file (or its digest file) is damaged: one line naming
+                it and what to do.
+        """
         if not self.pretraining_file.exists():
             return None
-        from merdg.run.checkpoint import load_checkpoint
+        from merdg.run.checkpoint import CheckpointDamagedError, load_checkpoint
 
-        return load_checkpoint(self.pretraining_file, identity)
+        advice = (f"delete {self.pretraining_file} to run the pretraining stage again, or start "
+                  "the run over with --restart")
+        try:
+            digests = self._read_digests(self.PRETRAINING_DIGEST)
+        except ValueError as err:
+            raise CheckpointDamagedError(f"{err}; {self.pretraining_file} cannot be verified: "
+                                         f"{advice}") from err
+        if digests is None:
+            log.warning("%s has no recorded sha256 (written before merdg recorded its digest): "
+                        "resuming from it unverified", self.pretraining_file)
+        try:
+            return load_checkpoint(self.pretraining_file, identity, digests=digests)
+        except CheckpointDamagedError as err:
+            raise CheckpointDamagedError(f"{err}: {advice}") from err
 
     def append_record(self, record: dict[str, Any]) -> None:
         append_jsonl(self.path / self.RECORDS, record, note=self._intact())
@@ -572,9 +617,8 @@ class RunDir:
         write_json_atomic(self.path / self.SUMMARY, summary, note=self._intact())
         with writing(self.path / self.DONE, self._intact()):
             (self.path / self.DONE).write_text("done\n")
-        for name in self.CHECKPOINT_FILES:
+        for name in (*self.CHECKPOINT_FILES, self.PRETRAINING, self.PRETRAINING_DIGEST):
             (self.path / name).unlink(missing_ok=True)
-        self.pretraining_file.unlink(missing_ok=True)
 
     def mark_failed(self, message: str) -> None:
         """Record why the last attempt failed (first line: the error)."""
