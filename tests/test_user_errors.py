@@ -197,6 +197,15 @@ def test_a_diverging_run_stops_in_one_line_and_restarts_with_a_lower_lr(tmp_path
     assert [r["epoch"] for r in read_jsonl(out / RunDir.RECORDS)] == [1, 2]
 
 
+def test_a_diverging_unimodal_pretraining_stage_stops_in_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = train_args(out, {"pretrain_epochs": 2, "pretrain_lr": 1e30}, "--init", "unimodal")
+    code, err = run(args, capsys)
+    assert (code, err) == (2, ["merdg train: error: non-finite training loss at step 2 of 8 in "
+                               "epoch 1 of 2 of unimodal pretraining: non-finite terms: "
+                               "ce/m0=nan, ce/m1=nan, ce/m2=nan; lower pretrain_lr"])
+
+
 def test_changed_hparams_after_a_non_finite_loss_need_restart(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     real_reduce, calls = MERLoss.reduce, {"n": 0}
