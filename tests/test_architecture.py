@@ -111,7 +111,8 @@ def test_the_run_config_module_needs_no_torch():
 
 RUN_FILE_NAMES = {RunDir.CONFIG, RunDir.RECORDS, RunDir.SUMMARY, RunDir.CHECKPOINT, RunDir.MODEL,
                   RunDir.JOB, RunDir.LOG, RunDir.LOCK, RunDir.PREVIOUS_CHECKPOINT,
-                  RunDir.CHECKPOINT_DIGESTS, RunDir.DAMAGED_CHECKPOINT, RunDir.MODEL_DIGEST}
+                  RunDir.CHECKPOINT_DIGESTS, RunDir.DAMAGED_CHECKPOINT, RunDir.MODEL_DIGEST,
+                  RunDir.PRETRAINING, RunDir.PRETRAINING_DIGEST}
 MARKERS = {RunDir.DONE, RunDir.FAILED}  # also status words: only their use in a path is checked
 
 

@@ -138,6 +138,32 @@ def test_a_pretraining_state_of_another_run_is_refused(tmp_path, tiny_hparams,
     assert json.loads((out / RunDir.CONFIG).read_text())["init"]["hparams"]["lr"] == 0.5
 
 
+def test_a_damaged_pretraining_state_stops_with_one_line(tmp_path, tiny_hparams,
+                                                         tiny_synthetic_options, monkeypatch):
+    out = tmp_path / "run"
+    cfg = config(out, tiny_hparams, tiny_synthetic_options, init="unimodal",
+                 hparams={"pretrain_epochs": 3, "epochs": 1})
+    with monkeypatch.context() as patch:
+        stage_crash_at(2, patch)
+        with pytest.raises(Crash):
+            train(cfg, progress=False)
+    state = out / RunDir.PRETRAINING
+    assert (out / RunDir.PRETRAINING_DIGEST).exists()
+    data = bytearray(state.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    state.write_bytes(bytes(data))
+    with pytest.raises(ValueError) as raised:
+        train(cfg, progress=False)
+    assert str(raised.value).startswith(f"{state}: damaged (its sha256")
+    assert str(raised.value).endswith(f"delete {state} to run the pretraining stage again, or "
+                                      "start the run over with --restart")
+    state.unlink()
+    train(cfg, progress=False)  # the stage runs again from its start
+    assert (out / RunDir.DONE).exists()
+    assert not (out / RunDir.PRETRAINING_DIGEST).exists()
+
+
 # --------------------------------------------------------------------------------------------
 # --init PATH
 

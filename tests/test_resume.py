@@ -332,3 +332,20 @@ def test_full_disk_while_writing_records_or_summary(file, tmp_path, tiny_hparams
     assert not (tmp_path / RunDir.DONE).exists()
     train(cfg, progress=False)
     assert comparable(tmp_path) == uninterrupted
+
+
+def test_unreadable_digest_file_stops_and_says_how_to_resume_unverified(
+        tmp_path, tiny_hparams, tiny_synthetic_options, uninterrupted, monkeypatch, caplog):
+    cfg = interrupted_after(2, tmp_path, tiny_hparams, tiny_synthetic_options, monkeypatch)
+    digests = tmp_path / RunDir.CHECKPOINT_DIGESTS
+    digests.write_text(digests.read_text()[:20])
+    with pytest.raises(ValueError) as raised:
+        train(cfg, progress=False)
+    assert str(raised.value).startswith(f"{digests}: unreadable or truncated JSON")
+    assert f"delete {digests} to resume from {tmp_path / RunDir.CHECKPOINT} unverified" in str(
+        raised.value)
+    digests.unlink()
+    with caplog.at_level("WARNING", logger="merdg"):
+        train(cfg, progress=False)
+    assert any("no recorded sha256" in r.getMessage() for r in caplog.records)
+    assert comparable(tmp_path) == uninterrupted

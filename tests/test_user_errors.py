@@ -91,7 +91,7 @@ def test_a_batch_too_small_for_the_algorithm(algorithm, reason, tmp_path, capsys
      "source domain 'd0' has no validation samples (--holdout-fraction 0.01 of its 40 samples "
      "rounds to 0); raise --holdout-fraction, or leave the domain out (merdg train --source)"),
     (["samples_per_domain=1"], [],
-     "source domain 'd0' has no validation samples (--holdout-fraction 0.2 of its 1 samples "
+     "source domain 'd0' has no validation samples (--holdout-fraction 0.2 of its 1 sample "
      "rounds to 0); raise --holdout-fraction, or leave the domain out (merdg train --source)"),
     (["samples_per_domain=4"], ["--source", "d0", "d2"],
      "source domains with fewer training samples than their share of one batch of 12: 'd0' has "
@@ -197,6 +197,15 @@ def test_a_diverging_run_stops_in_one_line_and_restarts_with_a_lower_lr(tmp_path
     assert [r["epoch"] for r in read_jsonl(out / RunDir.RECORDS)] == [1, 2]
 
 
+def test_a_diverging_unimodal_pretraining_stage_stops_in_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = train_args(out, {"pretrain_epochs": 2, "pretrain_lr": 1e30}, "--init", "unimodal")
+    code, err = run(args, capsys)
+    assert (code, err) == (2, ["merdg train: error: non-finite training loss at step 2 of 8 in "
+                               "epoch 1 of 2 of unimodal pretraining: non-finite terms: "
+                               "ce/m0=nan, ce/m1=nan, ce/m2=nan; lower pretrain_lr"])
+
+
 def test_changed_hparams_after_a_non_finite_loss_need_restart(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     real_reduce, calls = MERLoss.reduce, {"n": 0}
@@ -228,11 +237,24 @@ def test_truncated_or_foreign_json_files_are_named(tmp_path, capsys):
     code, err = run(train_args(out), capsys)
     assert code == 2 and len(err) == 1
     assert err[0].startswith(f"merdg train: error: {summary}: unreadable or truncated JSON")
+    summary.write_text('{"epochs": 1}')
+    assert run(train_args(out), capsys) == (2, [f"merdg train: error: {summary} is not a merdg "
+                                                "summary (no 'selection' entry); rerun with "
+                                                "--overwrite to train it again"])
     config = out / RunDir.CONFIG
+    info = json.loads(config.read_text())
+    info["config"]["seed"] = "x"
+    config.write_text(json.dumps(info))
+    code, err = run(["diagnose", str(out)], capsys)
+    assert (code, err) == (2, [f"merdg diagnose: error: {config}: not a valid run config (seed "
+                               "(--seed) must be an integer, got 'x')"])
     config.write_text('{"config": {')
     code, err = run(["diagnose", str(out)], capsys)
     assert code == 2 and len(err) == 1
     assert err[0].startswith(f"merdg diagnose: error: {config}: unreadable or truncated JSON")
+    code, err = run(train_args(out), capsys)  # not replaced: named, with what is wrong
+    assert code == 2 and len(err) == 1 and f"({config}: unreadable or truncated JSON" in err[0]
+    assert err[0].endswith("use another --out, or --overwrite to replace them")
     job = RunDir(tmp_path / "job")
     job.write_job({"config": {}})
     (job.path / RunDir.JOB).write_text('{"config": ')
@@ -264,6 +286,30 @@ def test_diagnose_on_a_directory_that_is_not_a_run(tmp_path, capsys):
     code, err = run(["diagnose", str(tmp_path)], capsys)
     assert (code, err) == (2, [f"merdg diagnose: error: {tmp_path / RunDir.CONFIG} not found: "
                                f"{tmp_path} is not a merdg run directory"])
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--probe-epochs", "0"], "probe_epochs (--probe-epochs) must be an integer >= 1, got 0"),
+    (["--batch-size", "0"], "batch_size (--batch-size) must be an integer >= 1, got 0"),
+    (["--num-workers", "-1"], "num_workers (--num-workers) must be an integer >= 0, got -1"),
+])
+def test_diagnose_options_are_checked_first(option, message, tmp_path, capsys):
+    assert run(["diagnose", str(tmp_path), *option], capsys) == (
+        2, [f"merdg diagnose: error: {message}"])
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--timeout-min", "0"], "--timeout-min must be an integer >= 1, got 0"),
+    (["--cpus-per-job", "0"], "--cpus-per-job must be an integer >= 1, got 0"),
+    (["--gpus-per-job", "-1"], "--gpus-per-job must be an integer >= 0, got -1"),
+    (["--max-parallel", "0"], "--max-parallel must be an integer >= 1, got 0"),
+    (["--mem-gb", "0"], "--mem-gb must be > 0, got 0.0"),
+])
+def test_launcher_options_are_checked_before_the_experiment(option, message, tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert run(["bench", "--dataset", "synthetic", "--out", str(out), *OPTS, *option],
+               capsys) == (2, [f"merdg bench: error: {message}"])
+    assert not out.exists()
 
 
 def test_interrupted_command_says_what_is_kept(tmp_path, capsys, monkeypatch):

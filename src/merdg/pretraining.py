@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from merdg.algorithms.base import NonFiniteLossError
 from merdg.datasets import DomainDataset
 from merdg.datasets.base import DomainConcat, collate
 from merdg.hparams import seed_hash
@@ -159,14 +160,17 @@ class UnimodalPretraining:
         self.heads.train()
         order = torch.Generator().manual_seed(seed_hash("pretrain-order", self.seed, epoch))
         sums, n = dict.fromkeys(self.modalities, 0.0), 0
-        for batch in self._loader(self.train_data, self.batch_size, order):
+        loader = self._loader(self.train_data, self.batch_size, order)
+        for step, batch in enumerate(loader, 1):
             batch = batch.to(self.device)
             losses = {m: F.cross_entropy(self.heads[m](self.encoders[m](batch.x[m])), batch.y)
                       for m in self.modalities}
             loss = torch.stack(list(losses.values())).sum()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite pretraining loss at epoch {epoch + 1}: "
-                                         f"{ {m: float(v) for m, v in losses.items()} }")
+            if not torch.isfinite(loss):  # nothing is stepped; the saved epochs are kept
+                raise NonFiniteLossError(
+                    {f"ce/{m}": float(v.detach()) for m, v in losses.items()},
+                    f"step {step} of {len(loader)} in epoch {epoch + 1} of {self.epochs} of "
+                    "unimodal pretraining", "lower pretrain_lr")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

@@ -67,6 +67,15 @@ class DiagnoseOptions:
         unknown = [p for p in self.probes if p not in PROBES]
         if unknown:
             raise ValueError(f"unknown probe kinds {unknown}; choose from {list(PROBES)}")
+        counts = {"probe_epochs (--probe-epochs)": (self.probe_epochs, 1),
+                  "cca_components": (self.cca_components, 1),
+                  "batch_draws": (self.batch_draws, 1),
+                  "batch_size (--batch-size)": (self.batch_size, 1),
+                  "num_workers (--num-workers)": (self.num_workers, 0),
+                  "seed": (0 if self.seed is None else self.seed, 0)}
+        for name, (value, low) in counts.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 # ---------------------------------------------------------------------------------------------

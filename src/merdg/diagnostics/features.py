@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from merdg.algorithms import Algorithm
 from merdg.datasets import DomainDataset, build_dataset
 from merdg.datasets.base import DomainConcat, collate
+from merdg.run.config import RunConfig
 from merdg.run.directory import RunDir
 from merdg.run.training import build_algorithm, resolve_device
 
@@ -80,6 +81,13 @@ def _read_info(run_dir: RunDir) -> dict[str, Any]:
     if missing:
         raise ValueError(f"{run_dir.path}: config.json lacks {missing}; was it written by "
                          "merdg train?")
+    try:
+        RunConfig.from_dict(info["config"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{run_dir.file(RunDir.CONFIG)}: not a valid run config ({err})") from err
+    if not isinstance(info["hparams"], dict) or not isinstance(info["sources"], list):
+        raise ValueError(f"{run_dir.file(RunDir.CONFIG)}: 'hparams' must be a JSON object and "
+                         "'sources' a list")
     return info
 
 

@@ -132,8 +132,13 @@ def run_job(path: str | Path) -> str:
         except RunDirBusyError:
             return "running"
         except Exception as err:  # recorded, not swallowed: the job's status becomes failed
-            job.run_dir.mark_failed(f"{type(err).__name__}: {err}\n\n" + traceback.format_exc())
             logging.getLogger("merdg").error("job failed: %s: %s", type(err).__name__, err)
+            try:
+                job.run_dir.mark_failed(f"{type(err).__name__}: {err}\n\n"
+                                        + traceback.format_exc())
+            except OSError as marker_err:  # e.g. the disk is full: the log has the error
+                logging.getLogger("merdg").error("cannot record the failure of %s: %s",
+                                                 job.path, marker_err)
             return "failed"
     return "done"
 

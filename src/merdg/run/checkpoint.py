@@ -32,11 +32,11 @@ import torch
 from merdg import dist as mdist
 from merdg.hparams import seed_hash
 from merdg.run.config import identity_differences
-from merdg.run.records import fsync_dir, writing
+from merdg.run.records import writing
 
 __all__ = ["CheckpointDamagedError", "CheckpointMismatchError", "epoch_payload", "load_checkpoint",
-           "read_verified", "restore_training_state", "rng_state", "save_checkpoint",
-           "set_rng_state", "write_torch_file"]
+           "read_verified", "restore_training_state", "rng_state", "set_rng_state",
+           "write_torch_file"]
 
 FORMAT = 1
 
@@ -125,21 +125,6 @@ class _HashingWriter(io.RawIOBase):
 
     def flush(self) -> None:
         self.file.flush()
-
-
-def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any],
-                    with_format: bool = True) -> str:
-    """Write ``payload`` to ``path`` atomically (temporary file, fsync, rename; no digest is
-    recorded: run directories use :meth:`merdg.run.directory.RunDir.write_checkpoint`);
-    returns its sha256. With ``with_format`` it is tagged as a merdg checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    digest = write_torch_file(tmp, {"format": FORMAT, **payload} if with_format else payload,
-                              path)
-    with writing(path, cleanup=tmp):
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    return digest
 
 
 def read_verified(path: str | os.PathLike, digests: dict[str, int] | None,

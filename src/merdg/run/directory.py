@@ -10,7 +10,8 @@ A run directory holds (names: the constants of :class:`RunDir`):
   the run is done); ``checkpoint.damaged.pt``: a checkpoint found damaged on resume, moved
   aside;
 - ``pretraining.pt``: the state of the unimodal pretraining stage (``--init unimodal``) after
-  its last finished epoch (removed once the run is done);
+  its last finished epoch, and ``pretraining.sha256`` its sha256 (removed once the run is
+  done);
 - ``summary.json``: the epoch each selection rule picks; ``model.pt``: the final weights
   (optional) and ``model.sha256`` their sha256; ``done``: written last, after
   ``summary.json``;
@@ -87,6 +88,7 @@ class RunDir:
     CHECKPOINT_DIGESTS = "checkpoint.sha256"
     DAMAGED_CHECKPOINT = "checkpoint.damaged.pt"
     PRETRAINING = "pretraining.pt"
+    PRETRAINING_DIGEST = "pretraining.sha256"
     MODEL = "model.pt"
     MODEL_DIGEST = "model.sha256"
     JOB = "job.json"
@@ -96,7 +98,8 @@ class RunDir:
     CHECKPOINT_FILES = (CHECKPOINT, PREVIOUS_CHECKPOINT, CHECKPOINT_DIGESTS)
     # what a run writes (a reset removes exactly these, and nothing else)
     RUN_FILES = (CONFIG, RECORDS, SUMMARY, DONE, FAILED, *CHECKPOINT_FILES, CHECKPOINT + ".tmp",
-                 DAMAGED_CHECKPOINT, MODEL, MODEL_DIGEST, PRETRAINING, PRETRAINING + ".tmp")
+                 DAMAGED_CHECKPOINT, MODEL, MODEL_DIGEST, PRETRAINING, PRETRAINING + ".tmp",
+                 PRETRAINING_DIGEST)
     # temporary files of the atomic writes that a killed process can leave behind
     TEMPORARY_FILES = tuple(name + ".tmp" for name in (CONFIG, RECORDS, SUMMARY, FAILED, MODEL,
                                                        MODEL_DIGEST, CHECKPOINT_DIGESTS))
@@ -171,7 +174,16 @@ class RunDir:
         return info
 
     def read_summary(self) -> dict[str, Any]:
-        return self._read_json(self.SUMMARY)
+        """``summary.json``.
+
+        Raises:
+            ValueError: It is unreadable, or not a merdg summary (naming the file).
+        """
+        summary = self._read_json(self.SUMMARY)
+        if not isinstance(summary, dict) or not isinstance(summary.get("selection"), dict):
+            raise ValueError(f"{self.path / self.SUMMARY} is not a merdg summary (no "
+                             "'selection' entry); rerun with --overwrite to train it again")
+        return summary
 
     def _read_digests(self, name: str) -> dict[str, int] | None:
         """``{sha256: epoch}`` recorded in the digest file ``name`` (None when there is none).
@@ -210,8 +222,8 @@ class RunDir:
 
         digests = self._read_digests(self.MODEL_DIGEST)
         if digests is None:
-            log.warning("%s has no recorded sha256 (saved by merdg before 0.3): not verified",
-                        file)
+            log.warning("%s has no recorded sha256 (saved before merdg recorded digests): not "
+                        "verified", file)
         # the saved run info may hold torch.__version__, a str subclass the safe loader must know
         torch.serialization.add_safe_globals([torch.torch_version.TorchVersion])
         try:
@@ -296,8 +308,15 @@ class RunDir:
         saved = self.saved_config()
         if saved is None:
             names = [n for n in self.RUN_FILES if (self.path / n).exists()]
+            why = ""
+            if (self.path / self.CONFIG).exists():
+                try:
+                    self.read_info()
+                except ValueError as err:  # say what is wrong with it
+                    why = f" ({err})"
             return (f"{self.path} is not a merdg run directory of this config but holds "
-                    f"{', '.join(names)}; use another --out, or --overwrite to replace them")
+                    f"{', '.join(names)}{why}; use another --out, or --overwrite to replace "
+                    "them")
         kind = "finished" if (self.path / self.DONE).exists() else "unfinished"
         diffs = self.differences(config)
         more = f" (+{len(diffs) - 5} more)" if len(diffs) > 5 else ""
@@ -366,7 +385,7 @@ class RunDir:
         names = [self.RECORDS, self.SUMMARY, self.DONE, self.FAILED, *self.CHECKPOINT_FILES,
                  self.DAMAGED_CHECKPOINT, self.MODEL, self.MODEL_DIGEST]
         if not keep_pretraining:
-            names.append(self.PRETRAINING)
+            names += [self.PRETRAINING, self.PRETRAINING_DIGEST]
         for name in names:
             (self.path / name).unlink(missing_ok=True)
         write_json_atomic(self.path / self.CONFIG, info)
@@ -384,19 +403,61 @@ class RunDir:
         write_json_atomic(self.path / self.CONFIG, info)
 
     def write_pretraining(self, payload: dict[str, Any]) -> None:
-        """Replace ``pretraining.pt`` (the unimodal pretraining stage's state) atomically."""
-        from merdg.run.checkpoint import save_checkpoint
+        """Replace ``pretraining.pt`` (the unimodal pretraining stage's state) atomically, with
+        its sha256 in ``pretraining.sha256`` (temporary file hashed while written, the digest
+        file, then the rename: a kill leaves the old state or the new one, each verifiable).
 
-        save_checkpoint(self.pretraining_file, payload)
+        Raises:
+            WriteFailedError: A write failed (a full disk); the previous state is intact.
+        """
+        from merdg.run.checkpoint import FORMAT, write_torch_file
+
+        target, tmp = self.pretraining_file, self.path / (self.PRETRAINING + ".tmp")
+        note = (f"the last state {target} is intact: free some space and run the same command "
+                "to resume" if target.exists() else self._intact())
+        digest = write_torch_file(tmp, {"format": FORMAT, **payload}, target, note)
+        try:
+            recorded = self._read_digests(self.PRETRAINING_DIGEST) or {}
+        except ValueError:
+            recorded = {}
+        epochs = int(payload.get("stage", {}).get("epochs_done", 0))
+        kept = {h: e for h, e in recorded.items() if e >= epochs - 1}  # the file it replaces
+        try:
+            write_json_atomic(self.path / self.PRETRAINING_DIGEST,
+                              {"sha256": {**kept, digest: epochs}}, note=note)
+        except WriteFailedError:
+            tmp.unlink(missing_ok=True)
+            raise
+        with writing(target, note, cleanup=tmp):
+            os.replace(tmp, target)
+            fsync_dir(self.path)
 
     def read_pretraining(self, identity: dict[str, Any]) -> dict[str, Any] | None:
-        """The pretraining stage's saved state, checked against the run's identity (None when
-        there is none)."""
+        """The pretraining stage's saved state, verified against ``pretraining.sha256`` and
+        checked against the run's identity (None when there is none).
+
+        Raises:
+            CheckpointDamagedError: The file (or its digest file) is damaged: one line naming
+                it and what to do.
+        """
         if not self.pretraining_file.exists():
             return None
-        from merdg.run.checkpoint import load_checkpoint
+        from merdg.run.checkpoint import CheckpointDamagedError, load_checkpoint
 
-        return load_checkpoint(self.pretraining_file, identity)
+        advice = (f"delete {self.pretraining_file} to run the pretraining stage again, or start "
+                  "the run over with --restart")
+        try:
+            digests = self._read_digests(self.PRETRAINING_DIGEST)
+        except ValueError as err:
+            raise CheckpointDamagedError(f"{err}; {self.pretraining_file} cannot be verified: "
+                                         f"{advice}") from err
+        if digests is None:
+            log.warning("%s has no recorded sha256 (written before merdg recorded its digest): "
+                        "resuming from it unverified", self.pretraining_file)
+        try:
+            return load_checkpoint(self.pretraining_file, identity, digests=digests)
+        except CheckpointDamagedError as err:
+            raise CheckpointDamagedError(f"{err}: {advice}") from err
 
     def append_record(self, record: dict[str, Any]) -> None:
         append_jsonl(self.path / self.RECORDS, record, note=self._intact())
@@ -460,14 +521,20 @@ class RunDir:
                                self._checkpoint_digests())
 
     def _checkpoint_digests(self) -> dict[str, int] | None:
+        """The recorded digests of the checkpoints (None: none recorded, an older merdg).
+
+        Raises:
+            CheckpointDamagedError: ``checkpoint.sha256`` is unreadable.
+        """
+        from merdg.run.checkpoint import CheckpointDamagedError
+
         try:
             return self._read_digests(self.CHECKPOINT_DIGESTS)
-        except ValueError as err:  # nothing can be verified: every checkpoint counts as damaged
-            log.warning("%s; the checkpoints cannot be verified", err)
-            return {}
-
-    def has_checkpoint(self) -> bool:
-        return any((self.path / n).exists() for n in (self.CHECKPOINT, self.PREVIOUS_CHECKPOINT))
+        except ValueError as err:
+            raise CheckpointDamagedError(
+                f"{err}; the checkpoints cannot be verified: delete "
+                f"{self.path / self.CHECKPOINT_DIGESTS} to resume from {self.checkpoint_file} "
+                "unverified, or start the run over with --restart") from err
 
     def resume_checkpoint(self, identity: dict[str, Any], map_location: Any = "cpu"
                           ) -> tuple[str, dict[str, Any]] | None:
@@ -488,8 +555,8 @@ class RunDir:
 
         digests = self._checkpoint_digests()
         if digests is None and self.checkpoint_file.exists():
-            log.warning("%s has no recorded sha256 (written by merdg before 0.3): resuming "
-                        "from it unverified", self.checkpoint_file)
+            log.warning("%s has no recorded sha256 (written before merdg recorded checkpoint "
+                        "digests): resuming from it unverified", self.checkpoint_file)
         damaged: list[tuple[str, str]] = []
         for name in (self.CHECKPOINT, self.PREVIOUS_CHECKPOINT):
             if not (self.path / name).exists():
@@ -550,16 +617,19 @@ class RunDir:
         write_json_atomic(self.path / self.SUMMARY, summary, note=self._intact())
         with writing(self.path / self.DONE, self._intact()):
             (self.path / self.DONE).write_text("done\n")
-        for name in self.CHECKPOINT_FILES:
+        for name in (*self.CHECKPOINT_FILES, self.PRETRAINING, self.PRETRAINING_DIGEST):
             (self.path / name).unlink(missing_ok=True)
-        self.pretraining_file.unlink(missing_ok=True)
 
     def mark_failed(self, message: str) -> None:
         """Record why the last attempt failed (first line: the error)."""
         self.path.mkdir(parents=True, exist_ok=True)
         tmp = self.path / (self.FAILED + ".tmp")
-        tmp.write_text(message if message.endswith("\n") else message + "\n")
-        os.replace(tmp, self.path / self.FAILED)
+        with writing(self.path / self.FAILED, cleanup=tmp):
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(message if message.endswith("\n") else message + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path / self.FAILED)
 
     def clear_failed(self) -> None:
         (self.path / self.FAILED).unlink(missing_ok=True)

@@ -179,7 +179,7 @@ def source_splits(dataset: DomainDataset, config: RunConfig, sources: Sequence[s
         if n_val == 0:
             raise ValueError(
                 f"source domain {d!r} has no validation samples (--holdout-fraction {fraction} "
-                f"of its {len(train_part)} samples rounds to 0); raise --holdout-fraction, or "
+                f"of its {_samples(len(train_part))} rounds to 0); raise --holdout-fraction, or "
                 "leave the domain out (merdg train --source)")
     if len(target_set) == 0:
         raise ValueError(f"target domain {config.target!r} has no test samples")
@@ -188,6 +188,10 @@ def source_splits(dataset: DomainDataset, config: RunConfig, sources: Sequence[s
     BalancedDomainBatchSampler([len(p) for p in train_parts], batch_size, config.seed,
                                names=sources)
     return train_parts, val_sets, target_set
+
+
+def _samples(n: int) -> str:
+    return f"{n} sample" + ("" if n == 1 else "s")
 
 
 def _train_loader(parts: Sequence[Dataset], sources: Sequence[str], config: RunConfig,
