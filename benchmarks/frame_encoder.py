@@ -9,7 +9,7 @@ trains ERM (target ``d0``, 12 epochs, ``--seeds`` seeds) with the 3-D CNN of ear
 (channels 8-16-32) and the current default (8-16-32-64-64) on the frames, both fused with the
 MFCCs and on the frames alone, and prints the source-validation accuracy of the selected epoch,
 each modality's linear-probe accuracy there, and the verdict of
-:func:`merdg.diagnostics.chance.chance_test`.
+:func:`merdg.evaluation.chance.chance_test`.
 
 Usage (repository root; about 2 minutes on one CPU thread):
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from merdg.diagnostics.chance import chance_test
+from merdg.evaluation.chance import chance_test
 from merdg.run.config import RunConfig
 from merdg.run.training import train
 

@@ -57,6 +57,14 @@ def import_graph() -> dict[str, set[str]]:
                 if (target and target != module and target.startswith("merdg")
                         and not (modules[target] and module.startswith(target + "."))):
                     graph[module].add(target)
+                # importing a submodule first runs its packages' __init__ (outside the importer's
+                # own packages, which are initialized already)
+                parts = (target or "").split(".")
+                for k in range(2, len(parts)):
+                    package = ".".join(parts[:k])
+                    if (package in modules and package != module
+                            and not module.startswith(package + ".")):
+                        graph[module].add(package)
     return graph
 
 

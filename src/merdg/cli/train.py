@@ -79,4 +79,6 @@ def run(args: argparse.Namespace) -> int:
         summary = train(config, resume=not args.restart, overwrite=args.overwrite)
     if main_rank:
         print(json.dumps(summary["selection"], indent=2))
+        for line in summary["selection"]["source_val"].get("near_chance_probes", []):
+            print(f"warning: {line}")
     return 0

@@ -10,10 +10,22 @@ Modules: :mod:`~merdg.diagnostics.metrics` (pure statistics), :mod:`~merdg.diagn
 :mod:`~merdg.diagnostics.features` (loading runs, forward passes),
 :mod:`~merdg.diagnostics.analysis` (one run's numbers), :mod:`~merdg.diagnostics.plots`,
 :mod:`~merdg.diagnostics.report`, :mod:`~merdg.diagnostics.compare` (:func:`diagnose`).
+
+The package's names are loaded on first use (PEP 562 ``__getattr__``), so that the pure modules
+(``metrics``, ``probes``) can be imported by the training loop without importing the run
+loader (``features`` imports :mod:`merdg.run.training`).
 """
 
-from merdg.diagnostics.analysis import DiagnoseOptions, diagnose_run, headline
-from merdg.diagnostics.compare import diagnose
-from merdg.diagnostics.features import LoadedRun, load_run
+import importlib
+from typing import Any
 
-__all__ = ["DiagnoseOptions", "LoadedRun", "diagnose", "diagnose_run", "headline", "load_run"]
+_EXPORTS = {"DiagnoseOptions": "analysis", "diagnose_run": "analysis", "headline": "analysis",
+            "diagnose": "compare", "LoadedRun": "features", "load_run": "features"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'merdg.diagnostics' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -165,6 +165,7 @@ def _worker_env(workers: int) -> dict[str, str]:
     src = str(Path(merdg.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    env.setdefault("TQDM_DISABLE", "1")  # log.txt gets plain lines, no progress-bar frames
     return env
 
 

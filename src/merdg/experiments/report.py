@@ -42,6 +42,7 @@ from merdg.experiments.results import (
     lodo_table,
     markdown_table,
     missing_modality_table,
+    near_chance_lines,
     paired_tables,
     plot_accuracy,
     plot_robustness,
@@ -53,6 +54,7 @@ from merdg.experiments.results import (
     table_order,
     table_title,
     time_table,
+    training_table,
     trial_rules_of,
 )
 from merdg.experiments.search import TRIAL_RULES
@@ -86,9 +88,10 @@ def tables_text(rows: Sequence[dict[str, Any]], rule: str = "source_val",
         if metric == "target_acc" and "open-set" in label:
             measured = f"{what} on the known classes (no rejection)"
         trial_rules = trial_rules_of(table)
+        single_run = all(c.n == 1 for cells in table.values() for c in cells.values())
         title = table_title(dataset, rule, search,
                             rest if per_setting[(dataset, label)] > 1 else None, measured,
-                            label, trial_rules)
+                            label, trial_rules, single_run)
         md.append(markdown_table(table, title))
         if search:
             chosen = " or ".join(TRIAL_RULES[r] for r in trial_rules)
@@ -264,7 +267,8 @@ def write_report(root: str | Path, experiment: dict[str, Any], rows: Sequence[di
         f"{elapsed_s / 60:.1f} min of wall time in this invocation. Cells: "
         f"{_spread_words(experiment.get('seeds', 1))}; `avg` averages the targets within a "
         "seed first.", "",
-        main, *([h_score] if h_score else []), "## Paired differences", "",
+        main, *([h_score] if h_score else []), *_near_chance_section(rows),
+        "## Paired differences", "",
         f"Each algorithm minus {reference} on the same (column, seed) pairs (the runs of the "
         "tables above). The 95% interval is a paired t-interval over the pairs (with few pairs "
         "the percentile bootstrap, also shown, is too narrow); a difference is beyond noise "
@@ -279,6 +283,7 @@ def write_report(root: str | Path, experiment: dict[str, Any], rows: Sequence[di
     ]
     report += _missing_section(rows, experiment["base"].get("eval_missing", "none"))
     report += _robustness_section(rows, out, reference)
+    report += _epoch_section(rows)
     report += ["Wall time of one run (training and every evaluation):", "", time_table(rows)]
     if plot is not None:
         report += [f"![accuracy]({plot.name})", ""]
@@ -288,6 +293,26 @@ def write_report(root: str | Path, experiment: dict[str, Any], rows: Sequence[di
     path = out / OUTPUT_FILES["report"]
     path.write_text("\n".join(report))
     return path
+
+
+def _near_chance_section(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Report lines flagging encoders whose probe is within noise of chance ([] when none)."""
+    lines = near_chance_lines(rows)
+    if not lines:
+        return []
+    return ["**Warning: encoders that learned nothing measurable** (one-sided exact binomial "
+            "test of the linear probe's source-validation accuracy against chance, level "
+            "0.01; docs/manifest.md):", "", *lines, ""]
+
+
+def _epoch_section(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Report lines: what one epoch is, per column (the balanced sampler's plan)."""
+    table = training_table(rows)
+    if not table:
+        return []
+    return ["What one epoch is (the balanced sampler takes an equal share of every batch from "
+            "each source domain, so the smallest source domain sets the number of steps):", "",
+            table]
 
 
 def _titled(tables: dict[tuple[str, str], str], what: str) -> list[str]:

@@ -62,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from merdg.evaluation.chance import near_chance_probes
 from merdg.evaluation.statistics import (
     PairedDifference,
     describe_paired_differences,
@@ -177,10 +178,67 @@ def run_rows(records: Sequence[dict[str, Any]], path: str = "") -> list[dict[str
             for m, acc in rec["target"].get(key, {}).items():
                 row[f"target_{key}/{m}"] = acc
         row.update(_corruption_columns(rec["target"]))
+        row.update(_training_columns(run, rec))
         row["train_time_s"] = run_time_s
         row.update(_encoder_columns(run, rec))
         rows.append(row)
     return rows
+
+
+def _training_columns(run: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """What the run did per epoch (``steps_per_epoch``, ``seen_per_epoch``: JSON of the samples
+    each source domain contributes to an epoch) and what near-chance tests need (``val_n``,
+    ``num_classes``); {} for records written before they were recorded."""
+    out: dict[str, Any] = {"val_n": record["val"].get("n")}
+    if run.get("num_classes"):
+        out["num_classes"] = run["num_classes"]
+    plan = run.get("epoch_plan")
+    if plan:
+        out["steps_per_epoch"] = plan["steps_per_epoch"]
+        out["seen_per_epoch"] = json.dumps(plan["seen_per_epoch"])
+    return out
+
+
+def training_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown: per (modality set, algorithm, column), the steps of one epoch and the samples
+    each source domain contributes to it (the balanced sampler takes an equal share of every
+    batch from each source, so the smallest source domain sets the epoch length); "" for
+    records that do not hold it."""
+    seen: dict[tuple[str, str, str], set[tuple[int, str]]] = defaultdict(set)
+    for r in rows:
+        if r["selection"] == "source_val" and "steps_per_epoch" in r:
+            seen[(r["modalities"], r["algorithm"], column_of(r))].add(
+                (r["steps_per_epoch"], r["seen_per_epoch"]))
+    if not seen:
+        return ""
+    lines = ["| modalities | algorithm | column | steps per epoch | samples per source domain "
+             "and epoch |", "|---|---|---|---|---|"]
+    for (mods, algo, column), plans in sorted(seen.items()):
+        for steps, per_domain in sorted(plans):
+            domains = ", ".join(f"{d} {n}" for d, n in json.loads(per_domain).items())
+            lines.append(f"| {mods} | {algo} | {column} | {steps} | {domains} |")
+    return "\n".join(lines) + "\n"
+
+
+def near_chance_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per (modality set, algorithm, modality) whose linear probe on source
+    validation is within noise of chance (:func:`merdg.evaluation.chance.near_chance_probes`)
+    in some runs, with how many and which columns."""
+    flagged: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    total: dict[tuple[str, str], int] = defaultdict(int)
+    for r in rows:
+        if r["selection"] != "source_val" or not r.get("num_classes") or not r.get("val_n"):
+            continue
+        total[(r["modalities"], r["algorithm"])] += 1
+        probes = {k.split("/", 1)[1]: v for k, v in r.items() if k.startswith("val_probe_acc/")}
+        for m in near_chance_probes(probes, int(r["val_n"]), int(r["num_classes"])):
+            flagged[(r["modalities"], r["algorithm"], m)].append(
+                f"{column_of(r)} seed {r['seed']}")
+    return [f"- {mods} {algo}: the {m} probe is within noise of chance on source validation in "
+            f"{len(where)} of {total[(mods, algo)]} runs ({', '.join(where[:6])}"
+            f"{', ...' if len(where) > 6 else ''}): its encoder learned nothing measurable, and "
+            "the fused model may ignore the modality"
+            for (mods, algo, m), where in sorted(flagged.items())]
 
 
 def _corruption_columns(target: dict[str, Any]) -> dict[str, float]:
@@ -442,18 +500,20 @@ def format_trial(cell: Cell | None) -> str:
 
 def table_title(dataset: str, rule: str, search: bool, settings: str | None = None,
                 what: str = "target accuracy", label: str = "",
-                trial_rules: Sequence[str] = ("source_val",)) -> str:
+                trial_rules: Sequence[str] = ("source_val",), single_run: bool = False) -> str:
     """The title of a table: dataset (and setting label), metric, spread, how trials and
     epochs were chosen.
 
     Args:
         trial_rules: The rules that chose the table's trials (:func:`trial_rules_of`); named
             when ``search``.
+        single_run: Every cell holds one run (1 seed: no spread to show).
     """
     chosen = " or ".join(TRIAL_RULES[r] for r in trial_rules or ("source_val",))
     spread = f"over the runs of the trial {chosen}" if search else "over seeds"
+    spread = "1 seed, no spread" if single_run else f"mean ± std {spread}"
     where = f"{dataset} ({label})" if label else dataset
-    title = f"{where}: {what} (%), mean ± std {spread}; epochs: {SELECTION_RULES[rule]}"
+    title = f"{where}: {what} (%), {spread}; epochs: {SELECTION_RULES[rule]}"
     return title + (f"; settings {settings}" if settings is not None else "")
 
 

@@ -29,6 +29,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from merdg.datasets.base import DomainConcat, collate
+from merdg.diagnostics.metrics import effective_rank
+from merdg.diagnostics.probes import PROBES, LabeledFeatures, train_probe
 from merdg.hparams import seed_hash
 
 __all__ = ["PROBE_MODES", "encoder_embeddings", "probe_due", "probe_encoders"]
@@ -91,9 +93,6 @@ def probe_encoders(encoders: Mapping[str, nn.Module], train: Sequence[Dataset],
         ``{modality: {"probe_acc": target accuracy, "val_probe_acc": source-validation accuracy
         at the chosen probe epoch, "erank": effective rank of the target embeddings}}``.
     """
-    from merdg.diagnostics.metrics import effective_rank
-    from merdg.diagnostics.probes import PROBES, LabeledFeatures, train_probe
-
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         fit = encoder_embeddings(encoders, train, device, batch_size, num_workers)
         select = encoder_embeddings(encoders, val, device, batch_size, num_workers)

@@ -61,7 +61,12 @@ def resolve_encoders(config: RunConfig, dataset: DomainDataset,
         if m in specs:
             specs[m].update(spec)
     for m, spec in config.encoders.items():
-        if m in specs:
+        if m in specs and "name" in spec and spec["name"] != specs[m].get("name"):
+            # another encoder: the default's options are not its options; keep the masking
+            # of padded sequences (a property of the data, not of the encoder)
+            keep = {k: specs[m][k] for k in ("mask_padding",) if k in specs[m]}
+            specs[m] = {**keep, **spec}
+        elif m in specs:
             specs[m].update(spec)
         elif m not in dataset.ALL_MODALITIES:  # options for unused modalities may be shared
             raise KeyError(f"encoder options for {m!r}, which this dataset does not have "

@@ -44,6 +44,7 @@ from merdg.datasets import BalancedDomainBatchSampler, DomainDataset, build_data
 from merdg.datasets.base import DomainConcat, collate
 from merdg.datasets.open_set import known_class_part, open_set_part
 from merdg.evaluation import CorruptionSpec
+from merdg.evaluation.chance import near_chance_probes
 from merdg.evaluation.open_set import resolve_known_classes
 from merdg.hparams import seed_hash
 from merdg.models import MultimodalNet, build_encoder
@@ -205,6 +206,29 @@ def _train_loader(parts: Sequence[Dataset], sources: Sequence[str], config: RunC
     return loader, sampler
 
 
+def epoch_plan(sampler: BalancedDomainBatchSampler, sources: Sequence[str]) -> dict[str, Any]:
+    """What one epoch of the balanced sampler does: steps, the global batch and each source
+    domain's share of it, each domain's training samples and how many of them an epoch sees
+    (the domain with the fewest samples per batch share sets the epoch's length)."""
+    steps = len(sampler)
+    share = dict(zip(sources, sampler.per_domain))
+    sizes = dict(zip(sources, sampler.sizes))
+    limiting = min(sources, key=lambda d: sizes[d] // share[d])
+    return {"steps_per_epoch": steps, "batch_size": sum(sampler.per_domain),
+            "per_domain_batch": share, "train_samples": sizes,
+            "seen_per_epoch": {d: steps * share[d] for d in sources}, "limiting_domain": limiting}
+
+
+def describe_epoch_plan(plan: dict[str, Any]) -> str:
+    """One line for the log and the report."""
+    seen = ", ".join(f"{d} {plan['seen_per_epoch'][d]} of {plan['train_samples'][d]}"
+                     for d in plan["train_samples"])
+    return (f"an epoch is {plan['steps_per_epoch']} steps of {plan['batch_size']} samples "
+            f"({', '.join(f'{d} {k}' for d, k in plan['per_domain_batch'].items())} per step); "
+            f"samples seen per epoch: {seen} (the smallest domain, {plan['limiting_domain']}, "
+            "sets the epoch length)")
+
+
 def _mean_logs(logs: Sequence[dict[str, float]]) -> dict[str, float]:
     keys = sorted({k for entry in logs for k in entry})
     return {k: float(np.mean([entry[k] for entry in logs if k in entry])) for k in keys}
@@ -361,6 +385,9 @@ def _train_epochs(run: _Run, records: list[dict[str, Any]], progress: bool) -> d
             logger.log_record(record)
     enable_data_parallel(run.algorithm, device, run.sampler.per_domain)
     epochs = int(run.hparams["epochs"])
+    if not records:
+        log.info("%s -> %s: %s", config.algorithm, config.target,
+                 describe_epoch_plan(run.run_info["epoch_plan"]))
     bar = tqdm(range(len(records), epochs), desc=f"{config.algorithm} -> {config.target}",
                leave=False, initial=len(records), total=epochs,
                disable=not progress or not mdist.is_main_process())
@@ -416,6 +443,10 @@ def _setup_run(config: RunConfig, device: torch.device, out: RunDir | None) -> _
                 **run_metadata()}
     if known is not None:
         run_info["known_classes"] = [dataset.class_names[k] for k in known]
+    run_info["num_classes"] = len(known) if known is not None else dataset.num_classes
+    run_info["epoch_plan"] = epoch_plan(sampler, sources)
+    if dataset.preprocessing():
+        run_info["preprocessing"] = dataset.preprocessing()
     if corruption_specs:
         run_info["corruptions"] = {
             "names": config.corruptions, "severities": config.severities,
@@ -640,6 +671,16 @@ def _load_reports(algorithm: Algorithm, dataset: DomainDataset) -> dict[str, Any
     return info
 
 
+def near_chance_warnings(chosen: dict[str, Any], num_classes: int | None) -> list[str]:
+    """One line per modality whose linear probe is within noise of chance on source
+    validation at the selected epoch (:func:`merdg.evaluation.chance.near_chance_probes`):
+    its encoder learned nothing measurable, and the fused model may silently ignore it."""
+    if not num_classes or num_classes < 2 or not chosen.get("val_n"):
+        return []
+    flagged = near_chance_probes(chosen["val_probe_acc"], int(chosen["val_n"]), num_classes)
+    return [test.describe(f"{m} probe on source validation") for m, test in flagged.items()]
+
+
 def summarize(records: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> dict[str, Any]:
     """The epoch each selection rule picks, with its accuracies."""
     chosen = {}
@@ -648,7 +689,7 @@ def summarize(records: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> di
         chosen[rule] = {"epoch": rec["epoch"], "val_acc": rec["val"]["acc"],
                         "target_acc": rec["target"]["acc"],
                         "target_probe_acc": rec["target"]["probe_acc"],
-                        "val_probe_acc": rec["val"]["probe_acc"]}
+                        "val_probe_acc": rec["val"]["probe_acc"], "val_n": rec["val"]["n"]}
         for key in ("missing", "missing_translated"):
             if key in rec["target"]:
                 chosen[rule][f"target_{key}_acc"] = rec["target"][key]
@@ -658,5 +699,8 @@ def summarize(records: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> di
         if "robustness" in rec["target"]:
             chosen[rule]["target_mean_corruption_acc"] = (
                 rec["target"]["robustness"]["mean_corruption_acc"])
+    warnings = near_chance_warnings(chosen["source_val"], run_info.get("num_classes"))
+    if warnings:
+        chosen["source_val"]["near_chance_probes"] = warnings
     return {"selection": chosen, "epochs": len(records), "run": run_info,
             "train_time_s": sum(r["time_s"] for r in records)}

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from merdg.diagnostics.chance import binomial_tail, chance_test, near_chance_probes
+from merdg.evaluation.chance import binomial_tail, chance_test, near_chance_probes
 
 
 def test_binomial_tail_matches_the_sum_of_terms():

@@ -1,0 +1,89 @@
+"""What a run does, visible (issue: bring-your-own data a new user can trust): the epoch plan at
+the start of a run and in the report, encoders whose probe stays at chance flagged in train's
+final lines and in the bench report, plain job logs, "1 seed, no spread", and an encoder
+override that switches the encoder."""
+
+import json
+
+import numpy as np
+
+from merdg.cli import main
+from merdg.datasets import build_dataset
+from merdg.run.config import RunConfig
+from merdg.run.hparams import resolve_encoders
+
+HPARAMS = {"epochs": 3, "batch_size": 12, "lr": 0.01, "proj_hidden": 16, "fusion_hidden": 16}
+
+
+def write_manifest(root, per_domain=(60, 24, 24)):
+    """3 classes, 3 domains of different sizes; ``signal`` carries the class, ``noise`` none."""
+    rng = np.random.default_rng(0)
+    (root / "signal").mkdir(parents=True)
+    (root / "noise").mkdir()
+    lines = ["sample_id,domain,label,signal,noise"]
+    for d, n in enumerate(per_domain):
+        for i in range(n):
+            label = i % 3
+            sid = f"d{d}_{i}"
+            signal = np.eye(3)[label].repeat(2) * 3 + rng.normal(0, 0.3, 6)
+            np.save(root / "signal" / f"{sid}.npy", signal.astype(np.float32))
+            np.save(root / "noise" / f"{sid}.npy", rng.normal(0, 1, 6).astype(np.float32))
+            lines.append(f"{sid},d{d},c{label},signal/{sid}.npy,noise/{sid}.npy")
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_train_shows_the_epoch_plan_and_flags_an_encoder_at_chance(tmp_path, capsys):
+    data = write_manifest(tmp_path / "data")
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "manifest", "--data-root", str(data), "--target", "d2",
+                 "--hparams", json.dumps(HPARAMS), "--dataset-option", "cache=false",
+                 "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    # sources d0 (48 train samples) and d1 (19): 6 of each per batch; d1 sets 3 steps
+    assert ("an epoch is 3 steps of 12 samples (d0 6, d1 6 per step); samples seen per epoch: "
+            "d0 18 of 48, d1 18 of 19 (the smallest domain, d1, sets the epoch length)"
+            in captured.err)
+    warnings = [line for line in captured.out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "noise probe on source validation" in warnings[0]
+    assert "within noise of chance" in warnings[0]
+    info = json.loads((out / "config.json").read_text())
+    assert info["epoch_plan"]["steps_per_epoch"] == 3 and info["num_classes"] == 3
+    assert info["preprocessing"]["noise"]["sample_shape"] == [6]
+
+
+def test_bench_report_shows_epoch_plans_flags_and_one_seed(tmp_path, capsys):
+    data = write_manifest(tmp_path / "data")
+    out = tmp_path / "bench"
+    assert main(["bench", "--dataset", "manifest", "--data-root", str(data), "--algorithms",
+                 "ERM", "--seeds", "1", "--targets", "d1", "d2", "--hparams",
+                 json.dumps(HPARAMS), "--dataset-option", "cache=false", "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "1 seed, no spread" in (out / "table.md").read_text()
+    assert "Cells: 1 seed, no spread" in report
+    assert "| signal+noise | ERM | d1 | 3 | d0 18, d2 18 |" in report.replace("noise+signal",
+                                                                           "signal+noise")
+    assert "the noise probe is within noise of chance on source validation in 2 of 2" in report
+
+
+def test_worker_logs_hold_plain_lines(tmp_path):
+    data = write_manifest(tmp_path / "data")
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--dataset", "manifest", "--data-root", str(data), "--algorithms",
+                 "ERM", "--targets", "d1", "d2", "--trials", "0", "--seeds", "1", "--hparams",
+                 json.dumps({**HPARAMS, "epochs": 1}), "--dataset-option",
+                 f"cache_dir={tmp_path / 'cache'}", "--workers", "2", "--out", str(out)]) == 0
+    logs = [p.read_text() for p in out.glob("jobs/*/log.txt")]
+    assert len(logs) == 2 and all("epoch 1/1" in log for log in logs)
+    assert not any("\r" in log for log in logs)  # no progress-bar frames
+
+
+def test_an_encoder_override_may_switch_the_encoder(tmp_path):
+    data = write_manifest(tmp_path / "data")
+    dataset = build_dataset("manifest", str(data), None, cache=False, progress=False)
+    config = RunConfig(dataset="manifest", target="d2",
+                       encoders={"signal": {"name": "tcn", "channels": [8]},
+                                 "noise": {"hidden": 4}})
+    specs = resolve_encoders(config, dataset)
+    assert specs["signal"] == {"name": "tcn", "channels": [8]}  # the mlp's options dropped
+    assert specs["noise"] == {"name": "mlp", "hidden": 4, "out_dim": 64, "layers": 2}
