@@ -44,7 +44,8 @@ def test_train_shows_the_epoch_plan_and_flags_an_encoder_at_chance(tmp_path, cap
     assert ("an epoch is 3 steps of 12 samples (d0 6, d1 6 per step); samples seen per epoch: "
             "d0 18 of 48, d1 18 of 19 (the smallest domain, d1, sets the epoch length)"
             in captured.err)
-    warnings = [line for line in captured.out.splitlines() if line.startswith("warning:")]
+    json.loads(captured.out)  # stdout stays the summary's JSON
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "noise probe on source validation" in warnings[0]
     assert "within noise of chance" in warnings[0]
     info = json.loads((out / "config.json").read_text())

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 
 from merdg.cli.options import (
     add_run_options,
@@ -80,5 +81,5 @@ def run(args: argparse.Namespace) -> int:
     if main_rank:
         print(json.dumps(summary["selection"], indent=2))
         for line in summary["selection"]["source_val"].get("near_chance_probes", []):
-            print(f"warning: {line}")
+            print(f"warning: {line}", file=sys.stderr)
     return 0

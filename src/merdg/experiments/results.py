@@ -227,7 +227,8 @@ def near_chance_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     flagged: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     total: dict[tuple[str, str], int] = defaultdict(int)
     for r in rows:
-        if r["selection"] != "source_val" or not r.get("num_classes") or not r.get("val_n"):
+        if (r["selection"] != "source_val" or not r.get("val_n")
+                or int(r.get("num_classes") or 0) < 2):
             continue
         total[(r["modalities"], r["algorithm"])] += 1
         probes = {k.split("/", 1)[1]: v for k, v in r.items() if k.startswith("val_probe_acc/")}
