@@ -81,3 +81,35 @@ def test_torchrun_two_ranks_match_one_process(regime, tmp_path):
     if regime == "unimodal":
         stage = [json.loads((d / "config.json").read_text())["init"] for d in (ddp, single)]
         assert stage[0]["selected"] == stage[1]["selected"]
+
+
+TEARDOWN_SCRIPT = """
+import gc, os, sys
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from merdg.run.config import RunConfig
+from merdg.run.training import train
+train(RunConfig(dataset="synthetic", target="d1", algorithm="MERDG", hparams={hparams},
+                dataset_options={options}, out_dir=sys.argv[1], init="unimodal"),
+      progress=False)
+alive = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
+print(f"rank {{os.environ['RANK']}}: alive {{alive}} initialized {{dist.is_initialized()}}")
+"""
+
+
+@pytest.mark.ddp
+def test_torchrun_run_frees_its_process_group_before_returning(tmp_path):
+    """The finished run's DDP wrapper (which holds the gloo group, in a reference cycle) is
+    collected inside `train`, before the group is destroyed: a gloo group freed while the
+    interpreter shuts down can abort a rank after a successful run (exit -6)."""
+    script = tmp_path / "teardown.py"
+    hparams = {**HPARAMS, "epochs": 1, "pretrain_epochs": 1}
+    script.write_text(TEARDOWN_SCRIPT.format(hparams=repr(hparams), options=repr(OPTIONS)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(merdg.__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", str(script), str(tmp_path / "run")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank"))
+    assert lines == ["rank 0: alive 0 initialized False", "rank 1: alive 0 initialized False"]

@@ -7,6 +7,7 @@ Per-sample losses (cross-entropy) stay local.
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -126,9 +127,16 @@ def init_from_env(backend: str) -> None:
 
 
 def destroy() -> None:
-    """Tear the default process group down (no-op when none is initialized)."""
+    """Tear the default process group down (no-op when none is initialized).
+
+    Objects in reference cycles that still hold the group (a finished run's DDP wrapper) are
+    collected first, so that the group's backend is freed here rather than while the
+    interpreter shuts down.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def barrier() -> None:

@@ -177,6 +177,10 @@ def source_splits(dataset: DomainDataset, config: RunConfig, sources: Sequence[s
             raise ValueError(f"source domain {d!r} has no training samples ({n_val} held out "
                              f"for validation with --holdout-fraction {fraction}); leave it "
                              "out (merdg train --source)")
+        if n_val == 0 and len(train_part) < 2:
+            raise ValueError(f"source domain {d!r} has {_samples(len(train_part))}: too few "
+                             "for a training and a validation split; leave it out (merdg "
+                             "train --source)")
         if n_val == 0:
             raise ValueError(
                 f"source domain {d!r} has no validation samples (--holdout-fraction {fraction} "
@@ -322,22 +326,37 @@ def train(config: RunConfig, progress: bool = True, resume: bool = True,
     check_corruption_names(config.corruptions)
     device, owns_group = setup_distributed(resolve_device(config.device))
     try:
-        out = RunDir(config.out_dir) if config.out_dir and mdist.is_main_process() else None
-        early = mdist.broadcast_object(_early_decision(out, config, resume, overwrite))
-        if early["kind"] == "error":
-            raise RunDirConflictError(early["message"])
-        if early["kind"] == "finished":
-            log.info("%s: already finished; returning its summary", config.out_dir)
-            return early["summary"]
-        seed_everything(config.seed)
-        run = _setup_run(config, device, out)
-        if out is None:
-            return _train(run, progress, resume, overwrite)
-        with out.lock():  # nothing is written to out_dir before this
-            return _train(run, progress, resume, overwrite)
-    finally:
-        if owns_group:
+        summary = _run_on_this_rank(config, device, progress, resume, overwrite)
+    except BaseException:
+        if owns_group:  # no barrier: another rank may be stuck in a collective
             mdist.destroy()
+        raise
+    if owns_group:
+        # The run's modules (DDP holds the process group) are gone with the frame of
+        # _run_on_this_rank; every rank waits until all are done, then the group is torn
+        # down while the interpreter is whole (a gloo group freed at interpreter exit can
+        # abort the process, pytorch/pytorch#190489).
+        mdist.barrier()
+        mdist.destroy()
+    return summary
+
+
+def _run_on_this_rank(config: RunConfig, device: torch.device, progress: bool, resume: bool,
+                      overwrite: bool) -> dict[str, Any]:
+    """`train` after the process group is set up: the decision on ``out_dir``, then the run."""
+    out = RunDir(config.out_dir) if config.out_dir and mdist.is_main_process() else None
+    early = mdist.broadcast_object(_early_decision(out, config, resume, overwrite))
+    if early["kind"] == "error":
+        raise RunDirConflictError(early["message"])
+    if early["kind"] == "finished":
+        log.info("%s: already finished; returning its summary", config.out_dir)
+        return early["summary"]
+    seed_everything(config.seed)
+    run = _setup_run(config, device, out)
+    if out is None:
+        return _train(run, progress, resume, overwrite)
+    with out.lock():  # nothing is written to out_dir before this
+        return _train(run, progress, resume, overwrite)
 
 
 def _early_decision(out: RunDir | None, config: RunConfig, resume: bool,
