@@ -45,7 +45,7 @@ from merdg.datasets import build_dataset
 from merdg.evaluation import CorruptionSpec, corrupted_view, parse_severities, zero_filled
 from merdg.run.config import RunConfig
 from merdg.run.evaluation import evaluate, evaluate_corruptions, plan_corruptions
-from merdg.run.training import _train_loader, build_algorithm, run_hparams
+from merdg.run.training import _train_loader, build_algorithm, run_hparams, source_splits
 from merdg.testing import make_epic_fixture
 
 SYNTHETIC_SPECS = [CorruptionSpec("m0", "gaussian_noise", 3), CorruptionSpec("m0", "spikes", 5),
@@ -132,9 +132,10 @@ def per_run(name: str, config: RunConfig, severities: list[int], repeats: int) -
     hparams = run_hparams(config, dataset)
     torch.manual_seed(0)
     algorithm = build_algorithm(dataset, config.algorithm, len(sources), hparams)
-    target = dataset.split(config.target, "test", 0, config.holdout_fraction)
+    batch_size = int(hparams["batch_size"])
+    train_parts, _, target = source_splits(dataset, config, sources, batch_size)
     plan = plan_corruptions(dataset, "all", severities)
-    loader, _ = _train_loader(dataset, sources, config, int(hparams["batch_size"]))
+    loader, _ = _train_loader(train_parts, sources, config, batch_size)
     device = torch.device("cpu")
 
     def epoch() -> None:

@@ -29,7 +29,7 @@ def test_statuses(tmp_path):
     assert run_dir.status(cfg) == "finished"
     other = dataclasses.replace(cfg, seed=4)
     assert run_dir.status(other) == "foreign"
-    assert run_dir.differences(other) == ["seed: '<absent>' (saved) vs 4 (requested)"]
+    assert run_dir.differences(other) == ["seed: 0 (saved, the default) vs 4 (requested)"]
     (run_dir.path / RunDir.DONE).unlink()
     assert run_dir.status(cfg) == "incomplete"
     run_dir.mark_failed("ValueError: boom\n\ntraceback")
@@ -56,7 +56,7 @@ def test_finished_run_of_another_config_is_refused_unless_overwrite(tmp_path, ca
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(out) in err[0] and "finished run of another config" in err[0]
-    assert "hparams.lr: '<absent>' (saved) vs 0.01 (requested)" in err[0]
+    assert "hparams.lr: the default (saved) vs 0.01 (requested)" in err[0]
     assert (out / RunDir.RECORDS).read_text() == before and (out / RunDir.DONE).exists()
     assert main([*args, "--overwrite"]) == 0
     assert json.loads((out / RunDir.CONFIG).read_text())["hparams"]["lr"] == 0.01

@@ -215,7 +215,8 @@ def test_a_cell_naming_a_directory(data, capsys):
 
 def test_header_only_manifest_fails_the_check(data, capsys, tmp_path):
     write_rows(data, [])
-    assert check(data, capsys) == (1, ["PROBLEM: manifest.csv: no sample rows (only a header)"])
+    assert check(data, capsys) == (
+        1, [f"PROBLEM: {data / 'manifest.csv'}: no sample rows (only a header)"])
     status, err = train(data, capsys, tmp_path)
     assert status == 2 and "no sample rows" in err
 

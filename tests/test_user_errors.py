@@ -93,8 +93,8 @@ def test_a_batch_too_small_for_the_algorithm(algorithm, reason, tmp_path, capsys
      "source domain 'd0' has no validation samples (--holdout-fraction 0.01 of its 40 samples "
      "rounds to 0); raise --holdout-fraction, or leave the domain out (merdg train --source)"),
     (["samples_per_domain=1"], [],
-     "source domain 'd0' has no validation samples (--holdout-fraction 0.2 of its 1 sample "
-     "rounds to 0); raise --holdout-fraction, or leave the domain out (merdg train --source)"),
+     "source domain 'd0' has 1 sample: too few for a training and a validation split; leave "
+     "it out (merdg train --source)"),
     (["samples_per_domain=4"], ["--source", "d0", "d2"],
      "source domains with fewer training samples than their share of one batch of 12: 'd0' has "
      "3 training samples, its share of a batch is 6; 'd2' has 3 training samples, its share of "
@@ -149,6 +149,7 @@ def test_unknown_dataset_and_encoder_options_name_the_valid_ones(tmp_path, capsy
     code, err = run(["data", "check", "--dataset", "synthetic", "--dataset-option", "n_clases=3"],
                     capsys)
     assert code == 2 and "has no option 'n_clases'" in err[0] and len(err) == 1
+    assert err[0].startswith("merdg data check: error: ")
     code, err = run([*train_args(out), "--encoders", '{"m0": {"hiden": 8}}'], capsys)
     assert (code, err) == (2, ["merdg train: error: encoders['m0']: encoder 'mlp' has no option "
                                "'hiden'; its options: hidden, out_dim, layers, dropout"])

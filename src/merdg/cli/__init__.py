@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if os.environ.get("MERDG_DEBUG"):
             raise
-        print(f"merdg {args.command}: interrupted; what was written so far is intact (an "
+        print(f"merdg {_command(args)}: interrupted; what was written so far is intact (an "
               "interrupted run resumes from its last checkpoint when the same command is run "
               "again)", file=sys.stderr)
         return 130
@@ -47,8 +47,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
         one_line = " ".join(line.strip() for line in message.splitlines() if line.strip())
-        print(f"merdg {args.command}: error: {one_line}", file=sys.stderr)
+        print(f"merdg {_command(args)}: error: {one_line}", file=sys.stderr)
         return 2
+
+
+def _command(args) -> str:
+    """The command as typed: ``train``, or ``data check`` for a command with actions."""
+    action = getattr(args, "data_command", None)
+    return f"{args.command} {action}" if action else args.command
 
 
 if __name__ == "__main__":

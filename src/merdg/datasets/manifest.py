@@ -149,7 +149,7 @@ def read_manifest(root: str | Path | None) -> tuple[list[ManifestRow], list[str]
         line = reader.reader.line_num  # DictReader.line_num lags when a row fails
         raise DataError(f"{path} line {line}: not readable as CSV ({err})") from None
     if not rows and not problems:
-        problems.append(f"{MANIFEST_NAME}: no sample rows (only a header)")
+        problems.append(f"{path}: no sample rows (only a header)")
     return rows, modalities, problems
 
 

@@ -463,9 +463,24 @@ def identity_differences(saved: dict[str, Any], expected: dict[str, Any], prefix
     saved, expected = canon(saved), canon(expected)
     diffs = []
     for key in sorted(set(saved) | set(expected)):
-        a, b = saved.get(key, "<absent>"), expected.get(key, "<absent>")
+        a, b = saved.get(key, _ABSENT), expected.get(key, _ABSENT)
         if isinstance(a, dict) and isinstance(b, dict):
             diffs += identity_differences(a, b, f"{prefix}{key}.", labels)
         elif a != b:
-            diffs.append(f"{prefix}{key}: {a!r} ({labels[0]}) vs {b!r} ({labels[1]})")
+            diffs.append(f"{prefix}{key}: {_shown(a, key, prefix, labels[0])} vs "
+                         f"{_shown(b, key, prefix, labels[1])}")
     return diffs
+
+
+_ABSENT = object()
+
+
+def _shown(value: Any, key: str, prefix: str, label: str) -> str:
+    """``"'ERM' (saved)"``; an entry the identity leaves out holds its default (a run
+    field's default is shown, an hparam's depends on the algorithm and dataset)."""
+    if value is not _ABSENT:
+        return f"{value!r} ({label})"
+    defaults = _defaults()
+    if not prefix and key in defaults and key != "split_seed":
+        return f"{defaults[key]!r} ({label}, the default)"
+    return f"the default ({label})"
