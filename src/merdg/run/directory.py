@@ -585,8 +585,8 @@ class RunDir:
             return
         aside = self.path / self.DAMAGED_CHECKPOINT
         os.replace(self.checkpoint_file, aside)
-        log.warning("warning: %s; resuming from %s (epoch %d) instead; the damaged file was moved to %s",
-                    damaged[0][1], self.path / name, payload["epoch"], aside)
+        log.warning("warning: %s; resuming from %s (epoch %d) instead; the damaged file was "
+                    "moved to %s", damaged[0][1], self.path / name, payload["epoch"], aside)
 
     def finish(self, summary: dict[str, Any], model_state: dict[str, Any] | None = None,
                info: dict[str, Any] | None = None) -> None:
