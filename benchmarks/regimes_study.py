@@ -14,7 +14,7 @@ every run measuring each encoder alone at initialization and after its last epoc
 differences with 95% t-intervals, the mechanism's probe accuracy and effective rank) and the
 figures. Every step is resumable: run the same command again to continue.
 
-    flock /tmp/merdg-heavy.lock /usr/bin/time -v python benchmarks/regimes_study.py run \\
+    /usr/bin/time -v python benchmarks/regimes_study.py run \\
         --out regimes-study --data-root DATA_DIR
     python benchmarks/regimes_study.py report --out regimes-study --figures docs/regimes
 """
