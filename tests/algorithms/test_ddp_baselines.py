@@ -5,20 +5,15 @@ on the rank-averaged unimodal gradient) must give the single-process gradients e
 models run in eval mode so that dropout and BatchNorm batch statistics are not per-rank.
 """
 
-import os
-import tempfile
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from merdg.datasets import build_dataset
 from merdg.datasets.base import Batch, DomainConcat, collate
 from merdg.run.config import RunConfig
 from merdg.run.training import build_algorithm, run_hparams
+from process_groups import spawn_in_group
 
-WORLD = 2
 TINY = {"epochs": 1, "batch_size": 12, "proj_hidden": 16, "fusion_hidden": 16, "lr": 0.0,
         "encoders": {m: {"hidden": 16, "out_dim": 8} for m in ("m0", "m1")}}
 
@@ -44,32 +39,24 @@ def _grads(algo) -> list[torch.Tensor]:
             for p in algo.parameters() if p.requires_grad]
 
 
-def _worker(rank: int, init_file: str) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=WORLD)
-    try:
-        for name, hp in (("GMP", {"alpha_k": 1.0, "alpha_p": 1.0}), ("MBCD", {"inner_lr": 0.5})):
-            reference, batch = _algorithm(name, **hp)
-            algo, _ = _algorithm(name, **hp)
-            if name == "MBCD":  # the dropout masks are random per rank; test the look-ahead
-                for a in (reference, algo):
-                    a.drop_modalities = lambda z, logits: dict(z)
-            ddp = torch.nn.parallel.DistributedDataParallel(algo, find_unused_parameters=True)
-            algo.set_forward_wrapper(ddp)
-            algo.update(_half(batch, rank))
-            algo.set_forward_wrapper(None)
-            # the reference runs on the whole batch on every rank (its averaging collectives
-            # then average identical values)
-            reference.update(batch)
-            for g, h in zip(_grads(algo), _grads(reference)):
-                assert torch.allclose(g, h, rtol=1e-8, atol=1e-10), name
-    finally:
-        dist.destroy_process_group()
+def _worker(rank: int) -> None:
+    for name, hp in (("GMP", {"alpha_k": 1.0, "alpha_p": 1.0}), ("MBCD", {"inner_lr": 0.5})):
+        reference, batch = _algorithm(name, **hp)
+        algo, _ = _algorithm(name, **hp)
+        if name == "MBCD":  # the dropout masks are random per rank; test the look-ahead
+            for a in (reference, algo):
+                a.drop_modalities = lambda z, logits: dict(z)
+        ddp = torch.nn.parallel.DistributedDataParallel(algo, find_unused_parameters=True)
+        algo.set_forward_wrapper(ddp)
+        algo.update(_half(batch, rank))
+        algo.set_forward_wrapper(None)
+        # the reference runs on the whole batch on every rank (its averaging collectives
+        # then average identical values)
+        reference.update(batch)
+        for g, h in zip(_grads(algo), _grads(reference)):
+            assert torch.allclose(g, h, rtol=1e-8, atol=1e-10), name
 
 
 @pytest.mark.ddp
 def test_gmp_and_mbcd_gradients_under_ddp_match_single_process():
-    with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(os.path.join(tmp, "init"),), nprocs=WORLD, join=True)
+    spawn_in_group(_worker)
