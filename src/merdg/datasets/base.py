@@ -335,12 +335,15 @@ class CheckReport:
         counts: ``{domain: {class name: samples}}`` of the readable samples.
         problems: One line per problem, each naming the file or sample at fault.
         notes: Other facts worth printing (root, modalities, shapes).
+        row_kind: What a key of ``counts`` is, for the summary line (``"domains"``, or
+            ``"domain/split parts"`` where each domain has several split files).
     """
 
     dataset: str
     counts: dict[str, dict[str, int]]
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    row_kind: str = "domains"
 
     @property
     def ok(self) -> bool:
@@ -366,7 +369,7 @@ class CheckReport:
         for p in self.problems:  # names from the data may hold line breaks: one line each
             lines.append(f"PROBLEM: {one_line(p)}")
         status = "OK" if self.ok else f"FAILED: {len(self.problems)} problem(s)"
-        lines.append(f"{status}: {total} readable samples in {len(self.counts)} domains")
+        lines.append(f"{status}: {total} readable samples in {len(self.counts)} {self.row_kind}")
         return "\n".join(lines)
 
 

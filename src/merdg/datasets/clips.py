@@ -469,7 +469,8 @@ class ClipDataset(DomainDataset):
                                            for c, n in enumerate(dataset.class_names)}
         notes = [f"root: {dataset.root}", f"modalities: {', '.join(dataset.modalities)}"] + [
             f"  {m}: training sample shape {dataset.input_shape(m)}" for m in dataset.modalities]
-        return CheckReport(cls.__name__, counts, problems, notes)
+        return CheckReport(cls.__name__, counts, problems, notes,
+                           row_kind="domain/split parts")
 
     def check_headers(self, records: Sequence[ClipRecord]) -> dict[str, str]:
         """``{uid: problem}`` for records whose audio/video files cannot be opened."""
