@@ -154,8 +154,9 @@ class RunDir:
         except FileNotFoundError:
             raise
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{file}: unreadable or truncated JSON ({err}); it was not "
-                             "written completely by merdg") from err
+            raise ValueError(f"{file}: unreadable or truncated JSON ({err}); merdg writes "
+                             "its run files whole, so it was damaged or edited since: restore "
+                             "it, or replace the run (merdg train ... --overwrite)") from err
 
     def read_info(self) -> dict[str, Any]:
         """``config.json``: config, resolved hparams, sources, modalities, identity, ...
