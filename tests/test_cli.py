@@ -1,6 +1,7 @@
 """The merdg command line."""
 
 import json
+import logging
 
 from merdg.cli import main
 
@@ -57,3 +58,15 @@ def test_list_hparams_shows_the_resolved_values_and_their_origin(capsys):
     assert "(trial 2)" in out.split("mer_lambda = ")[1].splitlines()[0]
     assert "epochs = " in out and "(dataset)" in out.split("epochs = ")[1].splitlines()[0]
     assert 'encoders.m0 = {"hidden": 32' in out
+
+
+def test_cli_log_lines_mark_warnings(capsys):
+    from merdg.cli.options import log_progress_to_stderr
+
+    log_progress_to_stderr()
+    logger = logging.getLogger("merdg.run.directory")
+    logger.info("resuming after epoch 1 of 4")
+    logger.warning("checkpoint.pt: damaged; resuming from checkpoint.previous.pt")
+    assert capsys.readouterr().err.splitlines() == [
+        "resuming after epoch 1 of 4",
+        "warning: checkpoint.pt: damaged; resuming from checkpoint.previous.pt"]

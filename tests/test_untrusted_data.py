@@ -3,7 +3,6 @@ escape the data root, hide values training cannot use, or be misread; each case 
 line by `merdg data check` (exit 1) and stops `merdg train` before any work (exit 2)."""
 
 import csv
-import logging
 import os
 import pickle
 import shutil
@@ -19,17 +18,6 @@ from merdg.datasets.preprocessing import DataError
 DOMAINS, LABELS = ("lab", "home", "car"), ("walk", "run")
 HPARAMS = ('{"epochs": 1, "batch_size": 6, "proj_hidden": 8, "fusion_hidden": 8, "encoders": '
            '{"accel": {"channels": [4, 4]}, "feat": {"hidden": 4, "out_dim": 4}}}')
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """`merdg train` adds a stderr handler to the "merdg" logger; under capsys that stream is
-    closed after the test, so the handler must not outlive it."""
-    logger = logging.getLogger("merdg")
-    handlers, level = list(logger.handlers), logger.level
-    yield
-    logger.handlers[:] = handlers
-    logger.setLevel(level)
 
 
 def write_manifest(root: Path, encoding: str = "utf-8") -> Path:

@@ -5,7 +5,6 @@ problem in one pass."""
 
 import copyreg
 import io
-import logging
 import os
 import pickle
 import shutil
@@ -22,17 +21,6 @@ from merdg.datasets.safe_pickle import UnsafePickleError, load_dataframe
 
 SPLITS = "MM-SADA_Domain_Adaptation_Splits"
 OPTIONS = [f"--dataset-option={k}={v}" for k, v in CLIP_OPTIONS.items()]
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """`merdg train` adds a stderr handler to the "merdg" logger; under capsys that stream is
-    closed after the test, so the handler must not outlive it."""
-    logger = logging.getLogger("merdg")
-    handlers, level = list(logger.handlers), logger.level
-    yield
-    logger.handlers[:] = handlers
-    logger.setLevel(level)
 
 
 def epic_rows(n: int = 3, **changes) -> dict[str, list]:

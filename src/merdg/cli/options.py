@@ -259,7 +259,16 @@ def log_progress_to_stderr() -> None:
     logger = logging.getLogger("merdg")
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(_PlainFormatter())
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+
+
+class _PlainFormatter(logging.Formatter):
+    """The message alone; a warning starts with ``warning:``, as the other warning lines
+    merdg prints."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return f"warning: {message}" if record.levelno >= logging.WARNING else message
 

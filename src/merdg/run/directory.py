@@ -200,6 +200,26 @@ class RunDir:
             raise ValueError(f"{file}: not a merdg digest file (no 'sha256' entry)")
         return {str(k): int(v) for k, v in data["sha256"].items()}
 
+    def _record_digest(self, name: str, digest: str, epoch: int, keep_from: int, tmp: Path,
+                       note: str) -> None:
+        """Add ``digest`` (of ``tmp``, about to replace a state file) to the digest file
+        ``name``, keeping the recorded digests of epochs >= ``keep_from``; an unreadable digest
+        file is started over (only the new file can be verified from then on).
+
+        Raises:
+            WriteFailedError: The digest file could not be written; ``tmp`` is removed.
+        """
+        try:
+            recorded = self._read_digests(name) or {}
+        except ValueError:
+            recorded = {}
+        kept = {h: e for h, e in recorded.items() if e >= keep_from}
+        try:
+            write_json_atomic(self.path / name, {"sha256": {**kept, digest: epoch}}, note=note)
+        except WriteFailedError:
+            tmp.unlink(missing_ok=True)
+            raise
+
     def read_records(self) -> list[dict[str, Any]]:
         """The per-epoch records ([] when there are none yet)."""
         file = self.path / self.RECORDS
@@ -417,18 +437,9 @@ class RunDir:
         note = (f"the last state {target} is intact: free some space and run the same command "
                 "to resume" if target.exists() else self._intact())
         digest = write_torch_file(tmp, {"format": FORMAT, **payload}, target, note)
-        try:
-            recorded = self._read_digests(self.PRETRAINING_DIGEST) or {}
-        except ValueError:
-            recorded = {}
         epochs = int(payload.get("stage", {}).get("epochs_done", 0))
-        kept = {h: e for h, e in recorded.items() if e >= epochs - 1}  # the file it replaces
-        try:
-            write_json_atomic(self.path / self.PRETRAINING_DIGEST,
-                              {"sha256": {**kept, digest: epochs}}, note=note)
-        except WriteFailedError:
-            tmp.unlink(missing_ok=True)
-            raise
+        # keep the digest of the file it replaces
+        self._record_digest(self.PRETRAINING_DIGEST, digest, epochs, epochs - 1, tmp, note)
         with writing(target, note, cleanup=tmp):
             os.replace(tmp, target)
             fsync_dir(self.path)
@@ -495,17 +506,8 @@ class RunDir:
         current, tmp = self.checkpoint_file, self.path / (self.CHECKPOINT + ".tmp")
         intact = self._intact()
         digest = write_torch_file(tmp, {"format": FORMAT, **payload}, current, intact)
-        try:
-            recorded = self._read_digests(self.CHECKPOINT_DIGESTS) or {}
-        except ValueError:  # unreadable: only the new file can be verified from now on
-            recorded = {}
-        kept = {h: e for h, e in recorded.items() if e >= epoch - 2}  # checkpoint.pt, previous
-        try:
-            write_json_atomic(self.path / self.CHECKPOINT_DIGESTS,
-                              {"sha256": {**kept, digest: epoch}}, note=intact)
-        except WriteFailedError:
-            tmp.unlink(missing_ok=True)
-            raise
+        # keep the digests of checkpoint.pt and checkpoint.previous.pt
+        self._record_digest(self.CHECKPOINT_DIGESTS, digest, epoch, epoch - 2, tmp, intact)
         with writing(current, intact, cleanup=tmp):
             if current.exists():
                 os.replace(current, self.path / self.PREVIOUS_CHECKPOINT)
@@ -586,8 +588,8 @@ class RunDir:
             return
         aside = self.path / self.DAMAGED_CHECKPOINT
         os.replace(self.checkpoint_file, aside)
-        log.warning("warning: %s; resuming from %s (epoch %d) instead; the damaged file was "
-                    "moved to %s", damaged[0][1], self.path / name, payload["epoch"], aside)
+        log.warning("%s; resuming from %s (epoch %d) instead; the damaged file was moved "
+                    "to %s", damaged[0][1], self.path / name, payload["epoch"], aside)
 
     def finish(self, summary: dict[str, Any], model_state: dict[str, Any] | None = None,
                info: dict[str, Any] | None = None) -> None:
