@@ -12,7 +12,7 @@ from merdg.cli import main
 from merdg.datasets import build_dataset
 from merdg.datasets.preprocessing import DataError
 from merdg.run.config import RunConfig
-from merdg.run.records import read_jsonl
+from merdg.run.directory import RunDir
 from merdg.run.training import train
 
 DOMAINS, LABELS = ("lab", "home", "car"), ("walk", "run")
@@ -172,7 +172,9 @@ def test_training_runs_on_a_manifest(tmp_path):
     summary = train(RunConfig(dataset="manifest", target="lab", algorithm="MERDG",
                               data_root=str(root), hparams=hp,
                               dataset_options={"progress": False}), progress=False)
-    assert set(summary["selection"]["source_val"]["target_probe_acc"]) == {"accel", "feat"}
+    row = summary["selection"]["source_val"]
+    assert {k for k in row if k.startswith("target_probe_acc/")} == {
+        "target_probe_acc/accel", "target_probe_acc/feat"}
 
 
 def test_training_evaluates_corruptions_of_sequences_and_vectors(tmp_path):
@@ -180,14 +182,18 @@ def test_training_evaluates_corruptions_of_sequences_and_vectors(tmp_path):
     hp = {"epochs": 1, "batch_size": 6, "proj_hidden": 16, "fusion_hidden": 16,
           "encoders": {"accel": {"channels": [8, 8]}, "feat": {"hidden": 8, "out_dim": 8}}}
     train(RunConfig(dataset="manifest", target="lab", data_root=str(root), hparams=hp,
-                    dataset_options={"progress": False}, corruptions=["gaussian_noise", "spikes"],
-                    severities=[1, 5], out_dir=str(tmp_path / "run")), progress=False)
-    target = list(read_jsonl(tmp_path / "run" / "records.jsonl"))[-1]["target"]
+                    dataset_options={"progress": False},
+                    evaluations={"corruptions": {"corruptions": ["gaussian_noise", "spikes"],
+                                                 "severities": [1, 5]}},
+                    out_dir=str(tmp_path / "run")), progress=False)
+    (evaluation,) = [e for e in RunDir(tmp_path / "run").read_evaluations()
+                     if e["evaluator"] == "corruptions"]
+    details = evaluation["details"]
     for m in ("accel", "feat"):  # a (T, 3) sequence (timeseries kind), a vector (array kind)
-        assert {n: sorted(v) for n, v in target["corruptions"][m].items()} == {
+        assert {n: sorted(v) for n, v in details["corruptions"][m].items()} == {
             "gaussian_noise": ["1", "5"], "spikes": ["1", "5"]}
-    assert target["robustness"]["per_modality"].keys() == {"accel", "feat"}
-    assert target["robustness"]["per_severity"].keys() == {"1", "5"}
+    assert details["robustness"]["per_modality"].keys() == {"accel", "feat"}
+    assert details["robustness"]["per_severity"].keys() == {"1", "5"}
 
 
 def test_copied_directory_keeps_working(manifest_dir, tmp_path):
@@ -213,6 +219,6 @@ def test_open_set_on_a_manifest_with_one_known_class(tmp_path):
     assert {r["sources"] for r in rows} == {"car+home", "home", "car"}
     assert all(r["auroc_msp"] == "" and r["unknown_acc"] == "0.0" for r in rows)
     assert all(r["known_acc"] == "1.0" and r["h_score"] == "0.0" for r in rows)
-    record = json.loads((out / "runs/accel+feat/ERM/home-to-lab/seed0/records.jsonl")
-                        .read_text().splitlines()[0])
-    assert record["target"]["auroc_msp"] is None and record["target"]["aurc_msp"] == 0.0
+    (selective,) = [e for e in RunDir(out / "runs/accel+feat/ERM/home-to-lab/seed0")
+                    .read_evaluations() if e["evaluator"] == "selective"]
+    assert selective["columns"]["auroc_msp"] is None and selective["columns"]["aurc_msp"] == 0.0

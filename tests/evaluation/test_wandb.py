@@ -140,6 +140,7 @@ def test_merdg_train_wandb_logs_every_epoch_and_replays_them_on_resume(offline_e
     and resumed logs the first epoch again from its records, then the second."""
     from merdg.cli import main
     from merdg.run import training
+    from merdg.run.directory import RunDir
     from merdg.run.records import read_jsonl
 
     out = offline_env / "run"
@@ -163,11 +164,15 @@ def test_merdg_train_wandb_logs_every_epoch_and_replays_them_on_resume(offline_e
     by_step = {}
     for row in history(path):
         by_step.setdefault(row["_step"], {}).update(row)
-    for record in records:  # both epochs, at their step counts, with the new metrics
+    for record in records:  # both epochs, at their step counts
         logged = by_step[record["steps"]]
         assert logged["val/acc"] == pytest.approx(record["val"]["acc"])
-        assert logged["target/aurc_msp"] == pytest.approx(record["target"]["aurc_msp"])
+        assert logged["target/acc"] == pytest.approx(record["target"]["acc"])
         assert logged["epoch"] == record["epoch"]
+    # then the evaluations of the selected model, at the last step
+    (selective,) = [e for e in RunDir(out).read_evaluations() if e["evaluator"] == "selective"]
+    logged = by_step[records[-1]["steps"]]
+    assert logged["selected/aurc_msp"] == pytest.approx(selective["columns"]["aurc_msp"])
     first_steps = range(records[0]["steps"] + 1, records[1]["steps"] + 1)
     assert all("step/ce" in by_step[s] for s in first_steps)  # the resumed epoch's steps
     run = next(r.run for r in read_wandb_records(path) if r.WhichOneof("record_type") == "run")

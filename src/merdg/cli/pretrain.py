@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from merdg.datasets import build_dataset
-    from merdg.pretraining import pretrain_encoders
-    from merdg.run.training import resolve_device
+    from merdg.run.pretraining import pretrain_encoders
+    from merdg.run.setup import resolve_device
 
     apply_threads(args)
     for flag, value, low in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),

@@ -37,6 +37,7 @@ __all__ = [
     "DomainDataset",
     "IndexedSamples",
     "TensorSamples",
+    "UNKNOWN",
     "ValueConvention",
     "collate",
     "holdout_indices",
@@ -53,6 +54,9 @@ MODALITY_KINDS = ("video", "flow", "audio", "timeseries", "array")
 - ``"timeseries"``: a (T, C) sequence (inertial sensors, skeleton joints);
 - ``"array"``: any other array (feature vectors, depth clips).
 """
+UNKNOWN = -1
+"""Label of a sample whose class the model does not know (an unknown class of an open-set
+target, :mod:`merdg.datasets.open_set`); as a prediction: rejected as unknown."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -440,6 +444,13 @@ class DomainDataset:
 
     def fit_normalization(self, sources: Sequence[str]) -> None:
         """Fit input normalization on the source domains only (default: nothing to fit)."""
+
+    def normalize_as(self, fitted: DomainDataset) -> None:
+        """Prepare this dataset's samples for a model trained on ``fitted`` (normalized on its
+        run's sources), e.g. as an out-of-distribution set: the inputs must be normalized as
+        that model's were. Default: datasets that normalize each sample on their own validate
+        their test parts (``fit_normalization`` with no source)."""
+        self.fit_normalization([])
 
     def modality_kind(self, modality: str) -> str:
         """The kind of ``modality`` (one of :data:`MODALITY_KINDS`); default: by the sample's

@@ -45,13 +45,13 @@ from typing import Any
 
 import numpy as np
 
+from merdg.datasets.base import UNKNOWN
 from merdg.evaluation.metrics import SCORES, ArrayLike, stack_batches
 
 __all__ = ["UNKNOWN", "evaluate_open_set", "h_score", "known_classes_of", "open_set_labels",
            "open_set_metrics", "oracle_threshold_sweep", "parse_known_classes", "reject",
            "resolve_known_classes", "select_threshold"]
 
-UNKNOWN = -1  # label and prediction of an unknown-class sample
 DEFAULT_ACCEPT_RATE = 0.95
 
 

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from merdg.experiments.jobs import Job, job_hash
-from merdg.experiments.results import run_rows
 from merdg.experiments.search import PROTOCOLS, TRIAL_RULES, choose_trial, choose_trial_lodo
 from merdg.run.config import RunConfig
+from merdg.run.records import run_rows
 
 __all__ = ["LAYOUTS", "SELECTIONS", "SETTINGS", "ExperimentConfig", "Task", "inner_config",
            "plan", "retrain_jobs", "run_config", "search_jobs", "tasks"]
@@ -209,7 +209,8 @@ def run_config(experiment: ExperimentConfig, task: Task, trial: int, seed: int) 
         experiment.base, target=task.target, algorithm=task.algorithm,
         sources=list(task.sources) if task.sources is not None else None,
         modalities=list(task.modalities), seed=seed, hparams_seed=trial, out_dir=None,
-        save_model=experiment.base.save_model or seed < experiment.diagnose_seeds)
+        save_model=("selected" if experiment.base.save_model == "none"
+                    and seed < experiment.diagnose_seeds else experiment.base.save_model))
     return dataclasses.replace(config, out_dir=str(_run_path(experiment, config)))
 
 

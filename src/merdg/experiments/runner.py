@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from merdg.datasets import DomainDataset, build_dataset
+from merdg.evaluators import RunSpec, canonical_evaluations, run_evaluators
 from merdg.experiments.jobs import Job, count_statuses
 from merdg.experiments.launchers import LauncherOptions, LaunchReport, launch
 from merdg.experiments.plan import (
@@ -32,10 +34,9 @@ from merdg.experiments.plan import (
 )
 from merdg.experiments.report import EXPERIMENT_FILE, write_report, write_tables
 from merdg.run.directory import RunDirConflictError
-from merdg.run.evaluation import check_corruption_names, plan_corruptions
 from merdg.run.hparams import resolve_run_hparams
 from merdg.run.records import run_metadata, write_json_atomic
-from merdg.run.training import check_open_set, source_splits
+from merdg.run.setup import check_open_set, source_splits
 
 __all__ = ["ExperimentResult", "check_experiment", "experiment_tasks", "run_experiment"]
 
@@ -93,13 +94,14 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
     (:func:`merdg.run.hparams.resolve_run_hparams`), so an unknown algorithm or hparam name, a
     value out of its declared range, a bad preset or a missing checkpoint fails here, once; so
     do open-set settings (no published class split and no ``--known-classes``, a bad class
-    list, MOOSA-OS without ``--open-set``) and a corruption name that no modality of a
-    modality set accepts; and every task's source domains are checked against its batch size
-    and holdout (:func:`merdg.run.training.source_splits`: no empty split, each domain's share
-    of a batch).
+    list, MOOSA-OS without ``--open-set``) and every evaluation asked for (its
+    :meth:`~merdg.evaluators.Evaluator.check`: e.g. a corruption name that no modality of a
+    modality set accepts, OOD data whose samples do not fit); and every task's source domains
+    are checked against its batch size and holdout (:func:`merdg.run.setup.source_splits`: no
+    empty split, each domain's share of a batch).
     """
     experiment.validate()
-    check_corruption_names(experiment.base.corruptions)  # before any data is read
+    canonical_evaluations(experiment.base.evaluations)  # before any data is read
     dataset = _dataset(experiment)
     all_tasks = experiment_tasks(experiment, dataset)
     checked: dict[tuple[tuple[str, ...], str], tuple[DomainDataset, set[int], Any]] = {}
@@ -110,7 +112,10 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
             subset = build_dataset(experiment.base.dataset, experiment.base.data_root,
                                    list(task.modalities), **experiment.base.dataset_options)
             known = check_open_set(config, subset)
-            plan_corruptions(subset, experiment.base.corruptions, experiment.base.severities)
+            sources = config.sources or [d for d in subset.domains if d != task.target]
+            spec = RunSpec(config, subset, sources, known)
+            for evaluator in run_evaluators(config.evaluations, spec):
+                evaluator.check(spec)
             sizes = {int(resolve_run_hparams(run_config(experiment, task, trial, trial),
                                              subset)["batch_size"])
                      for trial in range(experiment.trials + 1)}
@@ -134,10 +139,10 @@ def _settle_directories(jobs: Sequence[Job], overwrite: bool) -> None:
         job.run_dir.reset()
 
 
-def _check_weights(jobs: Sequence[Job], overwrite: bool) -> None:
+def _check_weights(experiment: ExperimentConfig, jobs: Sequence[Job], overwrite: bool) -> None:
     """Finished runs that diagnostics need must have saved their weights."""
-    missing = [job for job in jobs if job.config.save_model and job.status() == "done"
-               and not job.run_dir.model_file.exists()]
+    missing = [job for job in jobs if job.config.seed < experiment.diagnose_seeds
+               and job.status() == "done" and not job.run_dir.model_file.exists()]
     if missing and not overwrite:
         raise RunDirConflictError(
             f"{len(missing)} finished runs lack the weights --diagnose needs (e.g. "
@@ -166,13 +171,14 @@ def run_experiment(experiment: ExperimentConfig, launcher: LauncherOptions | Non
                                                **run_metadata()})
     first = first_phase(experiment, all_tasks)
     _settle_directories(first, overwrite)
-    _check_weights(first, overwrite)
+    _check_weights(experiment, first, overwrite)
     reports = [launch(first, launcher, progress)]
     second, waiting = second_phase(experiment, all_tasks)
     if second:
         _settle_directories(second, overwrite)
         reports.append(launch(second, launcher, progress))
     jobs, _ = plan(experiment, all_tasks)
+    _warn_unevaluable(jobs)
     result = ExperimentResult(reports, waiting, None, None, count_statuses(jobs), 0.0)
     if result.status["done"]:
         sections = _diagnose(experiment, jobs, progress) if not (
@@ -188,6 +194,16 @@ def run_experiment(experiment: ExperimentConfig, launcher: LauncherOptions | Non
         "status": result.status, "skipped": sum(len(r.skipped) for r in reports),
         "failed": sum(len(r.failed) for r in reports)})
     return result
+
+
+def _warn_unevaluable(jobs: Sequence[Job]) -> None:
+    """One warning line for finished runs whose saved weights the asked evaluations lack."""
+    unevaluable = [job for job in jobs if job.unevaluable()]
+    if unevaluable:
+        warnings.warn(f"{len(unevaluable)} finished runs saved no weights to evaluate (e.g. "
+                      f"{unevaluable[0].path}: trained with --save-model none or by an earlier "
+                      "merdg); their evaluations are missing from the tables (retrain them with "
+                      "--overwrite)", stacklevel=3)
 
 
 def _diagnose(experiment: ExperimentConfig, jobs: Sequence[Job], progress: bool) -> list[str]:

@@ -13,7 +13,7 @@ layout                keys                                      written by
 ``run``               ``net.encoders.<modality>.<name>``        a run's ``model.pt``
                       (``{"state_dict": ..., "run": ...}``)     (``save_model``)
 ``net``               ``encoders.<modality>.<name>``            ``MultimodalNet.state_dict()``
-``encoders``          ``<modality>.<name>``                     :mod:`merdg.pretraining`, or a
+``encoders``          ``<modality>.<name>``                     :mod:`merdg.run.pretraining`, or a
                                                                 user's own encoders
 ====================  =======================================  ===============================
 

@@ -14,7 +14,7 @@ optimizer takes the parameters that require gradients):
      encoder, names and shapes matched, or nothing is loaded); the file's sha256 is part of the
      run's identity (:func:`init_file_digest`), so a checkpoint written with other weights at
      the same path is not resumed;
-   - ``unimodal``: the unimodal pretraining stage (:class:`merdg.pretraining.
+   - ``unimodal``: the unimodal pretraining stage (:class:`merdg.run.pretraining.
      UnimodalPretraining`): each encoder alone with its own linear head, cross-entropy, Adam
      (``pretrain_*`` hparams), on the sources' training split, each encoder's epoch chosen on
      the sources' validation split. The stage saves its state after every epoch
@@ -42,9 +42,9 @@ from torch import nn
 from merdg import dist as mdist
 from merdg.datasets import DomainDataset
 from merdg.models.transfer import freeze, load_encoder_weights
-from merdg.pretraining import UnimodalPretraining
 from merdg.run.config import RunConfig, init_kind
 from merdg.run.directory import RunDir
+from merdg.run.pretraining import UnimodalPretraining
 
 __all__ = ["init_file_digest", "prepare_encoders"]
 

@@ -93,6 +93,13 @@ class WandbLogger:
         scalars["epoch"] = float(record["epoch"])
         self.run.log(scalars, step=int(record["steps"]))
 
+    def log_evaluations(self, columns: Mapping[str, Any], step: int) -> None:
+        """The evaluations of the selected model (``selected/<column>``) at ``step``."""
+        scalars = {f"selected/{k}": float(v) for k, v in columns.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if scalars:
+            self.run.log(scalars, step=step)
+
     def close(self) -> None:
         """Finish the W&B run; its files under ``<run_dir>/wandb`` are complete on return.
 
