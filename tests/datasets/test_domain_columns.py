@@ -26,9 +26,9 @@ def write_manifest(root: Path, plain_domain: bool = False, lengths: tuple[int, .
                    shared_file: bool = False) -> Path:
     """4 subjects x 2 placements x 2 classes x 2 windows: ``domain:subject`` and
     ``domain:placement`` columns (and a plain ``domain`` = placement with ``plain_domain``),
-    a ``group`` per recording, accel (T, 3) arrays whose T cycles through ``lengths``. With
-    ``shared_file`` the rows of p1 and p2 point at the same files (two annotations of one
-    recording)."""
+    a ``group`` per recording (subject, placement, class), accel (T, 3) arrays whose T cycles
+    through ``lengths``. With ``shared_file`` the rows of p1 and p2 point at the same files
+    (two annotations of one recording)."""
     rng = np.random.default_rng(0)
     (root / "accel").mkdir(parents=True)
     rows = []
@@ -43,7 +43,8 @@ def write_manifest(root: Path, plain_domain: bool = False, lengths: tuple[int, .
                     path = f"accel/{owner}_{placement}_{label}_{w}.npy"
                     if owner == subject:
                         np.save(root / path, array)
-                    row = {"sample_id": sid, "label": label, "group": f"{subject}_{placement}",
+                    row = {"sample_id": sid, "label": label,
+                           "group": f"{subject}_{placement}_{label}",
                            "domain:subject": subject, "domain:placement": placement,
                            "accel": path}
                     if plain_domain:
@@ -138,9 +139,11 @@ def test_where_selects_rows_and_keeps_every_class(data):
     walk_only = load(data, domain_column="subject", where="subject:p1,p2;placement:wrist")
     assert walk_only.sample_ids == [f"{s}_wrist_{c}_{w}" for s in ("p1", "p2") for c in LABELS
                                     for w in range(WINDOWS)]
-    one_class = load(data, domain_column="subject", where={"subject": ["p1", "p2"],
-                                                           "group": ["p1_hip", "p2_hip"]})
+    runs = [f"{s}_{p}_run" for s in ("p1", "p2") for p in PLACEMENTS]
+    one_class = load(data, domain_column="placement", where={"subject": ["p1", "p2"],
+                                                             "group": runs})
     assert one_class.class_names == ["run", "walk"] and one_class.num_classes == 2
+    assert one_class.labels("hip") == [0] * 4 and one_class.labels("wrist") == [0] * 4
     assert load(data, domain_column="subject", where="subject:p1,p2").labels("p1")[:2] == [0, 0]
     ds.fit_normalization(["hip"])  # the rows a run reads are the selected ones only
     expected = np.load(data / "accel" / "p3_wrist_walk_1.npy")
@@ -183,7 +186,7 @@ def test_selected_length_warns_unless_it_is_fixed(tmp_path):
     (["where=label:run"], "no column 'label' to select rows by"),
     (["where=subject:p1,p9"], "value p9 of column 'subject' matches no row; its values are p1, "
                               "p2, p3, p4"),
-    (["where=subject:p1;group:p2_hip"], "no row satisfies every condition"),
+    (["where=subject:p1;group:p2_hip_run"], "no row satisfies every condition"),
     (["where=placement:wrist"], "leaves 1 domain (wrist) in the domain column 'placement'"),
     (["where=subject:p1,"], "condition 'subject:p1,' has an empty value"),
     (["where=subject:p1", "where=subject:p2"], "where is given twice; give it once (one where "
@@ -249,14 +252,15 @@ def test_data_check_lists_every_domain_column(data, capsys):
     assert "  subject: 4 values: p1 8, p2 8, p3 8, p4 8\n" in out
     assert "  placement (in use): 2 values: hip 16, wrist 16\n" in out
     assert "OK: 32 readable samples in 2 domains" in out
-    assert main([*args, "--dataset-option", "where=subject:p3,p4;group:p3_hip,p4_hip,p4_wrist"]
-                ) == 0
+    where = "where=subject:p3,p4;group:p3_hip_run,p3_hip_walk,p4_hip_run,p4_wrist_run"
+    assert main([*args, "--dataset-option", where]) == 0
     out = capsys.readouterr().out
-    assert "  subject: 2 values: p3 4, p4 8\n" in out
-    assert "  placement (in use): 2 values: hip 8, wrist 4\n" in out
-    assert "where=subject:p3,p4;group:p3_hip,p4_hip,p4_wrist: 12 of 32 rows selected" in out
+    assert "  subject: 2 values: p3 4, p4 4 (1 of 2 classes)\n" in out
+    assert "  placement (in use): 2 values: hip 6, wrist 2 (1 of 2 classes)\n" in out
+    assert f"{where}: 8 of 32 rows selected" in out
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
-    assert rows["hip"] == ["4", "4", "8"] and rows["total"] == ["6", "6", "12"]
+    assert rows["hip"] == ["4", "2", "6"] and rows["total"] == ["6", "2", "8"]
+    assert "warning: domain 'wrist' has no samples of classes ['walk']" in out
     text = (data / "manifest.csv").read_text()
     (data / "manifest.csv").write_text(text.replace("wrist,accel/p4_wrist_run", "ankle,accel/"
                                                     "p4_wrist_run"))
