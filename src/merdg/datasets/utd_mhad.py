@@ -91,7 +91,7 @@ def _domain_column(name: str | None) -> str:
     """The dataset option ``domain_column`` (default ``subject``), checked."""
     if name is None:
         return "subject"
-    if name not in DOMAIN_COLUMNS:
+    if not isinstance(name, str) or name not in DOMAIN_COLUMNS:
         raise ValueError(f"dataset option domain_column must be one of {list(DOMAIN_COLUMNS)} "
                          f"(what the release's file names record besides the action), got "
                          f"{name!r}")
@@ -264,7 +264,7 @@ class UTDMHAD(ArrayDomainDataset):
                  **preprocessing: Any) -> None:
         self.groups = _check_groups(groups)
         self.domain_column = _domain_column(domain_column)
-        _grouping(self.domain_column, domains)
+        _grouping(self.domain_column, domains)  # checked before any file is listed or read
         self.where = parse_where(where)
         self.root = find_root(root)
         self.modalities = _select(modalities)
