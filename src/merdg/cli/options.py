@@ -46,13 +46,19 @@ def parse_value(text: str) -> Any:
 
 
 def parse_options(pairs: list[str] | None, flag: str = "--dataset-option") -> dict[str, Any]:
-    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``."""
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``; a key given twice is refused (the first
+    value would be lost)."""
     options = {}
     for pair in pairs or []:
         if "=" not in pair:
             raise ValueError(f"{flag} expects KEY=VALUE, got {pair!r}")
         key, value = pair.split("=", 1)
-        options[key.strip()] = parse_value(value)
+        key = key.strip()
+        if key in options:
+            hint = " (one where option takes several conditions, joined by ';')" if (
+                key == "where") else ""
+            raise ValueError(f"{flag} {key} is given twice; give it once{hint}")
+        options[key] = parse_value(value)
     return options
 
 

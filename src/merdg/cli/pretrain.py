@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         encoders=parse_json_object(args.encoders, "--encoders"), epochs=args.epochs, lr=args.lr,
         weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed,
         holdout_fraction=args.holdout_fraction, device=str(device),
-        num_workers=args.num_workers, overwrite=args.overwrite)
+        num_workers=args.num_workers, overwrite=args.overwrite, dataset_options=options)
     print(json.dumps({"selected": result.selected, "encoders": result.encoders}, indent=2))
     print(f"encoders: {result.path} (load with --init {result.path})")
     return 0

@@ -278,7 +278,8 @@ def pretrain_encoders(dataset: DomainDataset, out_path: str | Path | None = None
                       epochs: int = 10, lr: float = 1e-3, weight_decay: float = 1e-4,
                       batch_size: int = 64, seed: int = 0, holdout_fraction: float = 0.2,
                       split_seed: int | None = None, device: str = "cpu", num_workers: int = 0,
-                      progress: bool = False, overwrite: bool = False) -> PretrainResult:
+                      progress: bool = False, overwrite: bool = False,
+                      dataset_options: Mapping[str, Any] | None = None) -> PretrainResult:
     """Pretrain one encoder per modality on ``domains`` of ``dataset`` and write them.
 
     Args:
@@ -295,6 +296,8 @@ def pretrain_encoders(dataset: DomainDataset, out_path: str | Path | None = None
         holdout_fraction / split_seed: The train/val split of datasets without official splits
             (``split_seed`` defaults to ``seed``).
         device / num_workers / progress: Where and how to run.
+        dataset_options: The options ``dataset`` was built with, recorded in the file (e.g. the
+            ``where`` that selected the pretraining rows, docs/manifest.md).
 
     Returns:
         The selected weights, the records and the specs (:class:`PretrainResult`).
@@ -321,7 +324,8 @@ def pretrain_encoders(dataset: DomainDataset, out_path: str | Path | None = None
     path = None
     if out_path is not None:
         info = {"dataset": type(dataset).__name__, "domains": domains, "modalities": modalities,
-                "encoders": specs, "split_seed": split, "holdout_fraction": holdout_fraction}
+                "encoders": specs, "split_seed": split, "holdout_fraction": holdout_fraction,
+                "dataset_options": dict(dataset_options or {})}
         path = trainer.save(out_path, info, overwrite)
     return PretrainResult(trainer.selected_state_dict(), trainer.records, trainer.selection(),
                           specs, path)
