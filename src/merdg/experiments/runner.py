@@ -34,6 +34,7 @@ from merdg.experiments.report import EXPERIMENT_FILE, write_report, write_tables
 from merdg.run.directory import RunDirConflictError
 from merdg.run.evaluation import check_corruption_names, plan_corruptions
 from merdg.run.hparams import resolve_run_hparams
+from merdg.run.initialization import check_initialization
 from merdg.run.records import run_metadata, write_json_atomic
 from merdg.run.training import check_open_set, source_splits
 
@@ -93,10 +94,11 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
     (:func:`merdg.run.hparams.resolve_run_hparams`), so an unknown algorithm or hparam name, a
     value out of its declared range, a bad preset or a missing checkpoint fails here, once; so
     do open-set settings (no published class split and no ``--known-classes``, a bad class
-    list, MOOSA-OS without ``--open-set``) and a corruption name that no modality of a
-    modality set accepts; and every task's source domains are checked against its batch size
-    and holdout (:func:`merdg.run.training.source_splits`: no empty split, each domain's share
-    of a batch).
+    list, MOOSA-OS without ``--open-set``), a corruption name that no modality of a
+    modality set accepts, and an ``--init`` file or ``--freeze`` that does not fit the
+    encoders (:func:`merdg.run.initialization.check_initialization`); and every task's source
+    domains are checked against its batch size and holdout
+    (:func:`merdg.run.training.source_splits`: no empty split, each domain's share of a batch).
     """
     experiment.validate()
     check_corruption_names(experiment.base.corruptions)  # before any data is read
@@ -114,6 +116,7 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
             sizes = {int(resolve_run_hparams(run_config(experiment, task, trial, trial),
                                              subset)["batch_size"])
                      for trial in range(experiment.trials + 1)}
+            check_initialization(config, resolve_run_hparams(config, subset), subset)
             checked[key] = (subset, sizes, known)
         subset, sizes, known = checked[key]
         sources = config.sources or [d for d in subset.domains if d != task.target]

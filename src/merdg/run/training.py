@@ -69,7 +69,7 @@ from merdg.run.evaluation import (
     split_metrics,
 )
 from merdg.run.hparams import resolve_run_hparams
-from merdg.run.initialization import init_file_digest, prepare_encoders
+from merdg.run.initialization import check_initialization, init_file_digest, prepare_encoders
 from merdg.run.records import run_metadata
 from merdg.run.selection import SELECTION_RULES, select_epoch
 
@@ -456,6 +456,7 @@ def _setup_run(config: RunConfig, device: torch.device, out: RunDir | None) -> _
     batch_size = int(hparams["batch_size"])
     train_parts, val_sets, target_set = source_splits(dataset, config, sources, batch_size,
                                                       known)
+    check_initialization(config, hparams, dataset)  # --init FILE, --freeze: before any write
     loader, sampler = _train_loader(train_parts, sources, config, batch_size)
     run_info = {"config": config.to_dict(), "hparams": hparams, "sources": sources,
                 "modalities": dataset.modalities, "domains": list(dataset.domains),
