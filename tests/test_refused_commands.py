@@ -142,3 +142,147 @@ def test_pretrain_out_below_a_file_is_refused_before_training(tmp_path, capsys, 
     assert refused(["pretrain", "--out", "notes/enc.pt", "--epochs", "1"], tmp_path, capsys) == (
         "merdg pretrain: error: cannot write --out notes/enc.pt: notes is a file, not a "
         "directory")
+
+
+# --- settings that cannot mean anything ------------------------------------------------------
+
+@pytest.mark.parametrize("known, message", [
+    ("0", "--known-classes lists one class (0); open-set training needs at least 2 known "
+          "classes (with one, the classifier has a single output and always predicts it)"),
+    ("class1", None),  # by name: the same refusal
+    ("0,1,2", "--known-classes lists every class; open-set evaluation needs at least one "
+              "unknown class"),
+])
+def test_open_set_with_one_known_class_or_all_is_refused(known, message, tmp_path, capsys,
+                                                        monkeypatch):
+    """Before: `--open-set --known-classes 0` trained a one-output model (ce 0.0) and reported
+    a target accuracy of 100 % and an h_score of 0, exit 0."""
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--dataset", "synthetic", "--target", "d1", "--hparams",
+            json.dumps({"batch_size": 6, "epochs": 1}), "--dataset-option", "n_classes=3",
+            "--dataset-option", "samples_per_domain=40", "--open-set", "--known-classes", known,
+            "--out", "run"]
+    line = refused(args, tmp_path, capsys)
+    if message is None:
+        assert line.startswith(f"merdg train: error: --known-classes lists one class ({known})")
+    else:
+        assert line == f"merdg train: error: {message}"
+
+
+def test_a_published_open_set_split_of_one_class_is_refused():
+    from merdg.evaluation.open_set import resolve_known_classes
+
+    class OneKnown:
+        OPEN_SET_KNOWN_CLASSES = (0,)
+        class_names = ["a", "b", "c"]
+
+    with pytest.raises(ValueError, match=r"^dataset one: its published open-set split \[0\] "
+                       "does not fit its 3 classes"):
+        resolve_known_classes(OneKnown(), None, "one")
+
+
+def _manifest(folder, edit=None, vectors=False):
+    """A small windowed manifest (3 domains, 6 recordings each as groups) whose rows ``edit``
+    may change; ``vectors`` adds a modality ``pos`` of fixed-size (4,) arrays."""
+    import csv
+
+    from merdg.testing import write_windowed_manifest
+
+    root = write_windowed_manifest(folder, domains=3, classes=2, recordings=3,
+                                   recording_steps=64, window=32, hop=16)
+    with open(root / "manifest.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if vectors:
+        (root / "pos").mkdir()
+        for i, row in enumerate(rows):
+            np.save(root / "pos" / f"{row['sample_id']}.npy", np.full(4, i, np.float32))
+            row["pos"] = f"pos/{row['sample_id']}.npy"
+    for row in rows:
+        (edit or (lambda r: None))(row)
+    with open(root / "manifest.csv", "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+def manifest_train(root, *extra):
+    return ["train", "--dataset", "manifest", "--data-root", root, "--target", "d2",
+            "--hparams", json.dumps({"epochs": 1, "batch_size": 6}), "--out", "run", *extra]
+
+
+def test_a_group_spanning_domains_is_refused(tmp_path, capsys, monkeypatch):
+    """Before: accepted without a word; the holdout, which splits each domain on its own, could
+    put the group's rows of one domain in training and those of another in validation."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MERDG_CACHE_DIR", str(tmp_path / "cache"))
+
+    def shared(row):
+        if row["group"] == "d2_c0_r0":
+            row["group"] = "d1_c0_r0"
+
+    root = _manifest(tmp_path / "data", shared)
+    problem = (f"{root / 'manifest.csv'}: group 'd1_c0_r0' has rows in 2 domains: 'd1' (line "
+               "20), 'd2' (line 38); the holdout splits each domain on its own, so the group "
+               "would straddle training and validation: give each domain's rows their own "
+               "group names (e.g. '<domain>/d1_c0_r0')")
+    assert refused(manifest_train(root), tmp_path, capsys) == (
+        f"merdg train: error: 1 problem(s) in {root / 'manifest.csv'}: - {problem}")
+    assert main(["data", "check", "--dataset", "manifest", "--data-root", str(root)]) == 1
+    assert f"PROBLEM: {problem}" in capsys.readouterr().out.splitlines()
+
+
+def test_a_domain_of_one_group_fails_the_data_check(tmp_path, tmp_path_factory, capsys,
+                                                    monkeypatch):
+    """Before: `data check` passed, and every run with the domain among its sources failed.
+    (A run learns which domains are sources after the data is read: the preprocessing cache,
+    kept elsewhere here, may then hold the data's entries, which later runs reuse.)"""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MERDG_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+    def one_group(row):
+        if row["domain"] == "d0":
+            row["group"] = "only"
+
+    root = _manifest(tmp_path / "data", one_group)
+    capsys.readouterr()
+    assert main(["data", "check", "--dataset", "manifest", "--data-root", str(root)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert ("PROBLEM: domain 'd0' has one group ('only'): as a source it cannot give both a "
+            "training and a validation part (the holdout keeps each group whole), so it can only "
+            "be a target; give it more groups, or add a 'split' column") in out
+    assert refused(manifest_train(root), tmp_path, capsys) == (
+        "merdg train: error: domain 'd0' has 1 group(s) (['only']); a holdout of 0.2 needs at "
+        "least two groups, one for training and one for validation: give the domain more "
+        "groups, or leave it out of the sources (--source)")
+
+
+@pytest.mark.parametrize("length, message", [
+    ('{"accel": 10, "gyro": 5}', "dataset option length names modalities ['gyro'] that the "
+     "manifest does not have (its modalities: ['accel', 'pos'])"),
+    ('{"accel": 10, "pos": 2}', "dataset option length gives 2 frames to 'pos', whose arrays "
+     "have the fixed shape (4,) (no time axis); remove 'pos' from length"),
+])
+def test_length_for_an_unknown_or_fixed_size_modality_is_refused(length, message, tmp_path,
+                                                                 capsys, monkeypatch):
+    """Before: the unknown `gyro` and the length of the (4,) vectors were ignored in silence."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MERDG_CACHE_DIR", str(tmp_path / "cache"))
+    root = _manifest(tmp_path / "data", vectors=True)
+    option = ["--dataset-option", f"length={length}"]
+    assert refused(manifest_train(root, *option), tmp_path, capsys) == (
+        f"merdg train: error: {message}")
+    assert refused(["data", "check", "--dataset", "manifest", "--data-root", root, *option],
+                   tmp_path, capsys) == f"merdg data check: error: {message}"
+
+
+def test_one_length_for_fixed_size_arrays_only_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MERDG_CACHE_DIR", str(tmp_path / "cache"))
+    root = _manifest(tmp_path / "data", vectors=True)
+    assert refused(manifest_train(root, "--modalities", "pos", "--dataset-option", "length=8"),
+                   tmp_path, capsys) == (
+        "merdg train: error: dataset option length=8: no modality is a sequence (every array "
+        "has a fixed shape: pos (4,)); remove the option")
+    # with a sequence modality beside it, one number is the sequences' length: accepted
+    assert main([str(a) for a in manifest_train(root, "--dataset-option", "length=8")]) == 0

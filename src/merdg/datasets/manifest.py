@@ -150,7 +150,31 @@ def read_manifest(root: str | Path | None) -> tuple[list[ManifestRow], list[str]
         raise DataError(f"{path} line {line}: not readable as CSV ({err})") from None
     if not rows and not problems:
         problems.append(f"{path}: no sample rows (only a header)")
-    return rows, modalities, problems
+    return rows, modalities, problems + _group_domain_problems(path, rows)
+
+
+def _group_domain_problems(path: Path, rows: Sequence[ManifestRow]) -> list[str]:
+    """One problem per ``group`` whose rows lie in more than one domain.
+
+    The source-validation holdout splits each domain on its own (``holdout_indices``), so such
+    a group could have rows in one domain's training part and another's validation part: the
+    promise of the column (a group stays on one side) could not be kept.
+    """
+    lines: dict[str, dict[str, int]] = {}  # group -> {domain: its first line}
+    for row in rows:
+        if row.group is not None:
+            lines.setdefault(row.group, {}).setdefault(row.domain, row.line)
+    problems = []
+    for group, where in lines.items():
+        if len(where) > 1:
+            shown = ", ".join(f"{one_line(d)!r} (line {line})" for d, line in
+                              list(where.items())[:3]) + (" ..." if len(where) > 3 else "")
+            problems.append(
+                f"{path}: group {one_line(group)!r} has rows in {len(where)} domains: {shown}; "
+                "the holdout splits each domain on its own, so the group would straddle "
+                "training and validation: give each domain's rows their own group names "
+                f"(e.g. '<domain>/{one_line(group)}')")
+    return problems
 
 
 def _check_columns(path: Path, columns: Sequence[str]) -> None:
@@ -292,6 +316,44 @@ def _length_for(length: int | Mapping[str, int] | None, modality: str) -> int | 
     return length.get(modality) if isinstance(length, Mapping) else length
 
 
+def _check_length_names(length: int | Mapping[str, int] | None, available: Sequence[str]) -> None:
+    """Refuse a ``length`` dict naming a modality the manifest does not have.
+
+    Raises:
+        ValueError: One line naming the unknown names and the manifest's modalities.
+    """
+    if isinstance(length, Mapping):
+        unknown = sorted(set(length) - set(available))
+        if unknown:
+            raise ValueError(f"dataset option length names modalities {unknown} that the "
+                             f"manifest does not have (its modalities: {list(available)})")
+
+
+def _check_length_fits(length: int | Mapping[str, int] | None,
+                      plans: Mapping[str, SequencePlan | None]) -> None:
+    """Refuse a ``length`` that no sequence would use: given by name to a modality whose
+    arrays have a fixed shape such as (D,) (no time axis), or given as one number when no
+    modality is a sequence (a number applies to every sequence modality).
+
+    Raises:
+        ValueError: One line naming the modality and its sample shape.
+    """
+    fixed = {m: p.sample_shape for m, p in plans.items() if p is not None and p.length is None}
+    if length is None or not fixed:
+        return
+    if isinstance(length, Mapping):
+        named = [m for m in fixed if m in length]
+        if named:
+            m = named[0]
+            raise ValueError(f"dataset option length gives {length[m]} frames to {m!r}, whose "
+                             f"arrays have the fixed shape {fixed[m]} (no time axis); remove "
+                             f"{m!r} from length")
+    elif len(fixed) == sum(p is not None for p in plans.values()):
+        shapes = ", ".join(f"{m} {shape}" for m, shape in fixed.items())
+        raise ValueError(f"dataset option length={length}: no modality is a sequence (every "
+                         f"array has a fixed shape: {shapes}); remove the option")
+
+
 def scan_shapes(root: Path, rows: Sequence[ManifestRow], modalities: Sequence[str],
                 progress: bool = True, allow_outside_root: bool = False
                 ) -> tuple[dict[str, list[tuple[int, ...]]], list[ManifestRow], list[str]]:
@@ -384,8 +446,9 @@ class ManifestDataset(ArrayDomainDataset):
         root: Directory holding ``manifest.csv``; the arrays' paths are relative to it.
         modalities: Subset of the manifest's modality columns (default: all).
         length: Frames that sequences of varying length are brought to (an int for every
-            modality or ``{modality: int}``; default: the longest sequence of the modality,
-            the shortest with ``length_policy="crop"``).
+            sequence modality or ``{modality: int}``; default: the longest sequence of the
+            modality, the shortest with ``length_policy="crop"``). A name the manifest does not
+            have, or a modality of fixed-size arrays such as (D,), is refused.
         length_policy: ``"resample"`` (linear interpolation), ``"pad"`` (zero-pad at the end;
             padded steps are masked) or ``"crop"`` (the middle frames); see
             :mod:`merdg.datasets.sequences`.
@@ -430,6 +493,7 @@ class ManifestDataset(ArrayDomainDataset):
         rows, all_modalities, problems = read_manifest(self.root)
         self.ALL_MODALITIES = tuple(all_modalities)
         self.modalities = self.select_modalities(modalities)
+        _check_length_names(length, all_modalities)
         raise_problems(problems, str(self.root / MANIFEST_NAME))
         if not rows:
             raise DataError(f"{self.root / MANIFEST_NAME} has no samples")
@@ -469,11 +533,13 @@ class ManifestDataset(ArrayDomainDataset):
                 plans[m], valid[m] = _plan_from_dict(meta["plan"]), meta["valid_steps"]
         missing = [m for m in self.modalities if m not in stacked]
         if not missing:
+            _check_length_fits(length, plans)
             return stacked, plans, valid
         shapes, good, problems = scan_shapes(self.root, rows, missing, progress,
                                              self.allow_outside_root)
         new_plans, plan_problems = plan_modalities(shapes, good, length, self.length_policy)
         raise_problems(problems + plan_problems, f"the manifest dataset {self.root}")
+        _check_length_fits(length, {**plans, **new_plans})  # before anything is stacked
         for m in missing:
             plan = plans[m] = new_plans[m]
             shape = (len(rows), *plan.sample_shape)
@@ -583,14 +649,31 @@ class ManifestDataset(ArrayDomainDataset):
         root_path = _manifest_path(root).parent
         rows, all_modalities, problems = read_manifest(root_path)
         mods = _select_modalities(all_modalities, modalities)
+        _check_length_names(length, all_modalities)
         shapes, good, load_problems = scan_shapes(root_path, rows, mods, progress, allow)
         plans, plan_problems = plan_modalities(shapes, good, length, policy)
-        problems += load_problems + plan_problems
+        _check_length_fits(length, plans)
+        problems += load_problems + plan_problems + _holdout_problems(good)
         if options.get("normalize", True) and good and not problems:
             modes = _normalization_modes(options.get("normalization"), plans)
             problems += _overflow_problems(root_path, good, plans, modes, allow)
         return CheckReport("manifest", _counts(good), problems,
                            _check_notes(root_path, rows, good, plans))
+
+
+def _holdout_problems(rows: Sequence[ManifestRow]) -> list[str]:
+    """With a ``group`` column and no ``split`` column: one problem per domain with a single
+    group. Such a domain cannot give a source run both a training and a validation part (the
+    holdout keeps every group whole), so every run with it among the sources is refused."""
+    if not rows or rows[0].split is not None or rows[0].group is None:
+        return []
+    groups: dict[str, set[str]] = {}
+    for row in rows:
+        groups.setdefault(row.domain, set()).add(row.group or "")
+    return [f"domain {one_line(d)!r} has one group ({one_line(next(iter(names)))!r}): as a "
+            "source it cannot give both a training and a validation part (the holdout keeps "
+            "each group whole), so it can only be a target; give it more groups, or add a "
+            f"{SPLIT_COLUMN!r} column" for d, names in groups.items() if len(names) < 2]
 
 
 def _select_modalities(available: Sequence[str], requested: Sequence[str] | None) -> list[str]:
