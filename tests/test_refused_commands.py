@@ -286,3 +286,20 @@ def test_one_length_for_fixed_size_arrays_only_is_refused(tmp_path, capsys, monk
         "has a fixed shape: pos (4,)); remove the option")
     # with a sequence modality beside it, one number is the sequences' length: accepted
     assert main([str(a) for a in manifest_train(root, "--dataset-option", "length=8")]) == 0
+
+
+# --- experiment metadata ---------------------------------------------------------------------
+
+def test_a_refused_bench_leaves_experiment_json_as_it_was(tmp_path, capsys, monkeypatch):
+    """Before: a bench refused because its runs hold another config (exit 2) had already
+    rewritten `experiment.json` with the refused config, so `merdg collect` then compared
+    against the refused --reference instead of the one the bench's own table used."""
+    monkeypatch.chdir(tmp_path)
+    bench = ["bench", "--dataset", "synthetic", "--algorithms", "ERM,MERDG", "--seeds", "1",
+             "--targets", "d1", "--modality-sets", "m0+m1", "--out", "B", *OPTS]
+    assert main([*bench, "--hparams", json.dumps({**TINY, "epochs": 2})]) == 0
+    line = refused([*bench, "--hparams", json.dumps({**TINY, "epochs": 3}), "--reference",
+                    "MERDG"], tmp_path, capsys)
+    assert line.startswith("merdg bench: error: 2 run directories of this experiment hold other "
+                           "runs; the first: ")
+    assert "hparams.epochs: 2 (saved) vs 3 (requested)" in line

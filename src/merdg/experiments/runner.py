@@ -3,7 +3,8 @@
 :func:`run_experiment` is ``merdg bench``, ``merdg sweep`` and ``merdg demo``. Everything is
 checked before any run starts: the dataset and its domains, every algorithm's hparams (unknown
 names and presets fail here), and the run directories (one holding a run of another config is
-refused, listing the differences, unless ``overwrite``). Launching again skips finished runs,
+refused, listing the differences, unless ``overwrite``). Nothing is written before every check
+has passed (``experiment.json`` included), so a refused command leaves the directory as it was. Launching again skips finished runs,
 resumes interrupted ones from their checkpoints and retries failed ones, so the same command
 can be repeated until everything is done. Tables are written from whatever has finished, also
 when some runs failed (their errors are listed; the command then exits with status 1).
@@ -127,18 +128,32 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
 
 def _settle_directories(jobs: Sequence[Job], overwrite: bool) -> None:
     """Refuse (or, with ``overwrite``, clear) run directories holding another config's run."""
+    for job in _foreign(jobs, overwrite):
+        job.run_dir.reset()
+
+
+def _foreign(jobs: Sequence[Job], overwrite: bool) -> list[Job]:
+    """The jobs whose directories hold another config's run (to clear, with ``overwrite``).
+
+    Raises:
+        RunDirConflictError: There are some and ``overwrite`` is False.
+    """
     foreign = [job for job in jobs if job.status() == "foreign"]
     if foreign and not overwrite:
         first = foreign[0].run_dir.conflict_message(foreign[0].config)
         noun = "directory" if len(foreign) == 1 else "directories"
         raise RunDirConflictError(f"{len(foreign)} run {noun} of this experiment hold other "
                                   f"runs; the first: {first}")
-    for job in foreign:
-        job.run_dir.reset()
+    return foreign
 
 
-def _check_weights(jobs: Sequence[Job], overwrite: bool) -> None:
-    """Finished runs that diagnostics need must have saved their weights."""
+def _lacking_weights(jobs: Sequence[Job], overwrite: bool) -> list[Job]:
+    """Finished runs that diagnostics need but that did not save their weights (to retrain,
+    with ``overwrite``).
+
+    Raises:
+        RunDirConflictError: There are some and ``overwrite`` is False.
+    """
     missing = [job for job in jobs if job.config.save_model and job.status() == "done"
                and not job.run_dir.model_file.exists()]
     if missing and not overwrite:
@@ -146,8 +161,7 @@ def _check_weights(jobs: Sequence[Job], overwrite: bool) -> None:
             f"{len(missing)} finished runs lack the weights --diagnose needs (e.g. "
             f"{missing[0].path}); run again with --overwrite to retrain them, or without "
             "--diagnose")
-    for job in missing:
-        job.run_dir.reset()
+    return missing
 
 
 def run_experiment(experiment: ExperimentConfig, launcher: LauncherOptions | None = None,
@@ -163,13 +177,15 @@ def run_experiment(experiment: ExperimentConfig, launcher: LauncherOptions | Non
     """
     start = time.perf_counter()
     all_tasks = check_experiment(experiment)
+    first = first_phase(experiment, all_tasks)
+    to_clear = _foreign(first, overwrite) + _lacking_weights(first, overwrite)
+    # every check has passed: only now is anything written (a refused command changes nothing)
     root = Path(experiment.out_dir)
     root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(root / EXPERIMENT_FILE, {"experiment": experiment.to_dict(),
                                                **run_metadata()})
-    first = first_phase(experiment, all_tasks)
-    _settle_directories(first, overwrite)
-    _check_weights(first, overwrite)
+    for job in to_clear:
+        job.run_dir.reset()
     reports = [launch(first, launcher, progress)]
     second, waiting = second_phase(experiment, all_tasks)
     if second:
