@@ -303,3 +303,29 @@ def test_a_refused_bench_leaves_experiment_json_as_it_was(tmp_path, capsys, monk
     assert line.startswith("merdg bench: error: 2 run directories of this experiment hold other "
                            "runs; the first: ")
     assert "hparams.epochs: 2 (saved) vs 3 (requested)" in line
+
+
+# --- logging back-ends -----------------------------------------------------------------------
+
+def test_bench_wandb_without_the_package_is_refused_before_the_first_job(tmp_path, capsys,
+                                                                        monkeypatch):
+    """Before: every job built its data, wrote config.json, then failed."""
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "wandb", None)  # not installed
+    for command in (["bench", "--seeds", "1"], ["sweep", "--trials", "0", "--seeds", "1"]):
+        line = refused([*command, "--dataset", "synthetic", "--algorithms", "ERM", "--targets",
+                        "d1", "--hparams", json.dumps(TINY), "--wandb", "--out", "B", *OPTS],
+                       tmp_path, capsys)
+        assert line.startswith(f"merdg {command[0]}: error: --wandb needs the wandb package: "
+                               "pip install 'merdg[wandb]' (")
+    line = refused(train_args("run", "--wandb"), tmp_path, capsys)
+    assert line.startswith("merdg train: error: --wandb needs the wandb package")
+
+
+def test_wandb_options_need_wandb(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert refused(train_args("run", "--wandb-project", "p", "--wandb-group", "g"), tmp_path,
+                   capsys) == ("merdg train: error: --wandb-project, --wandb-group only apply "
+                               "with --wandb (wandb is not set)")

@@ -4,10 +4,11 @@
 checked before any run starts: the dataset and its domains, every algorithm's hparams (unknown
 names and presets fail here), and the run directories (one holding a run of another config is
 refused, listing the differences, unless ``overwrite``). Nothing is written before every check
-has passed (``experiment.json`` included), so a refused command leaves the directory as it was. Launching again skips finished runs,
-resumes interrupted ones from their checkpoints and retries failed ones, so the same command
-can be repeated until everything is done. Tables are written from whatever has finished, also
-when some runs failed (their errors are listed; the command then exits with status 1).
+has passed (``experiment.json`` included), so a refused command leaves the directory as it
+was. Launching again skips finished runs, resumes interrupted ones from their checkpoints and
+retries failed ones, so the same command can be repeated until everything is done. Tables
+are written from whatever has finished, also when some runs failed (their errors are listed;
+the command then exits with status 1).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from merdg.run.hparams import resolve_run_hparams
 from merdg.run.initialization import check_initialization
 from merdg.run.records import run_metadata, write_json_atomic
 from merdg.run.training import check_open_set, source_splits
+from merdg.run.wandb import check_wandb
 
 __all__ = ["ExperimentResult", "check_experiment", "experiment_tasks", "run_experiment"]
 
@@ -103,6 +105,8 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
     """
     experiment.validate()
     check_corruption_names(experiment.base.corruptions)  # before any data is read
+    if experiment.base.wandb:
+        check_wandb()  # the package and, online, credentials: before any job
     dataset = _dataset(experiment)
     all_tasks = experiment_tasks(experiment, dataset)
     checked: dict[tuple[tuple[str, ...], str], tuple[DomainDataset, set[int], Any]] = {}

@@ -193,6 +193,17 @@ class RunConfig:
         False, help="also log scalars to Weights & Biases under OUT/wandb, offline unless "
         "WANDB_MODE=online (pip install 'merdg[wandb]')", flag="--wandb", kind="bool",
         identity=False)
+    wandb_project: str | None = _setting(
+        None, help="W&B project of --wandb (default: $WANDB_PROJECT, else merdg)",
+        flag="--wandb-project", kind="str", nullable=True, identity=False)
+    wandb_entity: str | None = _setting(
+        None, help="W&B entity (user or team) of --wandb (default: $WANDB_ENTITY, else the "
+        "default of the logged-in account)", flag="--wandb-entity", kind="str", nullable=True,
+        identity=False)
+    wandb_group: str | None = _setting(
+        None, help="W&B group of --wandb (default: none for merdg train; bench and sweep group "
+        "their runs by experiment, under the name of their --out directory)",
+        flag="--wandb-group", kind="str", nullable=True, identity=False)
     eval_missing: str = _setting(
         "none", help="also evaluate the target with each modality missing (zero-filled; "
         "translated for SimMMDG/MOOSA) at the last or every epoch", flag="--eval-missing",
@@ -278,6 +289,11 @@ class RunConfig:
         if self.target is not None and self.sources and self.target in self.sources:
             raise ValueError(f"target {self.target!r} is also a source domain (--source "
                              f"{' '.join(self.sources)})")
+        if not self.wandb:
+            unused = [option_of(n).flag for n in WANDB_OPTIONS if getattr(self, n) is not None]
+            if unused:
+                raise ValueError(f"{', '.join(unused)} only apply with --wandb (wandb is not "
+                                 "set)")
         if self.corruptions is None:
             defaults = _defaults()
             unused = [option_of(n).flag for n in ("severities", "corruption_seed",
@@ -290,6 +306,7 @@ class RunConfig:
 
 
 INIT_KINDS = ("scratch", "unimodal")
+WANDB_OPTIONS = ("wandb_project", "wandb_entity", "wandb_group")
 
 
 def init_kind(init: str) -> str:

@@ -72,6 +72,7 @@ from merdg.run.hparams import resolve_run_hparams
 from merdg.run.initialization import check_initialization, init_file_digest, prepare_encoders
 from merdg.run.records import run_metadata
 from merdg.run.selection import SELECTION_RULES, select_epoch
+from merdg.run.wandb import check_wandb
 
 __all__ = ["build_algorithm", "check_open_set", "resolve_device", "run_hparams", "summarize",
            "train"]
@@ -285,8 +286,11 @@ def _wandb_logger(config: RunConfig, out: RunDir | None):
 
     mods = "+".join(config.modalities or ["all"])
     sources = "+".join(config.sources) + "->" if config.sources else ""
-    name = f"{config.algorithm} {mods} {sources}{config.target} seed{config.seed}"
-    return WandbLogger(out.path, config=config.to_dict(), name=name)
+    trial = f" trial{config.hparams_seed}" if config.hparams_seed else ""
+    name = f"{config.algorithm} {mods} {sources}{config.target}{trial} seed{config.seed}"
+    return WandbLogger(out.path, config=config.to_dict(), name=name,
+                       project=config.wandb_project, entity=config.wandb_entity,
+                       group=config.wandb_group)
 
 
 def _loggers(run: _Run) -> list[Any]:
@@ -324,6 +328,8 @@ def train(config: RunConfig, progress: bool = True, resume: bool = True,
     if config.target is None:
         raise ValueError("target (--target) is required")
     check_corruption_names(config.corruptions)
+    if config.wandb:
+        check_wandb()  # the package and, online, credentials: before any data is read
     device, owns_group = setup_distributed(resolve_device(config.device))
     try:
         summary = _run_on_this_rank(config, device, progress, resume, overwrite)
