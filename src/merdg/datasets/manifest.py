@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import re
 import warnings
@@ -43,7 +44,7 @@ from tqdm.auto import tqdm
 
 from merdg.datasets.arrays import ArrayDomainDataset
 from merdg.datasets.base import DATASETS, ROLES, CheckReport
-from merdg.datasets.cache import MappedArrayCache, default_cache_dir, file_fingerprint
+from merdg.datasets.cache import MappedArrayCache, content_digest, default_cache_dir
 from merdg.datasets.groups import describe_groups, group_summary, split_leaks, windows_warning
 from merdg.datasets.preprocessing import (
     NORMALIZATION_MODES,
@@ -56,12 +57,14 @@ from merdg.hparams import HParam, training_default
 
 __all__ = ["MANIFEST_NAME", "ManifestDataset", "ManifestRow", "read_manifest"]
 
+log = logging.getLogger(__name__)
+
 MANIFEST_NAME = "manifest.csv"
 REQUIRED_COLUMNS = ("sample_id", "domain", "label")
 SPLIT_COLUMN = "split"
 GROUP_COLUMN = "group"
 OPTIONAL_COLUMNS = (SPLIT_COLUMN, GROUP_COLUMN)
-CACHE_FORMAT = 1  # bump when the stacking code changes what it writes
+CACHE_FORMAT = 2  # bump when the stacking code changes what it writes (2: content keys)
 
 
 @dataclass(frozen=True)
@@ -392,9 +395,10 @@ def plan_modalities(shapes: Mapping[str, Sequence[tuple[int, ...]]], rows: Seque
     return plans, problems
 
 
-def fill_modality(root: Path, rows: Sequence[ManifestRow], plan: SequencePlan, out: np.ndarray,
+def fill_modality(root: Path, rows: Sequence[ManifestRow], plan: SequencePlan, out: Any,
                   progress: bool = True, allow_outside_root: bool = False) -> list[int]:
-    """Write each row's array, brought to ``plan.sample_shape``, into ``out[i]`` (n, ...).
+    """Write each row's array, brought to ``plan.sample_shape``, into ``out[i]`` (n, ...): an
+    array, or the row writer of a cache entry being built.
 
     Returns:
         Each sample's valid (not padded) steps (its length for vectors: 0).
@@ -460,8 +464,9 @@ class ManifestDataset(ArrayDomainDataset):
         cache: Keep the stacked float32 arrays in an on-disk cache (built once, then
             memory-mapped by every run and DataLoader worker); False stacks them in memory.
         cache_dir: Cache directory (default ``$MERDG_CACHE_DIR`` or ``~/.cache/merdg``); entries
-            go to ``manifest/`` in it, keyed by the settings and every input file's name, size
-            and modification time.
+            go to ``manifest/`` in it, keyed by the settings and the content of every input
+            file (:mod:`merdg.datasets.cache`: verified when read; a full or unwritable
+            directory stacks in memory instead, with one warning line).
         sequence_mode: Former name of ``length_policy`` (deprecated).
         allow_outside_root: Read array paths that leave ``root`` (absolute paths, ``..``,
             symlinks pointing elsewhere); refused by default (docs/reliability.md).
@@ -526,8 +531,8 @@ class ManifestDataset(ArrayDomainDataset):
         for m, entry in entries.items():
             found = entry.load() if entry is not None else None
             if found is not None and found[1].get("sample_ids") != ids:
-                warnings.warn(f"ignoring cache entry {entry.path}: it lists other samples than "
-                              f"{self.root / MANIFEST_NAME}; rebuilding it", stacklevel=2)
+                log.warning("preprocessing cache entry %s lists other samples than %s; "
+                            "rebuilding it", entry.path, self.root / MANIFEST_NAME)
             elif found is not None:
                 stacked[m], meta = found
                 plans[m], valid[m] = _plan_from_dict(meta["plan"]), meta["valid_steps"]
@@ -565,10 +570,10 @@ class ManifestDataset(ArrayDomainDataset):
             return None
         paths = [self.root / MANIFEST_NAME, *(self.root / r.files[modality] for r in rows)]
         try:
-            files = file_fingerprint(paths, self.root)
+            files = content_digest(paths, self.root)
         except (OSError, ValueError):  # a missing file or one outside the root
             return None
-        key = {"format": CACHE_FORMAT, "root": str(self.root.resolve()), "modality": modality,
+        key = {"format": CACHE_FORMAT, "modality": modality,
                "length_policy": self.length_policy, "length": _length_for(length, modality),
                "files": files}
         return MappedArrayCache(cache_dir, modality, key)
