@@ -268,9 +268,10 @@ def test_flipped_bytes_in_an_entry_are_found_and_rebuilt(release, tmp_path, capl
 
 
 def test_a_full_cache_disk_keeps_the_arrays_in_memory(release, tmp_path, caplog, monkeypatch):
-    from merdg.datasets import cache as cache_module
+    from collections import namedtuple
 
-    monkeypatch.setattr(cache_module, "free_bytes", lambda directory: 800 * 1024)
+    usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(800 * 1024, 0, 800 * 1024))
     with caplog.at_level(logging.WARNING, "merdg"):
         ds = load(release, tmp_path, ["skeleton"])
     directory = tmp_path / "cache" / "utd-mhad"

@@ -1,15 +1,18 @@
 """The preprocessing cache is a cache (issue 19): keyed by the inputs' content, verified when
 read, and a full or unwritable cache directory costs the cache, never the run.
 
-A full disk is simulated: the free-space query returns what an 800 KiB tmpfs would, or the
-reservation of the file's space, or a write, fails with ENOSPC (as the full-disk tests of the
-run directory do, tests/test_resume.py).
+A full disk is simulated: the free-space query (``shutil.disk_usage``) answers what an 800 KiB
+tmpfs would, or the reservation of the file's space, or a write, fails with ENOSPC (as the
+full-disk tests of the run directory do, tests/test_resume.py).
 """
 
 import errno
 import json
 import logging
 import os
+import shutil
+from collections import namedtuple
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +26,35 @@ from merdg.testing import write_windowed_manifest
 
 HPARAMS = {"epochs": 2, "batch_size": 6, "proj_hidden": 16, "fusion_hidden": 16}
 NO_SPACE = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+Usage = namedtuple("Usage", "total used free")
+
+
+def tmpfs_of_800_kib(path):
+    """What ``shutil.disk_usage`` says of a full 800 KiB tmpfs."""
+    return Usage(800 * 1024, 0, 800 * 1024)
+
+
+class DiskFull:
+    """A file whose writes fail with ENOSPC once ``limit`` bytes were written."""
+
+    def __init__(self, file, limit):
+        self.file, self.left = file, limit
+
+    def write(self, data):
+        size = len(data) if isinstance(data, str) else len(memoryview(data).cast("B"))
+        if size > self.left:
+            raise NO_SPACE
+        self.left -= size
+        return self.file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
 
 
 @pytest.fixture
@@ -56,7 +88,7 @@ def test_full_cache_disk_builds_in_memory_with_one_line(data, tmp_path, capsys, 
     merdg line) and left a `.tmp` file the size of the stacked array."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("MERDG_CACHE_DIR", str(cache))
-    monkeypatch.setattr(cache_module, "free_bytes", lambda directory: 800 * 1024)
+    monkeypatch.setattr(shutil, "disk_usage", tmpfs_of_800_kib)
     capsys.readouterr()
     records = train(tmp_path / "run", data)
     assert warnings_in(capsys) == [
@@ -67,33 +99,28 @@ def test_full_cache_disk_builds_in_memory_with_one_line(data, tmp_path, capsys, 
     assert records == train(tmp_path / "plain", data, "--dataset-option", "cache=false")
 
 
-@pytest.mark.parametrize("failure", ["reservation", "write", "digest file"])
+@pytest.mark.parametrize("failure", ["reservation", "rows", "digest file"])
 def test_a_write_that_fails_anyway_leaves_no_temporary_file(failure, data, tmp_path, caplog,
                                                             monkeypatch):
     """The free space looked sufficient but the disk fills up meanwhile (a quota, another
-    writer): the reservation of the file's space, a row's write or the .json's write fails."""
+    writer): the reservation of the file's space, the rows' writes (after five rows) or the
+    .json's write fails."""
     cache = tmp_path / "cache"
     if failure == "reservation":
         def no_room(fd, offset, length):
             raise NO_SPACE
 
         monkeypatch.setattr(os, "posix_fallocate", no_room, raising=False)
-    elif failure == "write":
-        monkeypatch.setattr(cache_module, "_reserve", lambda handle, size: None)
-        real_writer = cache_module._RowWriter
-
-        class FullAfterFive(real_writer):
-            def __setitem__(self, index, value):
-                if index >= 5:
-                    raise NO_SPACE
-                super().__setitem__(index, value)
-
-        monkeypatch.setattr(cache_module, "_RowWriter", FullAfterFive)
     else:
-        def no_text(path, text):
-            raise NO_SPACE
+        target, limit = (".npy.", 128 + 5 * 32 * 3 * 4) if failure == "rows" else (".json.", 0)
 
-        monkeypatch.setattr(cache_module, "_write_text", no_text)
+        def full_open(path, mode="r", *args, **kwargs):
+            file = open(path, mode, *args, **kwargs)
+            if "w" in mode and target in Path(path).name:
+                return DiskFull(file, limit)
+            return file
+
+        monkeypatch.setattr(cache_module, "open", full_open, raising=False)
     with caplog.at_level(logging.WARNING, "merdg"):
         built = build_dataset("manifest", str(data), progress=False, cache_dir=str(cache))
     messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
