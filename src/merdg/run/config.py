@@ -292,7 +292,8 @@ class RunConfig:
         if not self.wandb:
             unused = [option_of(n).flag for n in WANDB_OPTIONS if getattr(self, n) is not None]
             if unused:
-                raise ValueError(f"{', '.join(unused)} only apply with --wandb (wandb is not "
+                verb = "applies" if len(unused) == 1 else "apply"
+                raise ValueError(f"{', '.join(unused)} only {verb} with --wandb (wandb is not "
                                  "set)")
         if self.corruptions is None:
             defaults = _defaults()

@@ -45,9 +45,10 @@ def wandb_mode(mode: str | None = None) -> str:
     Raises:
         ValueError: Not one of :data:`MODES`.
     """
+    where = "" if mode else " (WANDB_MODE)"
     mode = mode or os.environ.get("WANDB_MODE") or "offline"
     if mode not in MODES:
-        raise ValueError(f"W&B mode must be one of {MODES}, got {mode!r} (WANDB_MODE)")
+        raise ValueError(f"W&B mode must be one of {MODES}, got {mode!r}{where}")
     return mode
 
 
