@@ -201,10 +201,9 @@ def test_copied_directory_keeps_working(manifest_dir, tmp_path):
     assert len(load(copy).labels("car")) == 8
 
 
-def test_open_set_on_a_manifest_with_one_known_class(tmp_path):
-    """Known class "walk" only: one output, every prediction is right and has MSP 1, so the
-    AUROC/FPR95 of the known samples are undefined (null in the records, empty in
-    results.csv) and every unknown ("run") sample is accepted (unknown_acc 0)."""
+def test_open_set_on_a_manifest_with_one_known_class_is_refused(tmp_path, capsys):
+    """Known class "walk" only would train a one-output model whose every prediction is right
+    (known accuracy 1, h_score 0): refused before any run, nothing written (issue 19)."""
     import json
 
     root = write_manifest(tmp_path / "t", per_cell=8)
@@ -214,11 +213,9 @@ def test_open_set_on_a_manifest_with_one_known_class(tmp_path):
     assert main(["bench", "--dataset", "manifest", "--data-root", str(root), "--algorithms",
                  "ERM", "--targets", "lab", "--setting", "all", "--seeds", "1", "--open-set",
                  "--known-classes", "walk", "--hparams", json.dumps(hp),
-                 "--dataset-option", "progress=false", "--out", str(out)]) == 0
-    rows = list(csv.DictReader((out / "results.csv").open()))
-    assert {r["sources"] for r in rows} == {"car+home", "home", "car"}
-    assert all(r["auroc_msp"] == "" and r["unknown_acc"] == "0.0" for r in rows)
-    assert all(r["known_acc"] == "1.0" and r["h_score"] == "0.0" for r in rows)
-    (selective,) = [e for e in RunDir(out / "runs/accel+feat/ERM/home-to-lab/seed0")
-                    .read_evaluations() if e["evaluator"] == "selective"]
-    assert selective["columns"]["auroc_msp"] is None and selective["columns"]["aurc_msp"] == 0.0
+                 "--dataset-option", "progress=false", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "merdg bench: error: --known-classes lists one class (walk); open-set training needs "
+        "at least 2 known classes (with one, the classifier has a single output and always "
+        "predicts it)")
+    assert not out.exists()

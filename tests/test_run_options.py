@@ -55,7 +55,9 @@ SHARED = {
 }
 # W&B logging runs offline (test_every_setting_reaches_config_json keeps its files in tmp_path);
 # without the optional package it is checked on the configs only
-WANDB = {"wandb": (["--wandb"], True)}
+WANDB = {"wandb": (["--wandb"], True), "wandb_project": (["--wandb-project", "proj"], "proj"),
+         "wandb_entity": (["--wandb-entity", "lab"], "lab"),
+         "wandb_group": (["--wandb-group", "grp"], "grp")}
 if importlib.util.find_spec("wandb") is not None:
     SHARED.update(WANDB)
 # settings a synthetic run cannot use (paper encoders): checked on the configs only

@@ -1,6 +1,7 @@
 """The UTD-MHAD reader on a small release written in the authors' layout (MATLAB v5 files)."""
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -18,9 +19,11 @@ from merdg.datasets.preprocessing import DataError
 from merdg.experiments.plan import ExperimentConfig, first_phase
 from merdg.experiments.runner import experiment_tasks
 from merdg.run.config import RunConfig
+from merdg.run.records import read_jsonl
 from merdg.run.training import train
 
 savemat = pytest.importorskip("scipy.io").savemat
+loadmat = pytest.importorskip("scipy.io").loadmat
 
 SUBJECTS, ACTIONS, TRIALS = (1, 2, 3), (1, 2, 24), (1, 2)
 
@@ -209,18 +212,20 @@ def test_cache_is_keyed_reused_and_never_half_written(release, tmp_path, monkeyp
         load(release, tmp_path, ["inertial"], inertial_length=20)  # new key: builds
     monkeypatch.undo()
     names = sorted(p.name for p in (tmp_path / "cache" / "utd-mhad").iterdir())
-    assert names == [entries[0].name]  # no half-written entry, no temporary file left
+    # no half-written entry, no temporary file left
+    assert names == sorted([entries[0].name, entries[0].with_suffix(".json").name])
     assert load(release, tmp_path, ["inertial"], inertial_length=20).input_shape("inertial") == (
         20, 6)
     assert len(list((tmp_path / "cache" / "utd-mhad").glob("inertial-*.npz"))) == 2
 
 
-def test_unreadable_cache_entry_is_rebuilt_with_a_warning(release, tmp_path):
+def test_unreadable_cache_entry_is_rebuilt_with_a_warning(release, tmp_path, caplog):
     load(release, tmp_path, ["skeleton"])
     entry = next((tmp_path / "cache" / "utd-mhad").glob("skeleton-*.npz"))
     entry.write_bytes(entry.read_bytes()[:50])
-    with pytest.warns(UserWarning, match="unreadable cache file"):
+    with caplog.at_level(logging.WARNING, "merdg"):
         ds = load(release, tmp_path, ["skeleton"])
+    assert f"preprocessing cache entry {entry} is damaged" in caplog.text
     assert ds.input_shape("skeleton") == (8, 60)
 
 
@@ -233,6 +238,50 @@ def test_changed_input_file_changes_the_cache_key(release, tmp_path):
     ds = load(root, tmp_path, ["inertial"])
     assert torch.equal(ds._raw["inertial"][0], torch.ones(16, 6))
     assert len(list((tmp_path / "cache" / "utd-mhad").glob("inertial-*.npz"))) == 2
+
+
+def test_a_rewritten_file_with_its_old_mtime_changes_the_cache_key(release, tmp_path):
+    """The key is the files' content (issue 19: a file rewritten with other values of the same
+    shape and its modification time set back got the old content's entry)."""
+    root = Path(shutil.copytree(release, tmp_path / "copy"))
+    load(root, tmp_path, ["inertial"])
+    path = root / "Inertial" / "a1_s1_t1_inertial.mat"
+    stat = path.stat()
+    savemat(path, {"d_iner": -loadmat(path)["d_iner"]})
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    rebuilt = load(root, tmp_path, ["inertial"])._raw["inertial"][0]
+    fresh = load(root, tmp_path / "fresh", ["inertial"])._raw["inertial"][0]
+    assert torch.equal(rebuilt, fresh) and rebuilt[0, 0].item() < 0
+
+
+def test_flipped_bytes_in_an_entry_are_found_and_rebuilt(release, tmp_path, caplog):
+    load(release, tmp_path, ["inertial"])
+    [entry] = (tmp_path / "cache" / "utd-mhad").glob("inertial-*.npz")
+    data = bytearray(entry.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    entry.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, "merdg"):
+        again = load(release, tmp_path, ["inertial"])._raw["inertial"]
+    assert [r.getMessage().split(" (its sha256")[0] for r in caplog.records] == [
+        f"preprocessing cache entry {entry} is damaged"]
+    assert torch.equal(again, load(release, tmp_path / "fresh", ["inertial"])._raw["inertial"])
+
+
+def test_a_full_cache_disk_keeps_the_arrays_in_memory(release, tmp_path, caplog, monkeypatch):
+    from collections import namedtuple
+
+    usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(800 * 1024, 0, 800 * 1024))
+    with caplog.at_level(logging.WARNING, "merdg"):
+        ds = load(release, tmp_path, ["skeleton"])
+    directory = tmp_path / "cache" / "utd-mhad"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot write the preprocessing cache to {directory}: it needs 1.0 MiB, only 0.8 MiB "
+        "are free; building the arrays in memory instead (free some space, or point "
+        "$MERDG_CACHE_DIR or the dataset option cache_dir to another directory)"]
+    assert list(directory.iterdir()) == [] and ds.input_shape("skeleton") == (8, 60)
 
 
 def test_normalization_uses_the_source_domains_only(release, tmp_path):
@@ -489,6 +538,6 @@ def test_pretrain_on_some_subjects_then_bench_the_others(release, tmp_path):
         for target, source in (("s2", "s3"), ("s3", "s2")):
             records = list(read_jsonl(
                 bench / f"runs/inertial+skeleton/{algorithm}/{target}/seed0/records.jsonl"))
-            run = records[-1]["run"]
+            run = records[0]["run"]
             assert run["sources"] == [source] and records[-1]["target"]["n"] == 6
             assert run["init"]["kind"] == "file" and run["init"]["sha256"] == digest

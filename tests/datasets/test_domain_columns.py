@@ -253,8 +253,9 @@ def test_data_check_lists_every_domain_column(data, capsys):
     assert "  placement (in use): 2 values: hip 16, wrist 16\n" in out
     assert "OK: 32 readable samples in 2 domains" in out
     where = "where=subject:p3,p4;group:p3_hip_run,p3_hip_walk,p4_hip_run,p4_wrist_run"
-    assert main([*args, "--dataset-option", where]) == 0
+    assert main([*args, "--dataset-option", where]) == 1  # wrist keeps one recording:
     out = capsys.readouterr().out
+    assert "PROBLEM: domain 'wrist' has one group ('p4_wrist_run')" in out  # a target only
     assert "  subject: 2 values: p3 4, p4 4 (1 of 2 classes)\n" in out
     assert "  placement (in use): 2 values: hip 6, wrist 2 (1 of 2 classes)\n" in out
     assert f"{where}: 8 of 32 rows selected" in out
@@ -264,7 +265,7 @@ def test_data_check_lists_every_domain_column(data, capsys):
     text = (data / "manifest.csv").read_text()
     (data / "manifest.csv").write_text(text.replace("wrist,accel/p4_wrist_run", "ankle,accel/"
                                                     "p4_wrist_run"))
-    assert main(args) == 0
+    assert main(args) == 1  # ankle: one recording, as above
     out = capsys.readouterr().out  # a value that lacks classes says how many it has
     assert "  placement (in use): 3 values: ankle 2 (1 of 2 classes), hip 16, wrist 14\n" in out
     assert "warning: domain 'ankle' has no samples of classes ['walk']" in out

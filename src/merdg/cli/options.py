@@ -110,7 +110,9 @@ def parse_modality_sets(values: list[str] | None) -> list[list[str]] | None:
 # --- run settings (one option per RunConfig field) -------------------------------------------
 
 def _help(opt: Option, default: Any) -> str:
-    if opt.kind == "bool" or default in (None, {}, []) or default is dataclasses.MISSING:
+    """The option's help, with its default when it has one worth showing (a required field,
+    such as ``dataset``, has none)."""
+    if opt.kind == "bool" or default is dataclasses.MISSING or default in (None, {}, []):
         return opt.help
     return f"{opt.help} (default: {default})"
 

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from merdg.datasets import build_dataset
-    from merdg.run.pretraining import pretrain_encoders
+    from merdg.run.pretraining import check_out_file, pretrain_encoders
     from merdg.run.setup import resolve_device
 
     apply_threads(args)
@@ -74,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{flag} must be >= {low}, got {value}")
     if not 0.0 < args.holdout_fraction < 1.0:
         raise ValueError(f"--holdout-fraction must be > 0 and < 1, got {args.holdout_fraction}")
-    if os.path.exists(args.out) and not args.overwrite:
-        raise ValueError(f"--out {args.out} exists; choose another file or pass --overwrite")
+    check_out_file(args.out, args.overwrite, name="--out")
     device = resolve_device(args.device)
     options = parse_options(args.dataset_option)
     dataset = build_dataset(args.dataset, args.data_root or os.environ.get(DATA_ROOT_ENV),

@@ -317,7 +317,9 @@ def holdout_indices(n: int, fraction: float, seed: int, domain: str,
     names = list(members)  # order of first appearance
     if n_val > 0 and len(names) < 2:
         raise ValueError(f"domain {domain!r} has {len(names)} group(s) ({names}); a holdout of "
-                         f"{fraction} needs at least two groups")
+                         f"{fraction} needs at least two groups, one for training and one for "
+                         "validation: give the domain more groups, or leave it out of the "
+                         "sources (--source)")
     order = [names[k] for k in torch.randperm(len(names), generator=g).tolist()]
     taken, size = 0, 0
     while size < n_val and taken < len(order) - 1:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import warnings
 from collections import Counter
@@ -46,12 +47,7 @@ from tqdm.auto import tqdm
 
 from merdg.datasets.arrays import ArrayDomainDataset
 from merdg.datasets.base import DATASETS, ROLES, CheckReport
-from merdg.datasets.cache import (
-    MappedArrayCache,
-    default_cache_dir,
-    file_fingerprint,
-    settings_key,
-)
+from merdg.datasets.cache import MappedArrayCache, content_digest, default_cache_dir, settings_key
 from merdg.datasets.columns import (
     Where,
     check_enough_domains,
@@ -72,6 +68,8 @@ from merdg.hparams import HParam, training_default
 
 __all__ = ["MANIFEST_NAME", "ManifestDataset", "ManifestRow", "read_manifest"]
 
+log = logging.getLogger(__name__)
+
 MANIFEST_NAME = "manifest.csv"
 REQUIRED_COLUMNS = ("sample_id", "label")
 DOMAIN_COLUMN = "domain"
@@ -81,7 +79,7 @@ GROUP_COLUMN = "group"
 OPTIONAL_COLUMNS = (SPLIT_COLUMN, GROUP_COLUMN)
 RESERVED_NAMES = (*REQUIRED_COLUMNS, DOMAIN_COLUMN, *OPTIONAL_COLUMNS)
 NAME_SYNTAX = ":;,"  # characters of the where syntax, refused in a domain column's name
-CACHE_FORMAT = 1  # bump when the stacking code changes what it writes
+CACHE_FORMAT = 2  # bump when the stacking code changes what it writes (2: content keys)
 
 
 @dataclass(frozen=True)
@@ -205,7 +203,7 @@ def _read(root: str | Path | None, domain_column: str | None
         raise DataError(f"{path} line {line}: not readable as CSV ({err})") from None
     if not rows and not problems:
         problems.append(f"{path}: no sample rows (only a header)")
-    return rows, header, problems
+    return rows, header, problems + _group_domain_problems(path, rows)
 
 
 def _header(path: Path, columns: Sequence[str], domain_column: str | None) -> ManifestHeader:
@@ -233,6 +231,30 @@ def _domain_column(path: Path, domains: Mapping[str, str], chosen: str | None) -
     raise ValueError(f"dataset option domain_column={one_line(chosen)}: {path} has no domain "
                      f"column {one_line(name)!r} (a column named {DOMAIN_PREFIX}"
                      f"{one_line(name)}); its domain columns are {listed}")
+
+
+def _group_domain_problems(path: Path, rows: Sequence[ManifestRow]) -> list[str]:
+    """One problem per ``group`` whose rows lie in more than one domain.
+
+    The source-validation holdout splits each domain on its own (``holdout_indices``), so such
+    a group could have rows in one domain's training part and another's validation part: the
+    promise of the column (a group stays on one side) could not be kept.
+    """
+    lines: dict[str, dict[str, int]] = {}  # group -> {domain: its first line}
+    for row in rows:
+        if row.group is not None:
+            lines.setdefault(row.group, {}).setdefault(row.domain, row.line)
+    problems = []
+    for group, where in lines.items():
+        if len(where) > 1:
+            shown = ", ".join(f"{one_line(d)!r} (line {line})" for d, line in
+                              list(where.items())[:3]) + (" ..." if len(where) > 3 else "")
+            problems.append(
+                f"{path}: group {one_line(group)!r} has rows in {len(where)} domains: {shown}; "
+                "the holdout splits each domain on its own, so the group would straddle "
+                "training and validation: give each domain's rows their own group names "
+                f"(e.g. '<domain>/{one_line(group)}')")
+    return problems
 
 
 def _check_columns(path: Path, columns: Sequence[str]) -> None:
@@ -385,6 +407,44 @@ def _length_for(length: int | Mapping[str, int] | None, modality: str) -> int | 
     return length.get(modality) if isinstance(length, Mapping) else length
 
 
+def _check_length_names(length: int | Mapping[str, int] | None, available: Sequence[str]) -> None:
+    """Refuse a ``length`` dict naming a modality the manifest does not have.
+
+    Raises:
+        ValueError: One line naming the unknown names and the manifest's modalities.
+    """
+    if isinstance(length, Mapping):
+        unknown = sorted(set(length) - set(available))
+        if unknown:
+            raise ValueError(f"dataset option length names modalities {unknown} that the "
+                             f"manifest does not have (its modalities: {list(available)})")
+
+
+def _check_length_fits(length: int | Mapping[str, int] | None,
+                      plans: Mapping[str, SequencePlan | None]) -> None:
+    """Refuse a ``length`` that no sequence would use: given by name to a modality whose
+    arrays have a fixed shape such as (D,) (no time axis), or given as one number when no
+    modality is a sequence (a number applies to every sequence modality).
+
+    Raises:
+        ValueError: One line naming the modality and its sample shape.
+    """
+    fixed = {m: p.sample_shape for m, p in plans.items() if p is not None and p.length is None}
+    if length is None or not fixed:
+        return
+    if isinstance(length, Mapping):
+        named = [m for m in fixed if m in length]
+        if named:
+            m = named[0]
+            raise ValueError(f"dataset option length gives {length[m]} frames to {m!r}, whose "
+                             f"arrays have the fixed shape {fixed[m]} (no time axis); remove "
+                             f"{m!r} from length")
+    elif len(fixed) == sum(p is not None for p in plans.values()):
+        shapes = ", ".join(f"{m} {shape}" for m, shape in fixed.items())
+        raise ValueError(f"dataset option length={length}: no modality is a sequence (every "
+                         f"array has a fixed shape: {shapes}); remove the option")
+
+
 def scan_shapes(root: Path, rows: Sequence[ManifestRow], modalities: Sequence[str],
                 progress: bool = True, allow_outside_root: bool = False
                 ) -> tuple[dict[str, list[tuple[int, ...]]], list[ManifestRow], list[str]]:
@@ -423,9 +483,10 @@ def plan_modalities(shapes: Mapping[str, Sequence[tuple[int, ...]]], rows: Seque
     return plans, problems
 
 
-def fill_modality(root: Path, rows: Sequence[ManifestRow], plan: SequencePlan, out: np.ndarray,
+def fill_modality(root: Path, rows: Sequence[ManifestRow], plan: SequencePlan, out: Any,
                   progress: bool = True, allow_outside_root: bool = False) -> list[int]:
-    """Write each row's array, brought to ``plan.sample_shape``, into ``out[i]`` (n, ...).
+    """Write each row's array, brought to ``plan.sample_shape``, into ``out[i]`` (n, ...): an
+    array, or the row writer of a cache entry being built.
 
     Returns:
         Each sample's valid (not padded) steps (its length for vectors: 0).
@@ -477,8 +538,9 @@ class ManifestDataset(ArrayDomainDataset):
         root: Directory holding ``manifest.csv``; the arrays' paths are relative to it.
         modalities: Subset of the manifest's modality columns (default: all).
         length: Frames that sequences of varying length are brought to (an int for every
-            modality or ``{modality: int}``; default: the longest sequence of the modality,
-            the shortest with ``length_policy="crop"``).
+            sequence modality or ``{modality: int}``; default: the longest sequence of the
+            modality, the shortest with ``length_policy="crop"``). A name the manifest does not
+            have, or a modality of fixed-size arrays such as (D,), is refused.
         length_policy: ``"resample"`` (linear interpolation), ``"pad"`` (zero-pad at the end;
             padded steps are masked) or ``"crop"`` (the middle frames); see
             :mod:`merdg.datasets.sequences`.
@@ -490,8 +552,9 @@ class ManifestDataset(ArrayDomainDataset):
         cache: Keep the stacked float32 arrays in an on-disk cache (built once, then
             memory-mapped by every run and DataLoader worker); False stacks them in memory.
         cache_dir: Cache directory (default ``$MERDG_CACHE_DIR`` or ``~/.cache/merdg``); entries
-            go to ``manifest/`` in it, keyed by the settings and every input file's name, size
-            and modification time.
+            go to ``manifest/`` in it, keyed by the settings and the content of every input
+            file (:mod:`merdg.datasets.cache`: verified when read; a full or unwritable
+            directory stacks in memory instead, with one warning line).
         sequence_mode: Former name of ``length_policy`` (deprecated).
         allow_outside_root: Read array paths that leave ``root`` (absolute paths, ``..``,
             symlinks pointing elsewhere); refused by default (docs/reliability.md).
@@ -536,6 +599,7 @@ class ManifestDataset(ArrayDomainDataset):
         self.domain_column = header.domain_column
         self.ALL_MODALITIES = tuple(header.modalities)
         self.modalities = self.select_modalities(modalities)
+        _check_length_names(length, header.modalities)
         raise_problems(problems, str(self.root / MANIFEST_NAME))
         if not all_rows:
             raise DataError(f"{self.root / MANIFEST_NAME} has no samples")
@@ -571,18 +635,20 @@ class ManifestDataset(ArrayDomainDataset):
         for m, entry in entries.items():
             found = entry.load() if entry is not None else None
             if found is not None and found[1].get("sample_ids") != ids:
-                warnings.warn(f"ignoring cache entry {entry.path}: it lists other samples than "
-                              f"{self.root / MANIFEST_NAME}; rebuilding it", stacklevel=2)
+                log.warning("preprocessing cache entry %s lists other samples than %s; "
+                            "rebuilding it", entry.path, self.root / MANIFEST_NAME)
             elif found is not None:
                 stacked[m], meta = found
                 plans[m], valid[m] = _plan_from_dict(meta["plan"]), meta["valid_steps"]
         missing = [m for m in self.modalities if m not in stacked]
         if not missing:
+            _check_length_fits(length, plans)
             return stacked, plans, valid
         shapes, good, problems = scan_shapes(self.root, rows, missing, progress,
                                              self.allow_outside_root)
         new_plans, plan_problems = plan_modalities(shapes, good, length, self.length_policy)
         raise_problems(problems + plan_problems, f"the manifest dataset {self.root}")
+        _check_length_fits(length, {**plans, **new_plans})  # before anything is stacked
         for m in missing:
             plan = plans[m] = new_plans[m]
             shape = (len(rows), *plan.sample_shape)
@@ -608,10 +674,10 @@ class ManifestDataset(ArrayDomainDataset):
             return None
         paths = [self.root / MANIFEST_NAME, *(self.root / r.files[modality] for r in rows)]
         try:
-            files = file_fingerprint(paths, self.root)
+            files = content_digest(paths, self.root)
         except (OSError, ValueError):  # a missing file or one outside the root
             return None
-        key = {"format": CACHE_FORMAT, "root": str(self.root.resolve()), "modality": modality,
+        key = {"format": CACHE_FORMAT, "modality": modality,
                "length_policy": self.length_policy, "length": _length_for(length, modality),
                "files": files, "samples": settings_key({"ids": [r.sample_id for r in rows]})}
         return MappedArrayCache(cache_dir, modality, key)
@@ -694,9 +760,11 @@ class ManifestDataset(ArrayDomainDataset):
         all_rows, header, problems = _read(root_path, options.get("domain_column"))
         mods = _select_modalities(header.modalities, modalities)
         rows = _selected(all_rows, header, where) if all_rows else []
+        _check_length_names(length, header.modalities)
         shapes, good, load_problems = scan_shapes(root_path, rows, mods, progress, allow)
         plans, plan_problems = plan_modalities(shapes, good, length, policy)
-        problems += load_problems + plan_problems
+        _check_length_fits(length, plans)
+        problems += load_problems + plan_problems + _holdout_problems(good)
         if options.get("normalize", True) and good and not problems:
             modes = _normalization_modes(options.get("normalization"), plans)
             problems += _overflow_problems(root_path, good, plans, modes, allow)
@@ -707,6 +775,21 @@ class ManifestDataset(ArrayDomainDataset):
                                    len(all_rows), where)
         return CheckReport("manifest", _counts(good, labels), problems,
                            _check_notes(root_path, rows, good, plans, labels, columns))
+
+
+def _holdout_problems(rows: Sequence[ManifestRow]) -> list[str]:
+    """With a ``group`` column and no ``split`` column: one problem per domain with a single
+    group. Such a domain cannot give a source run both a training and a validation part (the
+    holdout keeps every group whole), so every run with it among the sources is refused."""
+    if not rows or rows[0].split is not None or rows[0].group is None:
+        return []
+    groups: dict[str, set[str]] = {}
+    for row in rows:
+        groups.setdefault(row.domain, set()).add(row.group or "")
+    return [f"domain {one_line(d)!r} has one group ({one_line(next(iter(names)))!r}): as a "
+            "source it cannot give both a training and a validation part (the holdout keeps "
+            "each group whole), so it can only be a target; give it more groups, or add a "
+            f"{SPLIT_COLUMN!r} column" for d, names in groups.items() if len(names) < 2]
 
 
 def _select_modalities(available: Sequence[str], requested: Sequence[str] | None) -> list[str]:

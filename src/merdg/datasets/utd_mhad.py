@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from merdg.datasets.arrays import ArrayDomainDataset
 from merdg.datasets.base import DATASETS, CheckReport
-from merdg.datasets.cache import ArrayCache, default_cache_dir, file_fingerprint
+from merdg.datasets.cache import ArrayCache, content_digest, default_cache_dir
 from merdg.datasets.columns import (
     Where,
     check_enough_domains,
@@ -76,7 +76,7 @@ from merdg.hparams import HParam, training_default
 
 __all__ = ["DOMAIN_COLUMNS", "ROOT_ENV", "UTDMHAD", "column_domains", "column_value"]
 
-CACHE_FORMAT = 1  # bump when the preprocessing code changes what it writes
+CACHE_FORMAT = 2  # bump when the preprocessing code changes what it writes (2: content keys)
 HOLDOUT_GROUPS = ("recording", "subject_action")
 # candidate domain column: (prefix of its values, the release's values); both are in the names
 DOMAIN_COLUMNS = {"subject": ("s", SUBJECTS), "trial": ("t", TRIALS)}
@@ -313,7 +313,7 @@ class UTDMHAD(ArrayDomainDataset):
             load_modality(self.root, self.samples, modality, self.settings, progress,
                           self.allow_outside_root)
         key = {"format": CACHE_FORMAT, "modality": modality,
-               "files": file_fingerprint(paths, self.root), **self.settings.for_modality(modality)}
+               "files": content_digest(paths, self.root), **self.settings.for_modality(modality)}
         cache = ArrayCache(cache_dir / "utd-mhad", modality, key)
         ids = np.array([s.id for s in self.samples])
         arrays = cache.load_or_build(lambda: {

@@ -3,10 +3,12 @@
 :func:`run_experiment` is ``merdg bench``, ``merdg sweep`` and ``merdg demo``. Everything is
 checked before any run starts: the dataset and its domains, every algorithm's hparams (unknown
 names and presets fail here), and the run directories (one holding a run of another config is
-refused, listing the differences, unless ``overwrite``). Launching again skips finished runs,
-resumes interrupted ones from their checkpoints and retries failed ones, so the same command
-can be repeated until everything is done. Tables are written from whatever has finished, also
-when some runs failed (their errors are listed; the command then exits with status 1).
+refused, listing the differences, unless ``overwrite``). Nothing is written before every check
+has passed (``experiment.json`` included), so a refused command leaves the directory as it
+was. Launching again skips finished runs, resumes interrupted ones from their checkpoints and
+retries failed ones, so the same command can be repeated until everything is done. Tables
+are written from whatever has finished, also when some runs failed (their errors are listed;
+the command then exits with status 1).
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ from merdg.experiments.plan import (
 from merdg.experiments.report import EXPERIMENT_FILE, write_report, write_tables
 from merdg.run.directory import RunDirConflictError
 from merdg.run.hparams import resolve_run_hparams
+from merdg.run.initialization import check_initialization
 from merdg.run.records import run_metadata, write_json_atomic
 from merdg.run.setup import check_open_set, source_splits
+from merdg.run.wandb import check_wandb
 
 __all__ = ["ExperimentResult", "check_experiment", "experiment_tasks", "run_experiment"]
 
@@ -94,14 +98,18 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
     (:func:`merdg.run.hparams.resolve_run_hparams`), so an unknown algorithm or hparam name, a
     value out of its declared range, a bad preset or a missing checkpoint fails here, once; so
     do open-set settings (no published class split and no ``--known-classes``, a bad class
-    list, MOOSA-OS without ``--open-set``) and every evaluation asked for (its
+    list, MOOSA-OS without ``--open-set``), every evaluation asked for (its
     :meth:`~merdg.evaluators.Evaluator.check`: e.g. a corruption name that no modality of a
-    modality set accepts, OOD data whose samples do not fit); and every task's source domains
+    modality set accepts, OOD data whose samples do not fit), and an ``--init`` file or
+    ``--freeze`` that does not fit the encoders
+    (:func:`merdg.run.initialization.check_initialization`); and every task's source domains
     are checked against its batch size and holdout (:func:`merdg.run.setup.source_splits`: no
     empty split, each domain's share of a batch).
     """
     experiment.validate()
     canonical_evaluations(experiment.base.evaluations)  # before any data is read
+    if experiment.base.wandb:
+        check_wandb()  # the package and, online, credentials: before any job
     dataset = _dataset(experiment)
     all_tasks = experiment_tasks(experiment, dataset)
     checked: dict[tuple[tuple[str, ...], str], tuple[DomainDataset, set[int], Any]] = {}
@@ -119,6 +127,7 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
             sizes = {int(resolve_run_hparams(run_config(experiment, task, trial, trial),
                                              subset)["batch_size"])
                      for trial in range(experiment.trials + 1)}
+            check_initialization(config, resolve_run_hparams(config, subset), subset)
             checked[key] = (subset, sizes, known)
         subset, sizes, known = checked[key]
         sources = config.sources or [d for d in subset.domains if d != task.target]
@@ -129,18 +138,33 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
 
 def _settle_directories(jobs: Sequence[Job], overwrite: bool) -> None:
     """Refuse (or, with ``overwrite``, clear) run directories holding another config's run."""
+    for job in _foreign(jobs, overwrite):
+        job.run_dir.reset()
+
+
+def _foreign(jobs: Sequence[Job], overwrite: bool) -> list[Job]:
+    """The jobs whose directories hold another config's run (to clear, with ``overwrite``).
+
+    Raises:
+        RunDirConflictError: There are some and ``overwrite`` is False.
+    """
     foreign = [job for job in jobs if job.status() == "foreign"]
     if foreign and not overwrite:
         first = foreign[0].run_dir.conflict_message(foreign[0].config)
         noun = "directory" if len(foreign) == 1 else "directories"
         raise RunDirConflictError(f"{len(foreign)} run {noun} of this experiment hold other "
                                   f"runs; the first: {first}")
-    for job in foreign:
-        job.run_dir.reset()
+    return foreign
 
 
-def _check_weights(experiment: ExperimentConfig, jobs: Sequence[Job], overwrite: bool) -> None:
-    """Finished runs that diagnostics need must have saved their weights."""
+def _lacking_weights(experiment: ExperimentConfig, jobs: Sequence[Job],
+                     overwrite: bool) -> list[Job]:
+    """Finished runs that diagnostics need but that did not save their weights (to retrain,
+    with ``overwrite``).
+
+    Raises:
+        RunDirConflictError: There are some and ``overwrite`` is False.
+    """
     missing = [job for job in jobs if job.config.seed < experiment.diagnose_seeds
                and job.status() == "done" and not job.run_dir.model_file.exists()]
     if missing and not overwrite:
@@ -148,8 +172,7 @@ def _check_weights(experiment: ExperimentConfig, jobs: Sequence[Job], overwrite:
             f"{len(missing)} finished runs lack the weights --diagnose needs (e.g. "
             f"{missing[0].path}); run again with --overwrite to retrain them, or without "
             "--diagnose")
-    for job in missing:
-        job.run_dir.reset()
+    return missing
 
 
 def run_experiment(experiment: ExperimentConfig, launcher: LauncherOptions | None = None,
@@ -165,13 +188,15 @@ def run_experiment(experiment: ExperimentConfig, launcher: LauncherOptions | Non
     """
     start = time.perf_counter()
     all_tasks = check_experiment(experiment)
+    first = first_phase(experiment, all_tasks)
+    to_clear = _foreign(first, overwrite) + _lacking_weights(experiment, first, overwrite)
+    # every check has passed: only now is anything written (a refused command changes nothing)
     root = Path(experiment.out_dir)
     root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(root / EXPERIMENT_FILE, {"experiment": experiment.to_dict(),
                                                **run_metadata()})
-    first = first_phase(experiment, all_tasks)
-    _settle_directories(first, overwrite)
-    _check_weights(experiment, first, overwrite)
+    for job in to_clear:
+        job.run_dir.reset()
     reports = [launch(first, launcher, progress)]
     second, waiting = second_phase(experiment, all_tasks)
     if second:

@@ -68,9 +68,8 @@ WRAPPER_KEYS = ("encoder.", "norm.")  # MBCD's LayerNormEncoder
 INIT_HINT = ("Check that the file holds encoders built with the same encoder options (name, "
              "widths, layers, input shape) as this run's, or load the modalities that match "
              "with modalities=[...] (docs/regimes.md).")
-TRUST_HINT = ("The file holds objects other than tensors and plain containers; merdg loads "
-              "pretrained encoder weights with weights_only=True only. Save the weights as a "
-              "plain state dict (torch.save(model.state_dict(), path)).")
+TRUST_HINT = ("merdg loads pretrained encoder weights with weights_only=True only: save them as "
+              "a plain state dict (torch.save(model.state_dict(), path)).")
 
 
 # --------------------------------------------------------------------------------------------

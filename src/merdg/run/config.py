@@ -160,6 +160,17 @@ class RunConfig(Settings):
         False, help="also log scalars to Weights & Biases under OUT/wandb, offline unless "
         "WANDB_MODE=online (pip install 'merdg[wandb]')", flag="--wandb", kind="bool",
         identity=False)
+    wandb_project: str | None = _setting(
+        None, help="W&B project of --wandb (default: $WANDB_PROJECT, else merdg)",
+        flag="--wandb-project", kind="str", nullable=True, identity=False)
+    wandb_entity: str | None = _setting(
+        None, help="W&B entity (user or team) of --wandb (default: $WANDB_ENTITY, else the "
+        "default of the logged-in account)", flag="--wandb-entity", kind="str", nullable=True,
+        identity=False)
+    wandb_group: str | None = _setting(
+        None, help="W&B group of --wandb (default: none for merdg train; bench and sweep group "
+        "their runs by experiment, under the name of their --out directory)",
+        flag="--wandb-group", kind="str", nullable=True, identity=False)
     evaluations: dict[str, dict[str, Any]] = _setting(
         {}, help="settings of the evaluators beyond clean accuracy, {evaluator: {setting: "
         "value}} (set by their own flags: --eval-missing, --corruptions, --encoder-probes, "
@@ -221,10 +232,17 @@ class RunConfig(Settings):
         if self.target is not None and self.sources and self.target in self.sources:
             raise ValueError(f"target {self.target!r} is also a source domain (--source "
                              f"{' '.join(self.sources)})")
+        if not self.wandb:
+            unused = [option_of(n).flag for n in WANDB_OPTIONS if getattr(self, n) is not None]
+            if unused:
+                verb = "applies" if len(unused) == 1 else "apply"
+                raise ValueError(f"{', '.join(unused)} only {verb} with --wandb (wandb is not "
+                                 "set)")
         return self
 
 
 INIT_KINDS = ("scratch", "unimodal")
+WANDB_OPTIONS = ("wandb_project", "wandb_entity", "wandb_group")
 
 
 def init_kind(init: str) -> str:

@@ -51,7 +51,7 @@ from merdg.run.data_parallel import enable_data_parallel, mean_over_ranks, setup
 from merdg.run.directory import RunDir, RunDirConflictError
 from merdg.run.evaluation import EvaluationStage, evaluate_run, missing_evaluations
 from merdg.run.hparams import resolve_run_hparams
-from merdg.run.initialization import init_file_digest, prepare_encoders
+from merdg.run.initialization import check_initialization, init_file_digest, prepare_encoders
 from merdg.run.records import EpochRecord, run_metadata, run_rows
 from merdg.run.selection import select_epoch
 from merdg.run.setup import (
@@ -64,6 +64,7 @@ from merdg.run.setup import (
     run_sources,
     source_splits,
 )
+from merdg.run.wandb import check_wandb
 
 __all__ = ["build_algorithm", "check_open_set", "resolve_device", "run_hparams",
            "source_splits", "summarize", "train"]
@@ -173,8 +174,11 @@ def _wandb_logger(config: RunConfig, out: RunDir | None):
 
     mods = "+".join(config.modalities or ["all"])
     sources = "+".join(config.sources) + "->" if config.sources else ""
-    name = f"{config.algorithm} {mods} {sources}{config.target} seed{config.seed}"
-    return WandbLogger(out.path, config=config.to_dict(), name=name)
+    trial = f" trial{config.hparams_seed}" if config.hparams_seed else ""
+    name = f"{config.algorithm} {mods} {sources}{config.target}{trial} seed{config.seed}"
+    return WandbLogger(out.path, config=config.to_dict(), name=name,
+                       project=config.wandb_project, entity=config.wandb_entity,
+                       group=config.wandb_group)
 
 
 def _loggers(run: _Run) -> list[Any]:
@@ -212,6 +216,8 @@ def train(config: RunConfig, progress: bool = True, resume: bool = True,
     canonical_evaluations(config.evaluations)  # checked before any work
     if config.target is None:
         raise ValueError("target (--target) is required")
+    if config.wandb:
+        check_wandb()  # the package and, online, credentials: before any data is read
     device, owns_group = setup_distributed(resolve_device(config.device))
     try:
         summary = _run_on_this_rank(config, device, progress, resume, overwrite)
@@ -403,6 +409,7 @@ def _setup_run(config: RunConfig, device: torch.device, out: RunDir | None) -> _
     batch_size = int(hparams["batch_size"])
     data = prepare_data(config, dataset, sources, batch_size)
     stage = EvaluationStage(config, data)
+    check_initialization(config, hparams, dataset)  # --init FILE, --freeze: before any write
     loader, sampler = _train_loader(data.train_parts, sources, config, batch_size)
     run_info = {"config": config.to_dict(), "hparams": hparams, "sources": sources,
                 "modalities": dataset.modalities, "domains": list(dataset.domains),
