@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HParam", "KINDS", "PRETRAIN_HPARAMS", "TRAINING_HPARAMS", "check_hparams",
-           "describe_search", "resolve_hparams", "seed_hash", "training_default"]
+__all__ = ["HParam", "KINDS", "OPTIONAL_HPARAMS", "PRETRAIN_HPARAMS", "TRAINING_HPARAMS",
+           "check_hparams", "describe_search", "optional_default", "resolve_hparams", "seed_hash",
+           "training_default"]
 
 
 KINDS = ("float", "int", "str", "bool", "dict")
@@ -198,6 +199,25 @@ TRAINING_HPARAMS: dict[str, HParam] = {
     "grad_clip": HParam(0.0, "clip the gradient norm to this value; 0 disables (official: off)",
                         kind="float", low=0),
 }
+
+# Training hparams that a run's resolved hparams hold only when its dataset declares them (with
+# its own default, through optional_default) or the user sets them (--hparams, a preset), so the
+# resolved hparams of every other run stay as they were; a run without one uses the default here.
+OPTIONAL_HPARAMS: dict[str, HParam] = {
+    "steps": HParam(0, "optimizer steps of the run; 0: epochs x the steps of one epoch. A step "
+                    "budget replaces epochs (DomainBed's --steps; MMDG-Bench's iterations)",
+                    kind="int", low=0),
+    "eval_every": HParam(0, "evaluate on source validation and the target every this many "
+                         "steps, one record each (selection picks among them); 0: after every "
+                         "epoch (DomainBed's checkpoint_freq)", kind="int", low=0),
+}
+
+
+def optional_default(name: str, default: Any, help: str) -> HParam:
+    """A dataset's declaration of an :data:`OPTIONAL_HPARAMS` hparam (kind, range) with its
+    default and help."""
+    return OPTIONAL_HPARAMS[name].with_default(default, help)
+
 
 # The unimodal pretraining stage of ``--init unimodal`` (merdg.run.pretraining): declared for those
 # runs only, so the resolved hparams of every other run stay as they were. None takes the fused

@@ -202,3 +202,75 @@ def test_merloss_sums_over_sorted_modalities():
         MERLoss(reduction="max")
     with pytest.raises(ValueError, match="no features"):
         mer({})
+
+
+@pytest.mark.parametrize("n,d", [(24, 40), (60, 12)])  # the Gram and the covariance paths
+def test_modalities_of_one_shape_are_computed_in_one_batched_pass(n, d, monkeypatch):
+    """Modalities sharing a shape go through one batched factorization (two here: three of one
+    shape and one of another); each one's terms and gradients are those of its own batch."""
+    gen = torch.Generator().manual_seed(n * d)
+    feats = {m: (torch.randn(n, d, generator=gen, dtype=torch.float64) * scale + shift)
+             .requires_grad_() for m, scale, shift in
+             (("a", 0.5, 0.0), ("b", 2.0, 1.0), ("c", 1.0, -3.0))}
+    feats["d"] = torch.randn(n, d // 2, generator=gen, dtype=torch.float64).requires_grad_()
+    settings = {"alpha_marg": 0.7, "alpha_spec": 1.3, "marg_eps": 1e-3, "spec_eps": 1e-5}
+    factorizations = []
+    real = torch.linalg.cholesky_ex
+
+    def counted(m, **kw):
+        factorizations.append(tuple(m.shape))
+        return real(m, **kw)
+
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", counted)
+    terms = MERLoss(**settings).terms(feats)
+    k = min(n, d)
+    assert sorted(factorizations) == sorted([(3, k, k), (min(n, d // 2),) * 2])
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", real)
+    for m, z in feats.items():
+        alone = mer_terms(z, **settings)
+        for got, want in zip(terms[m], alone):
+            assert got.item() == pytest.approx(want.item(), rel=1e-12, abs=1e-12)
+        (grad,) = torch.autograd.grad(terms[m].loss, z, retain_graph=True)
+        (want,) = torch.autograd.grad(alone.loss, z)
+        assert torch.allclose(grad, want, rtol=1e-10, atol=1e-12)
+
+
+def test_batched_float32_terms_match_the_single_batch_ones():
+    gen = torch.Generator().manual_seed(0)
+    feats = {m: torch.randn(48, 128, generator=gen) * (i + 1) for i, m in enumerate("xyz")}
+    terms = MERLoss().terms(feats)
+    for m, z in feats.items():
+        alone = mer_terms(z)
+        assert terms[m].loss.item() == pytest.approx(alone.loss.item(), rel=1e-6)
+
+
+def test_logdet_of_a_stack_falls_back_only_where_cholesky_fails():
+    from merdg.losses.mer import _logdet_spd
+
+    spd = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    indefinite = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)  # det -3
+    out = _logdet_spd(torch.stack([spd, indefinite]))
+    assert out[0].item() == pytest.approx(math.log(1.75), rel=1e-12)
+    assert out[1].item() == pytest.approx(math.log(3.0), rel=1e-12)
+
+
+def test_non_finite_features_are_named_by_modality():
+    """Checked once per group of one shape (sorted names: audio+video, then flow)."""
+    from merdg.losses.mer import NonFiniteFeaturesError
+
+    feats = {"audio": torch.randn(8, 4), "video": torch.randn(8, 4), "flow": torch.randn(8, 3)}
+    feats["video"][1, 2] = float("nan")
+    feats["flow"][0, 0] = float("inf")
+    with pytest.raises(NonFiniteFeaturesError) as err:
+        MERLoss().terms(feats)
+    assert err.value.modalities == ("video",)
+    assert str(err.value) == ("modality 'video': MER-DG received non-finite features: 1 of 32 "
+                              "entries of the (8, 4) batch are NaN or Inf")
+    feats["video"][1, 2] = 0.0
+    with pytest.raises(NonFiniteFeaturesError, match="modality 'flow': .* 1 of 24 entries"):
+        MERLoss().terms(feats)
+
+
+def test_merloss_refuses_unknown_keywords():
+    with pytest.raises(TypeError, match=r"unknown keyword arguments \['alpha'\]"):
+        MERLoss(alpha=1.0)

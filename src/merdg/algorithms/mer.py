@@ -11,14 +11,13 @@ regularizes them).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from merdg.algorithms.base import ALGORITHMS, Algorithm, NonFiniteLossError, Objective
 from merdg.algorithms.erm import ERM
 from merdg.datasets.base import Batch
 from merdg.hparams import HParam
-from merdg.losses.mer import MERLoss
+from merdg.losses.mer import MERLoss, NonFiniteFeaturesError
 
 __all__ = ["MER_HPARAMS", "MERDG", "with_mer"]
 
@@ -87,14 +86,14 @@ def _compose(base: type[Algorithm], name: str) -> type[Algorithm]:
         def objective(self, batch: Batch) -> Objective:
             obj = super().objective(batch)
             features = self.mer_features(batch, obj)
-            finite = torch.stack([torch.isfinite(z).all() for z in features.values()])
-            if not bool(finite.all()):  # the weights diverged: report it like a non-finite loss
-                bad = [m for m, ok in zip(features, finite.tolist()) if not ok]
+            try:
+                terms = self.mer.terms(features)
+            except NonFiniteFeaturesError as err:  # the weights diverged: a non-finite loss
                 raise NonFiniteLossError(
                     {k: float(v.detach()) for k, v in obj.logs.items()},
-                    detail=f"the {self.mer_target} representations of {', '.join(bad)} that "
-                    "MER-DG regularizes hold NaN/Inf (the weights diverged)")
-            terms = self.mer.terms(features)
+                    detail=f"the {self.mer_target} representations of "
+                    f"{', '.join(err.modalities)} that MER-DG regularizes hold NaN/Inf (the "
+                    "weights diverged)") from None
             mer = self.mer.reduce(terms)
             logs = dict(obj.logs, mer=mer)
             for m, t in terms.items():
