@@ -128,11 +128,14 @@ def test_bool_and_other_kinds(name, value):
 def test_dict_and_nullable_kinds():
     from merdg.algorithms import CMRF, MOOSA
 
-    assert resolve_hparams(CMRF.HPARAMS, overrides={"modality_weights": {"audio": 0.5}})
+    resolved = resolve_hparams(CMRF.HPARAMS, overrides={"modality_weights": {"audio": 0.5}})
+    assert resolved["modality_weights"] == {"audio": 0.5}
     with pytest.raises(ValueError, match=r"modality_weights \(override\) must be a JSON object "
                        r"of finite numbers >= 0, got \{'audio': -1\}"):
         resolve_hparams(CMRF.HPARAMS, overrides={"modality_weights": {"audio": -1}})
-    assert resolve_hparams(MOOSA.HPARAMS, overrides={"jigsaw_hidden": None})
+    resolved = resolve_hparams(MOOSA.HPARAMS, overrides={"jigsaw_hidden": None})
+    assert "jigsaw_hidden" in resolved and resolved["jigsaw_hidden"] is None
+    assert resolve_hparams(MOOSA.HPARAMS, overrides={"jigsaw_hidden": 7})["jigsaw_hidden"] == 7
     with pytest.raises(ValueError, match=r"jigsaw_hidden \(override\) must be an integer >= 1, "
                        r"or null, got 0"):
         resolve_hparams(MOOSA.HPARAMS, overrides={"jigsaw_hidden": 0})
@@ -141,3 +144,48 @@ def test_dict_and_nullable_kinds():
 def test_preset_values_are_checked_and_named_as_such():
     with pytest.raises(ValueError, match=r"^hparam lr \(preset\) must be a finite number >= 0"):
         resolve_hparams(TRAINING_HPARAMS, preset={"lr": -1})
+
+
+# --- bounds: closed and open, at, just inside and just outside each one ----------------------
+
+@pytest.mark.parametrize("low_open", [False, True])
+@pytest.mark.parametrize("high_open", [False, True])
+@pytest.mark.parametrize("kind", ["float", "dict"])
+def test_open_and_closed_bounds_at_and_around_each_bound(low_open, high_open, kind):
+    hp = HParam({} if kind == "dict" else 0.5, "bounded", kind=kind, low=0.0, high=1.0,
+                low_open=low_open, high_open=high_open)
+    wrap = (lambda v: {"x": v}) if kind == "dict" else (lambda v: v)
+    expected = {0.0: not low_open, 1.0: not high_open, 0.5: True, 1e-9: True,
+                1 - 1e-9: True, -1e-9: False, 1 + 1e-9: False}
+    for value, allowed in expected.items():
+        assert (hp.problem(wrap(value)) is None) is allowed, (value, low_open, high_open)
+    words = (f"{'>' if low_open else '>='} 0 and {'<' if high_open else '<='} 1")
+    assert words in hp.describe()
+
+
+@pytest.mark.parametrize("name, value, allowed", [
+    ("dropout", 1.0, False), ("dropout", 0.0, True), ("dropout", 0.999, True),
+    ("mer_eps", 1.0, False), ("mer_eps", 0.0, False), ("mer_eps", 0.5, True),
+    ("mer_lambda", 0.0, True), ("mer_lambda", 1e6, True),
+])
+def test_declared_open_bounds_of_real_hparams(name, value, allowed):
+    from merdg.algorithms import MER_HPARAMS
+
+    overrides = {name: value}
+    if allowed:
+        assert resolve_hparams(TRAINING_HPARAMS, MER_HPARAMS, overrides=overrides)[name] == value
+    else:
+        with pytest.raises(ValueError, match=rf"^hparam {name} \(override\) must be "):
+            resolve_hparams(TRAINING_HPARAMS, MER_HPARAMS, overrides=overrides)
+
+
+def test_int_bounds_and_choices_of_numbers():
+    hp = HParam(2, "int", kind="int", low=1, high=3, high_open=True)
+    assert [hp.problem(v) is None for v in (0, 1, 2, 3)] == [False, True, True, False]
+    choice = HParam(0.1, "float choice", kind="float", choices=(0.1, 0.2))
+    assert choice.problem(0.2) is None and choice.problem(0.15) is not None
+    assert choice.describe() == "one of 0.1, 0.2"
+    nullable = HParam(None, "nullable", kind="int", low=1, nullable=True)
+    assert nullable.problem(None) is None and nullable.problem(0) is not None
+    assert nullable.describe() == "an integer >= 1, or null"
+    assert HParam(1, "plain", kind="int").problem(None) == "must be an integer, got None"

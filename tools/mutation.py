@@ -154,7 +154,8 @@ def run_mutmut(module: Module, work: Path) -> str:
         except subprocess.TimeoutExpired:
             return f"mutmut ran past {module.timeout_s} s (see {log}); scored what it finished"
     if proc.returncode != 0:
-        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        lines = log.read_text(errors="replace").strip().splitlines()
+        tail = [line for line in lines if line.startswith(("FAILED", "ERROR"))][:3] + lines[-1:]
         return f"mutmut exited {proc.returncode} (see {log}): " + " | ".join(tail)
     return ""
 
@@ -163,8 +164,7 @@ def mutant_diff(work: Path, mutant: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=work,
                           capture_output=True, text=True)
     return "\n".join(line for line in proc.stdout.splitlines()
-                     if line[:2] in ("- ", "+ ") or line[:1] in "-+" and line[:3] not in
-                     ("---", "+++"))
+                     if line[:1] in ("-", "+") and line[:3] not in ("---", "+++"))
 
 
 def added_lines(diff: str) -> list[str]:
@@ -188,6 +188,9 @@ def score(module: Module, work: Path, equivalents: list[Equivalent]) -> Score:
         if code in KILLED:
             result.killed += 1
             continue
+        if code not in SURVIVED | NO_TESTS:  # not run (None), segfault, suspicious, ...
+            result.survivors[mutant] = f"(not killed: mutmut exit code {code})"
+            continue
         diff = mutant_diff(work, mutant)
         entry = known.get(mutant)
         if code in SURVIVED and entry is not None:
@@ -197,8 +200,7 @@ def score(module: Module, work: Path, equivalents: list[Equivalent]) -> Score:
             result.stale.append(mutant)
         if code in NO_TESTS:
             result.no_tests.append(mutant)
-        result.survivors[mutant] = diff if code in SURVIVED or code in NO_TESTS else (
-            f"(verdict: exit code {code})\n{diff}")
+        result.survivors[mutant] = diff
     listed = {e.mutant for e in equivalents if e.mutant.startswith(dotted(module.source) + ".")}
     result.stale += sorted(m for m in listed
                            if m not in verdicts or verdicts[m] not in SURVIVED | KILLED)
