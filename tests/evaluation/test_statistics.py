@@ -95,3 +95,71 @@ def test_paired_differences_over_result_rows():
         paired_differences(all_rows, reference="CMRF")
     with pytest.raises(ValueError, match="two results for ERM on target human seed 0"):
         paired_differences(all_rows + rows("ERM", {("human", 0): 0.5}))
+
+
+# --- independent expectations: pairing, and the bootstrap's 95% percentile interval ---------
+
+T_975_3 = 3.182446305284263  # t_{0.975, 3}, any statistics table
+
+
+def test_pairing_changes_the_interval_computed_by_hand():
+    """Pairs whose order differs between the algorithms: sorted (unpaired) differences would
+    have the same mean but a much smaller spread, hence another interval."""
+    import statistics
+
+    ref = {("a", 0): 0.50, ("a", 1): 0.52, ("b", 0): 0.54, ("b", 1): 0.56}
+    gain = {("a", 0): 0.06, ("a", 1): 0.02, ("b", 0): 0.05, ("b", 1): 0.01}
+    algo = {k: ref[k] + gain[k] for k in ref}
+    d = [gain[k] for k in sorted(ref)]
+    half = T_975_3 * statistics.stdev(d) / 2
+    r = paired_difference(algo, ref)
+    assert r.mean == pytest.approx(0.035)
+    assert (r.t_low, r.t_high) == pytest.approx((0.035 - half, 0.035 + half), rel=1e-9)
+    unpaired = [a - b for a, b in zip(sorted(algo.values()), sorted(ref.values()))]
+    assert statistics.stdev(unpaired) < statistics.stdev(d) / 2  # the fixture discriminates
+    # paired over the common keys only, whatever the insertion order of the maps
+    shuffled = dict(reversed(list(algo.items())))
+    assert paired_difference(shuffled, ref).t_low == pytest.approx(r.t_low, rel=1e-12)
+
+
+def percentile(sorted_values, q):
+    """Linear-interpolation percentile (numpy's default), written out."""
+    pos = q * (len(sorted_values) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (pos - lo) * (sorted_values[hi] - sorted_values[lo])
+
+
+def test_bootstrap_interval_is_the_95_percent_percentile_interval():
+    d = np.random.default_rng(5).normal(0.01, 0.02, size=9)  # no ties among the means
+    low, high = bootstrap_interval(d, seed=7)  # 10,000 resamples
+    # the documented resampling: numpy default_rng(seed), indices with replacement
+    rng = np.random.default_rng(7)
+    means = sorted(d[rng.integers(0, len(d), size=(10_000, len(d)))].mean(axis=1))
+    assert low == pytest.approx(percentile(means, 0.025), abs=1e-15)
+    assert high == pytest.approx(percentile(means, 0.975), abs=1e-15)
+    # a property that ignores how the resamples are drawn: 95% of bootstrap means fall inside
+    own = np.random.default_rng(123).choice(d, size=(40_000, len(d))).mean(axis=1)
+    assert np.mean((own >= low) & (own <= high)) == pytest.approx(0.95, abs=0.015)
+    # and the level is a parameter: 80% is inside the 95% interval
+    low80, high80 = bootstrap_interval(d, confidence=0.8, seed=7)
+    assert low < low80 < high80 < high
+    assert np.mean((own >= low80) & (own <= high80)) == pytest.approx(0.80, abs=0.015)
+
+
+def test_paired_difference_intervals_use_the_requested_level():
+    algo = {k: v for k, v in enumerate([0.61, 0.58, 0.66, 0.60, 0.63])}
+    ref = {k: v for k, v in enumerate([0.60, 0.59, 0.62, 0.57, 0.60])}
+    d = [algo[k] - ref[k] for k in range(5)]
+    r95 = paired_difference(algo, ref)
+    r80 = paired_difference(algo, ref, confidence=0.8)
+    assert r95.confidence == 0.95 and r80.confidence == 0.8
+    assert (r95.t_low, r95.t_high) == pytest.approx(t_interval(d, 0.95))
+    assert r80.t_high - r80.t_low < r95.t_high - r95.t_low
+    assert (r95.boot_low, r95.boot_high) == pytest.approx(bootstrap_interval(d))
+    assert r95.interval("bootstrap") == (r95.boot_low, r95.boot_high)
+    assert r95.interval() == (r95.t_low, r95.t_high)
+    with pytest.raises(ValueError, match="unknown interval 'z'"):
+        r95.interval("z")
+    with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\), got 1.5"):
+        paired_difference(algo, ref, confidence=1.5)
