@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -148,16 +149,33 @@ def run_mutmut(module: Module, work: Path) -> str:
     cmd = ["nice", "-n", "19", *mutmut, "run", "--max-children", "1", *mutant_globs(module)]
     log = work / "mutmut.log"
     with open(log, "w") as out:
+        # its own process group, so that a time-out or an interrupt ends mutmut's workers too
+        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         try:
-            proc = subprocess.run(cmd, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  timeout=module.timeout_s)
+            proc.wait(timeout=module.timeout_s)
         except subprocess.TimeoutExpired:
+            _stop(proc)
             return f"mutmut ran past {module.timeout_s} s (see {log}); scored what it finished"
+        except BaseException:
+            _stop(proc)
+            raise
     if proc.returncode != 0:
         lines = log.read_text(errors="replace").strip().splitlines()
         tail = [line for line in lines if line.startswith(("FAILED", "ERROR"))][:3] + lines[-1:]
         return f"mutmut exited {proc.returncode} (see {log}): " + " | ".join(tail)
     return ""
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End mutmut and the workers it forked (its process group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def mutant_diff(work: Path, mutant: str) -> str:
@@ -229,6 +247,10 @@ def report(scores: list[Score], min_score: float) -> bool:
     return ok
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so that run_mutmut ends mutmut's process group
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help="module names of tools/mutation.toml")
@@ -239,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="score the last run's verdicts again (after editing the "
                              "equivalence list) without running mutmut")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)
     modules, equivalents, min_score = load_config()
     if args.min_score is not None:
         min_score = args.min_score
