@@ -342,3 +342,24 @@ def test_finished_requires_the_summary(tmp_path, tiny_hparams, tiny_synthetic_op
     assert run.status(config) == "incomplete" and not run.finished(config)  # ... not enough
     run.mark_failed("boom")
     assert run.status(config) == "failed" and run.failure() == "boom"
+
+
+def test_the_filesystem_root_contains_everything():
+    assert outside_root("/", "/etc/passwd") is None
+
+
+def test_read_utf8_positions_and_other_byte_order_marks(tmp_path):
+    path = tmp_path / "m.csv"
+    for bom in (b"\xfe\xff", b"\x00\x00\xfe\xff"):
+        path.write_bytes(bom + b"\x00a")
+        with pytest.raises(DataError, match=rf"UTF-16/UTF-32 text \(byte-order mark "
+                           rf"{bom[:2].hex(' ')}\); save the text file as UTF-8$"):
+            read_utf8(path)
+    path.write_bytes(b"a\n\0b\nc\0\n")  # the first NUL's line
+    with pytest.raises(DataError, match=r"line 2: NUL byte; a text file is UTF-8 text \(UTF-16 "
+                       r"text holds NUL bytes: save it as UTF-8\)$"):
+        read_utf8(path)
+    path.write_bytes(b"\nxy\xe9")  # a newline at offset 0: column counted from it
+    with pytest.raises(DataError, match=r"line 2: byte 0xe9 at column 3 is not UTF-8; save the "
+                       r"text file as UTF-8 \(latin-1 and other encodings are not read\)$"):
+        read_utf8(path)

@@ -270,3 +270,44 @@ def test_merloss_errors_name_the_modality():
 def test_mer_loss_forwards_its_keywords():
     z = torch.randn(8, 3, dtype=torch.float64)
     assert mer_loss(z, alpha_marg=0.0).item() == pytest.approx(mer_terms(z).spectral.item())
+
+
+def test_lower_level_defaults_are_the_official_ones():
+    from merdg.losses import marginal_entropy_loss, spectral_entropy_loss
+
+    z = torch.tensor([[0.0, 0.0], [0.4, 1.0], [0.8, 3.0]], dtype=torch.float64)
+    # variances 0.16 and 3 (unbiased): gamma = 1, eps = 1e-4
+    expected = (1 - math.sqrt(0.16 + 1e-4)) / 2
+    assert marginal_entropy_loss(z).item() == pytest.approx(expected, rel=1e-12)
+    assert spectral_entropy_loss(z).item() == pytest.approx(
+        mer_terms(z, spec_eps=1e-4, unbiased=True).spectral.item(), rel=1e-12)
+    assert spectral_entropy_loss(z).item() != pytest.approx(
+        spectral_entropy_loss(z, unbiased=False).item(), rel=1e-6)
+    assert spectral_entropy_loss(z).item() == pytest.approx(numpy_reference(z.numpy())[1],
+                                                            rel=1e-10)
+
+
+def test_each_epsilon_reaches_its_own_term():
+    z = torch.tensor([[0.0, 0.0], [0.4, 1.0], [0.8, 3.0]], dtype=torch.float64)
+    t = mer_terms(z, marg_eps=0.2, spec_eps=1e-4)
+    assert t.marginal.item() == pytest.approx((1 - math.sqrt(0.16 + 0.2)) / 2, rel=1e-12)
+    assert t.spectral.item() == pytest.approx(numpy_reference(z.numpy())[1], rel=1e-10)
+    assert mer_terms(z, spec_eps=0.1).spectral.item() == pytest.approx(
+        numpy_reference(z.numpy(), eps=0.1)[1], rel=1e-10)
+
+
+def test_single_sample_terms_are_all_zero_tensors():
+    t = mer_terms(torch.ones(1, 3))
+    assert all(isinstance(v, torch.Tensor) and v.item() == 0.0 for v in t)
+
+
+def test_input_errors_are_exact():
+    with pytest.raises(TypeError, match=r"^MER-DG expects a torch.Tensor, got list$"):
+        mer_terms([[1.0, 2.0]])
+    with pytest.raises(ValueError, match=r"^MER-DG expects features of shape \(batch, dim\), got "
+                       r"shape \(4,\); pool or flatten encoder outputs first \(see "
+                       r"merdg.FeatureTap's `pool`\)$"):
+        mer_terms(torch.ones(4))
+    with pytest.raises(ValueError, match=r"^MER-DG received non-finite features: 1 of 6 entries "
+                       r"of the \(2, 3\) batch are NaN or Inf$"):
+        mer_terms(torch.tensor([[0.0, 1.0, 2.0], [float("inf"), 1.0, 0.0]]))
