@@ -163,3 +163,139 @@ def test_paired_difference_intervals_use_the_requested_level():
         r95.interval("z")
     with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\), got 1.5"):
         paired_difference(algo, ref, confidence=1.5)
+
+
+# --- the comparison's plumbing: rows, pairs, parameters, and its two text forms -------------
+
+def test_pairs_with_replicate_labels_and_rows_without_the_metric():
+    erm = rows("ERM", {("human", 0): 0.70, ("human", "search"): 0.72, ("animal", 1): 0.60})
+    mer = rows("MERDG", {("human", 0): 0.75, ("human", "search"): 0.74, ("animal", 1): 0.61})
+    mer.append({**mer[0], "seed": 5, "target_acc": None})  # no value: left out, not an error
+    mer.append({k: v for k, v in mer[0].items() if k != "target_acc"} | {"seed": 6})
+    mer.append({**mer[0], "seed": 7, "modalities": None} | {"dataset": "hac"})
+    [r] = [r for r in paired_differences(erm + mer[:-1]) if r.group == ("hac", "audio+video")]
+    assert r.n_pairs == 3 and r.only_algorithm == 0 and r.only_reference == 0
+    assert r.mean == pytest.approx((0.05 + 0.02 + 0.01) / 3)
+    assert (r.algorithm, r.reference, r.metric) == ("MERDG", "ERM", "target_acc")
+    # numpy integer seeds (a table read back) pair with plain ones
+    as_numpy = [{**row, "seed": np.int64(row["seed"])} if row["seed"] != "search" else row
+                for row in erm]
+    assert paired_differences(as_numpy + mer[:3])[0].n_pairs == 3
+    # a missing group key is an empty group name
+    no_group = [{k: v for k, v in row.items() if k != "modalities"} for row in erm + mer[:3]]
+    assert paired_differences(no_group)[0].group == ("hac", "")
+    every = paired_differences(erm + mer[:3], selection=None)
+    assert every[0].n_pairs == 3
+
+
+def test_a_duplicate_pair_names_both_paths():
+    erm = rows("ERM", {("human", 0): 0.7})
+    dup = [{**erm[0], "path": "elsewhere"}]
+    with pytest.raises(ValueError, match=r"^two results for ERM on target human seed 0 "
+                       r"\(hac, audio\+video\): ERM/human/0 and elsewhere; keep one run per "
+                       r"\(target, seed\)$"):
+        paired_differences(erm + dup)
+    nameless = [{k: v for k, v in erm[0].items() if k != "path"}] * 2
+    with pytest.raises(ValueError, match=r": \? and \?; keep one run"):
+        paired_differences(nameless)
+
+
+def test_parameters_reach_every_comparison():
+    erm = {(t, s): 0.5 + 0.01 * s for t in ("a", "b") for s in range(3)}
+    mer = {k: v + 0.02 + 0.01 * (k[1] == 1) for k, v in erm.items()}
+    table = rows("ERM", erm) + rows("MERDG", mer)
+    [r] = paired_differences(table, confidence=0.8, resamples=50, seed=3)
+    d = [mer[k] - erm[k] for k in sorted(erm, key=repr)]
+    assert r.confidence == 0.8 and r.metric == "target_acc"
+    assert (r.boot_low, r.boot_high) == pytest.approx(bootstrap_interval(d, 0.8, 50, 3))
+    assert (r.t_low, r.t_high) == pytest.approx(t_interval(d, 0.8))
+    [default] = paired_differences(table)
+    assert (default.boot_low, default.boot_high) == pytest.approx(bootstrap_interval(d))
+    plain = paired_difference({1: 0.2, 2: 0.3}, {1: 0.1, 2: 0.1})
+    assert (plain.algorithm, plain.reference, plain.metric, plain.group) == ("", "", "", ())
+    assert (plain.boot_low, plain.boot_high) == pytest.approx(
+        bootstrap_interval([0.1, 0.2], seed=0))
+    mixed = paired_difference({("a", 0): 0.2, ("a", "search"): 0.3},
+                              {("a", 0): 0.1, ("a", "search"): 0.1})
+    assert mixed.n_pairs == 2  # replicate labels and integer seeds sort together
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match=rf"^confidence must be in \(0, 1\), got {bad}$"):
+            paired_difference({1: 0.2}, {1: 0.1}, confidence=bad)
+
+
+def test_two_differences_are_enough_and_the_input_is_checked():
+    assert not any(math.isnan(v) for v in t_interval([0.1, 0.3]))
+    assert not any(math.isnan(v) for v in bootstrap_interval([0.1, 0.3]))
+    assert bootstrap_interval([0.1, 0.3], resamples=1) == pytest.approx(
+        bootstrap_interval([0.1, 0.3], resamples=1))
+    with pytest.raises(ValueError, match=r"^resamples must be >= 1, got 0$"):
+        bootstrap_interval([0.1, 0.3], resamples=0)
+    with pytest.raises(ValueError, match=r"^2 differences are not finite$"):
+        t_interval([0.1, math.nan, math.inf])
+    assert t_interval(np.array([[0.1], [0.3]])) == pytest.approx(t_interval([0.1, 0.3]))
+
+
+def comparison_results():
+    one = paired_difference({("a", 0): 0.62, ("a", 1): 0.60, ("b", 0): 0.71, ("c", 0): 0.5},
+                            {("a", 0): 0.60, ("a", 1): 0.59, ("b", 0): 0.68},
+                            algorithm="MERDG", reference="ERM", metric="target_acc",
+                            group=("hac", "audio+video"), resamples=100)
+    worse = paired_difference({1: 0.50, 2: 0.52}, {1: 0.55, 2: 0.56}, algorithm="CMC",
+                              reference="ERM", metric="target_acc", resamples=100)
+    lonely = paired_difference({1: 0.5}, {2: 0.5}, algorithm="NEL", reference="ERM",
+                               metric="target_acc", group=("hac",))
+    return [one, worse, lonely]
+
+
+def test_markdown_table_by_hand():
+    one, worse, lonely = comparison_results()
+
+    def pct(v):
+        return f"{100 * v:+.2f}"
+
+    expected = [
+        "| group | algorithm | reference | pairs | mean difference | 95% CI (t) | "
+        "95% CI (bootstrap) | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| hac audio+video | MERDG | ERM | 3 (1 unmatched) | {pct(0.02)} | "
+        f"[{pct(one.t_low)}, {pct(one.t_high)}] | [{pct(one.boot_low)}, {pct(one.boot_high)}] | "
+        f"{one.verdict()} |",
+        f"|  | CMC | ERM | 2 | {pct(-0.045)} | [{pct(worse.t_low)}, {pct(worse.t_high)}] | "
+        f"[{pct(worse.boot_low)}, {pct(worse.boot_high)}] | {worse.verdict()} |",
+        "| hac | NEL | ERM | 0 (2 unmatched) | - | [-, -] | [-, -] | no matched pairs |",
+    ]
+    assert paired_difference_markdown([one, worse, lonely]) == "\n".join(expected) + "\n"
+    assert paired_difference_markdown([]) == ""
+    assert "| 3 (1 unmatched) | +2.00 |" in paired_difference_markdown([one], scale=100.0)
+    assert "| 3 (1 unmatched) | +0.02 |" in paired_difference_markdown([one], scale=1.0)
+
+
+def test_the_comparison_in_words_by_hand():
+    one, worse, lonely = comparison_results()
+    equal = paired_difference({1: 0.5, 2: 0.6}, {1: 0.5, 2: 0.6}, algorithm="RNANet",
+                              reference="ERM", metric="target_acc")
+    text = describe_paired_differences([one, worse, lonely, equal], what="target accuracy")
+    lines = text.splitlines()
+    assert lines[0] == ("Paired differences in target accuracy against ERM over matched "
+                        "(target, seed) pairs; a difference is beyond noise when its 95% paired "
+                        "t-interval excludes 0.")
+    assert lines[1] == (f"- MERDG (hac audio+video): 2.00 points better than ERM on average over "
+                        f"3 pairs, CI [{100 * one.t_low:+.2f}, {100 * one.t_high:+.2f}]: "
+                        f"{one.verdict()}.")
+    assert lines[2] == ("  (1 pairs of MERDG and 0 of ERM have no counterpart and are left "
+                        "out.)")
+    assert lines[3].startswith("- CMC: 4.50 points worse than ERM on average over 2 pairs, CI [")
+    assert lines[4] == "- NEL (hac): not compared, no matched pairs with ERM (0)."
+    assert lines[5] == "  (1 pairs of NEL and 1 of ERM have no counterpart and are left out.)" \
+        or lines[5].startswith("- RNANet")
+    assert lines[-1].startswith("- RNANet: 0.00 points equal than ERM on average over 2 pairs")
+    assert text.endswith(".\n") and not text.endswith("\n\n")
+    too_few = paired_difference({1: 0.5}, {1: 0.4}, algorithm="A", reference="ERM",
+                                metric="acc")
+    assert describe_paired_differences([too_few]).splitlines()[1] == (
+        "- A: not compared, too few pairs with ERM (1).")
+    assert describe_paired_differences([too_few]).splitlines()[0].startswith(
+        "Paired differences in acc against ERM")
+    words = describe_paired_differences([one], scale=1.0, unit="units", pairs="(seed)")
+    assert "over matched (seed) pairs" in words and "0.02 units better" in words
+    assert describe_paired_differences([]) == "No algorithm to compare with the reference."
