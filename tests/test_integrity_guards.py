@@ -363,3 +363,71 @@ def test_read_utf8_positions_and_other_byte_order_marks(tmp_path):
     with pytest.raises(DataError, match=r"line 2: byte 0xe9 at column 3 is not UTF-8; save the "
                        r"text file as UTF-8 \(latin-1 and other encodings are not read\)$"):
         read_utf8(path)
+
+
+def range_index_pickle(state):
+    """``_new_Index(pandas.RangeIndex, state)`` with integer entries (protocol 2)."""
+    items = b"".join(short_string(k) + b"J" + int(v).to_bytes(4, "little", signed=True)
+                     for k, v in state.items())
+    return (b"\x80\x02" + global_op("pandas.core.indexes.base", "_new_Index")
+            + global_op("pandas", "RangeIndex") + b"}(" + items + b"u\x86R.")
+
+
+@pytest.mark.parametrize("state, allowed", [
+    ({"stop": 10_000_000}, True),  # exactly the limit, start 0 and step 1 by default
+    ({"stop": 10_000_001}, False),
+    ({"start": 5, "stop": 10_000_005}, True),
+    ({"start": -10_000_000}, True),  # stop 0 by default
+    ({"start": -10_000_001}, False),
+    ({"stop": 20_000_000, "step": 2}, True),
+    ({"stop": 20_000_001}, False),
+])
+def test_range_index_length_counts_start_stop_and_step(state, allowed, tmp_path):
+    path = tmp_path / "x.pkl"
+    path.write_bytes(range_index_pickle(state))
+    if allowed:  # rebuilt (lazily), then refused for not being a DataFrame
+        with pytest.raises(DataError, match=r"holds a RangeIndex, not a pandas DataFrame$"):
+            load_dataframe(path)
+    else:
+        with pytest.raises(UnsafePickleError, match=r"refused a RangeIndex of \d+ entries \(more "
+                           r"than 10000000\)"):
+            load_dataframe(path)
+
+
+def test_only_a_range_index_is_bounded(tmp_path):
+    """A plain Index whose state names a huge stop is pandas' problem (an unreadable pickle),
+    not a RangeIndex to refuse."""
+    data = (b"\x80\x02" + global_op("pandas.core.indexes.base", "_new_Index")
+            + global_op("pandas", "Index") + b"}(" + short_string("stop") + b"J\xff\xff\xff\x7f"
+            + b"u\x86R.")
+    path = tmp_path / "x.pkl"
+    path.write_bytes(data)
+    with pytest.raises(DataError) as raised:
+        load_dataframe(path)
+    assert not isinstance(raised.value, UnsafePickleError)
+    assert "not a readable pandas pickle (TypeError: " in str(raised.value)
+
+
+def test_newobj_ex_of_an_allowed_class_is_allowed(tmp_path):
+    path = tmp_path / "x.pkl"
+    path.write_bytes(b"\x80\x04" + global_op("pandas", "DataFrame") + b")}\x92.")
+    assert type(load_dataframe(path)) is pd.DataFrame  # (an uninitialized one)
+
+
+def test_size_limit_is_inclusive_and_errors_name_the_cause(tmp_path):
+    path = tmp_path / "x.pkl"
+    with open(path, "wb") as f:
+        f.truncate(MAX_BYTES)
+    with pytest.raises(DataError, match=r"x.pkl: not a readable pandas pickle \(KeyError: 0\)$"):
+        load_dataframe(path)
+    with open(path, "wb") as f:
+        f.truncate(MAX_BYTES + 1)
+    with pytest.raises(DataError, match=rf"x.pkl: {MAX_BYTES + 1} bytes, more than the "
+                       rf"{MAX_BYTES} bytes a split file may have$"):
+        load_dataframe(path)
+    placeholder = (b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+                   b"K\x03\x85U\x01b\x87R.")
+    path.write_bytes(placeholder)
+    with pytest.raises(UnsafePickleError, match=r"refused a numpy array placeholder of shape "
+                       r"\(3,\) \(numpy writes \(0,\)\)"):
+        load_dataframe(path)
