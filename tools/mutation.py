@@ -178,11 +178,30 @@ def _stop(proc: subprocess.Popen) -> None:
         pass
 
 
-def mutant_diff(work: Path, mutant: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=work,
-                          capture_output=True, text=True)
-    return "\n".join(line for line in proc.stdout.splitlines()
-                     if line[:1] in ("-", "+") and line[:3] not in ("---", "+++"))
+DIFFS = """\
+import json, sys
+from pathlib import Path
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+names = json.load(sys.stdin)
+print(json.dumps({n: get_diff_for_mutant(n, path=Path(sys.argv[1])) for n in names}))
+"""
+
+
+def mutant_diffs(work: Path, source: str, mutants: list[str]) -> dict[str, str]:
+    """The diff of each mutant (its changed lines), in one process (``mutmut show`` per mutant
+    when mutmut's internal API is not there)."""
+    if not mutants:
+        return {}
+    proc = subprocess.run([sys.executable, "-c", DIFFS, source], cwd=work, text=True,
+                          input=json.dumps(mutants), capture_output=True)
+    try:
+        diffs = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        diffs = {m: subprocess.run([sys.executable, "-m", "mutmut", "show", m], cwd=work,
+                                   capture_output=True, text=True).stdout for m in mutants}
+    return {m: "\n".join(line for line in diffs[m].splitlines()
+                         if line[:1] in ("-", "+") and line[:3] not in ("---", "+++"))
+            for m in mutants}
 
 
 def added_lines(diff: str) -> list[str]:
@@ -199,9 +218,11 @@ def score(module: Module, work: Path, equivalents: list[Equivalent]) -> Score:
     verdicts = json.loads(meta.read_text())["exit_code_by_key"]
     globs = mutant_globs(module)
     known = {e.mutant: e for e in equivalents}
-    for mutant, code in sorted(verdicts.items()):
-        if not any(fnmatch.fnmatch(mutant, g) for g in globs):
-            continue
+    selected = {m: c for m, c in sorted(verdicts.items())
+                if any(fnmatch.fnmatch(m, g) for g in globs)}
+    diffs = mutant_diffs(work, module.source,
+                         [m for m, c in selected.items() if c in SURVIVED | NO_TESTS])
+    for mutant, code in selected.items():
         result.total += 1
         if code in KILLED:
             result.killed += 1
@@ -209,7 +230,7 @@ def score(module: Module, work: Path, equivalents: list[Equivalent]) -> Score:
         if code not in SURVIVED | NO_TESTS:  # not run (None), segfault, suspicious, ...
             result.survivors[mutant] = f"(not killed: mutmut exit code {code})"
             continue
-        diff = mutant_diff(work, mutant)
+        diff = diffs[mutant]
         entry = known.get(mutant)
         if code in SURVIVED and entry is not None:
             if entry.change.strip() in added_lines(diff):
