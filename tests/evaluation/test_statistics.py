@@ -299,3 +299,30 @@ def test_the_comparison_in_words_by_hand():
     words = describe_paired_differences([one], scale=1.0, unit="units", pairs="(seed)")
     assert "over matched (seed) pairs" in words and "0.02 units better" in words
     assert describe_paired_differences([]) == "No algorithm to compare with the reference."
+
+
+def test_t_quantile_domain_and_exact_errors():
+    for p in (0.0, 1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=rf"^probability must be in \(0, 1\), got {p}$"):
+            t_quantile(p, 3)
+    for df in (0, -1, 2.5):
+        with pytest.raises(ValueError, match=rf"^degrees of freedom must be an integer >= 1, got "
+                           rf"{df}$"):
+            t_quantile(0.9, df)
+    assert t_quantile(0.975, 3.0) == pytest.approx(T_975_3, abs=1e-9)  # an integral float
+    # far tails: the upper bracket doubles until it holds the quantile
+    assert t_quantile(0.9995, 1) == pytest.approx(636.6192, rel=1e-6)
+    assert t_quantile(0.0005, 1) == pytest.approx(-636.6192, rel=1e-6)
+
+
+def test_an_interval_touching_zero_is_within_noise_and_as_dict_adds_the_verdict():
+    zero = paired_difference({1: 0.5, 2: 0.6}, {1: 0.5, 2: 0.6})
+    assert (zero.t_low, zero.t_high) == (0.0, 0.0)
+    assert zero.verdict() == "within noise" and zero.verdict("bootstrap") == "within noise"
+    worse = paired_difference({1: 0.4, 2: 0.5}, {1: 0.5, 2: 0.6})
+    assert worse.verdict() == "beyond noise"  # (-0.1, -0.1) excludes 0
+    row = zero.as_dict()
+    assert row["verdict"] == "within noise" and row["n_pairs"] == 2 and row["mean"] == 0.0
+    assert set(row) == {"group", "algorithm", "reference", "metric", "n_pairs", "only_algorithm",
+                        "only_reference", "mean", "t_low", "t_high", "boot_low", "boot_high",
+                        "confidence", "verdict"}
