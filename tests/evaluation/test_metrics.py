@@ -256,3 +256,12 @@ def test_selective_prediction_metrics_pass_the_bins_on():
     assert one == pytest.approx(abs(correct.mean() - msp.mean()))
     assert selective_prediction_metrics(logits, labels)["ece"] == pytest.approx(
         expected_calibration_error(msp, correct))
+
+
+def test_one_class_logits_and_column_labels():
+    assert max_logit(np.array([[0.3], [0.7]])).tolist() == [0.3, 0.7]
+    assert max_softmax_probability(np.array([[0.3], [0.7]])).tolist() == [1.0, 1.0]
+    logits = np.array([[2.0, 0.0], [0.0, 0.3], [1.0, 0.9]])
+    flat = selective_prediction_metrics(logits, np.array([0, 0, 0]))
+    column = selective_prediction_metrics(logits, np.array([[0], [0], [0]]))
+    assert flat == pytest.approx(column, nan_ok=True)

@@ -174,7 +174,12 @@ def test_outputs_are_integer_arrays_and_inputs_of_any_shape_are_flattened():
 
 
 def test_missing_sides_give_nan_and_threshold_errors_are_exact():
-    only_known = open_set_metrics([0, 1], [0, 0])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NaN by rule, not by a mean of nothing
+        only_known = open_set_metrics([0, 1], [0, 0])
+        open_set_metrics([UNKNOWN, 0], [UNKNOWN, UNKNOWN])
     assert only_known["known_acc"] == 0.5
     assert math.isnan(only_known["unknown_acc"]) and math.isnan(only_known["h_score"])
     only_unknown = open_set_metrics([UNKNOWN, 0], [UNKNOWN, UNKNOWN])
