@@ -265,6 +265,8 @@ def test_errors_name_the_layer_a_value_came_from():
         check_hparams({"a": "q"}, DECL)
     with pytest.raises(ValueError, match=r"^hparam a \(sweep\) must be a finite number"):
         check_hparams({"a": "q"}, DECL, {"a": "sweep"})
+    with pytest.raises(ValueError, match=r"^hparam a must be a finite number, got 'q'$"):
+        check_hparams({"a": "q"}, DECL, {"b": "sweep"})  # no origin recorded for a
     check_hparams({"undeclared": object()}, DECL)  # values nothing declares are not checked
 
 
