@@ -170,3 +170,119 @@ def test_another_world_size_reseeds_with_a_warning():
     with pytest.warns(UserWarning):
         restore_training_state(payload, _Algo(), torch.device("cpu"), seed=4)
     assert not torch.equal(torch.rand(2), first)
+
+
+# --- CUDA random states (mocked: the suite runs on CPU), files and messages -------------------
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """torch.cuda's RNG functions recorded instead of called (no GPU needed)."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: torch.tensor([7, device.index]))
+    monkeypatch.setattr(torch.cuda, "set_rng_state",
+                        lambda state, device: calls.append((state.tolist(), device)))
+    return calls
+
+
+def test_cuda_random_state_is_saved_and_restored_for_a_cuda_device(fake_cuda):
+    cuda = torch.device("cuda", 1)
+    state = rng_state(cuda)
+    assert state["cuda"].tolist() == [7, 1]
+    assert "cuda" not in rng_state(torch.device("cpu")) and "cuda" not in rng_state(None)
+    set_rng_state(state, cuda)
+    assert fake_cuda == [([7, 1], cuda)]
+    set_rng_state(state, torch.device("cpu"))
+    set_rng_state(state, None)
+    set_rng_state(rng_state(None), cuda)  # saved without CUDA: nothing to restore
+    assert len(fake_cuda) == 1
+    assert state["numpy"][1].dtype == torch.int64  # numpy's uint32 keys, as int64
+
+
+def test_restore_and_payload_pass_the_device_on(fake_cuda):
+    cuda = torch.device("cuda", 0)
+    algo = _Algo()
+    payload = epoch_payload(IDENTITY, algo, cuda, [{"epoch": 1}])
+    assert payload["rng"][0]["cuda"].tolist() == [7, 0]
+    restore_training_state(payload, _Algo(), cuda, seed=0)
+    assert fake_cuda == [([7, 0], cuda)]
+
+
+def test_records_with_non_json_values_are_stored_as_text():
+    from pathlib import Path
+
+    payload = epoch_payload(IDENTITY, _Algo(), torch.device("cpu"),
+                            [{"epoch": 1, "path": Path("runs/a")}])
+    assert payload["records"] == [{"epoch": 1, "path": "runs/a"}]
+
+
+def reseed_through(payload, seed):
+    """Two frames above the warning: it must point at this test's module (stacklevel=3)."""
+    return restore_training_state(payload, _Algo(), torch.device("cpu"), seed)
+
+
+def test_the_reseed_is_the_documented_seed_hash_and_warns_at_the_caller():
+    from merdg.hparams import seed_hash
+
+    payload = epoch_payload(IDENTITY, _Algo(), torch.device("cpu"), [{"epoch": 1}] * 4)
+    payload["rng"] = payload["rng"] * 3
+    with pytest.warns(UserWarning) as caught:
+        reseed_through(payload, 5)
+    assert str(caught[0].message) == (
+        "the checkpoint holds the random state of 3 ranks, this run has 1: reseeding, so the "
+        "rest of the run is not bit-identical to an uninterrupted one")
+    assert caught[0].filename == __file__
+    got = (torch.rand(2).tolist(), np.random.rand(), random.random())
+    expected = seed_hash("resume", 5, 4, 0)
+    torch.manual_seed(expected), np.random.seed(expected), random.seed(expected)
+    assert got == (torch.rand(2).tolist(), np.random.rand(), random.random())
+
+
+def test_loading_honours_map_location_and_refuses_arbitrary_objects(tmp_path):
+    import argparse
+
+    path = tmp_path / "checkpoint.pt"
+    write_torch_file(path, {"format": FORMAT, "identity": IDENTITY, "epoch": 1,
+                            "w": torch.ones(2)}, path)
+    assert load_checkpoint(path, IDENTITY, map_location="meta")["w"].device.type == "meta"
+    assert read_verified(path, None, map_location="meta")["w"].device.type == "meta"
+    assert load_checkpoint(path, IDENTITY)["w"].device.type == "cpu"
+    torch.save({"ns": argparse.Namespace(a=1)}, path)  # an object a weights-only load refuses
+    with pytest.raises(ValueError, match=r"checkpoint\.pt: cannot be read as a torch file "
+                       r"\(UnpicklingError: Weights only load failed[^\n]*\)$"):
+        read_verified(path, None)
+
+
+def test_an_identity_mismatch_lists_ten_differences_at_most(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    many = {"hparams": {f"h{i:02d}": i for i in range(12)}}
+    write_torch_file(path, {"format": FORMAT, "identity": many, "epoch": 1}, path)
+    other = {"hparams": {f"h{i:02d}": -i for i in range(12)}}
+    with pytest.raises(CheckpointMismatchError) as raised:
+        load_checkpoint(path, other)
+    listed = str(raised.value).split("differences: ")[1].split(". Use another")[0].split("; ")
+    assert len(listed) == 10 and listed[0].startswith("hparams.h01: 1 (checkpoint) vs -1 (now)")
+
+
+def test_a_disk_full_error_inside_torch_save_is_reported_as_such(tmp_path, monkeypatch):
+    import merdg.run.checkpoint as checkpoint
+
+    class Full:
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    original = checkpoint._HashingWriter.__init__
+    monkeypatch.setattr(checkpoint._HashingWriter, "__init__",
+                        lambda self, file, digest: original(self, Full(), digest))
+    with pytest.raises(WriteFailedError, match=r"^cannot write .*c\.pt: the disk is full "
+                       r"\(No space left on device\)$"):
+        write_torch_file(tmp_path / "c.tmp", {"x": torch.zeros(10)}, tmp_path / "c.pt")
+    assert not (tmp_path / "c.tmp").exists()
+
+
+def test_other_torch_errors_are_not_write_failures(tmp_path, monkeypatch):
+    def broken(payload, file):
+        raise RuntimeError("cannot pickle this")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(RuntimeError, match=r"^cannot pickle this$"):
+        write_torch_file(tmp_path / "c.tmp", {}, tmp_path / "c.pt")
