@@ -272,12 +272,26 @@ def _interrupted(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # so that run_mutmut ends mutmut's process group
 
 
+def equivalents_markdown(modules: dict[str, Module], equivalents: list[Equivalent]) -> str:
+    """The equivalence list as a markdown table (module, function, mutated line, reason)."""
+    by_prefix = {dotted(m.source) + ".": name for name, m in modules.items()}
+    lines = ["| module | mutant | mutated line | why it changes nothing |", "|---|---|---|---|"]
+    for e in equivalents:
+        prefix = next((p for p in by_prefix if e.mutant.startswith(p)), "")
+        short = e.mutant[len(prefix):].replace("\u01c1", ".")
+        change = e.change.replace("|", "\\|")
+        lines.append(f"| {by_prefix.get(prefix, '?')} | `{short}` | `{change}` | {e.reason} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help="module names of tools/mutation.toml")
     parser.add_argument("--all", action="store_true", help="every configured module")
     parser.add_argument("--list", action="store_true", help="list the modules and exit")
     parser.add_argument("--min-score", type=float, help="required score (0-1) per module")
+    parser.add_argument("--equivalents", action="store_true",
+                        help="print the equivalent mutants as a markdown table and exit")
     parser.add_argument("--rescore", action="store_true",
                         help="score the last run's verdicts again (after editing the "
                              "equivalence list) without running mutmut")
@@ -286,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     modules, equivalents, min_score = load_config()
     if args.min_score is not None:
         min_score = args.min_score
+    if args.equivalents:
+        print(equivalents_markdown(modules, equivalents))
+        return 0
     if args.list:
         for m in modules.values():
             print(f"{m.name:<28}{m.source}  <- {' '.join(m.tests)}")
