@@ -208,3 +208,74 @@ def test_nel_entropy_term_by_hand_and_fused_over_modalities(tiny_hparams):
     p = eig[eig > 1e-6]
     p = p / p.sum()
     assert obj.logs["nee"].item() == pytest.approx(float((p * np.log(p)).sum()), rel=1e-4)
+
+
+# --- the composition itself: with_mer on a fresh algorithm class ------------------------------
+
+def test_with_mer_composes_hparams_batch_floor_names_and_docs():
+    from merdg.algorithms import ERM, with_mer
+    from merdg.algorithms.mer import MER_HPARAMS, MERTerm
+    from merdg.hparams import HParam
+
+    class Wide(ERM):
+        """An ERM with its own hparam and a larger batch floor (test only)."""
+        HPARAMS = {"width": HParam(3, "test width", kind="int", low=1)}
+        MIN_BATCH = 4
+        MIN_BATCH_REASON = "needs four"
+
+    class Narrow(ERM):
+        HPARAMS = {}
+
+    wide, narrow = with_mer(Wide), with_mer(Narrow, "NarrowMER")
+    assert with_mer(Wide) is wide  # one class per base
+    assert wide.__name__ == wide.__qualname__ == "Wide+MER"
+    assert narrow.__name__ == narrow.__qualname__ == "NarrowMER"
+    assert wide.__module__ == "merdg.algorithms.mer"
+    assert wide.__doc__ == "Wide + lambda * MER-DG (Yarici & AlRegib, ICML 2026)."
+    assert wide.__mro__[1:3] == (MERTerm, Wide)
+    assert wide.HPARAMS == {"width": Wide.HPARAMS["width"], **MER_HPARAMS}
+    assert (wide.MIN_BATCH, wide.MIN_BATCH_REASON) == (4, "needs four")
+    assert narrow.MIN_BATCH == 2
+    assert narrow.MIN_BATCH_REASON == (
+        "the MER-DG terms are batch statistics, 0 for a single sample: the run would be "
+        "plain Narrow")
+    twice = with_mer(narrow)  # a second term on top of the first, as before the mixin
+    assert twice.__name__ == "NarrowMER+MER"
+    assert [k.__name__ for k in twice.__mro__[:5]] == ["NarrowMER+MER", "MERTerm", "NarrowMER",
+                                                        "MERTerm", "Narrow"]
+    assert twice.__mro__[1] is not MERTerm and issubclass(twice.__mro__[1], MERTerm)
+
+
+def test_merdg_built_by_keywords_and_its_target_checked(tiny_hparams):
+    from merdg.algorithms import MERDG
+
+    algo, batch = setup("MERDG", tiny_hparams)
+    rebuilt = MERDG(net=algo.net, num_domains=3, hparams=algo.hparams)
+    assert rebuilt.mer_lambda == 3.0 and rebuilt.requested_representations() == ("projection",)
+    bad = dict(algo.hparams, mer_target="logits")
+    with pytest.raises(ValueError, match=r"^mer_target must be one of \['projection', "
+                       r"'normalized_projection', 'embedding'\], got 'logits'$"):
+        MERDG(algo.net, 3, bad)
+
+
+def test_mer_eps_reaches_both_terms(tiny_hparams):
+    algo, batch = setup("MERDG", tiny_hparams, mer_eps=0.05, mer_lambda=1.0)
+    obj = algo.objective(batch)
+    proj = algo.net.project(obj.out.embeddings)
+    expected = sum(reference_mer(proj[m], eps=0.05) for m in MODALITIES)
+    assert obj.logs["mer"].item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_diverged_representations_are_named(tiny_hparams):
+    from merdg.algorithms.base import NonFiniteLossError
+
+    algo, batch = setup("MERDG", tiny_hparams)
+    with torch.no_grad():
+        algo.net.projectors["m1"].layers[0].weight.fill_(float("inf"))
+    with pytest.raises(NonFiniteLossError) as raised:
+        algo.objective(batch)
+    message = str(raised.value)
+    assert message.startswith("non-finite training loss: the projection representations of m1 "
+                              "that MER-DG regularizes hold NaN/Inf (the weights diverged)")
+    assert set(raised.value.terms) == {"ce", "probe_ce"}
+    assert all(isinstance(v, float) for v in raised.value.terms.values())
