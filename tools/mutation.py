@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "tools" / "mutation.toml"
 WORK = ROOT / ".mutation"
 MARKER = ".merdg-mutation"  # only folders holding this file are ever deleted
+ALSO_COPY = ("docs", "README.md", "benchmarks")
 
 # mutmut's exit codes (mutmut/stats.py): what counts as a killed mutant.
 KILLED = {1, 3, 24, -24, 36, 152, 255, 37}
@@ -129,8 +130,14 @@ def prepare(module: Module) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".pytest_cache")
     shutil.copytree(ROOT / "src", work / "src", ignore=ignore)
     shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    for extra in ALSO_COPY:  # files some tests read (the docs' tables, the README's command)
+        if (ROOT / extra).is_dir():
+            shutil.copytree(ROOT / extra, work / extra, ignore=ignore)
+        elif (ROOT / extra).exists():
+            shutil.copy2(ROOT / extra, work / extra)
     config = {
         "source_paths": ["src"],
+        "also_copy": [p for p in ALSO_COPY if (ROOT / p).exists()],
         "only_mutate": [module.source],
         "pytest_add_cli_args_test_selection": module.tests,
         "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q"],
