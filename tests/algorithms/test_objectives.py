@@ -279,3 +279,48 @@ def test_diverged_representations_are_named(tiny_hparams):
                               "that MER-DG regularizes hold NaN/Inf (the weights diverged)")
     assert set(raised.value.terms) == {"ce", "probe_ce"}
     assert all(isinstance(v, float) for v in raised.value.terms.values())
+
+
+# --- CMC and NEL: each term recomputed from the network's outputs ----------------------------
+
+@pytest.mark.parametrize("supervised", [False, True])
+def test_cmc_contrast_term_from_the_projections(supervised, tiny_hparams):
+    from merdg.losses import multiview_info_nce_loss, supcon_loss
+
+    algo, batch = setup("CMC", tiny_hparams, supervised=supervised, temperature=0.3)
+    assert algo.num_domains == 3
+    obj = algo.objective(batch)
+    proj = algo.net.project(obj.out.embeddings)
+    assert set(obj.extras["projections"]) == set(MODALITIES)
+    assert torch.allclose(obj.extras["projections"]["m0"], proj["m0"])
+    views = {m: F.normalize(p, dim=1) for m, p in proj.items()}
+    if supervised:  # SupCon over the modality views, labels as positives
+        stacked = torch.stack([views[m] for m in MODALITIES], dim=1)
+        expected = supcon_loss(stacked, batch.y, 0.3)
+    else:
+        expected = multiview_info_nce_loss(views, 0.3)
+    assert obj.logs["contrast"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_nel_terms_from_the_projections_of_both_views(tiny_hparams):
+    from merdg.losses import info_nce_loss, mean_shift_embeddings, supcon_loss
+
+    algo, batch = setup("NEL", tiny_hparams, view_dropout=0.0, k=2, temp_s=0.3, temp_u=0.4)
+    assert algo.num_domains == 3
+    for m in MODALITIES:  # BatchNorm heads of proj_hidden width, L2-normalized proj_dim outputs
+        head = algo.projectors[m]
+        assert head.layers[0].out_features == tiny_hparams["proj_hidden"]
+        assert isinstance(head.layers[1], torch.nn.BatchNorm1d)
+        assert head.layers[-1].out_features == algo.hparams["proj_dim"] and head.l2_normalize
+    obj = algo.objective(batch)
+    n = len(batch)
+    out = algo.net({m: torch.cat([v, v]) for m, v in batch.x.items()})
+    proj = {m: algo.projectors[m](out.embeddings[m]) for m in MODALITIES}
+    y = torch.cat([batch.y, batch.y])
+    views = torch.stack([proj[m] for m in MODALITIES], dim=1)
+    shifted = torch.stack([mean_shift_embeddings(proj[m], 2) for m in MODALITIES], dim=1)
+    unc = info_nce_loss(shifted[:n].reshape(n, -1), shifted[n:].reshape(n, -1), 0.4)
+    assert obj.logs["unc"].item() == pytest.approx(unc.item(), rel=1e-5)
+    assert obj.logs["supcon"].item() == pytest.approx(supcon_loss(views, y, 0.3).item(), rel=1e-5)
+    assert torch.allclose(obj.extras["projections"]["m1"], proj["m1"])
+    assert torch.allclose(obj.extras["projections"]["m1"].norm(dim=1), torch.ones(2 * n))
