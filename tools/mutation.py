@@ -64,6 +64,7 @@ class Module:
     source: str
     tests: list[str]
     functions: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
     timeout_s: int = 1800
 
 
@@ -98,7 +99,7 @@ def load_config(path: Path = CONFIG) -> tuple[dict[str, Module], list[Equivalent
     data = tomllib.loads(path.read_text(encoding="utf-8"))
     modules = {}
     for name, entry in data.get("modules", {}).items():
-        unknown = set(entry) - {"source", "tests", "functions", "timeout_s"}
+        unknown = set(entry) - {"source", "tests", "functions", "exclude", "timeout_s"}
         if unknown:
             raise SystemExit(f"{path.name}: module {name!r} has unknown keys {sorted(unknown)}")
         modules[name] = Module(name=name, **entry)
@@ -225,8 +226,10 @@ def score(module: Module, work: Path, equivalents: list[Equivalent]) -> Score:
     verdicts = json.loads(meta.read_text())["exit_code_by_key"]
     globs = mutant_globs(module)
     known = {e.mutant: e for e in equivalents}
+    excluded = [f"{dotted(module.source)}.{f}" for f in module.exclude]
     selected = {m: c for m, c in sorted(verdicts.items())
-                if any(fnmatch.fnmatch(m, g) for g in globs)}
+                if any(fnmatch.fnmatch(m, g) for g in globs)
+                and not any(fnmatch.fnmatch(m, g) for g in excluded)}
     diffs = mutant_diffs(work, module.source,
                          [m for m, c in selected.items() if c in SURVIVED | NO_TESTS])
     for mutant, code in selected.items():

@@ -373,3 +373,51 @@ def test_docs_table_and_text_table_list_every_corruption():
         assert any(line.split()[:2] == [c.kind, c.name] and format_levels(c) in line
                    for line in text)
     assert len(corruption_table("flow").splitlines()) == 1 + len(corruption_names("flow"))
+
+
+# --- dtypes, the spline against SciPy, the table and the shared helpers ----------------------
+
+@pytest.mark.parametrize(("kind", "name"), [(k, n) for k, n in GRADED
+                                             if (k, n) != ("video", "jpeg_compression")])
+def test_float64_inputs_stay_float64_and_agree_with_float32(kind, name):
+    make, context = INPUTS[kind]
+    x = make()
+    single = run(kind, name, x.float(), 3, **context)
+    double = run(kind, name, x.double(), 3, **context)
+    assert double.dtype == torch.float64 and single.dtype == torch.float32
+    if "noise" not in name:  # Gaussian draws differ by dtype (another stream), the rest agree
+        scale = x.double().abs().max()
+        assert (double - single.double()).abs().max() <= 1e-4 * scale, (kind, name)
+
+
+@pytest.mark.parametrize("k", [3, 4, 7])
+def test_natural_cubic_spline_matches_scipy(k):
+    interpolate = pytest.importorskip("scipy.interpolate")
+    knots = 2.0 + 1.5 * torch.arange(k, dtype=torch.float64)  # evenly spaced, not from 0
+    values = torch.randn(k, 2, generator=gen(k), dtype=torch.float64)
+    at = torch.linspace(float(knots[0]), float(knots[-1]), 41, dtype=torch.float64)
+    spline = interpolate.CubicSpline(knots.numpy(), values.numpy(), bc_type="natural")
+    got = natural_cubic_spline(knots, values, at)
+    assert torch.allclose(got, torch.from_numpy(spline(at.numpy())), atol=1e-12)
+
+
+def test_corruption_table_header_and_alignment():
+    from merdg.evaluation.corruptions import corruption_table
+
+    lines = corruption_table("audio").splitlines()
+    header = lines[0].split()
+    assert header[:4] == ["kind", "name", "parameter", "severities"] and header[-1] == "source"
+    widths = {line.index("  ", len("audio")) for line in lines}  # kind column padded alike
+    assert len(widths) == 1
+    assert all(line.startswith(("kind ", "audio ")) for line in lines)
+    source_at = lines[0].index("source")
+    assert all(line[source_at - 2:source_at] == "  " for line in lines[1:])
+
+
+def test_spikes_have_both_signs():
+    make, context = INPUTS["array"]
+    x = make()
+    delta = run("array", "spikes", x, 5, **context) - x
+    hits = delta[delta != 0]
+    assert (hits > 0).any() and (hits < 0).any()
+    assert torch.allclose(hits.abs(), torch.full_like(hits.abs(), float(hits.abs()[0])))
