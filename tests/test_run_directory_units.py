@@ -434,3 +434,201 @@ def test_a_failed_pretraining_write_names_what_is_intact(tmp_path, monkeypatch):
                        r"some space and run the same command to resume$"):
         run.write_pretraining({"identity": IDENTITY, "stage": {"epochs_done": 2}})
     assert not (run.path / (RunDir.PRETRAINING + ".tmp")).exists()
+
+
+# --- where each write can fail, and what it then says and leaves ------------------------------
+
+def failing_replace(monkeypatch, renames, target):
+    """os.replace: record (source, target) names of renames onto ``target`` and fail them (disk
+    full); other renames (the digest files' atomic writes) go through."""
+    import merdg.run.directory as directory
+
+    real = os.replace
+
+    def replace(src, dst):
+        if os.path.basename(dst) != target:
+            return real(src, dst)
+        renames.append((os.path.basename(src), os.path.basename(dst)))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(directory.os, "replace", replace)
+
+
+def test_a_failed_checkpoint_rename_names_the_file_and_removes_the_temporary(tmp_path,
+                                                                             monkeypatch):
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    renames = []
+    failing_replace(monkeypatch, renames, "checkpoint.pt")
+    with pytest.raises(WriteFailedError, match=r"^cannot write .*/checkpoint\.pt: the disk is "
+                       r"full \(No space left on device\); free some space and run the same "
+                       r"command again$"):
+        run.write_checkpoint(payload(1))
+    assert renames == [("checkpoint.pt.tmp", "checkpoint.pt")]
+    assert not (run.path / "checkpoint.pt.tmp").exists()
+
+
+def test_a_failed_pretraining_rename_names_the_file_and_removes_the_temporary(tmp_path,
+                                                                              monkeypatch):
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    renames = []
+    failing_replace(monkeypatch, renames, "pretraining.pt")
+    with pytest.raises(WriteFailedError, match=r"^cannot write .*/pretraining\.pt: the disk is "
+                       r"full \(No space left on device\); free some space and run the same "
+                       r"command again$"):
+        run.write_pretraining({"identity": IDENTITY, "stage": {"epochs_done": 2}})
+    assert renames == [("pretraining.pt.tmp", "pretraining.pt")]
+    assert not (run.path / "pretraining.pt.tmp").exists()
+
+
+def test_a_failed_model_rename_names_the_file_and_removes_the_temporary(tmp_path, monkeypatch):
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    run.write_checkpoint(payload(1))
+    renames = []
+    failing_replace(monkeypatch, renames, "model.pt")
+    with pytest.raises(WriteFailedError, match=r"^cannot write .*/model\.pt: the disk is full "
+                       r"\(No space left on device\); the last checkpoint .*checkpoint\.pt is "
+                       r"intact: free some space and run the same command to resume$"):
+        run.finish({"selection": {}}, model_state={"w": torch.ones(1)})
+    assert renames == [("model.pt.tmp", "model.pt")]
+    assert not (run.path / "model.pt.tmp").exists()
+    assert not (run.path / RunDir.DONE).exists() and run.checkpoint_file.exists()
+
+
+def test_a_failed_failure_marker_names_it(tmp_path, monkeypatch):
+    run = RunDir(tmp_path / "a" / "b" / "r")  # parents are created
+    renames = []
+    failing_replace(monkeypatch, renames, "failed")
+    with pytest.raises(WriteFailedError, match=r"^cannot write .*/failed: the disk is full"):
+        run.mark_failed("boom")
+    assert renames == [("failed.tmp", "failed")] and not (run.path / "failed.tmp").exists()
+
+
+def test_failed_summary_done_and_record_writes_say_what_is_intact(tmp_path, monkeypatch):
+    import merdg.run.directory as directory
+
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    run.write_checkpoint(payload(1))
+    notes = []
+
+    def full(path, obj, note=""):
+        notes.append((os.path.basename(path), note))
+        raise WriteFailedError(f"cannot write {path}; {note}")
+
+    for name in ("write_json_atomic", "append_jsonl", "write_jsonl_atomic"):
+        monkeypatch.setattr(directory, name, full)
+    intact = (f"the last checkpoint {run.checkpoint_file} is intact: free some space and run "
+              "the same command to resume")
+    for call in (lambda: run.finish({"selection": {}}), lambda: run.append_record({"e": 1}),
+                 lambda: run.rewrite_records([{"e": 1}])):
+        with pytest.raises(WriteFailedError):
+            call()
+    assert notes == [("summary.json", intact), ("records.jsonl", intact),
+                     ("records.jsonl", intact)]
+    monkeypatch.undo()
+
+    def no_done(path, note="", cleanup=None):
+        raise WriteFailedError(f"{os.path.basename(path)}: {note}")
+
+    monkeypatch.setattr(directory, "writing", no_done)
+    with pytest.raises(WriteFailedError, match=rf"^done: {intact}$"):
+        run.finish({"selection": {}})
+
+
+def test_finish_records_the_epochs_and_the_run_info_with_the_weights(tmp_path, caplog):
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    run.finish({"selection": {}}, model_state={"w": torch.ones(1)})  # no epochs: 0
+    digests = json.loads((run.path / RunDir.MODEL_DIGEST).read_text())["sha256"]
+    assert list(digests.values()) == [0]
+    saved = torch.load(run.model_file, weights_only=True)
+    assert saved["run"] == {} and torch.equal(saved["state_dict"]["w"], torch.ones(1))
+    run.finish({"selection": {}, "epochs": 2}, model_state={"w": torch.ones(1)},
+               info={"config": {"seed": 1}})
+    assert torch.load(run.model_file, weights_only=True)["run"] == {"config": {"seed": 1}}
+    with caplog.at_level(logging.WARNING, logger="merdg"):
+        run.read_model_state()
+    assert "no recorded sha256" not in caplog.text  # verified: nothing to warn about
+
+
+def test_log_lines_of_resuming_are_exact(tmp_path, caplog):
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    run.write_checkpoint(payload(1))
+    with caplog.at_level(logging.INFO, logger="merdg"):
+        run.resume_checkpoint(IDENTITY)
+    assert caplog.text == ""  # verified, newest: silent
+    run.write_checkpoint(payload(2))
+    run.checkpoint_file.unlink()
+    with caplog.at_level(logging.INFO, logger="merdg"):
+        run.resume_checkpoint(IDENTITY)
+    assert caplog.messages == [f"{run.path}: resuming from checkpoint.previous.pt (epoch 1)"]
+    caplog.clear()
+    run.write_checkpoint(payload(2))
+    run.checkpoint_file.write_bytes(b"x")
+    with caplog.at_level(logging.INFO, logger="merdg"):
+        run.resume_checkpoint(IDENTITY)
+    [message] = caplog.messages
+    assert message.startswith(f"{run.checkpoint_file}: damaged (its sha256 ")
+    assert message.endswith(f"; resuming from {run.path / RunDir.PREVIOUS_CHECKPOINT} (epoch 1) "
+                            f"instead; the damaged file was moved to "
+                            f"{run.path / RunDir.DAMAGED_CHECKPOINT}")
+    caplog.clear()
+    run.write_checkpoint(payload(3))
+    (run.path / RunDir.CHECKPOINT_DIGESTS).unlink()
+    with caplog.at_level(logging.INFO, logger="merdg"):
+        run.resume_checkpoint(IDENTITY)
+    assert caplog.messages == [f"{run.checkpoint_file} has no recorded sha256 (written before "
+                               "merdg recorded checkpoint digests): resuming from it unverified"]
+
+
+def test_unverified_model_and_pretraining_warnings_are_exact(tmp_path, caplog):
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    run.finish({"selection": {}}, model_state={"w": torch.ones(1)})
+    run.write_pretraining({"identity": IDENTITY})
+    with caplog.at_level(logging.WARNING, logger="merdg"):
+        run.read_pretraining(IDENTITY)
+        run.read_model_state()
+    assert caplog.messages == []
+    (run.path / RunDir.MODEL_DIGEST).unlink()
+    (run.path / RunDir.PRETRAINING_DIGEST).unlink()
+    with caplog.at_level(logging.WARNING, logger="merdg"):
+        run.read_model_state()
+        run.read_pretraining(IDENTITY)
+    assert caplog.messages == [
+        f"{run.model_file} has no recorded sha256 (saved before merdg recorded digests): not "
+        "verified",
+        f"{run.pretraining_file} has no recorded sha256 (written before merdg recorded its "
+        "digest): resuming from it unverified"]
+    data = json.loads(json.dumps({"sha256": {}}))
+    (run.path / RunDir.PRETRAINING_DIGEST).write_text(json.dumps(data))
+    with pytest.raises(CheckpointDamagedError, match=r"pretraining\.pt: damaged"):
+        run.read_pretraining(IDENTITY)
+
+
+def test_small_things_the_directory_must_get_right(tmp_path, monkeypatch):
+    cfg, run = started(tmp_path)
+    run.clear_failed()  # nothing to clear: no error
+    (run.path / RunDir.SUMMARY).write_text("{}")
+    run.reset()  # only some run files exist: no error
+    assert not (run.path / RunDir.SUMMARY).exists()
+    run.write_job({"a": 1})
+    run.write_job({"a": 2})  # the folder exists already
+    deep = RunDir(tmp_path / "x" / "y" / "job")
+    deep.write_job({"a": 3})
+    assert deep.read_job() == {"a": 3}
+    RunDir(tmp_path / "p" / "q").start({"config": cfg.to_dict()})
+    (run.path / RunDir.FAILED).write_bytes(b"bad byte \xff here\nsecond")
+    assert run.failure() == "bad byte \ufffd here"
+    run.start({"config": cfg.to_dict()})  # (reset removed config.json)
+    five = dataclasses.replace(cfg, seed=3, target="d2", algorithm="MERDG", holdout_fraction=0.3,
+                               split_seed=5)
+    assert len(run.differences(five)) == 5 and "more)" not in run.conflict_message(five)
+    assert "; " in run.conflict_message(five) and "XX" not in run.conflict_message(five)
+    monkeypatch.setattr(os, "access", lambda path, mode: not mode & os.W_OK)
+    with pytest.raises(PermissionError, match="is not writable"):
+        RunDir(tmp_path / "new").check_writable()
