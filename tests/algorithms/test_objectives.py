@@ -324,3 +324,61 @@ def test_nel_terms_from_the_projections_of_both_views(tiny_hparams):
     assert obj.logs["supcon"].item() == pytest.approx(supcon_loss(views, y, 0.3).item(), rel=1e-5)
     assert torch.allclose(obj.extras["projections"]["m1"], proj["m1"])
     assert torch.allclose(obj.extras["projections"]["m1"].norm(dim=1), torch.ones(2 * n))
+
+
+# --- SimMMDG and MOOSA: terms and parts recomputed --------------------------------------------
+
+def test_simmmdg_supcon_on_the_shared_halves_and_its_heads(tiny_hparams):
+    from merdg.losses import supcon_loss
+
+    algo, batch = setup("SimMMDG", tiny_hparams, temperature=0.3, trans_hidden=24)
+    assert algo.num_domains == 3
+    obj = algo.objective(batch)
+    z = obj.out.embeddings
+    shared = {m: algo.shared_projectors[m](z[m][:, : z[m].shape[1] // 2]) for m in MODALITIES}
+    views = torch.stack([shared[m] for m in MODALITIES], dim=1)
+    assert obj.logs["supcon"].item() == pytest.approx(
+        supcon_loss(views, batch.y, 0.3).item(), rel=1e-5)
+    for m in MODALITIES:
+        head = algo.shared_projectors[m]
+        assert head.layers[0].in_features == algo.net.dims[m] // 2
+        assert head.layers[0].out_features == tiny_hparams["proj_hidden"]
+        assert isinstance(head.layers[1], torch.nn.BatchNorm1d)
+        assert head.layers[-1].out_features == algo.hparams["proj_dim"] and head.l2_normalize
+    widths = {mod.out_features for mod in algo.translators.modules()
+              if isinstance(mod, torch.nn.Linear)}
+    assert 24 in widths and tiny_hparams["proj_hidden"] not in widths
+    assert obj.extras["shared_projections"]["m0"] is not None
+    assert algo.representations(obj, "embedding")["m1"] is z["m1"]
+    with pytest.raises(RuntimeError, match=r"^the specific-half heads are built only when a "
+                       r"composed term requests the 'projection' representations$"):
+        algo.representations(obj, "projection")
+
+
+def test_simmmdg_refuses_odd_widths_naming_itself(tiny_hparams):
+    tiny_hparams["encoders"]["m0"]["out_dim"] = 7
+    with pytest.raises(ValueError, match=r"^MOOSA splits every embedding into two halves; "
+                       r"embedding widths \{'m0': 7\} are odd$"):
+        setup("MOOSA", tiny_hparams)
+
+
+def chunk_count(row):
+    """Runs of consecutive column indices in one jigsaw puzzle."""
+    return 1 + int((row[1:] != row[:-1] + 1).sum())
+
+
+@pytest.mark.parametrize("splits, expected", [(None, 8), (3, 6)])
+def test_moosa_jigsaw_chunks_classifier_and_entropy_temperature(splits, expected, tiny_hparams):
+    from merdg.losses import entropy_weighted_cross_entropy
+
+    algo, batch = setup("MOOSA", tiny_hparams, jigsaw_num_splits=splits, jigsaw_samples=16,
+                        jigsaw_hidden=20, entropy_weight_temp=0.5)
+    assert algo.num_domains == 3
+    assert max(chunk_count(row) for row in algo.jigsaw_index) == expected  # splits x modalities
+    layers = list(algo.jigsaw_classifier)
+    assert [type(layer).__name__ for layer in layers] == ["Linear", "ReLU", "Linear"]
+    assert layers[0].out_features == 20 and layers[2].out_features == 16
+    obj = algo.objective(batch)
+    heads = [algo.heads[m](obj.out.embeddings[m]) for m in MODALITIES] + [obj.out.logits]
+    expected_ce = entropy_weighted_cross_entropy(heads, batch.y, 0.5)
+    assert obj.logs["ce"].item() == pytest.approx(expected_ce.item(), rel=1e-5)
