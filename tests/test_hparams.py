@@ -306,3 +306,11 @@ def test_a_datasets_training_default_keeps_kind_and_range():
     assert TRAINING_HPARAMS["dropout"].default == 0.5  # the declaration itself is unchanged
     with pytest.raises(ValueError, match="default must be a finite number >= 0 and < 1"):
         training_default("dropout", 1.0, "too much")
+
+
+def test_each_hparam_draws_from_its_own_stream_and_int_searches_may_touch_open_bounds():
+    twins = {"x": HParam(0.5, "x", ("uniform", 0.0, 1.0), kind="float"),
+             "y": HParam(0.5, "y", ("uniform", 0.0, 1.0), kind="float")}
+    trial = resolve_hparams(twins, hparams_seed=1)
+    assert trial["x"] != trial["y"]  # seeded by (trial, name), not by the trial alone
+    HParam(2, "int touching an open bound", ("int", 1, 3), kind="int", low=1, low_open=True)

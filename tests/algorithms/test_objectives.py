@@ -382,3 +382,16 @@ def test_moosa_jigsaw_chunks_classifier_and_entropy_temperature(splits, expected
     heads = [algo.heads[m](obj.out.embeddings[m]) for m in MODALITIES] + [obj.out.logits]
     expected_ce = entropy_weighted_cross_entropy(heads, batch.y, 0.5)
     assert obj.logs["ce"].item() == pytest.approx(expected_ce.item(), rel=1e-5)
+
+
+def test_merdg_keeps_the_base_logs_and_names_every_diverged_modality(tiny_hparams):
+    from merdg.algorithms.base import NonFiniteLossError
+
+    algo, batch = setup("MERDG", tiny_hparams)
+    assert {"ce", "probe_ce", "mer", "mer_marg/m0", "mer_spec/m1"} <= set(
+        algo.objective(batch).logs)
+    with torch.no_grad():
+        for m in MODALITIES:
+            algo.net.projectors[m].layers[0].weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"representations of m0, m1 that MER-DG "):
+        algo.objective(batch)
