@@ -131,3 +131,11 @@ def test_supcon_temperature_defaults_and_half_precision_against_loops():
     with pytest.raises(ValueError, match=r"^supcon_loss expects features \(batch, views, dim\), "
                        r"got \(4, 3\)$"):
         supcon_loss(f[:, 0])
+
+
+def test_multiview_info_nce_of_exactly_two_views_is_the_mean_of_both_directions():
+    torch.manual_seed(3)
+    a, b = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    expected = (loop_info_nce(a, b, 0.2) + loop_info_nce(b, a, 0.2)) / 2
+    assert multiview_info_nce_loss({"a": a, "b": b}, 0.2).item() == pytest.approx(expected,
+                                                                                   rel=1e-9)
