@@ -421,3 +421,49 @@ def test_spikes_have_both_signs():
     hits = delta[delta != 0]
     assert (hits > 0).any() and (hits < 0).any()
     assert torch.allclose(hits.abs(), torch.full_like(hits.abs(), float(hits.abs()[0])))
+
+
+def test_defocus_kernel_matches_imagenet_c_written_with_numpy():
+    """ImageNet-C's disk: aliased disk on a grid of at least 17 x 17, normalized, then
+    GaussianBlur with 3 x 3 taps up to radius 8 and 5 x 5 above (reflect-101 borders)."""
+    np = pytest.importorskip("numpy")
+    from merdg.evaluation.corruptions import _disk_kernel
+
+    def reference(radius, sigma):
+        half = max(8, radius)
+        ax = np.arange(-half, half + 1)
+        xx, yy = np.meshgrid(ax, ax)
+        disk = ((xx**2 + yy**2) <= radius**2).astype(np.float64)
+        disk /= disk.sum()
+        taps = 3 if radius <= 8 else 5
+        k = np.arange(taps) - (taps - 1) / 2
+        g = np.exp(-(k**2) / (2 * sigma**2))
+        g /= g.sum()
+        padded = np.pad(disk, taps // 2, mode="reflect")
+        rows = sum(g[i] * padded[i:i + disk.shape[0], :] for i in range(taps))
+        return sum(g[j] * rows[:, j:j + disk.shape[1]] for j in range(taps))
+
+    for radius, sigma in [(3, 0.1), (8, 0.5), (9, 0.5), (10, 0.5)]:
+        got = _disk_kernel(radius, sigma).numpy()
+        assert np.allclose(got, reference(radius, sigma), atol=1e-12), radius
+
+
+def test_default_spread_is_one():
+    x = torch.randn(64, generator=gen(5))
+    for kind, name in [("array", "gaussian_noise"), ("array", "spikes")]:
+        assert torch.equal(run(kind, name, x, 3), run(kind, name, x, 3, spread=1.0))
+        assert not torch.equal(run(kind, name, x, 3), run(kind, name, x, 3, spread=2.0))
+
+
+def test_uniform_draws_stay_in_their_range():
+    from merdg.evaluation.corruptions import _uniform
+
+    draws = [_uniform(gen(s), -45.0, 45.0) for s in range(300)]
+    assert -45.0 <= min(draws) < -40.0 and 40.0 < max(draws) <= 45.0
+
+
+def test_the_last_step_can_be_dropped_too():
+    x = torch.arange(50.0)[:, None] * torch.ones(1, 2)  # distinct steps
+    held_last = [bool((run("timeseries", "sample_dropout", x, 5, seed=s)[-1] != x[-1]).all())
+                 for s in range(30)]
+    assert any(held_last) and not all(held_last)
