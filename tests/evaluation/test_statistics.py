@@ -202,7 +202,8 @@ def test_a_duplicate_pair_names_both_paths():
 
 def test_parameters_reach_every_comparison():
     erm = {(t, s): 0.5 + 0.01 * s for t in ("a", "b") for s in range(3)}
-    mer = {k: v + 0.02 + 0.01 * (k[1] == 1) for k, v in erm.items()}
+    gains = [0.021, 0.034, 0.017, 0.046, 0.012, 0.029]  # distinct: the bootstrap sees the seed
+    mer = {k: v + g for (k, v), g in zip(erm.items(), gains)}
     table = rows("ERM", erm) + rows("MERDG", mer)
     [r] = paired_differences(table, confidence=0.8, resamples=50, seed=3)
     d = [mer[k] - erm[k] for k in sorted(erm, key=repr)]
@@ -326,3 +327,19 @@ def test_an_interval_touching_zero_is_within_noise_and_as_dict_adds_the_verdict(
     assert set(row) == {"group", "algorithm", "reference", "metric", "n_pairs", "only_algorithm",
                         "only_reference", "mean", "t_low", "t_high", "boot_low", "boot_high",
                         "confidence", "verdict"}
+
+
+def test_filtered_rows_anywhere_and_groups_without_the_reference():
+    import warnings
+
+    erm = rows("ERM", {("human", 0): 0.70, ("human", 1): 0.72})
+    mer = rows("MERDG", {("human", 0): 0.75, ("human", 1): 0.74})
+    oracle_first = [{**erm[0], "selection": "oracle"}] + erm + mer
+    assert paired_differences(oracle_first)[0].n_pairs == 2
+    lonely = rows("CMC", {("human", 0): 0.6}, modalities="video")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NaN by rule, not by a mean of nothing
+        [merdg, cmc] = paired_differences(erm + mer + lonely)
+    assert (cmc.group, cmc.n_pairs, cmc.only_algorithm) == (("hac", "video"), 0, 1)
+    assert math.isnan(cmc.mean) and merdg.n_pairs == 2
+    assert t_interval(np.array([[0.1, 0.3]])) == pytest.approx(t_interval([0.1, 0.3]))
