@@ -2,8 +2,9 @@
 
 For each module named in ``tools/mutation.toml`` this script:
 
-1. copies ``src/`` and ``tests/`` into a scratch folder ``.mutation/<module>/`` (created by this
-   script and marked as such; the repository itself is never modified);
+1. copies ``src/``, ``tests/`` and what tests read (``docs/``, ``README.md``, ``benchmarks/``)
+   into a scratch folder ``.mutation/<module>/`` (created by this script and marked as such; the
+   repository itself is never modified);
 2. writes a ``[tool.mutmut]`` configuration there that mutates only that module's file and runs
    only the module's test files (mutmut then runs, for each mutant, only the tests that call the
    mutated function);
@@ -13,7 +14,8 @@ For each module named in ``tools/mutation.toml`` this script:
    ``tools/mutation.toml`` (each with the mutated line and the reason it changes no behaviour; an
    entry whose mutated line no longer matches is reported as stale and counts as a survivor) and
    prints the score ``killed / (mutants - equivalent)`` per module, with every other survivor's
-   diff.
+   diff. Mutants of code that runs only at import time can be left out of the score by the
+   module's ``exclude`` globs (mutmut switches mutants per test, after the import).
 
 Exit status: 0 when every module reaches ``--min-score`` (default: ``min_score`` in the
 configuration), 1 otherwise, 2 on a usage or tool error.
@@ -23,6 +25,8 @@ Usage:
     python tools/mutation.py losses.mer run.selection  # several, one after the other
     python tools/mutation.py --all                     # every configured module
     python tools/mutation.py --list                    # the modules and their tests
+    python tools/mutation.py --rescore MODULE          # score the last run again (no mutmut)
+    python tools/mutation.py --equivalents             # the equivalence list as markdown
     make mutation MODULE=losses.mer                    # the same through make
 """
 
