@@ -1,7 +1,7 @@
 """Cost of a corrupted evaluation pass against a clean one, side by side in one process.
 
-Two data sets, each evaluated by a freshly built (untrained) model with ``merdg.run.training``'s
-``evaluate``, the way a run evaluates its target domain:
+Two data sets, each evaluated by a freshly built (untrained) model with
+``merdg.evaluators.clean.evaluate``, the way a run evaluates its target domain:
 
 - **synthetic**: the built-in benchmark (defaults: 600 samples per domain, 3 modalities of 32
   features), ERM with the dataset's default networks; target ``d0``. Clean samples come in
@@ -20,11 +20,11 @@ then the same for wall time. ``OMP_NUM_THREADS=1`` and one thread for torch, as 
 
 **Per run** (``--per-run``): what ``--corruptions all`` (every corruption of every modality's
 kind, severities 1..5 by default) adds to one run, as a ratio to the clean target evaluation:
-the whole suite (``merdg.run.evaluation.evaluate_corruptions``, the function a run calls) against
-one clean pass over the target, and against one training epoch (the share of a run that
-evaluates the suite at its last epoch is ``suite / (epochs x epoch)``). On the synthetic
-benchmark (defaults) and, with ``--utd-mhad DATA_DIR``, on UTD-MHAD (inertial + skeleton, the
-dataset's default networks, target s1+s2).
+the whole suite (``merdg.evaluators.Corruptions.measure``, what a run's end calls on its
+selected model, one clean pass included) against one clean pass over the target, and against one
+training epoch (the share of a run that evaluates the suite once is ``suite / (epochs x
+epoch)``). On the synthetic benchmark (defaults) and, with ``--utd-mhad DATA_DIR``, on
+UTD-MHAD (inertial + skeleton, the dataset's default networks, target s1+s2).
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/corruption_eval.py [--repeats 3] [--workdir DIR]
        OMP_NUM_THREADS=1 python benchmarks/corruption_eval.py --per-run [--utd-mhad DATA_DIR]
@@ -42,10 +42,12 @@ from pathlib import Path
 import torch
 
 from merdg.datasets import build_dataset
-from merdg.evaluation import CorruptionSpec, corrupted_view, parse_severities, zero_filled
+from merdg.evaluation import CorruptionSpec, parse_severities, zero_filled
+from merdg.evaluators import Corruptions, EvaluationContext, RunSpec, corrupted_view
+from merdg.evaluators.clean import evaluate
 from merdg.run.config import RunConfig
-from merdg.run.evaluation import evaluate, evaluate_corruptions, plan_corruptions
-from merdg.run.training import _train_loader, build_algorithm, run_hparams, source_splits
+from merdg.run.setup import build_algorithm, source_splits
+from merdg.run.training import _train_loader, run_hparams
 from merdg.testing import make_epic_fixture
 
 SYNTHETIC_SPECS = [CorruptionSpec("m0", "gaussian_noise", 3), CorruptionSpec("m0", "spikes", 5),
@@ -134,7 +136,9 @@ def per_run(name: str, config: RunConfig, severities: list[int], repeats: int) -
     algorithm = build_algorithm(dataset, config.algorithm, len(sources), hparams)
     batch_size = int(hparams["batch_size"])
     train_parts, _, target = source_splits(dataset, config, sources, batch_size)
-    plan = plan_corruptions(dataset, "all", severities)
+    run = RunSpec(config, dataset, sources)
+    evaluator = Corruptions.from_settings({"corruptions": "all", "severities": severities})
+    plan = evaluator.plan(run)
     loader, _ = _train_loader(train_parts, sources, config, batch_size)
     device = torch.device("cpu")
 
@@ -146,8 +150,8 @@ def per_run(name: str, config: RunConfig, severities: list[int], repeats: int) -
     def clean() -> None:
         evaluate(algorithm, target, device)
 
-    def suite() -> None:
-        evaluate_corruptions(algorithm, dataset, target, device, plan, 0.5)
+    def suite() -> None:  # the evaluator on the model, as a run's end does (one clean pass too)
+        evaluator.measure(EvaluationContext(run, algorithm, {}, target, train_parts, device))
 
     clean()  # warm-up
     times = {"clean": [], "suite": [], "epoch": []}
@@ -160,7 +164,7 @@ def per_run(name: str, config: RunConfig, severities: list[int], repeats: int) -
           f"(--corruptions all --severities {','.join(map(str, severities))}), "
           f"{epochs} epochs of {len(loader)} steps")
     print(f"{'':8s} {'clean pass s':>12s} {'suite s':>9s} {'suite/clean':>11s} "
-          f"{'epoch s':>9s} {'suite/epoch':>11s} {'suite/run (last)':>16s}")
+          f"{'epoch s':>9s} {'suite/epoch':>11s} {'suite/run':>16s}")
     for i, unit in enumerate(("cpu", "wall")):
         a, b, e = med["clean"][i], med["suite"][i], med["epoch"][i]
         print(f"{unit:8s} {a:12.3f} {b:9.3f} {b / a:11.1f} {e:9.3f} {b / e:11.2f} "

@@ -32,14 +32,14 @@ import numpy as np
 import torch
 
 from merdg.datasets import build_dataset
-from merdg.evaluation.statistics import paired_difference
+from merdg.evaluation.statistics import aggregate, paired_difference
 from merdg.experiments.launchers import LauncherOptions
 from merdg.experiments.plan import ExperimentConfig
 from merdg.experiments.results import chosen_runs, load_rows
 from merdg.experiments.runner import run_experiment
-from merdg.pretraining import pretrain_encoders
 from merdg.run.config import RunConfig
 from merdg.run.directory import RunDir
+from merdg.run.pretraining import pretrain_encoders
 
 BENCH = ["ERM", "MERDG", "SimMMDG", "SimMMDG+MER"]
 LODO = "MERDG (lambda by LODO)"
@@ -98,7 +98,7 @@ def base_config(spec: dict[str, Any], regime: str, external: Path | None) -> Run
         init = str(external)
     hparams = {**spec["hparams"], **(spec["pretrain"] if init == "unimodal" else {})}
     return RunConfig(**spec["settings"], init=init, freeze=freeze, hparams=hparams,
-                     encoder_probes="last", split_seed=0)
+                     evaluations={"encoder_probes": {}}, split_seed=0)
 
 
 def experiments(args: argparse.Namespace, phase: str) -> list[ExperimentConfig]:
@@ -162,8 +162,8 @@ def lodo_values(root: Path) -> tuple[dict[tuple[str, int], float], dict[str, lis
 
 
 def mean_std(values: list[float]) -> str:
-    arr = 100 * np.asarray(values, dtype=float)
-    return f"{arr.mean():.2f} ± {arr.std(ddof=1):.2f}" if len(arr) > 1 else f"{arr.mean():.2f}"
+    s = aggregate(100 * v for v in values)
+    return f"{s.mean:.2f} ± {s.std:.2f}" if s.n > 1 else f"{s.mean:.2f}"
 
 
 def study_tables(args: argparse.Namespace) -> tuple[str, dict]:
@@ -204,10 +204,14 @@ def study_tables(args: argparse.Namespace) -> tuple[str, dict]:
                 mods = sorted({k.split("/", 1)[1] for r in rows for k in r
                                if k.startswith("init_probe_acc/") and r["algorithm"] == algo})
                 for m in mods:
-                    init = bench_values(rows, algo, f"init_probe_acc/{m}", "last")
-                    after = bench_values(rows, algo, f"encoder_probe_acc/{m}", "last")
-                    rank0 = bench_values(rows, algo, f"init_erank/{m}", "last")
-                    rank1 = bench_values(rows, algo, f"encoder_erank/{m}", "last")
+                    # the selected model's measurement (runs of earlier versions measured the
+                    # last epoch's, which their rows hold under the "last" rule)
+                    rule = "source_val" if bench_values(
+                        rows, algo, f"encoder_probe_acc/{m}") else "last"
+                    init = bench_values(rows, algo, f"init_probe_acc/{m}", rule)
+                    after = bench_values(rows, algo, f"encoder_probe_acc/{m}", rule)
+                    rank0 = bench_values(rows, algo, f"init_erank/{m}", rule)
+                    rank1 = bench_values(rows, algo, f"encoder_erank/{m}", rule)
                     if not after:
                         continue
                     a0, a1 = np.mean(list(init.values())), np.mean(list(after.values()))

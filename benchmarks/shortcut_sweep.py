@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from merdg.experiments.plan import ExperimentConfig
-from merdg.experiments.results import Cell, build_tables, format_cell
+from merdg.experiments.report import format_cell
+from merdg.experiments.results import Cell, build_tables
 from merdg.experiments.runner import run_experiment
 from merdg.run.config import RunConfig
 
@@ -35,8 +36,9 @@ def probe_average(rows: list[dict], key: tuple[str, str]) -> Cell:
     modalities = sorted({k.split("/", 1)[1] for r in rows for k in r
                          if k.startswith("target_probe_acc/")})
     cells = [avg_cells(rows, "source_val", f"target_probe_acc/{m}")[key] for m in modalities]
-    return Cell(float(np.mean([c.mean for c in cells])), float(np.mean([c.std for c in cells])),
-                0.0, cells[0].n, None, ())
+    std = float(np.mean([c.std for c in cells]))
+    return Cell(float(np.mean([c.mean for c in cells])), std, std / np.sqrt(cells[0].n),
+                cells[0].n, 0.0, None, ())
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """The architecture's promises (docs/architecture.md), each checked on the code itself.
 
 - no import cycle among the package's modules (function-level imports included);
+- every import goes down the layers docs/architecture.md declares (or stays in its layer);
 - only :mod:`merdg.run.directory` spells a run file's name;
 - nothing cites a file outside the repository or an absolute path of one machine;
 - results come from one pipeline: ``merdg collect`` prints the tables a bench wrote, also when
@@ -8,6 +9,8 @@
 """
 
 import ast
+import csv
+import io
 import json
 import re
 import shutil
@@ -110,14 +113,50 @@ def test_no_import_cycle():
     assert cycles(graph) == []
 
 
+def declared_layers() -> list[set[str]]:
+    """The layers of docs/architecture.md, bottom first: each line of its ``layers`` block
+    names the top-level packages and modules of one layer (``merdg``: the package's
+    ``__init__``), top layer first."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    block = text.split("<!-- layers -->", 2)[1]
+    lines = [line.strip() for line in block.splitlines()
+             if line.strip() and not line.strip().startswith("```")]
+    return [set(line.replace("/", " ").split()) for line in reversed(lines)]
+
+
+def layer_of(module: str) -> str:
+    """``merdg.run.training`` -> ``run``; ``merdg`` -> ``merdg``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def upward_imports(graph: dict[str, set[str]], rank: dict[str, int]) -> list[str]:
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                  if rank[layer_of(b)] > rank[layer_of(a)])
+
+
+def test_imports_go_down_the_declared_layers():
+    layers = declared_layers()
+    rank = {name: k for k, layer in enumerate(layers) for name in layer}
+    graph = import_graph()
+    assert {layer_of(m) for m in graph} == set(rank), "every package and module has a layer"
+    assert len(rank) == sum(len(layer) for layer in layers), "one layer per name"
+    assert upward_imports(graph, rank) == []
+    # the check catches an upward import (the pure metrics importing the run layer)
+    assert upward_imports({"merdg.evaluation.metrics": {"merdg.run.training"}}, rank) == [
+        "merdg.evaluation.metrics -> merdg.run.training"]
+
+
 def test_the_run_config_module_needs_no_torch():
     graph = import_graph()
-    assert graph["merdg.run.config"] == set()  # and no third-party import either:
-    source = (PACKAGE / "run" / "config.py").read_text()
-    assert not re.search(r"^\s*(import|from)\s+(torch|numpy)", source, re.M)
+    # the settings declarations only, which import nothing of merdg
+    assert graph["merdg.run.config"] == {"merdg.options"} and graph["merdg.options"] == set()
+    for source in (PACKAGE / "run" / "config.py", PACKAGE / "options.py"):  # nor torch, numpy
+        assert not re.search(r"^\s*(import|from)\s+(torch|numpy)", source.read_text(), re.M)
 
 
 RUN_FILE_NAMES = {RunDir.CONFIG, RunDir.RECORDS, RunDir.SUMMARY, RunDir.CHECKPOINT, RunDir.MODEL,
+                  RunDir.LAST_MODEL,
                   RunDir.JOB, RunDir.LOG, RunDir.LOCK, RunDir.PREVIOUS_CHECKPOINT,
                   RunDir.CHECKPOINT_DIGESTS, RunDir.DAMAGED_CHECKPOINT, RunDir.MODEL_DIGEST,
                   RunDir.PRETRAINING, RunDir.PRETRAINING_DIGEST}
@@ -215,9 +254,10 @@ def test_collect_prints_the_tables_a_bench_wrote_with_a_failed_run(tmp_path, cap
     assert table in capsys.readouterr().out
     assert (tmp_path / "collected" / "table.md").read_text() == table
     # the failed run's target has one seed: MERDG's avg uses the seed both targets have
-    cells = [line for line in (tmp_path / "collected" / "cells.csv").read_text().splitlines()
-             if ",MERDG,avg," in line]
-    assert len(cells) == 1 and cells[0].split(",")[-3] == "1"  # n = 1 shared replicate
+    text = (tmp_path / "collected" / "cells.csv").read_text()
+    cells = [row for row in csv.DictReader(io.StringIO(text))
+             if (row["algorithm"], row["target"]) == ("MERDG", "avg")]
+    assert len(cells) == 1 and cells[0]["n"] == "1"  # n = 1 shared replicate
 
 
 def test_collect_after_a_run_was_deleted(tmp_path, capsys):

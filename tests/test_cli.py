@@ -70,3 +70,16 @@ def test_cli_log_lines_mark_warnings(capsys):
     assert capsys.readouterr().err.splitlines() == [
         "resuming after epoch 1 of 4",
         "warning: checkpoint.pt: damaged; resuming from checkpoint.previous.pt"]
+
+
+def test_help_shows_no_placeholder_for_required_settings(capsys):
+    """`--dataset` has no default: the help says nothing about one (issue 19: it printed
+    `(default: <dataclasses._MISSING_TYPE object at 0x...>)`)."""
+    for command in ("train", "bench", "sweep"):
+        try:
+            main([command, "--help"])
+        except SystemExit as done:
+            assert done.code == 0
+        text = capsys.readouterr().out
+        assert "MISSING" not in text and "object at 0x" not in text, command
+        assert "registered dataset name (see `merdg list datasets`)" in " ".join(text.split())

@@ -115,12 +115,12 @@ a+b & ERM & 62.00 $\pm$ 2.00 & 50.00 $\pm$ 5.00 & 56.00 $\pm$ 2.18 \\
 """
 
 CSV = """\
-dataset,settings,modalities,algorithm,target,mean,std,std_population,n,hparams_seed,seeds
-toy,"{""split_seed"": 0}",a,ERM,A,0.450000,0.070711,0.050000,2,0,0 1
-toy,"{""split_seed"": 0}",a+b,ERM,A,0.620000,0.020000,0.016330,3,2,2 3 4
-toy,"{""split_seed"": 0}",a+b,ERM,B,0.500000,0.050000,0.040825,3,0,0 3 4
-toy,"{""split_seed"": 0}",a+b,ERM,avg,0.560000,0.021794,0.017795,3,,
-toy,"{""split_seed"": 0}",a+b,MERDG,A,0.712300,0.000000,0.000000,1,0,0
+dataset,settings,modalities,algorithm,target,mean,std,se,std_population,n,hparams_seed,seeds
+toy,"{""split_seed"": 0}",a,ERM,A,0.450000,0.070711,0.050000,0.050000,2,0,0 1
+toy,"{""split_seed"": 0}",a+b,ERM,A,0.620000,0.020000,0.011547,0.016330,3,2,2 3 4
+toy,"{""split_seed"": 0}",a+b,ERM,B,0.500000,0.050000,0.028868,0.040825,3,0,0 3 4
+toy,"{""split_seed"": 0}",a+b,ERM,avg,0.560000,0.021794,0.012583,0.017795,3,,
+toy,"{""split_seed"": 0}",a+b,MERDG,A,0.712300,0.000000,0.000000,0.000000,1,0,0
 """
 
 

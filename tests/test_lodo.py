@@ -15,8 +15,8 @@ from merdg.experiments.plan import (
     retrain_jobs,
     search_jobs,
 )
-from merdg.experiments.report import write_tables
-from merdg.experiments.results import build_tables, load_rows, lodo_table
+from merdg.experiments.report import lodo_table, write_tables
+from merdg.experiments.results import build_tables, load_rows
 from merdg.experiments.runner import experiment_tasks, run_experiment
 from merdg.experiments.search import choose_trial_lodo, lodo_scores
 from merdg.run.config import RunConfig

@@ -12,7 +12,7 @@ from merdg.cli import main
 from merdg.datasets import build_dataset
 from merdg.datasets.preprocessing import DataError
 from merdg.run.config import RunConfig
-from merdg.run.records import read_jsonl
+from merdg.run.directory import RunDir
 from merdg.run.training import train
 
 DOMAINS, LABELS = ("lab", "home", "car"), ("walk", "run")
@@ -172,7 +172,9 @@ def test_training_runs_on_a_manifest(tmp_path):
     summary = train(RunConfig(dataset="manifest", target="lab", algorithm="MERDG",
                               data_root=str(root), hparams=hp,
                               dataset_options={"progress": False}), progress=False)
-    assert set(summary["selection"]["source_val"]["target_probe_acc"]) == {"accel", "feat"}
+    row = summary["selection"]["source_val"]
+    assert {k for k in row if k.startswith("target_probe_acc/")} == {
+        "target_probe_acc/accel", "target_probe_acc/feat"}
 
 
 def test_training_evaluates_corruptions_of_sequences_and_vectors(tmp_path):
@@ -180,14 +182,18 @@ def test_training_evaluates_corruptions_of_sequences_and_vectors(tmp_path):
     hp = {"epochs": 1, "batch_size": 6, "proj_hidden": 16, "fusion_hidden": 16,
           "encoders": {"accel": {"channels": [8, 8]}, "feat": {"hidden": 8, "out_dim": 8}}}
     train(RunConfig(dataset="manifest", target="lab", data_root=str(root), hparams=hp,
-                    dataset_options={"progress": False}, corruptions=["gaussian_noise", "spikes"],
-                    severities=[1, 5], out_dir=str(tmp_path / "run")), progress=False)
-    target = list(read_jsonl(tmp_path / "run" / "records.jsonl"))[-1]["target"]
+                    dataset_options={"progress": False},
+                    evaluations={"corruptions": {"corruptions": ["gaussian_noise", "spikes"],
+                                                 "severities": [1, 5]}},
+                    out_dir=str(tmp_path / "run")), progress=False)
+    (evaluation,) = [e for e in RunDir(tmp_path / "run").read_evaluations()
+                     if e["evaluator"] == "corruptions"]
+    details = evaluation["details"]
     for m in ("accel", "feat"):  # a (T, 3) sequence (timeseries kind), a vector (array kind)
-        assert {n: sorted(v) for n, v in target["corruptions"][m].items()} == {
+        assert {n: sorted(v) for n, v in details["corruptions"][m].items()} == {
             "gaussian_noise": ["1", "5"], "spikes": ["1", "5"]}
-    assert target["robustness"]["per_modality"].keys() == {"accel", "feat"}
-    assert target["robustness"]["per_severity"].keys() == {"1", "5"}
+    assert details["robustness"]["per_modality"].keys() == {"accel", "feat"}
+    assert details["robustness"]["per_severity"].keys() == {"1", "5"}
 
 
 def test_copied_directory_keeps_working(manifest_dir, tmp_path):
@@ -195,10 +201,9 @@ def test_copied_directory_keeps_working(manifest_dir, tmp_path):
     assert len(load(copy).labels("car")) == 8
 
 
-def test_open_set_on_a_manifest_with_one_known_class(tmp_path):
-    """Known class "walk" only: one output, every prediction is right and has MSP 1, so the
-    AUROC/FPR95 of the known samples are undefined (null in the records, empty in
-    results.csv) and every unknown ("run") sample is accepted (unknown_acc 0)."""
+def test_open_set_on_a_manifest_with_one_known_class_is_refused(tmp_path, capsys):
+    """Known class "walk" only would train a one-output model whose every prediction is right
+    (known accuracy 1, h_score 0): refused before any run, nothing written (issue 19)."""
     import json
 
     root = write_manifest(tmp_path / "t", per_cell=8)
@@ -208,11 +213,9 @@ def test_open_set_on_a_manifest_with_one_known_class(tmp_path):
     assert main(["bench", "--dataset", "manifest", "--data-root", str(root), "--algorithms",
                  "ERM", "--targets", "lab", "--setting", "all", "--seeds", "1", "--open-set",
                  "--known-classes", "walk", "--hparams", json.dumps(hp),
-                 "--dataset-option", "progress=false", "--out", str(out)]) == 0
-    rows = list(csv.DictReader((out / "results.csv").open()))
-    assert {r["sources"] for r in rows} == {"car+home", "home", "car"}
-    assert all(r["auroc_msp"] == "" and r["unknown_acc"] == "0.0" for r in rows)
-    assert all(r["known_acc"] == "1.0" and r["h_score"] == "0.0" for r in rows)
-    record = json.loads((out / "runs/accel+feat/ERM/home-to-lab/seed0/records.jsonl")
-                        .read_text().splitlines()[0])
-    assert record["target"]["auroc_msp"] is None and record["target"]["aurc_msp"] == 0.0
+                 "--dataset-option", "progress=false", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "merdg bench: error: --known-classes lists one class (walk); open-set training needs "
+        "at least 2 known classes (with one, the classifier has a single output and always "
+        "predicts it)")
+    assert not out.exists()

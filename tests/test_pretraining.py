@@ -7,8 +7,8 @@ import torch
 from merdg.datasets import build_dataset
 from merdg.models import build_encoder
 from merdg.models.transfer import freeze, load_encoder_weights
-from merdg.pretraining import UnimodalPretraining, pretrain_encoders
 from merdg.run.config import RunConfig
+from merdg.run.pretraining import UnimodalPretraining, pretrain_encoders
 from merdg.run.training import build_algorithm, run_hparams
 
 SMALL = {m: {"hidden": 16, "out_dim": 8} for m in ("m0", "m1", "m2")}

@@ -9,14 +9,15 @@ import pytest
 import torch
 
 import merdg.run.training as training
+import run_outputs
 from merdg.cli import main
 from merdg.datasets import DATASETS, DomainDataset
 from merdg.datasets.base import TensorSamples
 from merdg.models.transfer import encoder_blocks
-from merdg.pretraining import UnimodalPretraining
 from merdg.run.checkpoint import CheckpointMismatchError
 from merdg.run.config import RunConfig
 from merdg.run.directory import RunDir
+from merdg.run.pretraining import UnimodalPretraining
 from merdg.run.records import read_jsonl
 from merdg.run.training import train
 
@@ -93,11 +94,9 @@ def stage_crash_at(epoch, monkeypatch):
 
 
 def outcome(out):
-    records = [{k: v for k, v in r.items() if k not in ("time_s", "run")}
-               for r in read_jsonl(out / RunDir.RECORDS)]
-    summary = json.loads((out / RunDir.SUMMARY).read_text())
     info = json.loads((out / RunDir.CONFIG).read_text())
-    return records, summary["selection"], without_times(info["init"])
+    return (run_outputs.records(out), run_outputs.summary_rows(out),
+            run_outputs.evaluations(out), without_times(info["init"]))
 
 
 def test_resume_in_the_middle_of_the_pretraining_stage(tmp_path, tiny_hparams,
@@ -176,13 +175,13 @@ def encoder_state(model_file):
 def test_init_path_round_trips_a_runs_encoders_through_merdg_train(tmp_path, tiny_hparams):
     common = ["train", "--dataset", "synthetic", "--target", "d1", "--dataset-option",
               "samples_per_domain=60", "--dataset-option", "n_classes=3", "--hparams",
-              json.dumps(tiny_hparams), "--save-model"]
+              json.dumps(tiny_hparams), "--save-model", "selected"]
     first, second = tmp_path / "first", tmp_path / "second"
     assert main([*common, "--algorithm", "MERDG", "--seed", "1", "--out", str(first)]) == 0
     weights = first / RunDir.MODEL
     # a different algorithm and seed, every encoder tensor loaded and frozen
     assert main([*common, "--algorithm", "ERM", "--init", str(weights), "--freeze",
-                 "m0,m1,m2", "--encoder-probes", "last", "--out", str(second)]) == 0
+                 "m0,m1,m2", "--encoder-probes", "--out", str(second)]) == 0
     a, b = encoder_state(weights), encoder_state(second / RunDir.MODEL)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     info = json.loads((second / RunDir.CONFIG).read_text())
@@ -193,8 +192,9 @@ def test_init_path_round_trips_a_runs_encoders_through_merdg_train(tmp_path, tin
         m: sum(1 for k in a if k.startswith(f"net.encoders.{m}.")) for m in ("m0", "m1", "m2")}
     assert all(e["trainable_tensors"] == 0 for e in info["freeze"]["encoders"].values())
     # frozen encoders: the measurement after training equals the one at initialization
-    last = list(read_jsonl(second / RunDir.RECORDS))[-1]
-    assert last["encoders"] == info["encoders_at_init"]
+    probes = [e for e in RunDir(second).read_evaluations() if e["evaluator"] == "encoder_probes"]
+    assert len(probes) == 1 and probes[0]["details"]["after"] == info["encoders_at_init"]
+    assert probes[0]["details"]["at_init"] == info["encoders_at_init"]
 
 
 def test_init_path_errors_name_the_culprit(tmp_path, tiny_hparams, tiny_synthetic_options,
@@ -270,7 +270,7 @@ def batchnorm_buffers(state, frozen_prefixes):
 @pytest.mark.parametrize("bn", ["frozen", "train"])
 def test_frozen_parameters_stay_over_a_training_run(bn, tmp_path, sequence_dataset):
     cfg = RunConfig(dataset=sequence_dataset, target="c", algorithm="MERDG", freeze="all-but-last",
-                    freeze_bn=bn, save_model=True, out_dir=str(tmp_path / "run"),
+                    freeze_bn=bn, save_model="selected+last", out_dir=str(tmp_path / "run"),
                     hparams={"epochs": 2, "batch_size": 8, "proj_hidden": 8,
                              "fusion_hidden": 8})
     start = built(RunConfig(**{**cfg.to_dict(), "out_dir": None}))
@@ -281,7 +281,7 @@ def test_frozen_parameters_stay_over_a_training_run(bn, tmp_path, sequence_datas
                      for block in b[:-1] for name in block]
     last_blocks = [f"net.encoders.{m}.{name}" for m, b in blocks.items() for name in b[-1]]
     train(cfg, progress=False)
-    final = torch.load(tmp_path / "run" / RunDir.MODEL, weights_only=True)["state_dict"]
+    final = RunDir(tmp_path / "run").read_model_state("last")  # the last epoch's weights
     assert frozen and {n.rsplit(".", 1)[0].rsplit(".", 1)[0] for n in frozen} >= {
         "net.encoders.vec.net", "net.encoders.seq.blocks"}
     assert all(torch.equal(initial[n], final[n]) for n in frozen)
@@ -305,15 +305,18 @@ def test_encoder_probes_do_not_change_training(tmp_path, tiny_hparams, tiny_synt
     plain = tmp_path / "plain"
     probed = tmp_path / "probed"
     train(config(plain, tiny_hparams, tiny_synthetic_options), progress=False)
-    train(config(probed, tiny_hparams, tiny_synthetic_options, encoder_probes="every"),
-          progress=False)
-    a = [{k: v for k, v in r.items() if k not in ("time_s", "run")}
-         for r in read_jsonl(plain / RunDir.RECORDS)]
-    b = [{k: v for k, v in r.items() if k not in ("time_s", "run", "encoders")}
-         for r in read_jsonl(probed / RunDir.RECORDS)]
-    assert a == b
-    records = list(read_jsonl(probed / RunDir.RECORDS))
-    assert all(set(r["encoders"]) == {"m0", "m1", "m2"} for r in records)
-    init = records[0]["run"]["encoders_at_init"]
+    train(config(probed, tiny_hparams, tiny_synthetic_options,
+                 evaluations={"encoder_probes": {}}), progress=False)
+    assert run_outputs.records(plain) == run_outputs.records(probed)
+    plain_rows, probed_rows = run_outputs.summary_rows(plain), run_outputs.summary_rows(probed)
+    for rule, row in plain_rows.items():  # the same, plus the probes' columns
+        assert {k: v for k, v in probed_rows[rule].items() if k in row} == row
+    selected = probed_rows["source_val"]
+    assert {k for k in selected if k not in plain_rows["source_val"]} == {
+        f"{c}/{m}" for c in ("init_probe_acc", "init_erank", "encoder_probe_acc",
+                             "encoder_erank") for m in ("m0", "m1", "m2")}
+    init = list(read_jsonl(probed / RunDir.RECORDS))[0]["run"]["encoders_at_init"]
     assert all(0 <= e["probe_acc"] <= 1 and 1 <= e["erank"] <= 8 for e in init.values())
+    assert {m: selected[f"init_probe_acc/{m}"] for m in init} == {
+        m: e["probe_acc"] for m, e in init.items()}
 

@@ -13,6 +13,7 @@ import pytest
 
 import merdg.run.directory as run_dir
 import merdg.run.training as training
+import run_outputs
 from merdg.algorithms.base import Algorithm
 from merdg.cli import main
 from merdg.run.checkpoint import CheckpointMismatchError
@@ -33,11 +34,10 @@ def config(out, tiny_hparams, tiny_synthetic_options, epochs=4, **kw):
 
 
 def comparable(out: Path):
-    """Records and summary without wall times and the run block (it names the directory)."""
-    records = [{k: v for k, v in r.items() if k not in ("time_s", "run")}
-               for r in read_jsonl(out / "records.jsonl")]
+    """Records, summary rows, saved models and evaluations (:mod:`run_outputs`)."""
     summary = json.loads((out / "summary.json").read_text())
-    return records, summary["selection"]
+    return (run_outputs.records(out), run_outputs.summary_rows(out), summary["models"],
+            run_outputs.evaluations(out))
 
 
 @pytest.fixture
@@ -90,6 +90,50 @@ def test_resumed_run_equals_uninterrupted(where, tmp_path, tiny_hparams, tiny_sy
     train(cfg, progress=False)
     assert comparable(tmp_path) == uninterrupted
     assert (tmp_path / "done").exists() and not (tmp_path / RunDir.CHECKPOINT).exists()
+
+
+def test_the_checkpoint_keeps_the_selected_weights(tmp_path, tiny_hparams,
+                                                  tiny_synthetic_options, uninterrupted,
+                                                  monkeypatch):
+    """Interrupted after each epoch in turn, a run resumes with the weights of the epoch
+    source validation selected so far (stored in the checkpoint when it is not the checkpoint's
+    own epoch), so its model.pt and evaluations are the uninterrupted run's."""
+    cfg = config(tmp_path, tiny_hparams, tiny_synthetic_options)
+    for epoch in (2, 3, 4):  # crash before each record after the first; resume up to there
+        with monkeypatch.context() as patch:
+            crash_in_record_append(epoch, patch)
+            with pytest.raises(Crash):
+                train(cfg, progress=False)
+        saved = RunDir(tmp_path).read_checkpoint({**RunDir(tmp_path).read_info()["identity"]})
+        selected = saved["selected"]
+        best = max(range(epoch), key=lambda k: (saved["records"][k]["val"]["acc"], k)) + 1
+        assert selected["epoch"] == best  # the epoch select_epoch picks, ties to the later
+        assert (selected["state"] is None) == (best == epoch)  # not stored twice
+    train(cfg, progress=False)
+    assert comparable(tmp_path) == uninterrupted
+
+
+def test_a_checkpoint_of_an_earlier_version_loses_only_the_unkept_weights(
+        tmp_path, tiny_hparams, tiny_synthetic_options, monkeypatch, caplog):
+    """Checkpoints of merdg before the evaluation stage kept no selected weights: resuming one
+    whose selected epoch is not its own says so, and the run's end evaluates its last epoch."""
+    cfg = config(tmp_path, tiny_hparams, tiny_synthetic_options,
+                 hparams={"lr": 0.0})  # every epoch ties: the later one is selected
+    with monkeypatch.context() as patch:
+        crash_in_record_append(3, patch)
+        with pytest.raises(Crash):
+            train(cfg, progress=False)
+    directory = RunDir(tmp_path)
+    payload = directory.read_checkpoint(directory.read_info()["identity"])
+    del payload["selected"]  # as an earlier version wrote it
+    payload["records"][0]["val"]["acc"] = 2.0  # make epoch 1 the best so far
+    directory.write_checkpoint({k: v for k, v in payload.items() if k != "format"})
+    with caplog.at_level("WARNING", logger="merdg"):
+        summary = train(cfg, progress=False)
+    assert "kept no weights of the epoch source validation selects so far (1)" in caplog.text
+    assert summary["selection"]["source_val"]["epoch"] == 1
+    assert directory.read_model()["epoch"] == 4  # the last epoch's weights, labelled as such
+    assert [m["epoch"] for m in summary["models"]] == [4]
 
 
 def test_checkpoint_of_another_config_is_refused(tmp_path, tiny_hparams, tiny_synthetic_options,

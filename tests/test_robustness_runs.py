@@ -1,8 +1,9 @@
-"""Corruption robustness wired through runs: options, records, tables, figure, CLI errors.
+"""Corruption robustness wired through runs: settings, the evaluation of the selected model,
+tables, figure, CLI errors.
 
 The corruptions themselves and the views are tested in ``tests/evaluation``; here a run
-evaluates its target under them (``--corruptions``, ``--severities``, ``--corruption-seed``,
-``--eval-corruptions``) and the result pipeline reports them.
+evaluates its target under them (``--corruptions``, ``--severities``, ``--corruption-seed``) and
+the result pipeline reports them.
 """
 
 import csv
@@ -11,96 +12,110 @@ import json
 
 import pytest
 
+import run_outputs
 from figure_checks import assert_readable
 from merdg.cli import main
-from merdg.diagnostics.features import load_run
-from merdg.evaluation import CorruptionSpec, corrupted_view, zero_filled
-from merdg.experiments.plots import figure_severity_curves
-from merdg.experiments.report import robustness_text
-from merdg.experiments.results import (
-    CORRUPTION_ACC,
-    CORRUPTION_RELATIVE,
-    load_rows,
-    robustness_rule,
-    robustness_table,
-    severity_curves,
-)
+from merdg.evaluation import CorruptionSpec, zero_filled
+from merdg.evaluators import Corruptions, canonical_evaluations, corrupted_view, predict
+from merdg.evaluators.corruptions import ACC, RELATIVE, figure_severity_curves, severity_curves
+from merdg.experiments.report import ExperimentView
+from merdg.experiments.results import load_rows
 from merdg.run.config import RunConfig
-from merdg.run.evaluation import evaluate
-from merdg.run.records import read_jsonl
+from merdg.run.directory import RunDir
+from merdg.run.saved import load_saved_run
 from merdg.run.training import train
 
 OPTS = ["--dataset-option", "samples_per_domain=40", "--dataset-option", "n_classes=3"]
 TINY = {"epochs": 2, "batch_size": 12, "proj_hidden": 16, "fusion_hidden": 16}
+CORRUPTION_ACC, CORRUPTION_RELATIVE = ACC.name, RELATIVE.name
 
 
-def run(tmp_path, name, options, **settings):
+def run(tmp_path, name, options, evaluations=None, **settings):
     config = RunConfig(dataset="synthetic", target="d1", hparams=TINY, dataset_options=options,
-                       out_dir=str(tmp_path / name), **settings)
-    summary = train(config, progress=False)
-    return summary, list(read_jsonl(tmp_path / name / "records.jsonl"))
+                       out_dir=str(tmp_path / name), evaluations=evaluations or {}, **settings)
+    return train(config, progress=False), run_outputs.records(tmp_path / name)
 
 
-# --- options -------------------------------------------------------------------------------
+def corruptions(names, severities=None, seed=None):
+    out = {"corruptions": names}
+    out.update({"severities": severities} if severities else {})
+    out.update({"corruption_seed": seed} if seed is not None else {})
+    return {"corruptions": out}
 
-def test_options_normalize_and_enter_the_identity_only_when_set():
-    config = RunConfig(dataset="synthetic", corruptions=["all"], severities=[5, 1, 3])
-    assert config.corruptions == "all" and config.severities == [1, 3, 5]
-    assert config.identity() == {"dataset": "synthetic", "corruptions": "all",
-                                 "severities": [1, 3, 5]}
-    plain = RunConfig(dataset="synthetic")
-    assert plain.corruptions is None and plain.severities == [1, 2, 3, 4, 5]
-    assert plain.identity() == {"dataset": "synthetic"}  # existing job hashes stay valid
+
+# --- settings ------------------------------------------------------------------------------
+
+def test_settings_normalize_and_stay_out_of_the_run_identity():
+    settings = canonical_evaluations({"corruptions": {"corruptions": ["all"],
+                                                      "severities": [5, 1, 3]}})
+    assert settings == {"corruptions": {"corruptions": "all", "severities": [1, 3, 5],
+                                        "corruption_seed": 0}}
+    config = RunConfig(dataset="synthetic", evaluations=settings)
+    # an evaluation of the trained model: the same run (and job hash) with or without it
+    assert config.identity() == RunConfig(dataset="synthetic").identity() == {
+        "dataset": "synthetic"}
     assert RunConfig.from_dict(config.to_dict()) == config
 
 
-# --- records -------------------------------------------------------------------------------
+def test_a_config_of_an_earlier_version_reads_as_the_same_evaluation():
+    old = {**RunConfig(dataset="synthetic").to_dict(), "corruptions": ["scaling"],
+           "severities": [2], "corruption_seed": 3, "eval_corruptions": "last",
+           "eval_missing": "every", "encoder_probes": "last", "save_model": True}
+    del old["evaluations"]
+    config = RunConfig.from_dict(old)
+    assert config.evaluations == {
+        "corruptions": {"corruptions": ["scaling"], "severities": [2], "corruption_seed": 3},
+        "missing": {}, "encoder_probes": {}}
+    assert config.save_model == "selected+last"  # it saved the final weights
 
-def test_records_hold_every_planned_evaluation_and_match_a_recomputation(
+
+# --- the evaluation of the selected model ----------------------------------------------------
+
+def test_the_evaluation_holds_every_planned_spec_and_matches_a_recomputation(
         tmp_path, tiny_synthetic_options):
-    summary, records = run(tmp_path, "run", tiny_synthetic_options, algorithm="MERDG",
-                           corruptions=["scaling", "missing"], severities=[1, 5],
-                           corruption_seed=3, eval_missing="last", save_model=True)
-    assert all("corruptions" not in r["target"] for r in records[:-1])  # default: last epoch
-    target = records[-1]["target"]
-    assert set(target["corruptions"]) == {"m0", "m1", "m2"}
+    summary, _ = run(tmp_path, "run", tiny_synthetic_options, algorithm="MERDG",
+                     evaluations={**corruptions(["scaling", "missing"], [1, 5], 3),
+                                  "missing": {}})
+    evaluation = run_outputs.evaluation(tmp_path / "run", "corruptions")
+    details, columns = evaluation["details"], evaluation["columns"]
+    chosen = summary["selection"]["source_val"]
+    assert evaluation["model"]["epoch"] == chosen["epoch"]  # the selected epoch's weights
+    assert set(details["corruptions"]) == {"m0", "m1", "m2"}
     for m in ("m0", "m1", "m2"):
-        assert {n: sorted(v) for n, v in target["corruptions"][m].items()} == {
+        assert {n: sorted(v) for n, v in details["corruptions"][m].items()} == {
             "scaling": ["1", "5"], "missing": ["-"]}
-        # "missing" is the zero-filled missing-modality accuracy of --eval-missing
-        assert target["corruptions"][m]["missing"]["-"] == target["missing"][m]
-    info = records[-1]["run"]["corruptions"]
-    assert info["names"] == ["scaling", "missing"] and info["severities"] == [1, 5]
-    assert info["seed"] == 3 and info["when"] == "last"
-    assert info["plan"][:3] == ["m0:scaling:1", "m0:scaling:5", "m0:missing:-"]
-    assert len(info["plan"]) == 9
+        # "missing" is the zero-filled missing-modality accuracy of --eval-missing: one column
+        assert details["corruptions"][m]["missing"]["-"] == chosen[f"target_missing/{m}"]
+    assert details["plan"][:3] == ["m0:scaling:1", "m0:scaling:5", "m0:missing:-"]
+    assert len(details["plan"]) == 9
 
-    # the recorded numbers are what an independent evaluation of the saved weights gives
-    loaded = load_run(tmp_path / "run")
-    clean = loaded.split("d1", "test")
-    assert evaluate(loaded.algorithm, clean, loaded.device)["acc"] == target["acc"]
+    # the numbers are what an independent evaluation of the saved weights gives
+    loaded = load_saved_run(tmp_path / "run")
+    clean = loaded.data.target_set
+    assert predict(loaded.algorithm, clean, loaded.device).accuracy() == chosen["target_acc"]
     by_hand = {}
-    for text in info["plan"]:
+    for text in details["plan"]:
         m, name, severity = text.split(":")
         spec = CorruptionSpec(m, name, None if severity == "-" else int(severity))
-        view = corrupted_view(loaded.dataset, clean, spec, seed=3)
-        by_hand[text] = evaluate(loaded.algorithm, view, loaded.device,
-                                 zero=zero_filled(spec))["acc"]
-        assert target["corruptions"][m][name][severity] == by_hand[text], text
-    robustness = target["robustness"]
+        view = corrupted_view(loaded.data.dataset, clean, spec, seed=3)
+        by_hand[text] = predict(loaded.algorithm, view, loaded.device,
+                                zero=zero_filled(spec)).accuracy()
+        assert details["corruptions"][m][name][severity] == by_hand[text], text
+    robustness = details["robustness"]
     assert robustness["mean_corruption_acc"] == pytest.approx(sum(by_hand.values()) / 9)
     assert robustness["relative"] == pytest.approx(robustness["mean_corruption_acc"]
-                                                   / target["acc"])
+                                                   / chosen["target_acc"])
     assert robustness["per_severity"]["5"] == pytest.approx(
         sum(by_hand[f"{m}:scaling:5"] for m in ("m0", "m1", "m2")) / 3)
-    assert robustness["time_s"] > 0
-    assert summary["selection"]["last"]["target_mean_corruption_acc"] == pytest.approx(
-        robustness["mean_corruption_acc"])
+    assert details["time_s"] > 0
+    assert chosen[CORRUPTION_ACC] == pytest.approx(robustness["mean_corruption_acc"])
 
-    rows = [r for r in load_rows(tmp_path) if r["selection"] == "last"]
-    assert rows[0][CORRUPTION_ACC] == robustness["mean_corruption_acc"]
+    rows = [r for r in load_rows(tmp_path) if r["selection"] == "source_val"]
+    assert rows[0][CORRUPTION_ACC] == columns[CORRUPTION_ACC] == chosen[CORRUPTION_ACC]
     assert rows[0][CORRUPTION_RELATIVE] == robustness["relative"]
     assert rows[0]["target_corruption/m2:scaling:5"] == by_hand["m2:scaling:5"]
+    assert rows[0]["target_missing/m1"] == by_hand["m1:missing:-"]
+    assert "target_corruption/m1:missing:-" not in rows[0]  # computed and shown once
     assert rows[0]["target_corruption_severity/1"] == robustness["per_severity"]["1"]
     assert rows[0]["target_corruption_modality/m0"] == robustness["per_modality"]["m0"]
 
@@ -110,39 +125,40 @@ def test_corruption_passes_do_not_change_the_training(tmp_path, tiny_synthetic_o
     # would see other masks unless the optional passes restore it
     _, plain = run(tmp_path, "plain", tiny_synthetic_options, algorithm="SimMMDG")
     _, extra = run(tmp_path, "extra", tiny_synthetic_options, algorithm="SimMMDG",
-                   corruptions="all", severities=[2, 4], eval_corruptions="every")
+                   evaluations=corruptions("all", [2, 4]))
     assert len(plain) == len(extra) == 2
-    for a, b in zip(plain, extra):
-        assert "corruptions" in b["target"] and "corruptions" not in a["target"]
-        assert a["train"] == b["train"] and a["val"] == b["val"]
-        corrupted = {"corruptions", "robustness"}
-        assert a["target"] == {k: v for k, v in b["target"].items() if k not in corrupted}
+    assert plain == extra
+    assert [e["evaluator"] for e in RunDir(tmp_path / "extra").read_evaluations()] == [
+        "corruptions", "selective"]
 
 
 def test_the_corruption_seed_fixes_the_samples(tmp_path, tiny_synthetic_options):
-    spec = {"corruptions": ["spikes"], "severities": [5]}
-    _, a = run(tmp_path, "a", tiny_synthetic_options, **spec)
-    _, b = run(tmp_path, "b", tiny_synthetic_options, **spec)
-    _, c = run(tmp_path, "c", tiny_synthetic_options, corruption_seed=1, **spec)
-    assert a[-1]["target"]["corruptions"] == b[-1]["target"]["corruptions"]
-    assert RunConfig(dataset="synthetic", corruption_seed=1, corruptions="all").identity()[
-        "corruption_seed"] == 1  # part of the run's identity
-    assert c[-1]["target"]["acc"] == a[-1]["target"]["acc"]  # same training
+    spec = (["spikes"], [5])
+    run(tmp_path, "a", tiny_synthetic_options, evaluations=corruptions(*spec))
+    run(tmp_path, "b", tiny_synthetic_options, evaluations=corruptions(*spec))
+    _, c = run(tmp_path, "c", tiny_synthetic_options, evaluations=corruptions(*spec, seed=1))
+    details = {x: run_outputs.evaluation(tmp_path / x, "corruptions")["details"]
+               for x in "abc"}
+    assert details["a"]["corruptions"] == details["b"]["corruptions"]
+    assert c == run_outputs.records(tmp_path / "a")  # same training
+    # the seed names the evaluation, not the run: two evaluation files of one trained model
+    assert run_outputs.evaluation(tmp_path / "c", "corruptions")["file"] != (
+        run_outputs.evaluation(tmp_path / "a", "corruptions")["file"])
 
 
-def test_every_epoch_and_the_epoch_rule_of_the_tables(tmp_path, tiny_synthetic_options):
-    _, records = run(tmp_path / "every", "run", tiny_synthetic_options,
-                     corruptions=["dropout"], severities=[3], eval_corruptions="every")
-    assert all("robustness" in r["target"] for r in records)
-    assert robustness_rule(load_rows(tmp_path / "every")) == "source_val"
-    run(tmp_path / "last", "run", tiny_synthetic_options, corruptions=["dropout"],
-        severities=[3], hparams_seed=0)
-    rows = load_rows(tmp_path / "last")
-    selected = next(r for r in rows if r["selection"] == "source_val")
-    expected = "source_val" if selected["epoch"] == 2 else "last"
-    assert robustness_rule(rows) == expected
-    assert robustness_rule([r for r in rows if "target_corruption_acc" not in r]) == "source_val"
-    assert robustness_table([r for r in rows if CORRUPTION_ACC not in r]) == ""
+def test_the_robustness_view_falls_back_to_the_last_epoch_of_earlier_runs():
+    """Earlier versions evaluated corruptions at the last epoch only (their records hold them
+    there): the robustness table then reports the last epoch, and says so."""
+    def row(rule, epoch, corrupted):
+        return {"dataset": "synthetic", "settings": "", "modalities": "m0", "algorithm": "ERM",
+                "target": "d0", "column": "d0", "seed": 0, "hparams_seed": 0,
+                "selection": rule, "epoch": epoch, "val_acc": 0.5, "target_acc": 0.6,
+                "path": "p", "source_domains": '["d1"]', "setting": "multi",
+                **({CORRUPTION_ACC: 0.4, CORRUPTION_RELATIVE: 0.4 / 0.6} if corrupted else {})}
+    rows = [row("source_val", 1, False), row("oracle", 1, False), row("last", 2, True)]
+    text = Corruptions.reporter().robustness_text(ExperimentView(rows))
+    assert "epochs: last epoch" in text and "| m0 | ERM | 60.00 | 40.00 |" in text
+    assert Corruptions.reporter().robustness_text(ExperimentView(rows[:2])) == ""
 
 
 # --- tables, figure, collect ----------------------------------------------------------------
@@ -162,8 +178,8 @@ def test_bench_writes_the_robustness_table_and_figure_and_collect_repeats_them(t
     assert (out / "robustness.png").stat().st_size > 0
 
     rows = load_rows(out)
-    last = [r for r in rows if r["selection"] == "last"]
-    assert len(last) == 8
+    last = [r for r in rows if r["selection"] == "source_val"]  # the models evaluated
+    assert len(last) == 8 and all(CORRUPTION_ACC in r for r in last)
     # the table's cells by hand: targets averaged within a seed, then mean over the 2 seeds
     for algorithm in ("ERM", "MERDG"):
         per_seed = [sum(r[CORRUPTION_ACC] for r in last
@@ -174,9 +190,10 @@ def test_bench_writes_the_robustness_table_and_figure_and_collect_repeats_them(t
         assert line.split(" | ")[3].startswith(f"{mean:.2f} ± ")
     header = next(x for x in robustness.splitlines() if x.startswith("| modalities"))
     assert "severity 1 | severity 5 | m0 corrupted" in header
-    assert "| synthetic m0+m1+m2 | MERDG | ERM | 4 |" in robustness  # paired differences
+    assert "| m0+m1+m2 | MERDG | ERM | 4 |" in robustness  # paired differences
+    assert "paired difference in mean corruption accuracy against ERM" in robustness
 
-    accuracy, clean = severity_curves(rows, "last")
+    accuracy, clean = severity_curves(ExperimentView(rows))
     assert set(accuracy) == {"ERM", "MERDG"}
     assert set(accuracy["ERM"]) == {("gaussian_noise", 1), ("gaussian_noise", 5),
                                     ("scaling", 1), ("scaling", 5)}  # missing: no severity
@@ -188,7 +205,7 @@ def test_bench_writes_the_robustness_table_and_figure_and_collect_repeats_them(t
     assert_readable(figure_severity_curves(accuracy, clean))
 
     header = next(csv.reader(io.StringIO((out / "results.csv").read_text())))
-    assert {CORRUPTION_ACC, CORRUPTION_RELATIVE, "target_corruption/m0:missing:-",
+    assert {CORRUPTION_ACC, CORRUPTION_RELATIVE, "target_missing/m0",
             "target_corruption_severity/5", "target_corruption_modality/m2"} <= set(header)
 
     # merdg collect prints and writes exactly what the bench wrote
@@ -197,7 +214,7 @@ def test_bench_writes_the_robustness_table_and_figure_and_collect_repeats_them(t
     assert robustness in capsys.readouterr().out
     assert (collected / "robustness.md").read_text() == robustness
     assert (collected / "robustness.png").exists()
-    assert robustness_text(rows) == robustness
+    assert Corruptions.reporter().robustness_text(ExperimentView(rows)) == robustness
 
 
 def test_runs_without_corruptions_write_no_robustness_files(tmp_path, capsys):
@@ -224,7 +241,7 @@ def test_runs_without_corruptions_write_no_robustness_files(tmp_path, capsys):
      "1,3,5, got 'x'"),
     (["--corruptions", "all", "--severities", "3,3"], "lists a value twice"),
     (["--severities", "1,3"], "--severities only apply with --corruptions"),
-    (["--eval-corruptions", "every"], "--eval-corruptions only apply with --corruptions"),
+    (["--corruption-seed", "2"], "--corruption-seed only apply with --corruptions"),
 ])
 @pytest.mark.parametrize("command", ["train", "bench"])
 def test_bad_corruption_options_stop_before_any_work(command, extra, message, tmp_path,

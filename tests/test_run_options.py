@@ -11,9 +11,11 @@ from merdg.cli import build_parser, main
 from merdg.cli.bench import experiment_config as bench_config
 from merdg.cli.sweep import experiment_config as sweep_config
 from merdg.cli.train import run_config as train_config
+from merdg.evaluators import EVALUATORS, ORDER, canonical_evaluations
 from merdg.experiments.plan import first_phase
 from merdg.experiments.runner import experiment_tasks
 from merdg.run.config import RunConfig, option_of, run_options
+from merdg.run.training import train
 
 TINY = {"epochs": 1, "batch_size": 12, "proj_hidden": 16, "fusion_hidden": 16}
 ENCODERS = {"m0": {"hidden": 8, "out_dim": 8}}
@@ -35,21 +37,27 @@ SHARED = {
     "device": (["--device", "auto"], "auto"),
     "num_workers": (["--num-workers", "1"], 1),
     "eval_batch_size": (["--eval-batch-size", "64"], 64),
-    "save_model": (["--save-model"], True),
+    "save_model": (["--save-model", "selected+last"], "selected+last"),
     "precision": (["--precision", "bf16"], "bf16"),
     "tensorboard": (["--tensorboard"], True),
-    "eval_missing": (["--eval-missing", "last"], "last"),
     "open_set": (["--open-set"], True),
     "known_classes": (["--known-classes", "class0,class2"], ["class0", "class2"]),
-    "corruptions": (["--corruptions", "scaling,missing"], ["scaling", "missing"]),
-    "severities": (["--severities", "5", "2"], [2, 5]),
-    "corruption_seed": (["--corruption-seed", "4"], 4),
-    "eval_corruptions": (["--eval-corruptions", "every"], "every"),
-    "encoder_probes": (["--encoder-probes", "last"], "last"),
+    # the evaluators' own flags (merdg.evaluators), checked and completed with their defaults
+    "evaluations": (["--eval-missing", "--corruptions", "scaling,missing", "--severities", "5",
+                     "2", "--corruption-seed", "4", "--encoder-probes", "--fpr95-point",
+                     "nearest", "--ood-domains", "d3"],
+                    {"selective": {"fpr95_point": "nearest"}, "missing": {},
+                     "corruptions": {"corruptions": ["scaling", "missing"], "severities": [2, 5],
+                                     "corruption_seed": 4},
+                     "encoder_probes": {},
+                     "ood": {"ood_dataset": None, "ood_domains": ["d3"], "ood_data_root": None,
+                             "ood_dataset_options": {}, "ood_fpr95_point": "first"}}),
 }
 # W&B logging runs offline (test_every_setting_reaches_config_json keeps its files in tmp_path);
 # without the optional package it is checked on the configs only
-WANDB = {"wandb": (["--wandb"], True)}
+WANDB = {"wandb": (["--wandb"], True), "wandb_project": (["--wandb-project", "proj"], "proj"),
+         "wandb_entity": (["--wandb-entity", "lab"], "lab"),
+         "wandb_group": (["--wandb-group", "grp"], "grp")}
 if importlib.util.find_spec("wandb") is not None:
     SHARED.update(WANDB)
 # settings a synthetic run cannot use (paper encoders): checked on the configs only
@@ -161,12 +169,20 @@ def test_every_setting_reaches_config_json(command, tmp_path, monkeypatch):
 
 def test_a_new_field_needs_no_other_change(monkeypatch):
     """What the CLI offers is generated from the declarations: a field added to RunConfig
-    appears in train, bench and sweep with its flag and help."""
-    for command in ("train", "bench", "sweep"):
+    appears in train, bench and sweep with its flag and help, and a setting added to an
+    evaluator in train, bench, sweep, evaluate and collect."""
+    for command in ("train", "bench", "sweep", "evaluate", "collect"):
         text = build_parser()._subparsers._group_actions[0].choices[command].format_help()
         for name, opt, _ in run_options():
+            if command in ("evaluate", "collect") or not opt.cli:
+                continue
             if command == "train" or opt.axis is None:
                 assert opt.flag in text, (command, name)
+        for name in ORDER:
+            evaluator = EVALUATORS.get(name)
+            flags = [opt.flag for _, opt, _ in evaluator.Settings.options()]
+            for flag in flags + [evaluator.request_flag] * bool(evaluator.request_flag):
+                assert flag in text, (command, name, flag)
 
 
 @pytest.mark.parametrize("settings,message", [
@@ -174,27 +190,51 @@ def test_a_new_field_needs_no_other_change(monkeypatch):
     ({"holdout_fraction": 1}, r"must be > 0 and < 1, got 1"),
     ({"num_workers": -1}, r"num_workers \(--num-workers\) must be >= 0, got -1"),
     ({"seed": 1.5}, r"seed \(--seed\) must be an integer, got 1.5"),
-    ({"save_model": "yes"}, r"save_model \(--save-model\) must be true or false"),
+    ({"save_model": "yes"}, r"save_model \(--save-model\) must be one of 'selected', "
+     r"'selected\+last', 'none'"),
     ({"precision": "fp8"}, r"precision \(--precision\) must be one of 'fp32', 'bf16', 'fp16'"),
     ({"device": "gpu"}, r"device \(--device\) must be cpu, cuda, cuda:N, mps or auto"),
     ({"sources": ["d1", "d1"]}, r"sources \(--source\) lists a name twice"),
     ({"sources": ["d1", "d2"]}, r"target 'd1' is also a source domain"),
     ({"hparams": [1]}, r"hparams \(--hparams\) must be a JSON object"),
-    ({"corruptions": "some"}, r"corruptions \(--corruptions\) must be a non-empty list of "
-     r"names or 'all', got 'some'"),
-    ({"corruptions": []}, r"corruptions \(--corruptions\) must be a non-empty list"),
-    ({"corruptions": "all", "severities": [6]}, r"severities \(--severities\) values must be "
-     r">= 1 and <= 5, got \[6\]"),
-    ({"corruptions": "all", "severities": [True]}, r"must be a non-empty list of integers"),
-    ({"corruption_seed": 2}, r"--corruption-seed only apply with --corruptions"),
+    ({"evaluations": {"corruptions": []}}, r"evaluations\['corruptions'\] must be a JSON "
+     r"object of the evaluator's settings"),
     ({"init": "weights.pt"}, r"init \(--init\) 'weights.pt': no such file"),
     ({"freeze": " , "}, r"freeze \(--freeze\) must be 'all-but-last' or parameter-name"),
     ({"freeze_bn": "eval"}, r"freeze_bn \(--freeze-bn\) must be one of 'frozen', 'train'"),
-    ({"encoder_probes": "all"}, r"encoder_probes \(--encoder-probes\) must be one of"),
 ])
 def test_settings_are_validated_when_the_config_is_built(settings, message):
     with pytest.raises(ValueError, match=message):
         RunConfig(dataset="synthetic", target="d1", **settings)
+
+
+@pytest.mark.parametrize("evaluations,message", [
+    ({"corruptions": {"corruptions": "some"}}, r"corruptions \(--corruptions\) must be a "
+     r"non-empty list of names or 'all', got 'some'"),
+    ({"corruptions": {"corruptions": []}}, r"corruptions \(--corruptions\) must be a non-empty "
+     r"list"),
+    ({"corruptions": {"corruptions": "all", "severities": [6]}}, r"severities \(--severities\) "
+     r"values must be >= 1 and <= 5, got \[6\]"),
+    ({"corruptions": {"corruptions": "all", "severities": [True]}},
+     r"must be a non-empty list of integers"),
+    ({"corruptions": {"corruption_seed": 2}}, r"--corruption-seed only apply with --corruptions "
+     r"\(corruptions is not set\)"),
+    ({"encoder_probes": {"when": "all"}}, r"evaluator 'encoder_probes' has no setting \['when'\]"),
+    ({"probes": {}}, r"unknown evaluator\(s\) \['probes'\]; evaluators: clean, selective"),
+    ({"selective": {"fpr95_point": "middle"}}, r"fpr95_point \(--fpr95-point\) must be one of "
+     r"'first', 'nearest'"),
+    ({"ood": {}}, r"the ood evaluation needs --ood-dataset or --ood-domains"),
+])
+def test_evaluator_settings_are_validated_before_any_work(evaluations, message, tmp_path,
+                                                          monkeypatch):
+    with pytest.raises(ValueError, match=message):
+        canonical_evaluations(evaluations)
+    # train checks them before any data is read or any file written
+    monkeypatch.setattr("merdg.run.training.run_dataset", lambda config: pytest.fail("read"))
+    with pytest.raises(ValueError, match=message):
+        train(RunConfig(dataset="synthetic", target="d1", evaluations=evaluations,
+                        out_dir=str(tmp_path / "run")), progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_option_declarations_are_complete():

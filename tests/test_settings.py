@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,20 +13,15 @@ import torch
 
 from merdg.cli import main
 from merdg.datasets.base import TensorSamples
+from merdg.evaluators import OpenSet, Predictions
+from merdg.evaluators.clean import split_metrics
 from merdg.experiments.jobs import job_hash
 from merdg.experiments.plan import ExperimentConfig, Task, run_config, tasks
-from merdg.experiments.report import write_tables
-from merdg.experiments.results import (
-    load_rows,
-    paired_rows,
-    paired_tables,
-    rows_to_csv,
-    run_rows,
-)
+from merdg.experiments.report import rows_to_csv, write_tables
+from merdg.experiments.results import load_rows, paired_rows, paired_tables
 from merdg.run.config import RunConfig
 from merdg.run.directory import RunDir
-from merdg.run.evaluation import Predictions, open_set_scores, split_metrics
-from merdg.run.records import read_jsonl
+from merdg.run.records import read_jsonl, run_rows
 from merdg.run.training import train
 
 TINY = {"epochs": 1, "batch_size": 12, "proj_hidden": 16, "fusion_hidden": 16}
@@ -138,20 +134,22 @@ def test_paired_differences_by_hand():
 
 # --- selective prediction and open set ------------------------------------------------------
 
-def test_selective_metrics_reach_records_and_results_csv(tmp_path, tiny_hparams,
-                                                         tiny_synthetic_options):
+def test_selective_metrics_reach_the_evaluation_and_results_csv(tmp_path, tiny_hparams,
+                                                                tiny_synthetic_options):
     train(RunConfig(dataset="synthetic", target="d1", hparams=tiny_hparams,
                     dataset_options=tiny_synthetic_options, out_dir=str(tmp_path / "run")),
           progress=False)
     records = list(read_jsonl(tmp_path / "run" / "records.jsonl"))
-    for record in records:
-        assert set(SELECTIVE) <= set(record["target"]) and set(SELECTIVE) <= set(record["val"])
-        assert 0.0 <= record["target"]["aurc_msp"] <= 1.0
+    [evaluation] = RunDir(tmp_path / "run").read_evaluations()  # every run evaluates them
+    assert evaluation["evaluator"] == "selective" and set(evaluation["columns"]) == set(SELECTIVE)
+    assert 0.0 <= evaluation["columns"]["aurc_msp"] <= 1.0
     rows = load_rows(tmp_path)
-    assert rows[0]["auroc_energy"] == records[rows[0]["epoch"] - 1]["target"]["auroc_energy"]
-    # an undefined metric (NaN, null in the records) is an empty cell of results.csv
-    records[0]["target"]["auroc_msp"] = None
-    undefined = run_rows(records[:1])
+    selected = next(r for r in rows if r["selection"] == "source_val")
+    assert selected["epoch"] == evaluation["model"]["epoch"]
+    assert selected["auroc_energy"] == evaluation["columns"]["auroc_energy"]
+    # an undefined metric (NaN, null in the evaluation) is an empty cell of results.csv
+    evaluation["columns"]["auroc_msp"] = None
+    undefined = [r for r in run_rows(records, [evaluation]) if r["selection"] == "source_val"]
     assert undefined[0]["auroc_msp"] is None
     write_tables(tmp_path, tmp_path / "tables")
     written = list(csv.DictReader((tmp_path / "tables" / "results.csv").open()))
@@ -178,13 +176,15 @@ def test_open_set_metrics_of_predictions_by_hand():
     source = predictions([two_class(p) for p in (0.9, 0.8, 0.7, 0.6)], [0, 0, 0, 0])
     target = predictions([two_class(0.9), two_class(0.5), two_class(0.55), two_class(0.95)],
                          [0, 0, -1, -1])
-    scores = open_set_scores(target, source)
+    context = SimpleNamespace(target_predictions=lambda: target,
+                              pooled_val_predictions=lambda: source)
+    scores = OpenSet.reporter().measure(context).columns
     assert scores["open_set_threshold"] == pytest.approx(0.6, abs=1e-6)
     assert (scores["known_acc"], scores["unknown_acc"], scores["h_score"]) == pytest.approx(
         (0.5, 0.5, 0.5))
     metrics = split_metrics(target)  # accuracy over the known samples, no rejection
     assert metrics["acc"] == 1.0 and metrics["n"] == 2 and metrics["n_unknown"] == 2
-    assert scores["open_set_oracle"]["h_score"] >= scores["h_score"]  # tuned on the target
+    assert scores["oracle_h_score"] >= scores["h_score"]  # tuned on the target
 
 
 def test_open_set_views_relabel_and_filter():
@@ -210,19 +210,21 @@ def test_open_set_run_end_to_end(tmp_path, tiny_hparams, tiny_synthetic_options,
     assert main(["train", "--dataset", "synthetic", "--target", "d0", "--open-set",
                  "--known-classes", "class0,class2", "--hparams", json.dumps(tiny_hparams),
                  *[f"--dataset-option={k}={v}" for k, v in tiny_synthetic_options.items()],
-                 "--save-model", "--out", str(out)]) == 0
+                 "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
     records = list(read_jsonl(out / "records.jsonl"))
     target = records[-1]["target"]
     # 60 target samples, 20 per class: class1 is unknown
     assert target["n"] == 40 and target["n_unknown"] == 20
+    chosen = summary["source_val"]
+    open_set = RunDir(out).read_evaluations()
+    assert [e["evaluator"] for e in open_set] == ["open_set", "selective"]
     assert {"h_score", "known_acc", "unknown_acc", "open_set_threshold",
-            "open_set_oracle"} <= set(target) and set(SELECTIVE) <= set(target)
-    assert target["known_acc"] <= target["acc"]  # rejection only removes right answers
-    assert records[-1]["run"]["known_classes"] == ["class0", "class2"]
-    assert summary["source_val"]["target_h_score"] == next(
-        r["target"]["h_score"] for r in records
-        if r["epoch"] == summary["source_val"]["epoch"])
+            "oracle_h_score"} <= set(chosen) and set(SELECTIVE) <= set(chosen)
+    selected = next(r for r in records if r["epoch"] == chosen["epoch"])
+    assert chosen["known_acc"] <= selected["target"]["acc"]  # rejection only removes right ones
+    assert records[0]["run"]["known_classes"] == ["class0", "class2"]
+    assert chosen["h_score"] == open_set[0]["columns"]["h_score"]
     state = RunDir(out).read_model_state()
     assert state["net.probes.m0.weight"].shape[0] == 2  # one output per known class
     assert records[-1]["val"]["n"] < 36  # the known classes of the 3 x 12 held-out samples

@@ -39,7 +39,9 @@ def test_job_hash_names_what_a_run_computes():
     assert job_hash(base) == "5427a592c6ce401c46e52a6176b397a6"  # stable across versions
     same = [RunConfig(**{**base.to_dict(), **change}) for change in (
         {"out_dir": "/x", "device": "cuda", "num_workers": 4, "eval_batch_size": 8,
-         "save_model": True, "data_root": "/data"},
+         "save_model": "none", "data_root": "/data"},
+        # what is evaluated after training: evaluating more never retrains
+        {"evaluations": {"missing": {}, "corruptions": {"corruptions": "all"}}},
         {"holdout_fraction": 0.2, "split_seed": 2})]  # defaults and split_seed == seed
     assert {job_hash(c) for c in same} == {job_hash(base)}
     for change in ({"seed": 3}, {"hparams_seed": 1}, {"hparams": {"lr": 0.02}},
@@ -190,9 +192,9 @@ def test_sweep_cli_passes_training_options_to_every_run(tmp_path, tiny_hparams):
 
     args = build_parser().parse_args(["sweep", "--dataset", "synthetic", "--algorithms",
                                       "SimMMDG", "--out", str(tmp_path), "--eval-missing",
-                                      "every", "--precision", "bf16", "--holdout-fraction", "0.3"])
+                                      "--precision", "bf16", "--holdout-fraction", "0.3"])
     sweep = experiment_config(args)
     task = experiment_tasks(sweep)[0]
     config = run_config(sweep, task, trial=0, seed=1)
-    assert (config.eval_missing, config.precision, config.holdout_fraction) == ("every", "bf16",
-                                                                                0.3)
+    assert (config.evaluations, config.precision, config.holdout_fraction) == (
+        {"missing": {}}, "bf16", 0.3)

@@ -1,6 +1,7 @@
 """The UTD-MHAD reader on a small release written in the authors' layout (MATLAB v5 files)."""
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import run_outputs
 from merdg.cli import main
 from merdg.datasets import build_dataset
 from merdg.datasets import utd_mhad as utd
@@ -21,6 +23,7 @@ from merdg.run.records import read_jsonl
 from merdg.run.training import train
 
 savemat = pytest.importorskip("scipy.io").savemat
+loadmat = pytest.importorskip("scipy.io").loadmat
 
 SUBJECTS, ACTIONS, TRIALS = (1, 2, 3), (1, 2, 24), (1, 2)
 
@@ -168,7 +171,8 @@ def test_data_check_counts_and_problems(release, damaged, capsys):
     assert next(line for line in lines if "sit to stand" in line).split()[-3:] == ["4", "2", "6"]
     assert next(line for line in lines if line.startswith("total ")).split() == [
         "total", "12", "6", "18"]
-    assert "readable samples per subject: s1: 6, s2: 6, s3: 6" in out
+    assert "  subject (in use): 3 values: s1 6, s2 6, s3 6" in out
+    assert "  trial: 2 values: t1 9, t2 9" in out
     assert "OK: 18 readable samples in 2 domains" in out
     assert main(["data", "check", "--dataset", "utd-mhad", "--data-root", str(damaged),
                  "--dataset-option", "progress=false", "--dataset-option", "domains=subject",
@@ -208,18 +212,20 @@ def test_cache_is_keyed_reused_and_never_half_written(release, tmp_path, monkeyp
         load(release, tmp_path, ["inertial"], inertial_length=20)  # new key: builds
     monkeypatch.undo()
     names = sorted(p.name for p in (tmp_path / "cache" / "utd-mhad").iterdir())
-    assert names == [entries[0].name]  # no half-written entry, no temporary file left
+    # no half-written entry, no temporary file left
+    assert names == sorted([entries[0].name, entries[0].with_suffix(".json").name])
     assert load(release, tmp_path, ["inertial"], inertial_length=20).input_shape("inertial") == (
         20, 6)
     assert len(list((tmp_path / "cache" / "utd-mhad").glob("inertial-*.npz"))) == 2
 
 
-def test_unreadable_cache_entry_is_rebuilt_with_a_warning(release, tmp_path):
+def test_unreadable_cache_entry_is_rebuilt_with_a_warning(release, tmp_path, caplog):
     load(release, tmp_path, ["skeleton"])
     entry = next((tmp_path / "cache" / "utd-mhad").glob("skeleton-*.npz"))
     entry.write_bytes(entry.read_bytes()[:50])
-    with pytest.warns(UserWarning, match="unreadable cache file"):
+    with caplog.at_level(logging.WARNING, "merdg"):
         ds = load(release, tmp_path, ["skeleton"])
+    assert f"preprocessing cache entry {entry} is damaged" in caplog.text
     assert ds.input_shape("skeleton") == (8, 60)
 
 
@@ -232,6 +238,50 @@ def test_changed_input_file_changes_the_cache_key(release, tmp_path):
     ds = load(root, tmp_path, ["inertial"])
     assert torch.equal(ds._raw["inertial"][0], torch.ones(16, 6))
     assert len(list((tmp_path / "cache" / "utd-mhad").glob("inertial-*.npz"))) == 2
+
+
+def test_a_rewritten_file_with_its_old_mtime_changes_the_cache_key(release, tmp_path):
+    """The key is the files' content (issue 19: a file rewritten with other values of the same
+    shape and its modification time set back got the old content's entry)."""
+    root = Path(shutil.copytree(release, tmp_path / "copy"))
+    load(root, tmp_path, ["inertial"])
+    path = root / "Inertial" / "a1_s1_t1_inertial.mat"
+    stat = path.stat()
+    savemat(path, {"d_iner": -loadmat(path)["d_iner"]})
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    rebuilt = load(root, tmp_path, ["inertial"])._raw["inertial"][0]
+    fresh = load(root, tmp_path / "fresh", ["inertial"])._raw["inertial"][0]
+    assert torch.equal(rebuilt, fresh) and rebuilt[0, 0].item() < 0
+
+
+def test_flipped_bytes_in_an_entry_are_found_and_rebuilt(release, tmp_path, caplog):
+    load(release, tmp_path, ["inertial"])
+    [entry] = (tmp_path / "cache" / "utd-mhad").glob("inertial-*.npz")
+    data = bytearray(entry.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    entry.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, "merdg"):
+        again = load(release, tmp_path, ["inertial"])._raw["inertial"]
+    assert [r.getMessage().split(" (its sha256")[0] for r in caplog.records] == [
+        f"preprocessing cache entry {entry} is damaged"]
+    assert torch.equal(again, load(release, tmp_path / "fresh", ["inertial"])._raw["inertial"])
+
+
+def test_a_full_cache_disk_keeps_the_arrays_in_memory(release, tmp_path, caplog, monkeypatch):
+    from collections import namedtuple
+
+    usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(800 * 1024, 0, 800 * 1024))
+    with caplog.at_level(logging.WARNING, "merdg"):
+        ds = load(release, tmp_path, ["skeleton"])
+    directory = tmp_path / "cache" / "utd-mhad"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot write the preprocessing cache to {directory}: it needs 1.0 MiB, only 0.8 MiB "
+        "are free; building the arrays in memory instead (free some space, or point "
+        "$MERDG_CACHE_DIR or the dataset option cache_dir to another directory)"]
+    assert list(directory.iterdir()) == [] and ds.input_shape("skeleton") == (8, 60)
 
 
 def test_normalization_uses_the_source_domains_only(release, tmp_path):
@@ -262,7 +312,8 @@ def test_training_runs_on_the_release(release, tmp_path):
                                                "progress": False, "domains": "subject"}),
                     progress=False)
     chosen = summary["selection"]["source_val"]
-    assert set(chosen["target_probe_acc"]) == {"depth", "inertial", "skeleton"}
+    assert {k.split("/")[1] for k in chosen if k.startswith("target_probe_acc/")} == {
+        "depth", "inertial", "skeleton"}
     assert 0.0 <= chosen["target_acc"] <= 1.0
 
 
@@ -276,16 +327,15 @@ def test_train_evaluates_the_corruption_suite(release, tmp_path, capsys):
                  "inertial,skeleton", "--target", "s3", "--hparams", json.dumps(hp), *options,
                  "--corruptions", "all", "--severities", "3", "--out", str(out)]) == 0
     selection = json.loads(capsys.readouterr().out)
-    target = list(read_jsonl(out / "records.jsonl"))[-1]["target"]
+    nested = run_outputs.evaluation(out, "corruptions")["details"]["corruptions"]
     names = ["bias_drift", "gaussian_noise", "magnitude_warp", "missing", "sample_dropout",
              "spikes", "time_warp"]  # every time-series corruption, for both modalities
     for m in ("inertial", "skeleton"):
-        assert sorted(target["corruptions"][m]) == names
-        assert target["corruptions"][m]["time_warp"].keys() == {"3"}
-    accuracies = [a for per in target["corruptions"].values() for s in per.values()
-                  for a in s.values()]
+        assert sorted(nested[m]) == names
+        assert nested[m]["time_warp"].keys() == {"3"}
+    accuracies = [a for per in nested.values() for s in per.values() for a in s.values()]
     assert len(accuracies) == 14
-    assert selection["last"]["target_mean_corruption_acc"] == pytest.approx(
+    assert selection["source_val"]["target_corruption_acc"] == pytest.approx(
         sum(accuracies) / 14)
 
 
@@ -368,3 +418,126 @@ def test_single_source_open_set_bench_on_the_release(release, tmp_path):
                         .read_text().splitlines()[0])
     assert record["target"]["n"] == 4 and record["target"]["n_unknown"] == 2  # 2 trials each
     assert record["run"]["sources"] == ["s1"]
+
+
+# --- candidate domain columns (subject, trial) and the where filter --------------------------
+
+def test_domain_column_and_where_choose_domains_and_recordings(release, tmp_path):
+    by_trial = load(release, tmp_path, ["inertial"], domain_column="trial", domains=None)
+    assert by_trial.domains == ["t1", "t2"] and by_trial.labels("t2") == [0, 1, 23] * 3
+    others = load(release, tmp_path, ["inertial"], domains="each", where="subject:s2,s3")
+    assert others.domains == ["s2", "s3"]
+    assert {s.subject for s in others.samples} == {2, 3} and len(others.samples) == 12
+    legacy = load(release, tmp_path, ["inertial"], where="subject:s2,s3")  # domains=subject
+    assert legacy.domains == others.domains and torch.equal(legacy._raw["inertial"],
+                                                            others._raw["inertial"])
+    paired = load(release, tmp_path, ["inertial"], domains="pairs",
+                  where={"subject": ["s1", "s2", "s3"], "trial": "t2"})
+    assert paired.domains == ["s1+s2", "s3+s4"] and len(paired.samples) == 9
+    assert {s.trial for s in paired.samples} == {2}
+    grouped = load(release, tmp_path, ["inertial"], domain_column="trial", domains="2+1")
+    assert grouped.domains == ["t2+t1"] and len(grouped.samples) == 18
+
+
+def test_where_reads_only_the_selected_files_and_caches_each_selection(damaged, release,
+                                                                        tmp_path):
+    full = load(release, tmp_path, ["inertial"])
+    first = load(release, tmp_path, ["inertial"], domains="each", where="subject:s1,s2")
+    second = load(release, tmp_path, ["inertial"], domains="each", where="subject:s2,s3")
+    for ds in (first, second):  # each selection's arrays are its own recordings'
+        rows = [full.samples.index(s) for s in ds.samples]
+        assert torch.equal(ds._raw["inertial"], full._raw["inertial"][rows])
+    assert len(list((tmp_path / "cache" / "utd-mhad").glob("inertial-*.npz"))) == 3
+    # s1's depth file is missing in the damaged copy: a selection without s1 never reads it
+    assert load(damaged, tmp_path, ["depth"], domains="each",
+                where="subject:s2,s3").domains == ["s2", "s3"]
+    with pytest.raises(DataError, match="a2_s1_t2_depth.mat: file missing"):
+        load(damaged, tmp_path, ["depth"], domains="each", where="subject:s1,s2")
+
+
+def test_absent_release_samples_are_those_of_the_selection(release, tmp_path):
+    with pytest.raises(DataError) as err:
+        load(release, tmp_path, ["inertial"], domain_column="trial", domains=None,
+             where="subject:s1", partial_release=False)
+    message = str(err.value)
+    assert "a1_s1_t3" in message and "_s2_" not in message and "_s4_" not in message
+    assert "101 samples of the official release are absent" in message  # 107 in s1, 6 here
+
+
+def test_data_check_lists_the_subject_and_trial_columns(release, capsys):
+    assert main(["data", "check", "--dataset", "utd-mhad", "--data-root", str(release),
+                 *[x for o in ("progress=false", "partial_release=true", "domain_column=trial",
+                               "where=subject:s2,s3") for x in ("--dataset-option", o)]]) == 0
+    out = capsys.readouterr().out
+    assert "  subject: 2 values: s2 6, s3 6\n" in out
+    assert "  trial (in use): 2 values: t1 6, t2 6\n" in out
+    assert "where=subject:s2,s3: 12 of 18 rows selected" in out
+    header = next(line for line in out.splitlines() if line.strip().startswith("class"))
+    assert header.split() == ["class", "t1", "t2", "total"]
+    assert out.splitlines()[-1] == "OK: 12 readable samples in 2 domains"
+
+
+@pytest.mark.parametrize("options, message", [
+    (["where=subject:s9"], "value s9 of column 'subject' matches no sample; its values are s1, "
+                           "s2, s3"),
+    (["where=subject:1,2"], "values 1, 2 of column 'subject' match no sample"),
+    (["where=action:a1"], "no column 'action' to select samples by; the columns are subject, "
+                          "trial"),
+    (["where=subject:s1", "domains=each"], "leaves 1 domain (s1) in the domain column 'subject'"),
+    (["where=subject:s1,s2"], "leaves 1 domain (s1+s2) in the domain column 'subject'"),
+    (["where=subject:s3;trial:t3"], "value t3 of column 'trial' matches no sample"),
+    (["where=subject:s1", "where=trial:t1"], "where is given twice"),
+    (["domain_column=action"], "domain_column must be one of ['subject', 'trial']"),
+    (["domain_column=trial", "domains=subject"], "domains=subject makes each subject a domain, "
+                                                 "but domain_column is 'trial': use domains=each"),
+    (["domain_column=trial", "domains=1+2,2"], "every trial must be in exactly one group"),
+])
+def test_bad_domain_options_are_one_line_before_any_file_is_read(release, tmp_path, capsys,
+                                                                 monkeypatch, options, message):
+    def never(*args, **kwargs):
+        raise AssertionError("a file was read")
+
+    monkeypatch.setattr(utd, "read_raw", never)
+    monkeypatch.setattr(utd, "load_modality", never)
+    opts = [x for o in ("progress=false", "partial_release=true", *options)
+            for x in ("--dataset-option", o)]
+    for command in (["data", "check"], ["train", "--target", "s2", "--out", str(tmp_path)]):
+        assert main([*command, "--dataset", "utd-mhad", "--data-root", str(release), *opts]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+
+
+def test_pretrain_on_some_subjects_then_bench_the_others(release, tmp_path):
+    """The two-command workflow of docs/utd-mhad.md: encoders pretrained on subject 1 (its
+    trials as the holdout's domains), then leave-one-subject-out over subjects 2 and 3 from
+    those encoders."""
+    import hashlib
+
+    encoders = {"inertial": {"channels": [8, 8]}, "skeleton": {"channels": [8, 8]}}
+    small = [f"--dataset-option={k}={json.dumps(v)}" for k, v in {
+        **SMALL, "cache_dir": str(tmp_path / "c"), "progress": False}.items()]
+    out = tmp_path / "encoders.pt"
+    assert main(["pretrain", "--dataset", "utd-mhad", "--data-root", str(release),
+                 "--modalities", "inertial", "skeleton", *small,
+                 "--dataset-option", "where=subject:s1", "--dataset-option", "domain_column=trial",
+                 "--epochs", "2", "--batch-size", "2", "--encoders", json.dumps(encoders),
+                 "--out", str(out)]) == 0
+    saved = torch.load(out, weights_only=True)
+    assert saved["pretraining"]["domains"] == ["t1", "t2"]
+    assert saved["pretraining"]["dataset_options"]["where"] == "subject:s1"
+    hp = {"epochs": 1, "batch_size": 4, "proj_hidden": 16, "fusion_hidden": 16,
+          "encoders": encoders}
+    bench = tmp_path / "bench"
+    assert main(["bench", "--dataset", "utd-mhad", "--data-root", str(release), *small,
+                 "--dataset-option", "where=subject:s2,s3", "--dataset-option", "domains=each",
+                 "--modality-sets", "inertial+skeleton", "--init", str(out),
+                 "--algorithms", "ERM", "MERDG", "--seeds", "1", "--hparams", json.dumps(hp),
+                 "--out", str(bench)]) == 0
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    for algorithm in ("ERM", "MERDG"):
+        for target, source in (("s2", "s3"), ("s3", "s2")):
+            records = list(read_jsonl(
+                bench / f"runs/inertial+skeleton/{algorithm}/{target}/seed0/records.jsonl"))
+            run = records[0]["run"]
+            assert run["sources"] == [source] and records[-1]["target"]["n"] == 6
+            assert run["init"]["kind"] == "file" and run["init"]["sha256"] == digest

@@ -199,7 +199,7 @@ TRAINING_HPARAMS: dict[str, HParam] = {
                         kind="float", low=0),
 }
 
-# The unimodal pretraining stage of ``--init unimodal`` (merdg.pretraining): declared for those
+# The unimodal pretraining stage of ``--init unimodal`` (merdg.run.pretraining): declared for those
 # runs only, so the resolved hparams of every other run stay as they were. None takes the fused
 # training's value (resolved by merdg.run.hparams.resolve_run_hparams).
 PRETRAIN_HPARAMS: dict[str, HParam] = {

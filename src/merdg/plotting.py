@@ -17,7 +17,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DPI", "finish_figure", "matplotlib_available", "pyplot", "save_figure"]
+__all__ = ["DPI", "NO_MATPLOTLIB", "finish_figure", "matplotlib_available", "pyplot",
+           "save_figure"]
+
+NO_MATPLOTLIB = "note: matplotlib is not installed (pip install 'merdg[plot]'); no plot written"
 
 DPI = 110
 PAD_PX = 3.0  # pixels kept free between neighbouring tick labels

@@ -6,6 +6,7 @@ import json
 import pytest
 from media_setup import CLIP_OPTIONS, TINY_ENCODERS
 
+import run_outputs
 from merdg.cli import main
 from merdg.run.records import read_jsonl
 
@@ -28,16 +29,17 @@ def test_train_evaluates_video_flow_and_audio_corruptions(dataset, sources, targ
                  "--severities", "2", "--corruption-seed", "1"]) == 0
     record = list(read_jsonl(out / "records.jsonl"))[-1]
     assert record["target"]["n"] == n
+    details = run_outputs.evaluation(out, "corruptions")["details"]
     found = {m: {name: sorted(per) for name, per in v.items()}
-             for m, v in record["target"]["corruptions"].items()}
+             for m, v in details["corruptions"].items()}
     assert found == {
         "video": {"gaussian_noise": ["2"], "motion_blur": ["2"], "missing": ["-"]},
         "flow": {"gaussian_noise": ["2"], "dropout": ["2"], "missing": ["-"]},
         "audio": {"gaussian_noise": ["2"], "band_limit": ["2"], "missing": ["-"]}}
-    accuracies = [a for v in record["target"]["corruptions"].values() for per in v.values()
+    accuracies = [a for v in details["corruptions"].values() for per in v.values()
                   for a in per.values()]
     assert all(k / n == pytest.approx(a) for a in accuracies for k in [round(a * n)])
-    robustness = record["target"]["robustness"]
+    robustness = details["robustness"]
     assert robustness["mean_corruption_acc"] == pytest.approx(sum(accuracies) / 9)
     assert robustness["per_severity"].keys() == {"2"}
-    assert record["run"]["corruptions"]["plan"][0] == "audio:gaussian_noise:2"
+    assert details["plan"][0] == "audio:gaussian_noise:2"

@@ -1,6 +1,7 @@
 """Memory (issue 15 item 4): the manifest's stacked float32 arrays are cached once, memory-mapped
 by every run and DataLoader worker, and splits hold indices, not copies."""
 
+import logging
 import os
 import pickle
 
@@ -66,14 +67,15 @@ def test_cache_is_built_once_then_memory_mapped(tmp_path, monkeypatch):
     assert torch.equal(rebuilt._raw["accel"][0], torch.from_numpy(np.load(first_file)).float())
 
 
-def test_broken_or_interrupted_entries_are_never_used(tmp_path):
+def test_broken_or_interrupted_entries_are_never_used(tmp_path, caplog):
     entry = MappedArrayCache(tmp_path, "m", {"a": 1})
     leftover = tmp_path / f".{entry.path.name}.123.abc.tmp"
     leftover.write_bytes(b"half written")  # an interrupted build leaves at most this
     assert entry.load() is None
 
     def fill(out):
-        out[:] = np.arange(6).reshape(2, 3)
+        for i, row in enumerate(np.arange(6).reshape(2, 3)):
+            out[i] = row
         return {"ids": ["x", "y"]}
 
     array, meta = entry.load_or_build((2, 3), np.float32, fill)
@@ -81,8 +83,9 @@ def test_broken_or_interrupted_entries_are_never_used(tmp_path):
     array, meta = entry.load_or_build((2, 3), np.float32, lambda out: pytest.fail("rebuilt"))
     assert meta == {"ids": ["x", "y"]}
     entry.path.write_bytes(entry.path.read_bytes()[:100])  # truncated
-    with pytest.warns(UserWarning, match="ignoring unreadable cache entry"):
+    with caplog.at_level(logging.WARNING, "merdg"):
         assert entry.load() is None
+    assert f"preprocessing cache entry {entry.path} is damaged" in caplog.text
     entry.meta_path.unlink()  # a build that stopped before its .json: absent
     assert entry.load() is None
 

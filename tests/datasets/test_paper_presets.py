@@ -139,7 +139,7 @@ def test_a_preset_starts_from_the_users_own_encoders(tmp_path, epic_root):
     out = tmp_path / "run"
     assert main(["train", "--preset", "epic-va-fusion", "--data-root", str(epic_root),
                  "--source", "D1", "D2", "--target", "D3", "--out", str(out), "--init",
-                 str(file), "--save-model", "--hparams", json.dumps(TINY_HPARAMS),
+                 str(file), "--save-model", "selected", "--hparams", json.dumps(TINY_HPARAMS),
                  *OPTIONS]) == 0
     info = json.loads((out / "config.json").read_text())
     assert {m: e["loaded"] for m, e in info["init"]["load"]["encoders"].items()} == {

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from merdg.diagnostics import metrics
+from merdg.evaluation import representation as metrics
 from merdg.losses.mer import spectral_entropy_loss
 
 

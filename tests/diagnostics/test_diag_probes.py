@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from merdg.diagnostics.probes import PROBES, LabeledFeatures, ProbeConfig, build_probe, train_probe
+from merdg.evaluation.probes import PROBES, LabeledFeatures, ProbeConfig, build_probe, train_probe
 
 
 def blobs(n, shift, seed):

@@ -29,7 +29,7 @@ QUICK = DiagnoseOptions(probes=[], batch_draws=2)
 def headline(tmp_path, algorithm, rho, seed):
     out = tmp_path / f"{algorithm}-{rho}-{seed}"
     train(RunConfig(dataset="synthetic", target="d0", algorithm=algorithm, seed=seed,
-                    hparams={"epochs": 6}, save_model=True, out_dir=str(out),
+                    hparams={"epochs": 6}, out_dir=str(out),
                     dataset_options={"shortcut_strength": rho, "samples_per_domain": 300}),
           progress=False)
     return diagnose(out, options=QUICK, progress=False)["runs"][0]["headline"]

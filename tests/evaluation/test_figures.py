@@ -10,12 +10,13 @@ pytest.importorskip("matplotlib")
 from figure_checks import assert_readable, text_problems  # noqa: E402
 from merdg.diagnostics import plots  # noqa: E402
 from merdg.diagnostics.analysis import ALL_SOURCES, SPACES  # noqa: E402
-from merdg.experiments.plots import (  # noqa: E402
-    figure_accuracy_bars,
+from merdg.evaluators.corruptions import (  # noqa: E402
     figure_severity_curves,
     plot_severity_curves,
 )
-from merdg.experiments.results import build_tables, plot_accuracy  # noqa: E402
+from merdg.experiments.plots import figure_accuracy_bars  # noqa: E402
+from merdg.experiments.report import plot_accuracy  # noqa: E402
+from merdg.experiments.results import build_tables  # noqa: E402
 from merdg.plotting import pyplot  # noqa: E402
 
 # long-ish names, as real datasets have them

@@ -11,9 +11,7 @@ from merdg.datasets import build_dataset
 from merdg.datasets.audio import corrupt_waveform, log_spectrogram, read_wav_window
 from merdg.datasets.base import DomainConcat, TensorSamples, ValueConvention, collate
 from merdg.evaluation import (
-    CorruptedSamples,
     CorruptionSpec,
-    corrupted_view,
     corruption_plan,
     get_corruption,
     parse_corruptions,
@@ -21,8 +19,9 @@ from merdg.evaluation import (
     summarize_robustness,
     zero_filled,
 )
+from merdg.evaluators import CorruptedSamples, corrupted_view
+from merdg.evaluators.clean import evaluate
 from merdg.run.config import RunConfig
-from merdg.run.evaluation import evaluate
 from merdg.run.training import build_algorithm, run_hparams
 
 TINY = {"samples_per_domain": 30, "n_classes": 3}

@@ -140,6 +140,7 @@ def test_merdg_train_wandb_logs_every_epoch_and_replays_them_on_resume(offline_e
     and resumed logs the first epoch again from its records, then the second."""
     from merdg.cli import main
     from merdg.run import training
+    from merdg.run.directory import RunDir
     from merdg.run.records import read_jsonl
 
     out = offline_env / "run"
@@ -163,12 +164,86 @@ def test_merdg_train_wandb_logs_every_epoch_and_replays_them_on_resume(offline_e
     by_step = {}
     for row in history(path):
         by_step.setdefault(row["_step"], {}).update(row)
-    for record in records:  # both epochs, at their step counts, with the new metrics
+    for record in records:  # both epochs, at their step counts
         logged = by_step[record["steps"]]
         assert logged["val/acc"] == pytest.approx(record["val"]["acc"])
-        assert logged["target/aurc_msp"] == pytest.approx(record["target"]["aurc_msp"])
+        assert logged["target/acc"] == pytest.approx(record["target"]["acc"])
         assert logged["epoch"] == record["epoch"]
+    # then the evaluations of the selected model, at the last step
+    (selective,) = [e for e in RunDir(out).read_evaluations() if e["evaluator"] == "selective"]
+    logged = by_step[records[-1]["steps"]]
+    assert logged["selected/aurc_msp"] == pytest.approx(selective["columns"]["aurc_msp"])
     first_steps = range(records[0]["steps"] + 1, records[1]["steps"] + 1)
     assert all("step/ce" in by_step[s] for s in first_steps)  # the resumed epoch's steps
     run = next(r.run for r in read_wandb_records(path) if r.WhichOneof("record_type") == "run")
     assert run.display_name == "MERDG all d1 seed0"
+
+
+def _tiny_cli(command, out, *extra):
+    hparams = {"epochs": 1, "batch_size": 12, "proj_hidden": 16, "fusion_hidden": 16}
+    return [command, "--dataset", "synthetic", "--hparams", json.dumps(hparams),
+            "--dataset-option", "samples_per_domain=40", "--dataset-option", "n_classes=3",
+            "--wandb", "--out", str(out), *extra]
+
+
+def test_online_without_credentials_is_refused_before_any_work(offline_env, monkeypatch,
+                                                                capsys):
+    """Before: WANDB_MODE=online without an API key ended in a Python traceback, after the
+    data was built and config.json written."""
+    from merdg.cli import main
+    from snapshots import tree_digest
+
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.delenv("NETRC", raising=False)
+    before = tree_digest(offline_env)
+    home = offline_env / "home"
+    for command, extra in (("train", ["--target", "d1"]),
+                           ("bench", ["--targets", "d1", "--algorithms", "ERM", "--seeds", "1"])):
+        capsys.readouterr()
+        assert main(_tiny_cli(command, offline_env / "out", *extra)) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"merdg {command}: error: --wandb with WANDB_MODE=online needs W&B credentials and "
+            f"none were found (no WANDB_API_KEY, no entry for api.wandb.ai in {home / '.netrc'})"
+            ": run `wandb login` or set WANDB_API_KEY, or log offline (unset WANDB_MODE) and "
+            "upload later with `wandb sync OUT/wandb/offline-run-*`")
+        assert tree_digest(offline_env) == before
+
+
+def test_offline_files_stay_under_out(offline_env, monkeypatch):
+    """Before: W&B's service wrote its debug logs under the home directory
+    (~/.cache/wandb/logs) even offline."""
+    from merdg.cli import main
+
+    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR",
+                 "WANDB_ARTIFACT_DIR"):
+        monkeypatch.delenv(name, raising=False)  # W&B's defaults: under the home directory
+    out = offline_env / "run"
+    assert main(_tiny_cli("train", out, "--target", "d1")) == 0
+    assert len(run_files(out)) == 1 and list((out / "wandb" / "cache").rglob("*.log"))
+    outside = [p for p in offline_env.rglob("*") if p.is_file()
+               and not p.is_relative_to(out) and not p.is_relative_to(offline_env / "cache")]
+    assert outside == []  # (the fixture also checks that the home directory stayed empty)
+
+
+def test_project_entity_and_group_are_options_and_bench_groups_by_experiment(offline_env,
+                                                                           monkeypatch):
+    """Before: the project could only be set through $WANDB_PROJECT and bench runs were not
+    grouped."""
+    from merdg.cli import main
+
+    monkeypatch.setenv("MPLCONFIGDIR", str(offline_env / "matplotlib"))  # the bench's figure
+    out = offline_env / "my-bench"
+    assert main(_tiny_cli("bench", out, "--targets", "d1", "--algorithms", "ERM,MERDG",
+                          "--seeds", "1", "--wandb-project", "mmdg", "--wandb-entity",
+                          "lab")) == 0
+    runs = [next(r.run for r in read_wandb_records(path)
+                 if r.WhichOneof("record_type") == "run")
+            for path in sorted(out.rglob("offline-run-*/run-*.wandb"))]
+    assert len(runs) == 2
+    assert {(r.project, r.entity, r.run_group) for r in runs} == {("mmdg", "lab", "my-bench")}
+    assert {r.display_name for r in runs} == {"ERM m0+m1+m2 d1 seed0", "MERDG m0+m1+m2 d1 seed0"}
+    single = offline_env / "single"
+    assert main(_tiny_cli("train", single, "--target", "d1", "--wandb-group", "ablation")) == 0
+    [path] = run_files(single)
+    run = next(r.run for r in read_wandb_records(path) if r.WhichOneof("record_type") == "run")
+    assert (run.project, run.run_group) == ("merdg", "ablation")

@@ -48,7 +48,7 @@ def encoder_tensors(net):
 
 
 def test_a_runs_model_pt_round_trips_every_encoder_tensor(tmp_path, tiny_hparams):
-    config = RunConfig("synthetic", "d0", "ERM", seed=3, hparams=tiny_hparams, save_model=True,
+    config = RunConfig("synthetic", "d0", "ERM", seed=3, hparams=tiny_hparams,
                        dataset_options={"samples_per_domain": 30, "n_classes": 3},
                        out_dir=str(tmp_path / "run"))
     train(config, progress=False)

@@ -57,10 +57,13 @@ def print_result(result, command: str) -> int:
     did not finish)."""
     if result.tables is not None:
         print(result.tables["markdown"])
-        if result.tables["robustness"]:
-            print(result.tables["robustness"])
+        if result.tables["console"]:
+            print(result.tables["console"])
     if result.report is not None:
         print(f"report: {result.report}  ({result.elapsed_s / 60:.1f} min)")
+    evaluated = sum(len(r.evaluated) for r in result.reports)
+    if evaluated:
+        print(f"{command}: {evaluated} finished runs evaluated without training")
     for phase, report in zip(("jobs", "retrain jobs"), result.reports):
         if report.failed:
             print(f"{command}: {phase}: {report.summary()}\nfailed (finished runs are kept; run "

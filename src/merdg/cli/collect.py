@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from merdg.cli.options import add_evaluation_options, evaluation_settings
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("collect", help="result tables from the records under a directory",
@@ -12,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "table.md (with the paired differences against the reference algorithm), "
                        "table.tex, cells.csv and results.csv (and robustness.md and "
                        "robustness.png for runs with --corruptions): the same tables `merdg "
-                       "bench` and `merdg sweep` write.")
+                       "bench` and `merdg sweep` write. Runs holding several evaluations of one "
+                       "kind report those of the evaluator options given here, else of "
+                       "DIR/experiment.json, else the newest.")
     c.add_argument("dir", help="a sweep or bench directory (searched recursively)")
     c.add_argument("--out", help="where to write the tables (default: DIR)")
     c.add_argument("--rule", default="source_val", choices=["source_val", "oracle", "last"],
@@ -20,15 +24,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--reference", metavar="NAME",
                    help="algorithm of the paired-difference table (default: the one recorded "
                    "in DIR/experiment.json, else ERM)")
+    add_evaluation_options(c)
     c.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from merdg.evaluators import canonical_evaluations
     from merdg.experiments.report import write_tables
 
-    result = write_tables(args.dir, args.out, args.rule, args.reference)
+    chosen = evaluation_settings(args)
+    evaluations = canonical_evaluations(chosen) if chosen else None
+    result = write_tables(args.dir, args.out, args.rule, args.reference, evaluations)
     print(result["markdown"])
-    if result["robustness"]:
-        print(result["robustness"])
+    if result["console"]:
+        print(result["console"])
     print("tables: " + ", ".join(str(p) for p in result["paths"]))
     return 0

@@ -8,7 +8,8 @@ import json
 
 from merdg.cli.options import add_run_options
 
-CHOICES = ["algorithms", "datasets", "encoders", "presets", "corruptions", "hparams"]
+CHOICES = ["algorithms", "datasets", "encoders", "presets", "corruptions", "evaluators",
+           "hparams"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +57,24 @@ def list_corruptions() -> None:
         print("\n".join("    " + line for line in corruption_table(kind).splitlines()))
 
 
+def list_evaluators() -> None:
+    """Every kind of evaluation, when it runs, its flags and result columns."""
+    from merdg.evaluators import EVALUATORS, ORDER
+
+    print("Evaluators (docs/evaluation.md); 'model' ones run on the weights of the epoch "
+          "source validation selects, at the end of training or with `merdg evaluate`.")
+    for name in ORDER:
+        cls = EVALUATORS.get(name)
+        flags = [cls.request_flag] if cls.request_flag else []
+        flags += [opt.flag for _, opt, _ in cls.Settings.options()]
+        when = ", ".join(sorted(cls.times)) + (", always" if cls.always else "")
+        print(f"{name} ({when}): {cls.description}")
+        if flags:
+            print(f"    flags: {' '.join(flags)}")
+        print("    columns: " + ", ".join(c.name + ("/*" if c.family else "")
+                                          for c in cls.columns))
+
+
 def run_settings_for_listing(args: argparse.Namespace) -> dict:
     from merdg.cli.options import run_settings
 
@@ -75,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         list_hparams(args)
     elif args.what == "corruptions":
         list_corruptions()
+    elif args.what == "evaluators":
+        list_evaluators()
     elif args.what == "algorithms":
         for name in ALGORITHMS:
             cls = ALGORITHMS.get(name)

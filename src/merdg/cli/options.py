@@ -3,7 +3,10 @@
 The run settings are not written here: :func:`add_run_options` builds one option per
 :class:`~merdg.run.config.RunConfig` field from its declaration, and :func:`run_settings`
 reads them back, so ``merdg train``, ``merdg bench`` and ``merdg sweep`` always offer the same
-run settings with the same names, help texts and checks.
+run settings with the same names, help texts and checks. The evaluators' options are built the
+same way from their settings declarations (:func:`add_evaluation_options`,
+:func:`evaluation_settings`; ``merdg evaluate`` offers them too) and become the run's
+``evaluations``.
 
 Lists are space-separated (``--targets d0 d1``); the comma-separated form (``--targets d0,d1``)
 is accepted too. A modality set is one item with its modalities joined by ``+`` or ``,``
@@ -13,16 +16,20 @@ is accepted too. A modality set is one item with its modalities joined by ``+`` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
 from typing import Any
 
-from merdg.run.config import Option, run_options
+from merdg.evaluators import EVALUATORS, ORDER, canonical_evaluations
+from merdg.options import Option
+from merdg.run.config import run_options
 
-__all__ = ["DATA_ROOT_ENV", "add_experiment_options", "add_launcher_args", "add_run_options",
-           "add_threads_arg", "apply_threads", "experiment_settings", "launcher_options",
+__all__ = ["DATA_ROOT_ENV", "add_evaluation_options", "add_experiment_options",
+           "add_launcher_args", "add_run_options", "add_threads_arg", "apply_threads",
+           "evaluation_settings", "experiment_settings", "launcher_options",
            "log_progress_to_stderr", "parse_integers", "parse_json_object", "parse_options",
            "run_settings", "split_items"]
 
@@ -39,13 +46,19 @@ def parse_value(text: str) -> Any:
 
 
 def parse_options(pairs: list[str] | None, flag: str = "--dataset-option") -> dict[str, Any]:
-    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``."""
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``; a key given twice is refused (the first
+    value would be lost)."""
     options = {}
     for pair in pairs or []:
         if "=" not in pair:
             raise ValueError(f"{flag} expects KEY=VALUE, got {pair!r}")
         key, value = pair.split("=", 1)
-        options[key.strip()] = parse_value(value)
+        key = key.strip()
+        if key in options:
+            hint = " (one where option takes several conditions, joined by ';')" if (
+                key == "where") else ""
+            raise ValueError(f"{flag} {key} is given twice; give it once{hint}")
+        options[key] = parse_value(value)
     return options
 
 
@@ -97,57 +110,111 @@ def parse_modality_sets(values: list[str] | None) -> list[list[str]] | None:
 # --- run settings (one option per RunConfig field) -------------------------------------------
 
 def _help(opt: Option, default: Any) -> str:
-    if opt.kind == "bool" or default in (None, {}, []):
+    """The option's help, with its default when it has one worth showing (a required field,
+    such as ``dataset``, has none)."""
+    if opt.kind == "bool" or default is dataclasses.MISSING or default in (None, {}, []):
         return opt.help
     return f"{opt.help} (default: {default})"
 
 
+def _add_option(group: Any, dest: str, opt: Option, default: Any) -> None:
+    """One argparse option of a declared setting (its value stays None when not given)."""
+    kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": _help(opt, default)}
+    if opt.metavar:
+        kwargs["metavar"] = opt.metavar
+    if opt.kind == "bool":
+        kwargs["action"] = "store_true"
+    elif opt.kind in ("list", "ints"):
+        kwargs["nargs"] = "+"
+    elif opt.kind == "pairs":
+        kwargs["action"] = "append"
+    else:
+        kwargs["type"] = {"int": int, "float": float}.get(opt.kind, str)
+        if opt.choices is not None:
+            kwargs["choices"] = list(opt.choices)
+    group.add_argument(opt.flag, **kwargs)
+
+
+def _parsed(value: Any, opt: Option) -> Any:
+    """A declared setting's command-line value in its kind (None when not given)."""
+    if value is None or (opt.kind == "bool" and value is False):
+        return None
+    if opt.kind == "list":
+        return split_items(value)
+    if opt.kind == "ints":
+        return parse_integers(value, opt.flag)
+    if opt.kind == "json":
+        return parse_json_object(value, opt.flag)
+    if opt.kind == "pairs":
+        return parse_options(value, opt.flag)
+    return value
+
+
 def add_run_options(parser: argparse.ArgumentParser, axes: bool = True,
                     title: str = "run settings", only: tuple[str, ...] | None = None) -> None:
-    """One option per :class:`RunConfig` field; ``axes=False`` leaves out the fields an
-    experiment sets per run (target, algorithm, modalities, seeds, ...); ``only`` keeps the
-    named fields."""
+    """One option per :class:`RunConfig` field, then the evaluators' options;
+    ``axes=False`` leaves out the fields an experiment sets per run (target, algorithm,
+    modalities, seeds, ...); ``only`` keeps the named fields (and no evaluator option)."""
     group = parser.add_argument_group(title)
     for name, opt, default in run_options():
         if (opt.axis is not None and not axes) or (only is not None and name not in only):
             continue
-        kwargs: dict[str, Any] = {"dest": PREFIX + name, "default": None,
-                                  "help": _help(opt, default)}
-        if opt.metavar:
-            kwargs["metavar"] = opt.metavar
-        if opt.kind == "bool":
-            kwargs["action"] = "store_true"
-        elif opt.kind in ("list", "ints"):
-            kwargs["nargs"] = "+"
-        elif opt.kind == "pairs":
-            kwargs["action"] = "append"
-        else:
-            kwargs["type"] = {"int": int, "float": float}.get(opt.kind, str)
-            if opt.choices is not None:
-                kwargs["choices"] = list(opt.choices)
-        group.add_argument(opt.flag, **kwargs)
+        if opt.cli:
+            _add_option(group, PREFIX + name, opt, default)
+    if only is None:
+        add_evaluation_options(parser)
 
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The :class:`RunConfig` fields given on the command line (parsed), plus ``data_root``
-    from ``$MERDG_DATA_ROOT`` when not given."""
+    """The :class:`RunConfig` fields given on the command line (parsed), with the evaluators'
+    settings as ``evaluations``, plus ``data_root`` from ``$MERDG_DATA_ROOT`` when not given."""
     settings = {}
     for name, opt, _ in run_options():
-        value = getattr(args, PREFIX + name, None)
-        if value is None or (opt.kind == "bool" and value is False):
-            continue
-        if opt.kind == "list":
-            value = split_items(value)
-        elif opt.kind == "ints":
-            value = parse_integers(value, opt.flag)
-        elif opt.kind == "json":
-            value = parse_json_object(value, opt.flag)
-        elif opt.kind == "pairs":
-            value = parse_options(value, opt.flag)
-        settings[name] = value
+        value = _parsed(getattr(args, PREFIX + name, None), opt)
+        if value is not None:
+            settings[name] = value
+    evaluations = evaluation_settings(args)
+    if evaluations:
+        settings["evaluations"] = canonical_evaluations(evaluations)
     if "data_root" not in settings and os.environ.get(DATA_ROOT_ENV):
         settings["data_root"] = os.environ[DATA_ROOT_ENV]
     return settings
+
+
+# --- evaluator settings (one option per setting of every evaluator) --------------------------
+
+EVAL_PREFIX = "eval_"  # namespace of the evaluator options in argparse's result
+
+
+def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
+    """Each evaluator's switch (``--eval-missing``) and settings (``--corruptions``,
+    ``--severities``, ...), in one group (``docs/evaluation.md``)."""
+    group = parser.add_argument_group(
+        "evaluations of the trained model (on the weights of the epoch source validation "
+        "selects; docs/evaluation.md)")
+    for name in ORDER:
+        cls = EVALUATORS.get(name)
+        if cls.request_flag:
+            group.add_argument(cls.request_flag, dest=f"{EVAL_PREFIX}{name}", default=False,
+                               action="store_true", help=cls.request_help)
+        for field, opt, default in cls.Settings.options():
+            _add_option(group, f"{EVAL_PREFIX}{name}__{field}", opt, default)
+
+
+def evaluation_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """``{evaluator: {setting: value}}`` of the evaluators asked for on the command line (by
+    their switch or by any of their settings); checked when the config is built."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in ORDER:
+        cls = EVALUATORS.get(name)
+        given = {}
+        for field, opt, _ in cls.Settings.options():
+            value = _parsed(getattr(args, f"{EVAL_PREFIX}{name}__{field}", None), opt)
+            if value is not None:
+                given[field] = value
+        if given or getattr(args, f"{EVAL_PREFIX}{name}", False):
+            out[name] = given
+    return out
 
 
 # --- experiments (bench, sweep) --------------------------------------------------------------

@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from merdg.datasets import build_dataset
-    from merdg.pretraining import pretrain_encoders
-    from merdg.run.training import resolve_device
+    from merdg.run.pretraining import check_out_file, pretrain_encoders
+    from merdg.run.setup import resolve_device
 
     apply_threads(args)
     for flag, value, low in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
@@ -74,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{flag} must be >= {low}, got {value}")
     if not 0.0 < args.holdout_fraction < 1.0:
         raise ValueError(f"--holdout-fraction must be > 0 and < 1, got {args.holdout_fraction}")
-    if os.path.exists(args.out) and not args.overwrite:
-        raise ValueError(f"--out {args.out} exists; choose another file or pass --overwrite")
+    check_out_file(args.out, args.overwrite, name="--out")
     device = resolve_device(args.device)
     options = parse_options(args.dataset_option)
     dataset = build_dataset(args.dataset, args.data_root or os.environ.get(DATA_ROOT_ENV),
@@ -86,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         encoders=parse_json_object(args.encoders, "--encoders"), epochs=args.epochs, lr=args.lr,
         weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed,
         holdout_fraction=args.holdout_fraction, device=str(device),
-        num_workers=args.num_workers, overwrite=args.overwrite)
+        num_workers=args.num_workers, overwrite=args.overwrite, dataset_options=options)
     print(json.dumps({"selected": result.selected, "encoders": result.encoders}, indent=2))
     print(f"encoders: {result.path} (load with --init {result.path})")
     return 0

@@ -20,7 +20,9 @@ from merdg.cli.options import (
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one configuration",
                        description="Train one algorithm on the source domains, evaluate on the "
-                       "target domain every epoch, and write records to --out. Started again "
+                       "target domain every epoch, evaluate the model of the epoch source "
+                       "validation selects (and save it), and write records to --out. Started "
+                       "again "
                        "with the same arguments, an interrupted run resumes from its last "
                        "checkpoint and a finished one prints its summary. Under torchrun "
                        "(e.g. torchrun --nproc_per_node 4 -m merdg.cli train ...) it trains "
@@ -80,6 +82,6 @@ def run(args: argparse.Namespace) -> int:
         summary = train(config, resume=not args.restart, overwrite=args.overwrite)
     if main_rank:
         print(json.dumps(summary["selection"], indent=2))
-        for line in summary["selection"]["source_val"].get("near_chance_probes", []):
+        for line in summary.get("near_chance_probes", []):
             print(f"warning: {line}", file=sys.stderr)
     return 0

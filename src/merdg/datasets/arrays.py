@@ -153,6 +153,29 @@ class ArrayDomainDataset(DomainDataset):
         self._ready = True
         raise_problems(self._overflowing_inputs(), f"{type(self).__name__} after standardization")
 
+    def normalize_as(self, fitted: DomainDataset) -> None:
+        """Standardize with ``fitted``'s statistics (fitted on its run's sources), so samples of
+        this dataset reach the model as that run's inputs did.
+
+        Raises:
+            ValueError: ``fitted`` is not fitted, normalizes differently, or its modalities or
+                sample shapes differ (named).
+        """
+        if not isinstance(fitted, ArrayDomainDataset) or not fitted._ready:
+            raise ValueError(f"{type(fitted).__name__} holds no fitted array normalization to "
+                             f"apply to {type(self).__name__}")
+        if fitted.normalize != self.normalize or set(fitted.modalities) != set(self.modalities):
+            raise ValueError(f"cannot normalize {type(self).__name__} (modalities "
+                             f"{sorted(self.modalities)}) as {type(fitted).__name__} (modalities "
+                             f"{sorted(fitted.modalities)})")
+        shapes = [m for m in self.modalities if fitted.input_shape(m) != self.input_shape(m)]
+        if shapes:
+            raise ValueError(f"sample shapes differ for {shapes}: "
+                             + "; ".join(f"{m} {self.input_shape(m)} vs {fitted.input_shape(m)}"
+                                         for m in shapes))
+        self.statistics, self.spread = dict(fitted.statistics), dict(fitted.spread)
+        self._ready = True
+
     def sample_name(self, index: int) -> str:
         """How messages name the sample at ``index`` of the stacked tensors."""
         return f"sample {index}"

@@ -37,6 +37,7 @@ __all__ = [
     "DomainDataset",
     "IndexedSamples",
     "TensorSamples",
+    "UNKNOWN",
     "ValueConvention",
     "collate",
     "holdout_indices",
@@ -53,6 +54,9 @@ MODALITY_KINDS = ("video", "flow", "audio", "timeseries", "array")
 - ``"timeseries"``: a (T, C) sequence (inertial sensors, skeleton joints);
 - ``"array"``: any other array (feature vectors, depth clips).
 """
+UNKNOWN = -1
+"""Label of a sample whose class the model does not know (an unknown class of an open-set
+target, :mod:`merdg.datasets.open_set`); as a prediction: rejected as unknown."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -313,7 +317,9 @@ def holdout_indices(n: int, fraction: float, seed: int, domain: str,
     names = list(members)  # order of first appearance
     if n_val > 0 and len(names) < 2:
         raise ValueError(f"domain {domain!r} has {len(names)} group(s) ({names}); a holdout of "
-                         f"{fraction} needs at least two groups")
+                         f"{fraction} needs at least two groups, one for training and one for "
+                         "validation: give the domain more groups, or leave it out of the "
+                         "sources (--source)")
     order = [names[k] for k in torch.randperm(len(names), generator=g).tolist()]
     taken, size = 0, 0
     while size < n_val and taken < len(order) - 1:
@@ -440,6 +446,13 @@ class DomainDataset:
 
     def fit_normalization(self, sources: Sequence[str]) -> None:
         """Fit input normalization on the source domains only (default: nothing to fit)."""
+
+    def normalize_as(self, fitted: DomainDataset) -> None:
+        """Prepare this dataset's samples for a model trained on ``fitted`` (normalized on its
+        run's sources), e.g. as an out-of-distribution set: the inputs must be normalized as
+        that model's were. Default: datasets that normalize each sample on their own validate
+        their test parts (``fit_normalization`` with no source)."""
+        self.fit_normalization([])
 
     def modality_kind(self, modality: str) -> str:
         """The kind of ``modality`` (one of :data:`MODALITY_KINDS`); default: by the sample's

@@ -5,6 +5,10 @@ modality is a dataset (``--dataset manifest --data-root DIR``).
 
 - ``sample_id``: unique name of the sample (used in error messages);
 - ``domain``: the sample's domain (any string; leave-one-domain-out runs over them);
+- ``domain:NAME`` (optional, any number): other candidate domain definitions (subject, session,
+  placement, ...); the dataset option ``domain_column=NAME`` makes one of them the domains
+  (without a ``domain`` column it is required), and ``where=NAME:VALUE,...`` selects rows (see
+  :mod:`merdg.datasets.columns`);
 - ``label``: the class (any string; class indices follow the sorted labels, numerically when
   every label is an integer);
 - ``split`` (optional): ``train``, ``val`` or ``test``. With it, a run trains on the sources'
@@ -27,12 +31,12 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
-import re
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,7 +47,15 @@ from tqdm.auto import tqdm
 
 from merdg.datasets.arrays import ArrayDomainDataset
 from merdg.datasets.base import DATASETS, ROLES, CheckReport
-from merdg.datasets.cache import MappedArrayCache, default_cache_dir, file_fingerprint
+from merdg.datasets.cache import MappedArrayCache, content_digest, default_cache_dir, settings_key
+from merdg.datasets.columns import (
+    Where,
+    check_enough_domains,
+    describe_columns,
+    natural_sorted,
+    parse_where,
+    select_rows,
+)
 from merdg.datasets.groups import describe_groups, group_summary, split_leaks, windows_warning
 from merdg.datasets.preprocessing import (
     NORMALIZATION_MODES,
@@ -56,17 +68,27 @@ from merdg.hparams import HParam, training_default
 
 __all__ = ["MANIFEST_NAME", "ManifestDataset", "ManifestRow", "read_manifest"]
 
+log = logging.getLogger(__name__)
+
 MANIFEST_NAME = "manifest.csv"
-REQUIRED_COLUMNS = ("sample_id", "domain", "label")
+REQUIRED_COLUMNS = ("sample_id", "label")
+DOMAIN_COLUMN = "domain"
+DOMAIN_PREFIX = "domain:"  # a candidate domain column: "domain:subject" is named "subject"
 SPLIT_COLUMN = "split"
 GROUP_COLUMN = "group"
 OPTIONAL_COLUMNS = (SPLIT_COLUMN, GROUP_COLUMN)
-CACHE_FORMAT = 1  # bump when the stacking code changes what it writes
+RESERVED_NAMES = (*REQUIRED_COLUMNS, DOMAIN_COLUMN, *OPTIONAL_COLUMNS)
+NAME_SYNTAX = ":;,"  # characters of the where syntax, refused in a domain column's name
+CACHE_FORMAT = 2  # bump when the stacking code changes what it writes (2: content keys)
 
 
 @dataclass(frozen=True)
 class ManifestRow:
-    """One line of ``manifest.csv`` (``line`` counts the header as line 1)."""
+    """One line of ``manifest.csv`` (``line`` counts the header as line 1).
+
+    ``domain`` is the value of the run's domain column; ``domains`` holds every candidate
+    domain column by name (``"domain"``, and ``"subject"`` for ``domain:subject``).
+    """
 
     line: int
     sample_id: str
@@ -75,13 +97,30 @@ class ManifestRow:
     split: str | None
     files: dict[str, str]
     group: str | None = None
+    domains: dict[str, str] = field(default_factory=dict)
 
 
-def _natural_sorted(values: set[str]) -> list[str]:
-    """Sorted numerically when every value is an integer, else as strings."""
-    if all(re.fullmatch(r"-?[0-9]+", v) for v in values):
-        return sorted(values, key=int)
-    return sorted(values)
+@dataclass(frozen=True)
+class ManifestHeader:
+    """What the header of ``manifest.csv`` declares.
+
+    Attributes:
+        modalities: Modality columns, in column order.
+        domain_columns: ``{name: column}`` of the candidate domain columns (``"domain"`` for
+            ``domain``, ``"subject"`` for ``domain:subject``), in column order.
+        domain_column: The name of the one that gives each row its domain.
+        has_split / has_group: Whether the optional columns are there.
+    """
+
+    modalities: list[str]
+    domain_columns: dict[str, str]
+    domain_column: str
+    has_split: bool
+    has_group: bool
+
+    def filter_columns(self) -> list[str]:
+        """The columns ``where`` may name: the candidate domain columns and ``group``."""
+        return [*self.domain_columns, *([GROUP_COLUMN] if self.has_group else [])]
 
 
 def _manifest_path(root: str | Path | None) -> Path:
@@ -94,32 +133,40 @@ def _manifest_path(root: str | Path | None) -> Path:
     return path
 
 
-def _parse_row(line: int, row: dict[str, str], modalities: Sequence[str], has_split: bool,
-               seen: set[str], has_group: bool = False) -> tuple[ManifestRow | None, list[str]]:
+def _parse_row(line: int, row: dict[str, str], header: ManifestHeader,
+               seen: set[str]) -> tuple[ManifestRow | None, list[str]]:
     """The row, or None with the reasons it is unusable."""
     cells = {k: (v or "").strip() for k, v in row.items() if k is not None}
     name = one_line(cells.get("sample_id") or f"<line {line}>")
     where = f"{MANIFEST_NAME} line {line} (sample {name})"
-    problems = [f"{where}: empty {c!r}" for c in (*REQUIRED_COLUMNS, *modalities,
-                                                  *([GROUP_COLUMN] if has_group else []))
-                if not cells[c]]
+    needed = (*REQUIRED_COLUMNS, *header.domain_columns.values(), *header.modalities,
+              *([GROUP_COLUMN] if header.has_group else []))
+    problems = [f"{where}: empty {one_line(c)!r}" for c in needed if not cells[c]]
     if None in row:
         problems.append(f"{where}: more cells than columns")
-    split = cells.get(SPLIT_COLUMN) if has_split else None
-    if has_split and split not in ROLES:
+    split = cells.get(SPLIT_COLUMN) if header.has_split else None
+    if header.has_split and split not in ROLES:
         problems.append(f"{where}: split must be one of {list(ROLES)}, got {split!r}")
     if cells["sample_id"] in seen:
         problems.append(f"{where}: duplicate sample_id")
     seen.add(cells["sample_id"])
     if problems:
         return None, problems
-    files = {m: cells[m] for m in modalities}
-    return ManifestRow(line, cells["sample_id"], cells["domain"], cells["label"], split,
-                       files, cells[GROUP_COLUMN] if has_group else None), []
+    files = {m: cells[m] for m in header.modalities}
+    domains = {n: cells[c] for n, c in header.domain_columns.items()}
+    return ManifestRow(line, cells["sample_id"], domains[header.domain_column], cells["label"],
+                       split, files, cells[GROUP_COLUMN] if header.has_group else None,
+                       domains), []
 
 
-def read_manifest(root: str | Path | None) -> tuple[list[ManifestRow], list[str], list[str]]:
+def read_manifest(root: str | Path | None, domain_column: str | None = None
+                  ) -> tuple[list[ManifestRow], list[str], list[str]]:
     """Parse ``DIR/manifest.csv`` (UTF-8, with or without a byte-order mark).
+
+    Args:
+        root: The directory holding it.
+        domain_column: The candidate domain column that gives each row its ``domain``
+            (default: the ``domain`` column).
 
     Returns:
         (usable rows, modality names in column order, one problem per unusable row; a manifest
@@ -128,20 +175,26 @@ def read_manifest(root: str | Path | None) -> tuple[list[ManifestRow], list[str]
     Raises:
         FileNotFoundError: No manifest.
         DataError: Not UTF-8 text, not parseable as CSV, or a bad header (required columns
-            missing, no modality column, a column without a name or named twice); the message
-            names the file and the line.
+            missing, no modality or domain column, a column without a name or named twice); the
+            message names the file and the line.
+        ValueError: ``domain_column`` names no candidate domain column.
     """
+    rows, header, problems = _read(root, domain_column)
+    return rows, header.modalities, problems
+
+
+def _read(root: str | Path | None, domain_column: str | None
+          ) -> tuple[list[ManifestRow], ManifestHeader, list[str]]:
+    """:func:`read_manifest`, with the whole header."""
     path = _manifest_path(root)
     reader = csv.DictReader(io.StringIO(read_utf8(path, "manifest"), newline=""))
     try:
         columns = [c.strip() for c in reader.fieldnames or []]
         reader.fieldnames = columns
-        _check_columns(path, columns)
-        modalities = [c for c in columns if c not in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)]
+        header = _header(path, columns, domain_column)
         rows, problems, seen = [], [], set()
         for raw in reader:
-            row, row_problems = _parse_row(reader.line_num, raw, modalities,
-                                           SPLIT_COLUMN in columns, seen, GROUP_COLUMN in columns)
+            row, row_problems = _parse_row(reader.line_num, raw, header, seen)
             problems += row_problems
             if row is not None:
                 rows.append(row)
@@ -150,7 +203,58 @@ def read_manifest(root: str | Path | None) -> tuple[list[ManifestRow], list[str]
         raise DataError(f"{path} line {line}: not readable as CSV ({err})") from None
     if not rows and not problems:
         problems.append(f"{path}: no sample rows (only a header)")
-    return rows, modalities, problems
+    return rows, header, problems + _group_domain_problems(path, rows)
+
+
+def _header(path: Path, columns: Sequence[str], domain_column: str | None) -> ManifestHeader:
+    """What ``columns`` declare, with the run's domain column checked."""
+    _check_columns(path, columns)
+    domains = {c.removeprefix(DOMAIN_PREFIX): c for c in columns
+               if c == DOMAIN_COLUMN or c.startswith(DOMAIN_PREFIX)}
+    modalities = [c for c in columns if c not in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS,
+                                                  *domains.values())]
+    return ManifestHeader(modalities, domains, _domain_column(path, domains, domain_column),
+                          SPLIT_COLUMN in columns, GROUP_COLUMN in columns)
+
+
+def _domain_column(path: Path, domains: Mapping[str, str], chosen: str | None) -> str:
+    """The name of the run's domain column (the dataset option ``domain_column``)."""
+    if chosen is not None and (not isinstance(chosen, str) or not chosen.strip()):
+        raise ValueError(f"dataset option domain_column must be a column name, got {chosen!r}")
+    name = DOMAIN_COLUMN if chosen is None else chosen.strip().removeprefix(DOMAIN_PREFIX)
+    if name in domains:
+        return name
+    listed = ", ".join(domains)
+    if chosen is None:
+        raise ValueError(f"{path} has no {DOMAIN_COLUMN!r} column: choose one of its domain "
+                         f"columns ({listed}) with --dataset-option domain_column=NAME")
+    raise ValueError(f"dataset option domain_column={one_line(chosen)}: {path} has no domain "
+                     f"column {one_line(name)!r} (a column named {DOMAIN_PREFIX}"
+                     f"{one_line(name)}); its domain columns are {listed}")
+
+
+def _group_domain_problems(path: Path, rows: Sequence[ManifestRow]) -> list[str]:
+    """One problem per ``group`` whose rows lie in more than one domain.
+
+    The source-validation holdout splits each domain on its own (``holdout_indices``), so such
+    a group could have rows in one domain's training part and another's validation part: the
+    promise of the column (a group stays on one side) could not be kept.
+    """
+    lines: dict[str, dict[str, int]] = {}  # group -> {domain: its first line}
+    for row in rows:
+        if row.group is not None:
+            lines.setdefault(row.group, {}).setdefault(row.domain, row.line)
+    problems = []
+    for group, where in lines.items():
+        if len(where) > 1:
+            shown = ", ".join(f"{one_line(d)!r} (line {line})" for d, line in
+                              list(where.items())[:3]) + (" ..." if len(where) > 3 else "")
+            problems.append(
+                f"{path}: group {one_line(group)!r} has rows in {len(where)} domains: {shown}; "
+                "the holdout splits each domain on its own, so the group would straddle "
+                "training and validation: give each domain's rows their own group names "
+                f"(e.g. '<domain>/{one_line(group)}')")
+    return problems
 
 
 def _check_columns(path: Path, columns: Sequence[str]) -> None:
@@ -163,12 +267,23 @@ def _check_columns(path: Path, columns: Sequence[str]) -> None:
                         + (f"column(s) {unnamed} have no name" if unnamed else "")
                         + ("; " if unnamed and repeated else "")
                         + (f"column(s) {repeated} appear more than once" if repeated else ""))
+    candidates = [c for c in columns if c.startswith(DOMAIN_PREFIX)]
+    bad = [one_line(c) for c in candidates if c.removeprefix(DOMAIN_PREFIX).strip() in
+           ("", *RESERVED_NAMES) or any(ch in c.removeprefix(DOMAIN_PREFIX)
+                                        for ch in NAME_SYNTAX)]
+    if bad:
+        raise DataError(f"{path}: domain column(s) {bad}: a name after {DOMAIN_PREFIX!r} must be "
+                        f"non-empty, not one of {list(RESERVED_NAMES)} and without any of "
+                        f"{list(NAME_SYNTAX)}")
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    optional = sum(c in columns for c in OPTIONAL_COLUMNS)
-    if missing or len(columns) == len(REQUIRED_COLUMNS) + optional:
+    if DOMAIN_COLUMN not in columns and not candidates:
+        missing.insert(1, DOMAIN_COLUMN)
+    fixed = sum(c in columns for c in (*REQUIRED_COLUMNS, DOMAIN_COLUMN, *OPTIONAL_COLUMNS))
+    if missing or len(columns) == fixed + len(candidates):
         raise DataError(f"{path}: columns {shown} lack {missing or 'a modality column'}; "
-                        f"need {list(REQUIRED_COLUMNS)}, optional {list(OPTIONAL_COLUMNS)}, "
-                        "then one column per modality")
+                        f"need {['sample_id', 'domain', 'label']} (or, instead of 'domain', "
+                        f"'{DOMAIN_PREFIX}NAME' columns), optional "
+                        f"{list(OPTIONAL_COLUMNS)}, then one column per modality")
 
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -292,6 +407,44 @@ def _length_for(length: int | Mapping[str, int] | None, modality: str) -> int | 
     return length.get(modality) if isinstance(length, Mapping) else length
 
 
+def _check_length_names(length: int | Mapping[str, int] | None, available: Sequence[str]) -> None:
+    """Refuse a ``length`` dict naming a modality the manifest does not have.
+
+    Raises:
+        ValueError: One line naming the unknown names and the manifest's modalities.
+    """
+    if isinstance(length, Mapping):
+        unknown = sorted(set(length) - set(available))
+        if unknown:
+            raise ValueError(f"dataset option length names modalities {unknown} that the "
+                             f"manifest does not have (its modalities: {list(available)})")
+
+
+def _check_length_fits(length: int | Mapping[str, int] | None,
+                      plans: Mapping[str, SequencePlan | None]) -> None:
+    """Refuse a ``length`` that no sequence would use: given by name to a modality whose
+    arrays have a fixed shape such as (D,) (no time axis), or given as one number when no
+    modality is a sequence (a number applies to every sequence modality).
+
+    Raises:
+        ValueError: One line naming the modality and its sample shape.
+    """
+    fixed = {m: p.sample_shape for m, p in plans.items() if p is not None and p.length is None}
+    if length is None or not fixed:
+        return
+    if isinstance(length, Mapping):
+        named = [m for m in fixed if m in length]
+        if named:
+            m = named[0]
+            raise ValueError(f"dataset option length gives {length[m]} frames to {m!r}, whose "
+                             f"arrays have the fixed shape {fixed[m]} (no time axis); remove "
+                             f"{m!r} from length")
+    elif len(fixed) == sum(p is not None for p in plans.values()):
+        shapes = ", ".join(f"{m} {shape}" for m, shape in fixed.items())
+        raise ValueError(f"dataset option length={length}: no modality is a sequence (every "
+                         f"array has a fixed shape: {shapes}); remove the option")
+
+
 def scan_shapes(root: Path, rows: Sequence[ManifestRow], modalities: Sequence[str],
                 progress: bool = True, allow_outside_root: bool = False
                 ) -> tuple[dict[str, list[tuple[int, ...]]], list[ManifestRow], list[str]]:
@@ -330,9 +483,10 @@ def plan_modalities(shapes: Mapping[str, Sequence[tuple[int, ...]]], rows: Seque
     return plans, problems
 
 
-def fill_modality(root: Path, rows: Sequence[ManifestRow], plan: SequencePlan, out: np.ndarray,
+def fill_modality(root: Path, rows: Sequence[ManifestRow], plan: SequencePlan, out: Any,
                   progress: bool = True, allow_outside_root: bool = False) -> list[int]:
-    """Write each row's array, brought to ``plan.sample_shape``, into ``out[i]`` (n, ...).
+    """Write each row's array, brought to ``plan.sample_shape``, into ``out[i]`` (n, ...): an
+    array, or the row writer of a cache entry being built.
 
     Returns:
         Each sample's valid (not padded) steps (its length for vectors: 0).
@@ -384,8 +538,9 @@ class ManifestDataset(ArrayDomainDataset):
         root: Directory holding ``manifest.csv``; the arrays' paths are relative to it.
         modalities: Subset of the manifest's modality columns (default: all).
         length: Frames that sequences of varying length are brought to (an int for every
-            modality or ``{modality: int}``; default: the longest sequence of the modality,
-            the shortest with ``length_policy="crop"``).
+            sequence modality or ``{modality: int}``; default: the longest sequence of the
+            modality, the shortest with ``length_policy="crop"``). A name the manifest does not
+            have, or a modality of fixed-size arrays such as (D,), is refused.
         length_policy: ``"resample"`` (linear interpolation), ``"pad"`` (zero-pad at the end;
             padded steps are masked) or ``"crop"`` (the middle frames); see
             :mod:`merdg.datasets.sequences`.
@@ -397,14 +552,23 @@ class ManifestDataset(ArrayDomainDataset):
         cache: Keep the stacked float32 arrays in an on-disk cache (built once, then
             memory-mapped by every run and DataLoader worker); False stacks them in memory.
         cache_dir: Cache directory (default ``$MERDG_CACHE_DIR`` or ``~/.cache/merdg``); entries
-            go to ``manifest/`` in it, keyed by the settings and every input file's name, size
-            and modification time.
+            go to ``manifest/`` in it, keyed by the settings and the content of every input
+            file (:mod:`merdg.datasets.cache`: verified when read; a full or unwritable
+            directory stacks in memory instead, with one warning line).
         sequence_mode: Former name of ``length_policy`` (deprecated).
         allow_outside_root: Read array paths that leave ``root`` (absolute paths, ``..``,
             symlinks pointing elsewhere); refused by default (docs/reliability.md).
+        domain_column: The candidate domain column that defines the domains: ``domain``
+            (default) or the ``NAME`` of a ``domain:NAME`` column.
+        where: Keep only the rows it selects (``"subject:p01,p02;session:s1"``, see
+            :mod:`merdg.datasets.columns`; it may name the domain columns and ``group``);
+            only their arrays are read. The class list stays that of the whole manifest, so
+            class indices agree between selections.
 
     Raises:
         FileNotFoundError: No ``manifest.csv`` under ``root``.
+        ValueError: A bad ``domain_column`` or ``where`` (an unknown column, a value no row
+            holds, an empty selection, fewer than two domains left), before any array is read.
         DataError: Listing every bad row, missing/corrupt file, NaN array and shape mismatch.
     """
 
@@ -424,19 +588,27 @@ class ManifestDataset(ArrayDomainDataset):
                  length: int | Mapping[str, int] | None = None, length_policy: str = "resample",
                  normalization: str | Mapping[str, str] | None = None, normalize: bool = True,
                  progress: bool = True, cache: bool = True, cache_dir: str | None = None,
-                 sequence_mode: str | None = None, allow_outside_root: bool = False) -> None:
+                 sequence_mode: str | None = None, allow_outside_root: bool = False,
+                 domain_column: str | None = None,
+                 where: str | Mapping[str, Any] | Sequence[str] | None = None) -> None:
         self.allow_outside_root = check_flag("allow_outside_root", allow_outside_root)
-        self.root = _manifest_path(root).parent
-        rows, all_modalities, problems = read_manifest(self.root)
-        self.ALL_MODALITIES = tuple(all_modalities)
-        self.modalities = self.select_modalities(modalities)
-        raise_problems(problems, str(self.root / MANIFEST_NAME))
-        if not rows:
-            raise DataError(f"{self.root / MANIFEST_NAME} has no samples")
+        self.where = parse_where(where)
         self.length_policy = _length_policy(length_policy, sequence_mode)
+        self.root = _manifest_path(root).parent
+        all_rows, header, problems = _read(self.root, domain_column)
+        self.domain_column = header.domain_column
+        self.ALL_MODALITIES = tuple(header.modalities)
+        self.modalities = self.select_modalities(modalities)
+        _check_length_names(length, header.modalities)
+        raise_problems(problems, str(self.root / MANIFEST_NAME))
+        if not all_rows:
+            raise DataError(f"{self.root / MANIFEST_NAME} has no samples")
+        rows = _selected(all_rows, header, self.where)
         directory = (Path(cache_dir) if cache_dir else default_cache_dir()) / "manifest"
         stacked, self.plans, valid = self._stack(rows, length, directory if cache else None,
                                                  progress)
+        if self.where:
+            _warn_selection_length(self.plans, length)
         self.stacked = stacked  # {modality: (n, ...) float32}, memory-mapped from the cache
         self.normalize = normalize
         self.normalization = _normalization_modes(normalization, self.plans)
@@ -444,10 +616,11 @@ class ManifestDataset(ArrayDomainDataset):
         self._splits = [r.split for r in rows] if rows[0].split else None
         self._groups = [r.group for r in rows] if rows[0].group is not None else None
         self.HAS_OFFICIAL_SPLITS = self._splits is not None
+        class_names = natural_sorted({r.label for r in all_rows})  # of every selection
         self.set_samples({m: torch.from_numpy(v) for m, v in stacked.items()},
-                         torch.tensor(_label_indices(rows)), [r.domain for r in rows],
-                         _natural_sorted({r.domain for r in rows}),
-                         _natural_sorted({r.label for r in rows}),
+                         torch.tensor(_label_indices(rows, class_names)),
+                         [r.domain for r in rows], natural_sorted({r.domain for r in rows}),
+                         class_names,
                          lengths={m: torch.tensor(valid[m]) for m, plan in self.plans.items()
                                   if plan.padded})
 
@@ -462,18 +635,20 @@ class ManifestDataset(ArrayDomainDataset):
         for m, entry in entries.items():
             found = entry.load() if entry is not None else None
             if found is not None and found[1].get("sample_ids") != ids:
-                warnings.warn(f"ignoring cache entry {entry.path}: it lists other samples than "
-                              f"{self.root / MANIFEST_NAME}; rebuilding it", stacklevel=2)
+                log.warning("preprocessing cache entry %s lists other samples than %s; "
+                            "rebuilding it", entry.path, self.root / MANIFEST_NAME)
             elif found is not None:
                 stacked[m], meta = found
                 plans[m], valid[m] = _plan_from_dict(meta["plan"]), meta["valid_steps"]
         missing = [m for m in self.modalities if m not in stacked]
         if not missing:
+            _check_length_fits(length, plans)
             return stacked, plans, valid
         shapes, good, problems = scan_shapes(self.root, rows, missing, progress,
                                              self.allow_outside_root)
         new_plans, plan_problems = plan_modalities(shapes, good, length, self.length_policy)
         raise_problems(problems + plan_problems, f"the manifest dataset {self.root}")
+        _check_length_fits(length, {**plans, **new_plans})  # before anything is stacked
         for m in missing:
             plan = plans[m] = new_plans[m]
             shape = (len(rows), *plan.sample_shape)
@@ -499,12 +674,12 @@ class ManifestDataset(ArrayDomainDataset):
             return None
         paths = [self.root / MANIFEST_NAME, *(self.root / r.files[modality] for r in rows)]
         try:
-            files = file_fingerprint(paths, self.root)
+            files = content_digest(paths, self.root)
         except (OSError, ValueError):  # a missing file or one outside the root
             return None
-        key = {"format": CACHE_FORMAT, "root": str(self.root.resolve()), "modality": modality,
+        key = {"format": CACHE_FORMAT, "modality": modality,
                "length_policy": self.length_policy, "length": _length_for(length, modality),
-               "files": files}
+               "files": files, "samples": settings_key({"ids": [r.sample_id for r in rows]})}
         return MappedArrayCache(cache_dir, modality, key)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -575,22 +750,46 @@ class ManifestDataset(ArrayDomainDataset):
         and every problem. Training options (``normalization``, ``normalize``, ``cache``,
         ``cache_dir``) are accepted so that the same options can be reused."""
         unknown = sorted(set(options) - {"normalization", "normalize", "cache", "cache_dir",
-                                         "allow_outside_root"})
+                                         "allow_outside_root", "domain_column", "where"})
         if unknown:
             raise TypeError(f"unknown dataset options {unknown} for the manifest dataset")
         allow = check_flag("allow_outside_root", options.get("allow_outside_root", False))
+        where = parse_where(options.get("where"))
         policy = _length_policy(length_policy, sequence_mode)
         root_path = _manifest_path(root).parent
-        rows, all_modalities, problems = read_manifest(root_path)
-        mods = _select_modalities(all_modalities, modalities)
+        all_rows, header, problems = _read(root_path, options.get("domain_column"))
+        mods = _select_modalities(header.modalities, modalities)
+        rows = _selected(all_rows, header, where) if all_rows else []
+        _check_length_names(length, header.modalities)
         shapes, good, load_problems = scan_shapes(root_path, rows, mods, progress, allow)
         plans, plan_problems = plan_modalities(shapes, good, length, policy)
-        problems += load_problems + plan_problems
+        _check_length_fits(length, plans)
+        problems += load_problems + plan_problems + _holdout_problems(good)
         if options.get("normalize", True) and good and not problems:
             modes = _normalization_modes(options.get("normalization"), plans)
             problems += _overflow_problems(root_path, good, plans, modes, allow)
-        return CheckReport("manifest", _counts(good), problems,
-                           _check_notes(root_path, rows, good, plans))
+        labels = natural_sorted({r.label for r in all_rows})
+        columns = describe_columns({n: [r.domains[n] for r in good]
+                                    for n in header.domain_columns},
+                                   [r.label for r in good], header.domain_column,
+                                   len(all_rows), where)
+        return CheckReport("manifest", _counts(good, labels), problems,
+                           _check_notes(root_path, rows, good, plans, labels, columns))
+
+
+def _holdout_problems(rows: Sequence[ManifestRow]) -> list[str]:
+    """With a ``group`` column and no ``split`` column: one problem per domain with a single
+    group. Such a domain cannot give a source run both a training and a validation part (the
+    holdout keeps every group whole), so every run with it among the sources is refused."""
+    if not rows or rows[0].split is not None or rows[0].group is None:
+        return []
+    groups: dict[str, set[str]] = {}
+    for row in rows:
+        groups.setdefault(row.domain, set()).add(row.group or "")
+    return [f"domain {one_line(d)!r} has one group ({one_line(next(iter(names)))!r}): as a "
+            "source it cannot give both a training and a validation part (the holdout keeps "
+            "each group whole), so it can only be a target; give it more groups, or add a "
+            f"{SPLIT_COLUMN!r} column" for d, names in groups.items() if len(names) < 2]
 
 
 def _select_modalities(available: Sequence[str], requested: Sequence[str] | None) -> list[str]:
@@ -600,8 +799,38 @@ def _select_modalities(available: Sequence[str], requested: Sequence[str] | None
     return sorted(set(requested or available))
 
 
-def _label_indices(rows: Sequence[ManifestRow]) -> list[int]:
-    names = _natural_sorted({r.label for r in rows})
+def _selected(rows: Sequence[ManifestRow], header: ManifestHeader,
+              where: Where) -> list[ManifestRow]:
+    """The rows ``where`` selects (all without it), leaving at least two domains.
+
+    Raises:
+        ValueError: See :func:`~merdg.datasets.columns.select_rows` and
+            :func:`~merdg.datasets.columns.check_enough_domains`.
+    """
+    if not where:
+        return list(rows)
+    table = {c: [r.group if c == GROUP_COLUMN else r.domains[c] for r in rows]
+             for c in header.filter_columns()}
+    kept = [rows[i] for i in select_rows(table, where)]
+    check_enough_domains(natural_sorted({r.domain for r in kept}), header.domain_column, where)
+    return kept
+
+
+def _warn_selection_length(plans: Mapping[str, SequencePlan],
+                           length: int | Mapping[str, int] | None) -> None:
+    """Warn when the length of resampled or cropped sequences comes from the selected rows:
+    another selection of the same manifest (the pretraining rows, say) may get another one."""
+    for m, plan in plans.items():
+        raw = plan.raw_shape[0]
+        if (plan.policy in ("resample", "crop") and isinstance(raw, tuple) and raw[0] != raw[1]
+                and _length_for(length, m) is None):
+            warnings.warn(f"manifest: the {plan.policy}d length of {m!r} ({plan.length} frames) "
+                          "comes from the rows selected by where; another selection may get "
+                          f"another length: fix it with --dataset-option length={plan.length} "
+                          "(or a JSON object per modality)", stacklevel=3)
+
+
+def _label_indices(rows: Sequence[ManifestRow], names: Sequence[str]) -> list[int]:
     index = {n: i for i, n in enumerate(names)}
     return [index[r.label] for r in rows]
 
@@ -618,27 +847,32 @@ def _normalization_modes(option: str | Mapping[str, str] | None,
     return modes
 
 
-def _counts(rows: Sequence[ManifestRow]) -> dict[str, dict[str, int]]:
+def _counts(rows: Sequence[ManifestRow], labels: Sequence[str] | None = None
+            ) -> dict[str, dict[str, int]]:
+    """``{domain: {class: samples}}``; the classes of ``rows`` unless ``labels`` are given."""
     per = Counter((r.domain, r.label) for r in rows)
-    labels = _natural_sorted({r.label for r in rows})
+    labels = natural_sorted({r.label for r in rows}) if labels is None else labels
     return {d: {c: per[(d, c)] for c in labels}
-            for d in _natural_sorted({r.domain for r in rows})}
+            for d in natural_sorted({r.domain for r in rows})}
 
 
 def _check_notes(root: Path, rows: Sequence[ManifestRow], good: Sequence[ManifestRow],
-                 plans: Mapping[str, SequencePlan | None]) -> list[str]:
+                 plans: Mapping[str, SequencePlan | None], labels: Sequence[str],
+                 columns: Sequence[str]) -> list[str]:
+    """``data check`` notes; ``rows`` are the usable rows a run reads, ``labels`` the classes of
+    the whole manifest, ``columns`` the lines of the domain columns."""
     notes = [f"root: {root}", f"rows: {len(rows)} usable, {len(good)} with every file readable",
-             "modalities:"]
+             *columns, "modalities:"]
     for m, plan in plans.items():
         notes.append(f"  {plan.describe()}" if plan is not None
                      else f"  {m}: shapes do not stack (see problems)")
-    domains = _natural_sorted({r.domain for r in good})
+    domains = natural_sorted({r.domain for r in good})
     if good and good[0].split:
         per = Counter((r.domain, r.split) for r in good)
         notes.append("split rows per domain: " + "; ".join(
             f"{d}: " + ", ".join(f"{s} {per[(d, s)]}" for s in ROLES) for d in domains))
     notes += _group_notes(good, domains)
-    for d, classes in _counts(good).items():
+    for d, classes in _counts(good, labels).items():
         absent = [c for c, n in classes.items() if n == 0]
         if absent:
             notes.append(f"warning: domain {d!r} has no samples of classes {absent}")
@@ -691,7 +925,7 @@ def _overflow_problems(root: Path, rows: Sequence[ManifestRow],
             lows.append(v.min(0))
             highs.append(v.max(0))
         low, high = np.stack(lows), np.stack(highs)  # (n, channels)
-        for target in _natural_sorted(set(domains)):
+        for target in natural_sorted(set(domains)):
             sources = [acc for d, acc in moments.items() if d != target]
             if not sources:
                 continue

@@ -7,7 +7,7 @@ returned by ``split`` yields ``(x, y)`` with ``y`` in ``[0, num_classes)``. An o
 - :func:`known_class_part`: the known-class samples only, labels mapped to ``0..K-1`` (their
   position among the sorted known classes) -- the source train and validation parts;
 - :func:`open_set_part`: every sample, known labels mapped to ``0..K-1`` and the others to
-  :data:`~merdg.evaluation.open_set.UNKNOWN` (-1) -- the target.
+  :data:`~merdg.datasets.base.UNKNOWN` (-1) -- the target.
 
 Labels are read without loading inputs where the part allows it (in-memory tensors, the clip
 index of EPIC-Kitchens / HAC); other parts are read once, sample by sample.
@@ -21,8 +21,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from merdg.datasets.base import IndexedSamples, TensorSamples, _Subset
-from merdg.evaluation.open_set import UNKNOWN
+from merdg.datasets.base import UNKNOWN, IndexedSamples, TensorSamples, _Subset
 
 __all__ = ["Relabeled", "known_class_part", "label_table", "open_set_part", "part_labels"]
 

@@ -167,6 +167,12 @@ class SyntheticShortcut(DomainDataset):
             x = torch.cat([self._samples[d].x[m] for d in sources])  # (n, dim)
             self.spread[m] = fit_standardization(x, "channel").std[0]  # (dim,)
 
+    def normalize_as(self, fitted: DomainDataset) -> None:
+        """The samples are used as generated (nothing to standardize); corruption magnitudes
+        follow ``fitted``'s source spread where it records one."""
+        self.spread = {m: s for m, s in getattr(fitted, "spread", {}).items()
+                       if m in self.modalities}
+
     def value_convention(self, modality: str) -> ValueConvention:
         """Feature vectors ("array"), corrupted as generated, additive magnitudes relative to
         the sources' std per feature."""

@@ -7,9 +7,14 @@ Reads the authors' release layout (MATLAB v5 ``.mat`` files, read with ``scipy.i
     Depth/a{A}_s{S}_t{T}_depth.mat         d_depth (240, 320, T_k)  30 Hz depth (mm, uint16)
 
 with action A = 1..27 (label A - 1), subject S = 1..8 and trial T = 1..4 (861 samples: three
-are absent from the release). Domains are groups of subjects: by default the four pairs
-``s1+s2``, ``s3+s4``, ``s5+s6``, ``s7+s8`` (``domains="pairs"``), or the eight subjects
-(``domains="subject"``), or any grouping such as ``"1+5,2+6,3+7,4+8"``.
+are absent from the release). The file names record two candidate domain columns besides the
+action: ``subject`` (values ``s1`` .. ``s8``) and ``trial`` (the repetition, ``t1`` .. ``t4``).
+``domain_column`` chooses one (default ``subject``) and ``domains`` groups its values: by
+default the four subject pairs ``s1+s2``, ``s3+s4``, ``s5+s6``, ``s7+s8`` (``domains="pairs"``),
+or one domain per value (``domains="each"``; ``domains="subject"`` is the same for subjects),
+or any grouping such as ``"1+5,2+6,3+7,4+8"``. ``where`` selects recordings by those columns
+(``where=subject:s1,s2,s3,s4``, :mod:`merdg.datasets.columns`), so one set of subjects can
+pretrain encoders and the others be the benchmark's domains.
 
 Preprocessing (cached on disk, keyed by these settings; see :mod:`merdg.datasets.cache`):
 
@@ -31,7 +36,7 @@ References:
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
@@ -42,7 +47,14 @@ from tqdm.auto import tqdm
 
 from merdg.datasets.arrays import ArrayDomainDataset
 from merdg.datasets.base import DATASETS, CheckReport
-from merdg.datasets.cache import ArrayCache, default_cache_dir, file_fingerprint
+from merdg.datasets.cache import ArrayCache, content_digest, default_cache_dir
+from merdg.datasets.columns import (
+    Where,
+    check_enough_domains,
+    describe_columns,
+    parse_where,
+    select_rows,
+)
 from merdg.datasets.preprocessing import DataError
 from merdg.datasets.untrusted import check_flag, outside_root
 from merdg.datasets.utd_mhad_release import (
@@ -62,29 +74,97 @@ from merdg.datasets.utd_mhad_release import (
 )
 from merdg.hparams import HParam, training_default
 
-__all__ = ["ROOT_ENV", "UTDMHAD", "subject_domains"]
+__all__ = ["DOMAIN_COLUMNS", "ROOT_ENV", "UTDMHAD", "column_domains", "column_value"]
 
-CACHE_FORMAT = 1  # bump when the preprocessing code changes what it writes
+CACHE_FORMAT = 2  # bump when the preprocessing code changes what it writes (2: content keys)
 HOLDOUT_GROUPS = ("recording", "subject_action")
+# candidate domain column: (prefix of its values, the release's values); both are in the names
+DOMAIN_COLUMNS = {"subject": ("s", SUBJECTS), "trial": ("t", TRIALS)}
 
 
-def subject_domains(spec: str, subjects: Sequence[int]) -> dict[int, str]:
-    """Domain name of each subject: ``"subject"`` (``s1`` .. ``s8``), ``"pairs"`` (``s1+s2``,
-    ``s3+s4``, ...) or explicit groups such as ``"1+5,2+6,3+7,4+8"``."""
+def column_value(sample: UTDSample, column: str) -> str:
+    """The value of a candidate domain column for ``sample``: ``s3`` (subject), ``t2`` (trial)."""
+    return f"{DOMAIN_COLUMNS[column][0]}{getattr(sample, column)}"
+
+
+def _domain_column(name: str | None) -> str:
+    """The dataset option ``domain_column`` (default ``subject``), checked."""
+    if name is None:
+        return "subject"
+    if not isinstance(name, str) or name not in DOMAIN_COLUMNS:
+        raise ValueError(f"dataset option domain_column must be one of {list(DOMAIN_COLUMNS)} "
+                         f"(what the release's file names record besides the action), got "
+                         f"{name!r}")
+    return name
+
+
+def _grouping(column: str, spec: str | None) -> str:
+    """The dataset option ``domains`` for ``column``: default ``pairs`` for subjects (the
+    published benchmark) and ``each`` otherwise; ``subject`` is ``each`` for subjects."""
+    if spec is None:
+        return "pairs" if column == "subject" else "each"
     if spec == "subject":
-        return {s: f"s{s}" for s in subjects}
-    text = "1+2,3+4,5+6,7+8" if spec == "pairs" else str(spec)
+        if column != "subject":
+            raise ValueError(f"dataset option domains=subject makes each subject a domain, but "
+                             f"domain_column is {column!r}: use domains=each")
+        return "each"
+    return str(spec)
+
+
+def column_domains(column: str, spec: str | None, values: Sequence[int]) -> dict[int, str]:
+    """Domain name of each value of ``column`` (``subject`` or ``trial``) present.
+
+    Args:
+        column: The domain column.
+        spec: ``"each"`` (``s1`` .. ``s8``), ``"pairs"`` (``s1+s2``, ``s3+s4``, ...), explicit
+            groups of the column's numbers such as ``"1+5,2+6,3+7,4+8"``, ``"subject"`` (each,
+            for subjects), or None (``pairs`` for subjects, ``each`` for trials).
+        values: The column's values present (numbers).
+
+    Raises:
+        ValueError: A spec that does not parse, or groups that leave a present value out or
+            hold one twice.
+    """
+    spec = _grouping(column, spec)
+    prefix, release = DOMAIN_COLUMNS[column]
+    if spec == "each":
+        return {v: f"{prefix}{v}" for v in values}
+    text = (",".join(f"{a}+{b}" for a, b in zip(release[::2], release[1::2])) if spec == "pairs"
+            else spec)
     try:
-        groups = [[int(s) for s in g.split("+")] for g in text.split(",")]
+        groups = [[int(v) for v in g.split("+")] for g in text.split(",")]
     except ValueError as err:
-        raise ValueError(f"domains must be 'subject', 'pairs' or groups like '1+2,3+4', got "
-                         f"{spec!r}") from err
-    mapping = {s: "+".join(f"s{x}" for x in g) for g in groups for s in g}
-    unassigned = sorted(set(subjects) - set(mapping))
+        raise ValueError(f"dataset option domains must be 'pairs', 'each' or groups of {column} "
+                         f"numbers like '1+2,3+4', got {spec!r}") from err
+    mapping = {v: "+".join(f"{prefix}{x}" for x in g) for g in groups for v in g}
+    unassigned = sorted(set(values) - set(mapping))
     if unassigned or sum(map(len, groups)) != len(mapping):
-        raise ValueError(f"domains {spec!r}: every subject must be in exactly one group "
+        raise ValueError(f"domains {spec!r}: every {column} must be in exactly one group "
                          f"(unassigned: {unassigned})")
-    return {s: mapping[s] for s in subjects}
+    return {v: mapping[v] for v in values}
+
+
+def _select_samples(samples: Sequence[UTDSample], where: Where) -> list[UTDSample]:
+    """The recordings ``where`` selects (all without it).
+
+    Raises:
+        ValueError: An unknown column, a value no recording holds, or an empty selection.
+    """
+    if not where:
+        return list(samples)
+    table = {c: [column_value(s, c) for s in samples] for c in DOMAIN_COLUMNS}
+    return [samples[i] for i in select_rows(table, where, row="sample")]
+
+
+def _domains_of(samples: Sequence[UTDSample], column: str, spec: str | None, where: Where
+                ) -> tuple[dict[int, str], list[str]]:
+    """(domain of each present value of ``column``, the domain names in order), at least two
+    when ``where`` selected the samples."""
+    value_domain = column_domains(column, spec, sorted({getattr(s, column) for s in samples}))
+    names = sorted(set(value_domain.values()), key=_domain_sort_key)
+    if where:
+        check_enough_domains(names, column, where)
+    return value_domain, names
 
 
 def _select(modalities: Sequence[str] | None) -> list[str]:
@@ -95,12 +175,14 @@ def _select(modalities: Sequence[str] | None) -> list[str]:
     return chosen
 
 
-def _absent_from_release(samples: Sequence[UTDSample]) -> list[str]:
-    """Ids of the official release's samples that have no file in any modality folder."""
+def _absent_from_release(samples: Sequence[UTDSample], where: Where | None = None) -> list[str]:
+    """Ids of the official release's samples (those ``where`` selects) that have no file in any
+    modality folder."""
     present = {s.id for s in samples} | set(RELEASE_MISSING)
     release = (UTDSample(s, a, t) for s in SUBJECTS for a in range(1, len(ACTIONS) + 1)
                for t in TRIALS)
-    return [r.id for r in release if r.id not in present]
+    return [r.id for r in release if r.id not in present and all(
+        column_value(r, c) in values for c, values in (where or {}).items())]
 
 
 def _absent_problem(ids: Sequence[str]) -> str:
@@ -116,8 +198,10 @@ class UTDMHAD(ArrayDomainDataset):
     Args:
         root: The release directory (or its parent); default ``$MERDG_UTD_MHAD_ROOT``.
         modalities: Subset of ``depth``, ``inertial``, ``skeleton`` (default: all).
-        domains: ``"pairs"`` (default: 4 domains ``s1+s2``, ``s3+s4``, ``s5+s6``, ``s7+s8``;
-            see docs/utd-mhad.md for why), ``"subject"`` (8 domains) or explicit groups such as
+        domains: How the values of ``domain_column`` form domains: ``"pairs"`` (the default for
+            subjects: 4 domains ``s1+s2``, ``s3+s4``, ``s5+s6``, ``s7+s8``; see docs/utd-mhad.md
+            for why), ``"each"`` (the default for trials; 8 subjects or 4 trials),
+            ``"subject"`` (each subject, the earlier spelling) or explicit groups such as
             ``"1+5,2+6,3+7,4+8"``.
         cache_dir: Where preprocessed arrays are cached (default ``$MERDG_CACHE_DIR`` or
             ``~/.cache/merdg``).
@@ -130,10 +214,18 @@ class UTDMHAD(ArrayDomainDataset):
         partial_release: Accept a release lacking some of the official samples (e.g. a subset
             of subjects); by default a sample absent from every folder is an error.
         allow_outside_root: Read ``.mat`` files that resolve outside ``root`` (symlinks).
+        domain_column: ``"subject"`` (default) or ``"trial"`` (the repetition): the candidate
+            domain column whose values (grouped by ``domains``) are the domains.
+        where: Keep only the recordings it selects by ``subject`` and ``trial``, e.g.
+            ``"subject:s1,s2,s3,s4"`` or ``"subject:s5,s6;trial:t1,t2"`` (see
+            :mod:`merdg.datasets.columns`); only their files are read, and only they must be
+            complete.
         **preprocessing: Fields of :class:`UTDPreprocessing`.
 
     Raises:
         FileNotFoundError: No release under ``root``.
+        ValueError: A bad ``domain_column``, ``domains`` or ``where`` (an unknown column, a
+            value no recording holds, fewer than two domains left), before any file is read.
         DataError: Missing, truncated or corrupt files and absent samples (all of them listed,
             for every modality, in one error).
     """
@@ -164,27 +256,33 @@ class UTDMHAD(ArrayDomainDataset):
         "inertial": "channel", "skeleton": "channel", "depth": "global"}
 
     def __init__(self, root: str | None = None, modalities: Sequence[str] | None = None,
-                 domains: str = "pairs", cache_dir: str | None = None, normalize: bool = True,
-                 progress: bool = True, groups: str = "recording",
+                 domains: str | None = None, cache_dir: str | None = None,
+                 normalize: bool = True, progress: bool = True, groups: str = "recording",
                  partial_release: bool = False, allow_outside_root: bool = False,
+                 domain_column: str | None = None,
+                 where: str | Mapping[str, Any] | Sequence[str] | None = None,
                  **preprocessing: Any) -> None:
         self.groups = _check_groups(groups)
+        self.domain_column = _domain_column(domain_column)
+        _grouping(self.domain_column, domains)  # checked before any file is listed or read
+        self.where = parse_where(where)
         self.root = find_root(root)
         self.modalities = _select(modalities)
         self.settings = UTDPreprocessing(**preprocessing)
         self.normalize = normalize
         self.allow_outside_root = check_flag("allow_outside_root", allow_outside_root)
-        self.samples, _ = discover_samples(self.root)
-        if not self.samples:
+        partial = check_flag("partial_release", partial_release)
+        found, _ = discover_samples(self.root)
+        if not found:
             raise DataError(f"no UTD-MHAD files for {self.modalities} under {self.root}")
-        absent = [] if check_flag("partial_release", partial_release) else (
-            _absent_from_release(self.samples))
+        self.samples = _select_samples(found, self.where)
+        value_domain, names = _domains_of(self.samples, self.domain_column, domains, self.where)
+        absent = [] if partial else _absent_from_release(found, self.where)
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         x = self._load_all(cache, progress, [_absent_problem(absent)] if absent else [])
-        subject_domain = subject_domains(domains, sorted({s.subject for s in self.samples}))
-        names = sorted({subject_domain[s.subject] for s in self.samples}, key=_domain_sort_key)
         self.set_samples(x, torch.tensor([s.action - 1 for s in self.samples]),
-                         [subject_domain[s.subject] for s in self.samples], names, ACTIONS)
+                         [value_domain[getattr(s, self.domain_column)] for s in self.samples],
+                         names, ACTIONS)
 
     def _load_all(self, cache_dir: Path, progress: bool,
                   earlier: Sequence[str] = ()) -> dict[str, torch.Tensor]:
@@ -215,7 +313,7 @@ class UTDMHAD(ArrayDomainDataset):
             load_modality(self.root, self.samples, modality, self.settings, progress,
                           self.allow_outside_root)
         key = {"format": CACHE_FORMAT, "modality": modality,
-               "files": file_fingerprint(paths, self.root), **self.settings.for_modality(modality)}
+               "files": content_digest(paths, self.root), **self.settings.for_modality(modality)}
         cache = ArrayCache(cache_dir / "utd-mhad", modality, key)
         ids = np.array([s.id for s in self.samples])
         arrays = cache.load_or_build(lambda: {
@@ -237,28 +335,35 @@ class UTDMHAD(ArrayDomainDataset):
 
     @classmethod
     def check(cls, root: str | None, modalities: Sequence[str] | None = None,
-              domains: str = "pairs", progress: bool = True, cache_dir: str | None = None,
+              domains: str | None = None, progress: bool = True, cache_dir: str | None = None,
               normalize: bool = True, groups: str = "recording",
               partial_release: bool = False, allow_outside_root: bool = False,
+              domain_column: str | None = None,
+              where: str | Mapping[str, Any] | Sequence[str] | None = None,
               **preprocessing: Any) -> CheckReport:
-        """Read and preprocess every file (writing nothing); report counts and every problem,
-        one per bad file and one per sample of the official release absent from every folder
-        (a note instead with ``partial_release``).
+        """Read and preprocess every file of the selected recordings (writing nothing); report
+        counts, the candidate domain columns and every problem, one per bad file and one per
+        sample of the official release (within the selection) absent from every folder (a note
+        instead with ``partial_release``).
 
         ``cache_dir``, ``normalize`` and ``groups`` are accepted so that training options can
         be reused.
         """
         _check_groups(groups)
+        column = _domain_column(domain_column)
+        _grouping(column, domains)
+        where = parse_where(where)
         root_path, mods = find_root(root), _select(modalities)
         settings = UTDPreprocessing(**preprocessing)
         allow_outside_root = check_flag("allow_outside_root", allow_outside_root)
-        samples, ignored = discover_samples(root_path)
-        subject_domain = subject_domains(domains, sorted({s.subject for s in samples}))
+        found, ignored = discover_samples(root_path)
+        samples = _select_samples(found, where)
+        value_domain, _ = _domains_of(samples, column, domains, where)
         problems, lengths, readable = [], defaultdict(list), []
         if not check_flag("partial_release", partial_release):
             problems += [f"sample {i}: absent from every modality folder (the official release "
                          "has it; --dataset-option partial_release=true accepts a partial "
-                         "release)" for i in _absent_from_release(samples)]
+                         "release)" for i in _absent_from_release(found, where)]
         for s in tqdm(samples, desc="UTD-MHAD: checking", disable=not progress):
             ok = True
             for m in mods:
@@ -271,8 +376,13 @@ class UTDMHAD(ArrayDomainDataset):
                     ok = False
             if ok:
                 readable.append(s)
-        counts = _counts(readable, subject_domain)
-        notes = _check_notes(root_path, mods, samples, readable, lengths, ignored, settings)
+        counts = _counts(readable, column, value_domain)
+        columns = describe_columns({c: [column_value(s, c) for s in readable]
+                                    for c in DOMAIN_COLUMNS},
+                                   [ACTIONS[s.action - 1] for s in readable], column, len(found),
+                                   where)
+        notes = _check_notes(root_path, mods, found, readable, lengths, ignored, settings,
+                             columns)
         return CheckReport("utd-mhad", counts, problems, notes)
 
 
@@ -287,25 +397,26 @@ def _domain_sort_key(name: str) -> int:
     return int(name.split("+")[0][1:])
 
 
-def _counts(samples: Sequence[UTDSample], subject_domain: dict[int, str]
+def _counts(samples: Sequence[UTDSample], column: str, value_domain: dict[int, str]
             ) -> dict[str, dict[str, int]]:
-    """``{domain: {action name: readable samples}}`` with every domain and action listed."""
-    domains = sorted(set(subject_domain.values()), key=_domain_sort_key)  # present subjects only
-    per = Counter((subject_domain[s.subject], s.action) for s in samples)
+    """``{domain: {action name: readable samples}}`` with every domain (of the values present)
+    and action listed."""
+    domains = sorted(set(value_domain.values()), key=_domain_sort_key)
+    per = Counter((value_domain[getattr(s, column)], s.action) for s in samples)
     return {d: {name: per[(d, a)] for a, name in enumerate(ACTIONS, 1)} for d in domains}
 
 
 def _check_notes(root: Path, mods: Sequence[str], samples: Sequence[UTDSample],
                  readable: Sequence[UTDSample], lengths: dict[str, list[int]],
-                 ignored: Sequence[str], settings: UTDPreprocessing) -> list[str]:
+                 ignored: Sequence[str], settings: UTDPreprocessing,
+                 columns: Sequence[str]) -> list[str]:
+    """``data check`` notes; ``columns`` are the lines of the candidate domain columns."""
     notes = [f"root: {root}", f"modalities: {', '.join(mods)}",
              f"preprocessing: {asdict(settings)}"]
     for m in mods:
         if lengths[m]:
             notes.append(f"  {m}: raw frames {min(lengths[m])}..{max(lengths[m])}")
-    per_subject = Counter(s.subject for s in readable)
-    notes.append("readable samples per subject: " + ", ".join(
-        f"s{k}: {per_subject[k]}" for k in sorted({s.subject for s in samples})))
+    notes += columns
     release = {UTDSample(s, a, t) for s in SUBJECTS for a in range(1, len(ACTIONS) + 1)
                for t in TRIALS if UTDSample(s, a, t).id not in RELEASE_MISSING}
     absent = [s.id for s in sorted(release - set(samples))]

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from merdg.diagnostics import metrics
 from merdg.diagnostics.features import LoadedRun, Outputs, extract
-from merdg.diagnostics.probes import PROBES, LabeledFeatures, train_probe
+from merdg.evaluation import representation as metrics
+from merdg.evaluation.probes import PROBES, LabeledFeatures, train_probe
 from merdg.hparams import seed_hash
 
 __all__ = ["DiagnoseOptions", "SPACES", "diagnose_run", "headline"]

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from merdg.diagnostics.analysis import DiagnoseOptions
 from merdg.diagnostics.compare import diagnose
 from merdg.diagnostics.plots import matplotlib_available, plot_bench_summary
+from merdg.evaluation.statistics import aggregate
 
 __all__ = ["diagnose_experiment", "diagnostics_section"]
 
@@ -79,10 +80,10 @@ def _summary_rows(done: list[tuple]) -> dict[tuple[str, str], list[dict[str, Any
 
 
 def _cell(values: list[float]) -> str:
-    arr = np.array([v for v in values if np.isfinite(v)])
-    if not len(arr):
+    s = aggregate(values)  # the finite values
+    if not s.n:
         return "-"
-    return f"{arr.mean():.2f} ± {arr.std(ddof=1):.2f}" if len(arr) > 1 else f"{arr[0]:.2f}"
+    return f"{s.mean:.2f} ± {s.std:.2f}" if s.n > 1 else f"{s.mean:.2f}"
 
 
 def diagnostics_section(done: list[tuple], out: Path) -> list[str]:

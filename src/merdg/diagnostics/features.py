@@ -1,10 +1,8 @@
 """Rebuild a trained run from its directory and pass its data through the frozen model.
 
-A run directory written by :func:`merdg.run.training.train` with ``save_model=True`` holds
-``config.json`` (config, resolved hparams, sources, modalities) and ``model.pt``
-(``{"state_dict", "run"}``). :func:`load_run` rebuilds the dataset with the same options, fits
-the input normalization on the same sources, rebuilds the algorithm and loads the weights, so
-the splits are exactly those of training (same ``seed`` and ``holdout_fraction``).
+:func:`load_run` is :func:`merdg.run.saved.load_saved_run` (the dataset with the same options,
+normalized on the same sources, the algorithm with the saved weights of the selected epoch, so
+the splits are exactly those of training) for the analyses of closed-set runs.
 """
 
 from __future__ import annotations
@@ -19,11 +17,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from merdg.algorithms import Algorithm
-from merdg.datasets import DomainDataset, build_dataset
+from merdg.datasets import DomainDataset
 from merdg.datasets.base import DomainConcat, collate
-from merdg.run.config import RunConfig
 from merdg.run.directory import RunDir
-from merdg.run.training import build_algorithm, resolve_device
+from merdg.run.saved import load_saved_run, read_run_info
 
 __all__ = ["LoadedRun", "Outputs", "extract", "load_run", "zero_variants"]
 
@@ -75,28 +72,13 @@ class LoadedRun:
         return self.dataset.split(domain, role, seed, float(self.config["holdout_fraction"]))
 
 
-def _read_info(run_dir: RunDir) -> dict[str, Any]:
-    info = run_dir.read_info()
-    missing = [k for k in ("config", "hparams", "sources", "modalities") if k not in info]
-    if missing:
-        raise ValueError(f"{run_dir.path}: config.json lacks {missing}; was it written by "
-                         "merdg train?")
-    try:
-        RunConfig.from_dict(info["config"])
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{run_dir.file(RunDir.CONFIG)}: not a valid run config ({err})") from err
-    if not isinstance(info["hparams"], dict) or not isinstance(info["sources"], list):
-        raise ValueError(f"{run_dir.file(RunDir.CONFIG)}: 'hparams' must be a JSON object and "
-                         "'sources' a list")
-    return info
-
-
 def load_run(run_dir: str | Path, device: str = "cpu", data_root: str | None = None,
              dataset: DomainDataset | None = None) -> LoadedRun:
-    """Rebuild the dataset and the trained algorithm of a run directory.
+    """Rebuild the dataset and the trained algorithm of a run directory (the weights of the
+    epoch source validation selected).
 
     Args:
-        run_dir: Directory written by :func:`merdg.run.training.train` with ``save_model=True``.
+        run_dir: Directory of a finished run with saved weights (the default).
         device: Device for the forward passes (``"auto"`` picks CUDA when available).
         data_root: Overrides the run's ``data_root`` (data moved since training).
         dataset: A dataset already built with the run's dataset options and modalities (reused
@@ -104,30 +86,17 @@ def load_run(run_dir: str | Path, device: str = "cpu", data_root: str | None = N
 
     Raises:
         FileNotFoundError: ``config.json`` or ``model.pt`` is missing.
-        ValueError: A file is malformed, or the weights do not fit the rebuilt model.
+        ValueError: A file is malformed, the weights do not fit the rebuilt model, or it is an
+            open-set run.
     """
     path = Path(run_dir)
-    directory = RunDir(path)
-    info = _read_info(directory)
-    cfg = info["config"]
-    if cfg.get("open_set"):
+    info, config = read_run_info(RunDir(path))
+    if config.open_set:
         raise ValueError(f"{path} is an open-set run; the diagnostics analyse closed-set runs "
                          "only")
-    if dataset is None:
-        dataset = build_dataset(cfg["dataset"], data_root or cfg["data_root"], info["modalities"],
-                                **cfg["dataset_options"])
-    dataset.fit_normalization(info["sources"])
-    torch_device = resolve_device(device)
-    algorithm = build_algorithm(dataset, cfg["algorithm"], len(info["sources"]), info["hparams"],
-                                torch_device)
-    try:
-        algorithm.load_state_dict(directory.read_model_state())
-    except RuntimeError as err:
-        raise ValueError(f"{directory.model_file} does not fit the model rebuilt from the run's "
-                         f"config.json: {err}") from err
-    algorithm.set_precision(cfg.get("precision", "fp32"))
-    algorithm.eval()
-    return LoadedRun(path, info, directory.read_records(), dataset, algorithm, torch_device)
+    saved = load_saved_run(path, device, data_root, dataset=dataset)
+    return LoadedRun(path, saved.info, saved.records, saved.data.dataset, saved.algorithm,
+                     saved.device)
 
 
 def zero_variants(modalities: list[str]) -> dict[str, list[str]]:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from merdg.diagnostics.analysis import ALL_SOURCES, SPACES
+from merdg.evaluation.statistics import aggregate
 from merdg.plotting import finish_figure, matplotlib_available, pyplot, save_figure
 
 __all__ = ["figure_bench_summary", "figure_curves", "figure_dependence", "figure_diversity",
@@ -290,11 +291,10 @@ def figure_bench_summary(per_key: dict[tuple[str, str], list[dict[str, Any]]]):
         width = 0.8 / len(keys)
         xs = np.arange(len(columns))
         for k, key in enumerate(keys):
-            values = np.array([[fn(h) for fn in columns.values()] for h in per_key[key]])
-            std = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(len(columns))
+            cells = [aggregate(fn(h) for h in per_key[key]) for fn in columns.values()]
             pos = xs + (k - (len(keys) - 1) / 2) * width
-            ax.bar(pos, values.mean(axis=0), width, yerr=std, capsize=2, color=_color(k),
-                   label=" ".join(key))
+            ax.bar(pos, [c.mean for c in cells], width, yerr=[c.std for c in cells], capsize=2,
+                   color=_color(k), label=" ".join(key))
         ax.set_xticks(xs, list(columns), fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)

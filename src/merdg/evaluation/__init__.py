@@ -1,12 +1,19 @@
-"""Evaluation beyond clean accuracy, as pure functions.
+"""Evaluation as pure functions: metrics of predictions and features, no model, no run.
 
+- :mod:`merdg.evaluation.metrics`: selective prediction and calibration from logits;
+- :mod:`merdg.evaluation.open_set`: open-set class splits, rejection and the H-score;
 - :mod:`merdg.evaluation.corruptions`: the registry of corruptions per modality kind, each a
   pure function of one sample with 5 severities (``docs/robustness.md``);
-- :mod:`merdg.evaluation.views`: the (modality, corruption, severity) plan of a run, the
-  dataset view that corrupts samples as they are read, and the robustness summary;
-- :mod:`merdg.evaluation.metrics`: selective prediction and calibration on the target;
-- :mod:`merdg.evaluation.open_set`: open-set rejection and the H-score;
-- :mod:`merdg.evaluation.statistics`: paired differences with confidence intervals.
+- :mod:`merdg.evaluation.robustness`: the (modality, corruption, severity) plan of an
+  evaluation and the robustness summary;
+- :mod:`merdg.evaluation.representation`: statistics of frozen features (effective rank, the
+  MER-DG terms, CKA, canonical correlations);
+- :mod:`merdg.evaluation.probes`: probes trained on frozen features;
+- :mod:`merdg.evaluation.chance`: whether an accuracy is within noise of chance;
+- :mod:`merdg.evaluation.statistics`: aggregates over seeds and paired differences with
+  confidence intervals.
+
+What runs a model and turns these into result columns is :mod:`merdg.evaluators`.
 """
 
 from merdg.evaluation.corruptions import (
@@ -20,10 +27,8 @@ from merdg.evaluation.corruptions import (
     get_corruption,
     list_corruptions,
 )
-from merdg.evaluation.views import (
-    CorruptedSamples,
+from merdg.evaluation.robustness import (
     CorruptionSpec,
-    corrupted_view,
     corruption_plan,
     parse_corruptions,
     parse_severities,
@@ -35,11 +40,9 @@ __all__ = [
     "CORRUPTIONS",
     "MISSING",
     "SEVERITIES",
-    "CorruptedSamples",
     "Corruption",
     "CorruptionSpec",
     "check_severity",
-    "corrupted_view",
     "corruption_names",
     "corruption_plan",
     "corruption_table",

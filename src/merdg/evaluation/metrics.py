@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["SCORES", "aurc", "auroc", "energy_score", "expected_calibration_error",
+__all__ = ["FPR_POINTS", "SCORES", "aurc", "auroc", "energy_score", "expected_calibration_error",
            "fpr_at_tpr", "max_logit", "max_softmax_probability", "selective_prediction_metrics",
            "stack_batches"]
 
@@ -55,6 +55,7 @@ ArrayLike = Any  # np.ndarray | torch.Tensor | Sequence of them (per-batch parts
 
 ECE_BINS = 15
 TPR_LEVEL = 0.95
+FPR_POINTS = ("first", "nearest")  # which ROC point FPR@95TPR reads (fpr_at_tpr)
 
 
 def _to_numpy(part: Any) -> np.ndarray:
@@ -183,24 +184,49 @@ def auroc(scores: ArrayLike, correct: ArrayLike) -> float:
     return float(u / (n_pos * n_neg))
 
 
-def fpr_at_tpr(scores: ArrayLike, correct: ArrayLike, tpr: float = TPR_LEVEL) -> float:
-    """Share of wrong predictions with ``score >= t`` at the highest threshold ``t`` (a score of
-    the data) accepting at least ``tpr`` of the correct ones; NaN when either class is empty.
+def fpr_at_tpr(scores: ArrayLike, correct: ArrayLike, tpr: float = TPR_LEVEL,
+               point: str = "first") -> float:
+    """False-positive rate at a true-positive rate of ``tpr`` (FPR@95TPR); NaN when either
+    class is empty.
 
-    MMDG-Bench instead takes the ROC point whose TPR is nearest to 0.95, which can lie below
-    0.95; this one never does.
+    Args:
+        scores: Higher means "more likely positive".
+        correct: The positive class (a correct prediction; for OOD detection, an OOD sample).
+        tpr: The true-positive rate.
+        point: Which ROC point:
+
+            - ``"first"`` (default): the share of negatives with ``score >= t`` at the highest
+              threshold ``t`` (a score of the data) accepting at least ``tpr`` of the positives,
+              the first ROC point at or above ``tpr``: MMDG-Bench's OOD script
+              (``Action recognition/test_untils/test_HAC_ood.py``) and Hendrycks & Gimpel
+              (arXiv 1610.02136);
+            - ``"nearest"``: the point whose TPR is nearest to ``tpr`` (the first of equally
+              near ones) on scikit-learn's ``roc_curve`` with its default
+              ``drop_intermediate=True``, which can lie below ``tpr``: MMDG-Bench's
+              misclassification script (``test_HAC_misd.py``, ``np.argmin(np.abs(tpr -
+              0.95))``). On a few hundred samples the two differ by up to about 0.3.
     """
     if not 0.0 < tpr <= 1.0:
         raise ValueError(f"tpr must be in (0, 1], got {tpr}")
+    if point not in FPR_POINTS:
+        raise ValueError(f"point must be one of {FPR_POINTS}, got {point!r}")
     s, c = _scores_correct(scores, correct)
     n_pos, n_neg = int(c.sum()), int((~c).sum())
     if n_pos == 0 or n_neg == 0:
         return math.nan
     size, hits = _tie_groups(s, c)
-    true_pos = np.cumsum(hits)  # accepted correct ones, thresholds from the highest score down
+    true_pos = np.cumsum(hits)  # accepted positives, thresholds from the highest score down
     false_pos = np.cumsum(size - hits)
-    first = int(np.argmax(true_pos >= tpr * n_pos - 1e-9))
-    return float(false_pos[first] / n_neg)
+    if point == "first":
+        first = int(np.argmax(true_pos >= tpr * n_pos - 1e-9))
+        return float(false_pos[first] / n_neg)
+    if len(true_pos) > 2:  # scikit-learn's drop_intermediate: keep the corners only
+        corner = np.logical_or(np.diff(false_pos, 2), np.diff(true_pos, 2))
+        keep = np.r_[True, corner, True]
+        true_pos, false_pos = true_pos[keep], false_pos[keep]
+    true_rate = np.r_[0.0, true_pos] / n_pos
+    false_rate = np.r_[0.0, false_pos] / n_neg
+    return float(false_rate[int(np.argmin(np.abs(true_rate - tpr)))])
 
 
 def expected_calibration_error(confidences: ArrayLike, correct: ArrayLike,
@@ -228,13 +254,15 @@ def expected_calibration_error(confidences: ArrayLike, correct: ArrayLike,
 
 
 def selective_prediction_metrics(logits: ArrayLike, labels: ArrayLike,
-                                 num_bins: int = ECE_BINS) -> dict[str, float]:
+                                 num_bins: int = ECE_BINS,
+                                 fpr_point: str = "first") -> dict[str, float]:
     """The selective-prediction columns of one evaluation (e.g. the target at one epoch).
 
     Args:
         logits: Fused logits, ``(N, C)`` or a sequence of per-batch ``(B_i, C)`` parts.
         labels: Class indices, ``(N,)`` or a sequence of per-batch parts, in ``[0, C)``.
         num_bins: ECE bins.
+        fpr_point: The ROC point of FPR@95TPR (:func:`fpr_at_tpr`).
 
     Returns:
         ``{"aurc_msp", "aurc_energy", "auroc_msp", "auroc_energy", "fpr95_msp",
@@ -259,6 +287,6 @@ def selective_prediction_metrics(logits: ArrayLike, labels: ArrayLike,
     for name, score in scores.items():
         out[f"aurc_{name}"] = aurc(score, correct)
         out[f"auroc_{name}"] = auroc(score, correct)
-        out[f"fpr95_{name}"] = fpr_at_tpr(score, correct)
+        out[f"fpr95_{name}"] = fpr_at_tpr(score, correct, point=fpr_point)
     out["ece"] = expected_calibration_error(scores["msp"], correct, num_bins)
     return out

@@ -45,14 +45,15 @@ from typing import Any
 
 import numpy as np
 
+from merdg.datasets.base import UNKNOWN
 from merdg.evaluation.metrics import SCORES, ArrayLike, stack_batches
 
 __all__ = ["UNKNOWN", "evaluate_open_set", "h_score", "known_classes_of", "open_set_labels",
            "open_set_metrics", "oracle_threshold_sweep", "parse_known_classes", "reject",
            "resolve_known_classes", "select_threshold"]
 
-UNKNOWN = -1  # label and prediction of an unknown-class sample
 DEFAULT_ACCEPT_RATE = 0.95
+MIN_KNOWN_CLASSES = 2  # one known class: a single-output classifier, nothing to learn
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,11 +85,11 @@ def parse_known_classes(text: str | Sequence[str | int],
         class_names: The dataset's class names; index ``i`` is label ``i``.
 
     Returns:
-        Sorted, distinct indices; at least one class and at least one class left unknown.
+        Sorted, distinct indices; at least two classes and at least one class left unknown.
 
     Raises:
-        ValueError: An unknown name, an index out of range, a repeated class, no class, or
-            every class (nothing left unknown).
+        ValueError: An unknown name, an index out of range, a repeated class, fewer than two
+            classes, or every class (nothing left unknown).
     """
     items = [s.strip() for s in text.split(",")] if isinstance(text, str) else list(text)
     items = [s for s in items if str(s).strip() != ""]
@@ -114,6 +115,10 @@ def parse_known_classes(text: str | Sequence[str | int],
     if len(indices) == len(class_names):
         raise ValueError("--known-classes lists every class; open-set evaluation needs at "
                          "least one unknown class")
+    if len(indices) < MIN_KNOWN_CLASSES:
+        raise ValueError(f"--known-classes lists one class ({items[0]}); open-set training "
+                         f"needs at least {MIN_KNOWN_CLASSES} known classes (with one, the "
+                         "classifier has a single output and always predicts it)")
     return tuple(sorted(indices))
 
 
@@ -134,7 +139,8 @@ def resolve_known_classes(dataset: Any, known_classes: Sequence[str] | None,
         return parse_known_classes(known_classes, dataset.class_names)
     known = known_classes_of(dataset, name)
     out_of_range = [k for k in known if not 0 <= k < len(dataset.class_names)]
-    if out_of_range or len(known) >= len(dataset.class_names):
+    if (out_of_range or len(known) >= len(dataset.class_names)
+            or len(set(known)) < MIN_KNOWN_CLASSES):
         raise ValueError(f"dataset {name or type(dataset).__name__}: its published open-set "
                          f"split {list(known)} does not fit its {len(dataset.class_names)} "
                          "classes; choose the known classes with --known-classes")

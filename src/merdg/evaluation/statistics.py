@@ -1,4 +1,10 @@
-"""Paired differences between algorithms: is a gap in accuracy beyond seed noise?
+"""Aggregates over seeds, and paired differences between algorithms: is a gap in accuracy
+beyond seed noise?
+
+Every mean ± spread merdg reports (table cells, the ``avg`` column, timing, diagnostics) is one
+:func:`aggregate`: mean, sample standard deviation (ddof=1; 0 for one value), standard error
+(``std / sqrt(n)``) and n, over the finite values (a metric that is undefined for a run, None or
+NaN, is left out and lowers n).
 
 Two algorithms run on the same (target, seed) pairs share the target domain and the seed, so the
 comparison pairs them: ``d_i = metric(algorithm, pair i) - metric(reference, pair i)`` over the
@@ -35,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PairedDifference", "bootstrap_interval", "describe_paired_differences",
+__all__ = ["PairedDifference", "Summary", "aggregate", "bootstrap_interval",
+           "describe_paired_differences",
            "paired_difference", "paired_differences", "paired_difference_markdown",
            "t_interval", "t_quantile"]
 
@@ -43,6 +50,46 @@ CONFIDENCE = 0.95
 RESAMPLES = 10_000
 CI_METHODS = ("t", "bootstrap")
 DEFAULT_METHOD = "t"
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregates
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean and spread of some values.
+
+    Attributes:
+        mean: Their mean (NaN when there is none).
+        std: Sample standard deviation (ddof=1); 0 for one value.
+        se: Standard error of the mean, ``std / sqrt(n)`` (DomainBed's tables report it).
+        n: How many values.
+        std_population: Population standard deviation (ddof=0).
+    """
+
+    mean: float
+    std: float
+    se: float
+    n: int
+    std_population: float
+
+    def spread(self, error: str = "std") -> float:
+        """``"std"`` or ``"se"``."""
+        if error not in ("std", "se"):
+            raise ValueError(f"error must be 'std' or 'se', got {error!r}")
+        return self.std if error == "std" else self.se
+
+
+def aggregate(values: Iterable[float | None]) -> Summary:
+    """Mean, std (ddof=1), standard error and n of the finite values (None and NaN are left
+    out)."""
+    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    n = len(arr)
+    if n == 0:
+        return Summary(math.nan, math.nan, math.nan, 0, math.nan)
+    std = float(arr.std(ddof=1)) if n > 1 else 0.0
+    return Summary(float(arr.mean()), std, std / math.sqrt(n), n, float(arr.std()))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ leaves the ``failed`` marker (the error) instead of ``done``.
 
 Status of a job (:meth:`Job.status`):
 
-- ``done``: a finished run of this job's config;
+- ``done``: a finished run of this job's config (:meth:`Job.missing_evaluations`: the
+  evaluations of its saved weights that the config asks for and the directory lacks; a launch
+  runs them without training);
 - ``running``: another live process holds the directory's lock;
 - ``failed``: the last attempt raised (relaunching retries it, resuming from its checkpoint);
 - ``incomplete``: started, then interrupted (relaunching resumes it from its checkpoint);
@@ -33,6 +35,7 @@ from typing import Any
 
 from merdg.run.config import RunConfig
 from merdg.run.directory import RunDir, RunDirBusyError
+from merdg.run.evaluation import missing_evaluations
 from merdg.run.training import train
 
 __all__ = ["STATUSES", "Job", "count_statuses", "job_hash", "load_job", "run_job"]
@@ -74,6 +77,19 @@ class Job:
 
     def finished(self) -> bool:
         return self.status() == "done"
+
+    def missing_evaluations(self) -> list[str]:
+        """The evaluations of a finished run's saved weights that the config asks for and its
+        directory lacks ([] for a run that is not finished)."""
+        if not self.finished():
+            return []
+        return missing_evaluations(self.run_dir, self.config)
+
+    def unevaluable(self) -> bool:
+        """A finished run asked for evaluations of a trained model that saved no weights
+        (``--save-model none``, or trained by an earlier merdg without ``--save-model``)."""
+        return (bool(self.config.evaluations) and self.finished()
+                and self.run_dir.model_file_of("source_val") is None)
 
     def prepare(self) -> None:
         """Create the directory and write the job's description."""
@@ -122,7 +138,7 @@ def run_job(path: str | Path) -> str:
     jobs go on); a job another process is running is left alone (``"running"``).
     """
     job = load_job(path)
-    if job.finished():
+    if job.finished() and not job.missing_evaluations():
         return "done"
     job.run_dir.clear_failed()
     with _log_to(job.run_dir.log_file):

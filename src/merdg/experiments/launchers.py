@@ -92,7 +92,8 @@ class LauncherOptions:
 
 @dataclass
 class LaunchReport:
-    """What a launch did: ``skipped`` were already done, ``busy`` were run by another process,
+    """What a launch did: ``skipped`` were already done, ``evaluated`` were done and only
+    evaluated (evaluations their config asks for), ``busy`` were run by another process,
     ``submitted`` went to a scheduler without waiting; the rest ended ``done`` or ``failed``."""
 
     skipped: list[Job] = field(default_factory=list)
@@ -100,10 +101,13 @@ class LaunchReport:
     failed: list[Job] = field(default_factory=list)
     busy: list[Job] = field(default_factory=list)
     submitted: list[Job] = field(default_factory=list)
+    evaluated: list[Job] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"{len(self.skipped)} already done", f"{len(self.done)} finished now",
                  f"{len(self.failed)} failed"]
+        if self.evaluated:
+            parts.insert(1, f"{len(self.evaluated)} evaluated without training")
         if self.busy:
             parts.append(f"{len(self.busy)} running elsewhere")
         if self.submitted:
@@ -123,18 +127,22 @@ def launch(jobs: Sequence[Job], options: LauncherOptions | None = None,
     """
     options = (options or LauncherOptions()).validate()
     report = LaunchReport()
-    todo = []
+    todo, evaluate_only = [], set()
     for job in jobs:
         status = job.status()
-        if status == "done":
+        if status == "done" and not job.missing_evaluations():
             report.skipped.append(job)
         elif status == "running":
             report.busy.append(job)
         else:
+            if status == "done":
+                evaluate_only.add(str(job.path))
             job.prepare()
             todo.append(job)
     if todo:
         _run(todo, options, progress, report)
+    report.evaluated = [j for j in report.done if str(j.path) in evaluate_only]
+    report.done = [j for j in report.done if str(j.path) not in evaluate_only]
     return report
 
 

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from merdg.experiments.jobs import Job, job_hash
-from merdg.experiments.results import run_rows
 from merdg.experiments.search import PROTOCOLS, TRIAL_RULES, choose_trial, choose_trial_lodo
 from merdg.run.config import RunConfig
+from merdg.run.records import run_rows
 
 __all__ = ["LAYOUTS", "SELECTIONS", "SETTINGS", "ExperimentConfig", "Task", "inner_config",
            "plan", "retrain_jobs", "run_config", "search_jobs", "tasks"]
@@ -209,8 +209,18 @@ def run_config(experiment: ExperimentConfig, task: Task, trial: int, seed: int) 
         experiment.base, target=task.target, algorithm=task.algorithm,
         sources=list(task.sources) if task.sources is not None else None,
         modalities=list(task.modalities), seed=seed, hparams_seed=trial, out_dir=None,
-        save_model=experiment.base.save_model or seed < experiment.diagnose_seeds)
-    return dataclasses.replace(config, out_dir=str(_run_path(experiment, config)))
+        save_model=("selected" if experiment.base.save_model == "none"
+                    and seed < experiment.diagnose_seeds else experiment.base.save_model))
+    return _grouped(experiment, dataclasses.replace(config,
+                                                    out_dir=str(_run_path(experiment, config))))
+
+
+def _grouped(experiment: ExperimentConfig, config: RunConfig) -> RunConfig:
+    """With ``--wandb`` and no ``--wandb-group``: the W&B group of every run of the experiment
+    is the name of its directory (not part of a run's identity)."""
+    if not config.wandb or config.wandb_group is not None:
+        return config
+    return dataclasses.replace(config, wandb_group=Path(experiment.out_dir).resolve().name)
 
 
 def _job(experiment: ExperimentConfig, task: Task, trial: int, seed: int, phase: str) -> Job:
@@ -240,7 +250,7 @@ def inner_config(experiment: ExperimentConfig, task: Task, trial: int, held_out:
         path = (Path(experiment.out_dir) / "runs" / "+".join(task.modalities) / task.algorithm
                 / _pair(task.sources, task.target) / f"lodo-{held_out}" / f"trial{trial}"
                 / f"seed{trial}")
-    return dataclasses.replace(config, out_dir=str(path))
+    return _grouped(experiment, dataclasses.replace(config, out_dir=str(path)))
 
 
 def _inner_jobs(experiment: ExperimentConfig, task: Task) -> list[Job]:

@@ -1,6 +1,7 @@
-"""Figures of experiment results: accuracy bars per target, accuracy against corruption severity.
+"""Figures of experiment results: accuracy bars per target (the figures of evaluators, e.g.
+accuracy against corruption severity, are theirs: :mod:`merdg.evaluators`).
 
-Both are laid out by :func:`merdg.plotting.finish_figure` (no overlapping or cut-off text);
+They are laid out by :func:`merdg.plotting.finish_figure` (no overlapping or cut-off text);
 ``figure_*`` functions return the figure, ``plot_*`` functions write it as PNG and return the
 path, or None with a printed note when matplotlib is not installed (the ``plot`` extra).
 """
@@ -14,13 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from merdg.plotting import finish_figure, matplotlib_available, pyplot, save_figure
+from merdg.plotting import (
+    NO_MATPLOTLIB,
+    finish_figure,
+    matplotlib_available,
+    pyplot,
+    save_figure,
+)
 from merdg.run.selection import SELECTION_RULES
 
-__all__ = ["figure_accuracy_bars", "figure_severity_curves", "plot_accuracy_bars",
-           "plot_severity_curves"]
+__all__ = ["figure_accuracy_bars", "plot_accuracy_bars"]
 
-NO_MATPLOTLIB = "note: matplotlib is not installed (pip install 'merdg[plot]'); no plot written"
 
 
 def _color(k: int) -> str:
@@ -83,79 +88,3 @@ def plot_accuracy_bars(tables: Mapping[str, Mapping[tuple[str, str], Mapping[str
         print(NO_MATPLOTLIB)
         return None
     return save_figure(figure_accuracy_bars(tables, selection), path, finish=False)
-
-
-def _check_severity_input(accuracy: Mapping[str, Mapping[tuple[str, int], float]],
-                          clean: Mapping[str, float]) -> tuple[list[str], list[int]]:
-    """Corruptions and severities of the input; every algorithm must have every pair."""
-    if not accuracy:
-        raise ValueError("no algorithms to plot")
-    ordered = [tuple(pair) for per_algo in accuracy.values() for pair in per_algo]
-    pairs = set(ordered)
-    for algo, per_algo in accuracy.items():
-        missing = sorted(pairs - set(per_algo))
-        if missing:
-            raise ValueError(f"algorithm {algo!r} lacks (corruption, severity) {missing}")
-        if algo not in clean:
-            raise ValueError(f"algorithm {algo!r} has no clean accuracy (severity 0)")
-    severities = sorted({s for _, s in pairs})
-    if severities and severities[0] <= 0:
-        raise ValueError(f"severities must be >= 1 (0 is the clean accuracy), got {severities}")
-    return list(dict.fromkeys(c for c, _ in ordered)), severities
-
-
-def figure_severity_curves(accuracy: Mapping[str, Mapping[tuple[str, int], float]],
-                           clean: Mapping[str, float], title: str = ""):
-    """Accuracy against corruption severity, one panel per corruption plus their mean.
-
-    Args:
-        accuracy: ``{algorithm: {(corruption, severity): accuracy}}``, accuracies as fractions
-            (means over seeds and targets), severities >= 1; panels follow the order in which
-            corruptions first appear.
-        clean: ``{algorithm: accuracy without corruption}``, drawn at severity 0 of every curve.
-        title: Figure title (default: a description of the axes).
-
-    Returns:
-        The figure; the last panel averages each severity over the corruptions.
-
-    Raises:
-        ValueError: An algorithm lacks a (corruption, severity) pair another one has, or its
-            clean accuracy; a severity below 1.
-    """
-    corruptions, severities = _check_severity_input(accuracy, clean)
-    panels = [*corruptions, "mean over corruptions"]
-    ncols = min(len(panels), 3)
-    nrows = math.ceil(len(panels) / ncols)
-    fig, axes = pyplot().subplots(nrows, ncols, figsize=(4.0 * ncols + 2.5, 3.2 * nrows),
-                                  squeeze=False, sharey=True, layout="constrained")
-    xs = [0, *severities]
-    for k, (algo, per_algo) in enumerate(accuracy.items()):
-        curves = {c: [per_algo[c, s] for s in severities] for c in corruptions}
-        curves["mean over corruptions"] = list(np.mean([curves[c] for c in corruptions], axis=0))
-        for ax, panel in zip(axes.flat, panels):
-            ax.plot(xs, [100 * clean[algo], *(100 * v for v in curves[panel])], marker="o",
-                    ms=3, color=_color(k), label=algo)
-    for ax, panel in zip(axes.flat, panels):
-        ax.set_title(panel, fontsize=10)
-        ax.set_xticks(xs)
-        ax.set_xlabel("severity (0 = clean)")
-        ax.grid(alpha=0.3)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("accuracy (%)")
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
-    fig.suptitle(title or "Accuracy under corruptions of increasing severity", fontsize=11)
-    return finish_figure(fig)
-
-
-def plot_severity_curves(accuracy: Mapping[str, Mapping[tuple[str, int], float]],
-                         clean: Mapping[str, float], path: str | Path,
-                         title: str = "") -> Path | None:
-    """Write :func:`figure_severity_curves` to ``path`` (PNG); None without matplotlib."""
-    if not matplotlib_available():
-        print(NO_MATPLOTLIB)
-        return None
-    return save_figure(figure_severity_curves(accuracy, clean, title), path,
-                       finish=False)

@@ -1,81 +1,177 @@
-"""What an experiment directory holds besides its runs: tables, CSVs, a plot and ``report.md``.
-
-Written by ``merdg bench`` and ``merdg sweep`` after their runs, and (the tables) by ``merdg
-collect``, all from :mod:`merdg.experiments.results`:
+"""What an experiment directory holds besides its runs, written from the rows and cells of
+:mod:`merdg.experiments.results`:
 
 - ``table.md``: the main table(s): target accuracy under source-validation selection (plus the
   chosen trial of each cell when there was a search; multi-source, single-source and open-set
-  runs in separate tables), the H-score tables of open-set runs, and the paired differences of
-  every algorithm against the reference (``--reference``, default ERM); ``table.tex``: the
-  main tables in LaTeX;
+  runs in separate tables), what evaluators add there (the H-score tables of open-set runs),
+  the leave-one-domain-out scores of a search, and the paired differences of every algorithm
+  against the reference (``--reference``, default ERM); ``table.tex``: the main tables in
+  LaTeX;
 - ``cells.csv``: every cell (fractions); ``results.csv``: one row per (run, selection rule);
-- ``robustness.md`` and ``robustness.png`` (runs with ``--corruptions`` only): the robustness
-  table (clean and mean corruption accuracy, their ratio, per severity and modality) and the
-  accuracy against corruption severity (``docs/robustness.md``);
-- ``report.md`` and ``accuracy.png`` (experiments only): every table of the comparison, the
-  paired differences in words, the selective-prediction (AURC, AUROC, FPR@95TPR, ECE) and
-  open-set tables, the oracle numbers (labeled), missing-modality and timing tables,
-  diagnostics, configuration;
+- the files of evaluators (``robustness.md`` and ``robustness.png`` of runs evaluated under
+  corruptions, ``docs/robustness.md``);
+- ``report.md`` and ``accuracy.png`` (experiments only): the tables, the paired differences in
+  words, every evaluator's section (:meth:`merdg.evaluators.Evaluator.report`, written through
+  :class:`ExperimentView`), the oracle numbers (labelled), timing, diagnostics, configuration;
 - ``experiment.json``: the experiment's configuration and versions.
+
+``±`` is the sample standard deviation over seeds (the titles say so); a cell of one run shows
+its value alone.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from merdg.evaluation.statistics import paired_difference_markdown, paired_differences
+from merdg.evaluators import EVALUATORS, ORDER, Column, Evaluator, wanted_settings
+from merdg.evaluators.clean import near_chance_lines
+from merdg.experiments.plots import plot_accuracy_bars
 from merdg.experiments.results import (
-    CORRUPTION_ACC,
-    OPEN_SET_METRICS,
-    SELECTIVE_METRICS,
-    average_tables,
+    Cell,
+    Table,
+    average_cells,
     build_tables,
-    cells_csv,
-    format_trial,
     has_search,
-    latex_table,
     load_rows,
-    lodo_table,
-    markdown_table,
-    missing_modality_table,
-    near_chance_lines,
+    lodo_rows,
     paired_tables,
-    plot_accuracy,
-    plot_robustness,
-    probe_table,
-    robustness_rule,
-    robustness_table,
-    rows_to_csv,
     setting_label,
     table_order,
-    table_title,
-    time_table,
-    training_table,
+    table_targets,
+    time_cells,
     trial_rules_of,
 )
 from merdg.experiments.search import TRIAL_RULES
 from merdg.run.selection import SELECTION_RULES
 
-__all__ = ["DEFAULT_REFERENCE", "EXPERIMENT_FILE", "OUTPUT_FILES", "experiment_reference",
-           "paired_section", "tables_text", "write_report", "write_tables"]
+__all__ = ["DEFAULT_REFERENCE", "EXPERIMENT_FILE", "OUTPUT_FILES", "ExperimentView",
+           "cells_csv", "experiment_evaluations", "experiment_reference", "format_cell",
+           "latex_table", "lodo_table", "markdown_table", "paired_section", "plot_accuracy",
+           "rows_to_csv", "table_title", "tables_text", "write_report", "write_tables"]
 
 DEFAULT_REFERENCE = "ERM"
-H_SCORE = "H-score (unknowns rejected below the source-validation threshold)"
-
 EXPERIMENT_FILE = "experiment.json"
 OUTPUT_FILES = {"table": "table.md", "latex": "table.tex", "cells": "cells.csv",
-                "rows": "results.csv", "report": "report.md", "plot": "accuracy.png",
-                "robustness": "robustness.md", "robustness_plot": "robustness.png"}
+                "rows": "results.csv", "report": "report.md", "plot": "accuracy.png"}
+
+
+# --- cells and tables as text --------------------------------------------------------------
+
+def format_cell(cell: Cell | None, pm: str = "±", percent: bool = True) -> str:
+    """``mean ± std`` (in % for ``percent``), the mean alone for one run, ``-`` for none, and
+    ``mean (k of n columns)`` for a partial average."""
+    if cell is None:
+        return "-"
+    scale = 100 if percent else 1
+    if cell.trial is None and cell.seeds and isinstance(cell.seeds[0], str):
+        return f"{scale * cell.mean:.2f} ({cell.seeds[0].replace(' columns', '')})"
+    return f"{scale * cell.mean:.2f} {pm} {scale * cell.std:.2f}" if cell.n > 1 else (
+        f"{scale * cell.mean:.2f}")
+
+
+def format_trial(cell: Cell | None) -> str:
+    return "-" if cell is None or cell.trial is None else f"{cell.trial} ({cell.n})"
+
+
+def table_title(dataset: str, rule: str, search: bool, settings: str | None = None,
+                what: str = "target accuracy", label: str = "",
+                trial_rules: Sequence[str] = ("source_val",), single_run: bool = False) -> str:
+    """The title of a table: dataset (and setting label), metric, spread, how trials and
+    epochs were chosen.
+
+    Args:
+        trial_rules: The rules that chose the table's trials (:func:`trial_rules_of`); named
+            when ``search``.
+        single_run: Every cell holds one run (1 seed: no spread to show).
+    """
+    chosen = " or ".join(TRIAL_RULES[r] for r in trial_rules or ("source_val",))
+    spread = f"over the runs of the trial {chosen}" if search else "over seeds"
+    spread = "1 seed, no spread" if single_run else f"mean ± std {spread}"
+    where = f"{dataset} ({label})" if label else dataset
+    title = f"{where}: {what} (%), {spread}; epochs: {SELECTION_RULES[rule]}"
+    return title + (f"; settings {settings}" if settings is not None else "")
+
+
+def markdown_table(table: Table, title: str = "",
+                   fmt: Callable[[Cell | None], str] = format_cell) -> str:
+    """Markdown: one row per (modality set, algorithm), columns = targets then avg."""
+    columns = table_targets(table)
+    lines = [f"**{title}**", ""] if title else []
+    lines.append("| modalities | algorithm | " + " | ".join(columns) + " |")
+    lines.append("|---|---|" + "---|" * len(columns))
+    for (mods, algo), cells in sorted(table.items()):
+        lines.append(f"| {mods} | {algo} | " + " | ".join(fmt(cells.get(c)) for c in columns)
+                     + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _tex(text: str) -> str:
+    for char in ("&", "%", "_", "#", "$"):
+        text = text.replace(char, "\\" + char)
+    return text.replace("->", r"$\rightarrow$")
+
+
+def latex_table(table: Table, title: str = "") -> str:
+    """A booktabs ``tabular``; a rule separates modality sets."""
+    columns = table_targets(table)
+    lines = [f"% {title}"] if title else []
+    lines += [r"\begin{tabular}{ll" + "c" * len(columns) + "}", r"\toprule",
+              " & ".join(["Modalities", "Algorithm", *(_tex(c) for c in columns[:-1]), "Avg"])
+              + r" \\", r"\midrule"]
+    previous = None
+    for (mods, algo), cells in sorted(table.items()):
+        if previous is not None and mods != previous:
+            lines.append(r"\midrule")
+        first = _tex(mods) if mods != previous else ""
+        values = [format_cell(cells.get(c), "$\\pm$") for c in columns]
+        lines.append(" & ".join([first, _tex(algo), *values]) + r" \\")
+        previous = mods
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def rows_to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """CSV text of the rows (columns: the union of keys, stable order)."""
+    import csv
+    import io
+
+    columns: list[str] = []
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def cells_csv(tables: dict[tuple[str, str], Table]) -> str:
+    """CSV of every cell (fractions, not %)."""
+    out = []
+    for (dataset, settings), table in sorted(tables.items(), key=lambda kv: table_order(kv[0])):
+        for (mods, algo), cells in sorted(table.items()):
+            for column in table_targets(table):
+                if column not in cells:
+                    continue
+                c = cells[column]
+                out.append({"dataset": dataset, "settings": settings, "modalities": mods,
+                            "algorithm": algo, "target": column, "mean": f"{c.mean:.6f}",
+                            "std": f"{c.std:.6f}", "se": f"{c.se:.6f}",
+                            "std_population": f"{c.std_population:.6f}",
+                            "n": c.n, "hparams_seed": "" if c.trial is None else c.trial,
+                            "seeds": " ".join(map(str, c.seeds)) if c.trial is not None
+                            else ""})
+    return rows_to_csv(out)
 
 
 def tables_text(rows: Sequence[dict[str, Any]], rule: str = "source_val",
                 metric: str = "target_acc", what: str = "target accuracy"
                 ) -> tuple[str, str, dict]:
-    """Markdown and LaTeX of the main tables of ``rows``, and the tables themselves."""
+    """Markdown and LaTeX of the per-target tables of ``metric``, and the tables themselves."""
     tables = build_tables(rows, rule, metric)
     search = has_search(rows)
     per_setting: dict[tuple[str, str], int] = defaultdict(int)
@@ -101,17 +197,13 @@ def tables_text(rows: Sequence[dict[str, Any]], rule: str = "source_val",
     return "\n".join(md), "\n".join(tex), tables
 
 
-def experiment_reference(root: str | Path) -> str:
-    """The reference algorithm recorded in ``root/experiment.json`` (``--reference`` of the
-    bench or sweep), else ERM."""
-    path = Path(root) / EXPERIMENT_FILE
-    if not path.is_file():
-        return DEFAULT_REFERENCE
-    try:
-        experiment = json.loads(path.read_text(encoding="utf-8")).get("experiment", {})
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: malformed JSON ({err})") from err
-    return experiment.get("reference") or DEFAULT_REFERENCE
+def table_heading(key: tuple[str, str], keys: Sequence[tuple[str, str]]) -> str:
+    """``dataset (setting label)`` of a table, with its other settings when another of ``keys``
+    has the same dataset and label."""
+    label, rest = setting_label(key[1])
+    same = [k for k in keys if k[0] == key[0] and setting_label(k[1])[0] == label]
+    where = f"{key[0]} ({label})" if label else key[0]
+    return where + (f"; settings {rest}" if len(same) > 1 else "")
 
 
 def _paired_title(key: tuple[str, str], metric_words: str, reference: str,
@@ -126,55 +218,133 @@ def _paired_title(key: tuple[str, str], metric_words: str, reference: str,
 
 
 def paired_section(rows: Sequence[dict[str, Any]], reference: str, rule: str = "source_val",
-                   words: bool = False) -> str:
-    """Markdown of the paired-difference tables (target accuracy, and H-score for open-set
-    tables); ``words`` adds the sentences saying which differences are beyond noise. Tables
-    with a single algorithm have nothing to compare and are left out."""
+                   words: bool = False, metric: str = "target_acc",
+                   metric_words: str = "target accuracy") -> str:
+    """Markdown of the paired-difference tables of ``metric`` against ``reference``, on the
+    main table's (column, replicate) pairs; ``words`` adds the sentences saying which
+    differences are beyond noise. Tables with a single algorithm are left out."""
     parts = []
-    for metric, metric_words in (("target_acc", "target accuracy"), ("h_score", "H-score")):
-        tables = paired_tables(rows, reference, metric, rule)
-        labels = [(t.key[0], setting_label(t.key[1])[0]) for t in tables]
-        for table, label in zip(tables, labels):
-            if not table.results and not table.note:
-                continue
-            title = _paired_title(table.key, metric_words, reference, labels.count(label) > 1)
-            parts += [title, "", table.markdown()]
-            if words:
-                parts += [table.words(metric_words)]
+    tables = paired_tables(rows, reference, metric, rule)
+    labels = [(t.key[0], setting_label(t.key[1])[0]) for t in tables]
+    for table, label in zip(tables, labels):
+        if not table.results and not table.note:
+            continue
+        title = _paired_title(table.key, metric_words, reference, labels.count(label) > 1)
+        parts += [title, "", table.markdown()]
+        if words:
+            parts += [table.words(metric_words)]
     return "\n".join(parts)
 
 
-def robustness_text(rows: Sequence[dict[str, Any]], rule: str = "source_val",
-                    reference: str = DEFAULT_REFERENCE) -> str:
-    """The robustness table of ``rows`` with its title ("" without corruption results), and
-    the paired difference of each algorithm's mean corruption accuracy against ``reference``
-    over matched (target, seed) pairs (:mod:`merdg.evaluation.statistics`; when ``reference``
-    ran and no hparam search multiplies the runs of a pair)."""
-    rule = robustness_rule(rows, rule)
-    table = robustness_table(rows, rule)
-    if not table:
-        return ""
-    epochs = SELECTION_RULES[rule]
-    text = (f"**Target accuracy (%) under corruptions (--corruptions), mean ± std over "
-            f"replicates (targets averaged within a replicate); epochs: {epochs}. `corrupted "
-            "(mean)` averages every (modality, corruption, severity) evaluated, `missing` "
-            "once; `% of clean` is that mean over the clean accuracy of the same run; "
-            "`severity s` averages the graded corruptions at s.**\n\n" + table)
-    evaluated = [r for r in rows if r.get(CORRUPTION_ACC) is not None]
-    algorithms = {r["algorithm"] for r in evaluated}
-    if reference in algorithms and len(algorithms) > 1 and not has_search(rows):
-        differences = paired_differences(evaluated, CORRUPTION_ACC, reference, rule)
-        text += (f"\nPaired difference in mean corruption accuracy (percentage points) "
-                 f"against {reference} over matched (target, seed) pairs; verdict by the 95% "
-                 "paired t-interval:\n\n" + paired_difference_markdown(differences))
-    return text
+# --- the view evaluators write their sections through ---------------------------------------
+
+class ExperimentView:
+    """The rows of an experiment at one epoch rule, as :class:`merdg.evaluators.ResultView`:
+    the tables an evaluator's report section and files are made of.
+
+    Args:
+        rows: Rows of :func:`merdg.experiments.results.load_rows`.
+        rule: The epoch rule the tables report.
+        reference: The algorithm of the paired differences.
+    """
+
+    def __init__(self, rows: Sequence[dict[str, Any]], rule: str = "source_val",
+                 reference: str = DEFAULT_REFERENCE) -> None:
+        self.rows, self.rule, self.reference = list(rows), rule, reference
+        self._keys = {k for r in self.rows if r["selection"] == rule for k, v in r.items()
+                      if v is not None}
+
+    @property
+    def epochs_words(self) -> str:
+        return SELECTION_RULES[self.rule]
+
+    def at_rule(self, rule: str) -> ExperimentView:
+        return ExperimentView(self.rows, rule, self.reference)
+
+    def has(self, column: Column) -> bool:
+        return bool(self.members(column)) if column.family else column.name in self._keys
+
+    def members(self, column: Column) -> list[str]:
+        return column.members(self._keys)
+
+    def main_tables(self, column: Column, what: str) -> str:
+        if not self.has(column):
+            return ""
+        return tables_text(self.rows, self.rule, column.name, what)[0]
+
+    def average_tables(self, columns: Sequence[tuple], what: str) -> str:
+        """One markdown table per (dataset, settings) table (headed when there are several);
+        ``columns``: ``(row key, header)`` or ``(row key, header, percent)``."""
+        keys = [c[0] for c in columns]
+        percent = [c[2] if len(c) > 2 else True for c in columns]
+        tables = average_cells(self.rows, keys, self.rule)
+        tables = {k: t for k, t in tables.items()
+                  if any(c is not None for cells in t.values() for c in cells)}
+        header = ["| modalities | algorithm | " + " | ".join(c[1] for c in columns) + " |",
+                  "|---|---|" + "---|" * len(columns)]
+        parts = []
+        for key, table in tables.items():
+            lines = [f"| {mods} | {algo} | " + " | ".join(
+                format_cell(c, percent=p) for c, p in zip(cells, percent)) + " |"
+                for (mods, algo), cells in table.items()
+                if any(c is not None for c in cells[1:] or cells)]
+            heading = ([f"*{table_heading(key, list(tables))}: {what}*", ""]
+                       if len(tables) > 1 else [])
+            parts.append("\n".join([*heading, *header, *lines]) + "\n")
+        return "\n".join(parts)
+
+    def paired(self, column: Column, what: str, words: bool = False) -> str:
+        if not self.has(column):
+            return ""
+        return paired_section(self.rows, self.reference, self.rule, words, column.name, what)
+
+    def averages(self, keys: Sequence[str]) -> dict[tuple[str, str, str], list[Cell | None]]:
+        tables = average_cells(self.rows, keys, self.rule)
+        return {(table_heading(key, list(tables)), mods, algo): cells
+                for key, table in tables.items() for (mods, algo), cells in table.items()}
+
+
+def report_evaluators(evaluations: Mapping[str, Mapping[str, Any]] | None = None
+                      ) -> list[Evaluator]:
+    """One evaluator of every kind, with the experiment's settings where it has them (their
+    report sections read the rows; settings only word them)."""
+    wanted = wanted_settings(evaluations or {})
+    return [EVALUATORS.get(name).reporter(wanted.get(name)) for name in ORDER]
+
+
+# --- the files -----------------------------------------------------------------------------
+
+def experiment_evaluations(root: str | Path) -> dict[str, dict[str, Any]] | None:
+    """The evaluator settings recorded in ``root/experiment.json`` (those of the last accepted
+    bench or sweep command), or None without the file."""
+    experiment = _experiment(root)
+    if experiment is None:
+        return None
+    return dict(experiment.get("base", {}).get("evaluations") or {})
+
+
+def _experiment(root: str | Path) -> dict[str, Any] | None:
+    path = Path(root) / EXPERIMENT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("experiment", {})
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: malformed JSON ({err})") from err
+
+
+def experiment_reference(root: str | Path) -> str:
+    """The reference algorithm recorded in ``root/experiment.json`` (``--reference`` of the
+    bench or sweep), else ERM."""
+    experiment = _experiment(root) or {}
+    return experiment.get("reference") or DEFAULT_REFERENCE
 
 
 def write_tables(root: str | Path, out_dir: str | Path | None = None,
-                 rule: str = "source_val", reference: str | None = None) -> dict[str, Any]:
-    """Write ``table.md``, ``table.tex``, ``cells.csv`` and ``results.csv`` from every finished
-    run under ``root``, and ``robustness.md`` and ``robustness.png`` when runs evaluated
-    corruptions.
+                 rule: str = "source_val", reference: str | None = None,
+                 evaluations: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Write ``table.md``, ``table.tex``, ``cells.csv``, ``results.csv`` and the evaluators'
+    files (``robustness.md``, ...) from every finished run under ``root``.
 
     Args:
         root: The experiment (or any) directory.
@@ -182,10 +352,12 @@ def write_tables(root: str | Path, out_dir: str | Path | None = None,
         rule: Epoch selection within each run.
         reference: The algorithm of the paired comparison (None: the one recorded in
             ``root/experiment.json``, else ERM; a table without it says so in one line).
+        evaluations: Evaluator settings whose evaluations the rows report when runs hold
+            several (None: those of ``root/experiment.json``, else the newest).
 
     Returns:
-        ``{"markdown": text, "robustness": text ("" without corruption results), "paths":
-        [...], "tables": ..., "rows": rows}``.
+        ``{"markdown": text, "console": what evaluators add to the printed tables (the
+        robustness table), "paths": [...], "tables": ..., "rows": rows}``.
 
     Raises:
         FileNotFoundError: ``root`` is not a directory.
@@ -196,22 +368,21 @@ def write_tables(root: str | Path, out_dir: str | Path | None = None,
     if not Path(root).is_dir():
         raise FileNotFoundError(f"{root} is not a directory (a bench or sweep directory, or a "
                                 "folder of run directories)")
-    rows = load_rows(root)
+    if evaluations is None:
+        evaluations = experiment_evaluations(root)
+    rows = load_rows(root, wanted_settings(evaluations) if evaluations is not None else None)
     if not rows:
         raise RuntimeError(f"no finished runs (records.jsonl next to a done marker) under {root}")
     if reference is not None and reference not in {r["algorithm"] for r in rows}:
         raise ValueError(f"--reference {reference}: no finished run of that algorithm under "
                          f"{root} (algorithms: {sorted({r['algorithm'] for r in rows})})")
     reference = reference or experiment_reference(root)
+    view = ExperimentView(rows, rule, reference)
+    evaluators = report_evaluators(evaluations)
     markdown, tex, tables = tables_text(rows, rule)
-    h_score, _, _ = tables_text(rows, rule, "h_score", H_SCORE)
-    lodo = lodo_table(rows)
-    if lodo:
-        markdown += ("\nLeave-one-domain-out scores of every trial (mean accuracy (%) of its "
-                     "inner runs on the source domain each held out; each inner run's epoch "
-                     "chosen on its own source validation):\n\n" + lodo)
-    markdown = "\n".join(p for p in (markdown, h_score, paired_section(rows, reference, rule))
-                         if p)
+    headlines = [e.headline(view) for e in evaluators]
+    markdown = "\n".join(p for p in (markdown, _lodo_text(rows), *headlines,
+                                     paired_section(rows, reference, rule)) if p)
     out = Path(out_dir or root)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / OUTPUT_FILES[k] for k in ("table", "latex", "cells", "rows")]
@@ -219,15 +390,36 @@ def write_tables(root: str | Path, out_dir: str | Path | None = None,
     paths[1].write_text(tex)
     paths[2].write_text(cells_csv(tables))
     paths[3].write_text(rows_to_csv(rows))
-    robustness = robustness_text(rows, rule, reference)
-    if robustness:
-        paths.append(out / OUTPUT_FILES["robustness"])
-        paths[-1].write_text(robustness)
-        plot = plot_robustness(rows, out / OUTPUT_FILES["robustness_plot"],
-                               robustness_rule(rows, rule))
-        paths += [plot] if plot is not None else []
-    return {"markdown": markdown, "robustness": robustness, "paths": paths, "tables": tables,
+    for evaluator in evaluators:
+        paths += evaluator.files(view, out)
+    console = "\n".join(t for t in (e.console(view) for e in evaluators) if t)
+    return {"markdown": markdown, "console": console, "paths": paths, "tables": tables,
             "rows": rows}
+
+
+def lodo_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown: every task's leave-one-domain-out scores per trial (mean accuracy of the
+    inner runs on the source they held out, %), the chosen trial marked; "" without inner
+    runs."""
+    scores = lodo_rows(rows)
+    if not scores:
+        return ""
+    lines = ["| dataset | modalities | algorithm | target | trial | held-out sources | score | "
+             "chosen |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {s['dataset']} | {s['modalities']} | {s['algorithm']} | {s['target']} | "
+              f"{s['trial']} | {' '.join(s['held_out'])} | {100 * s['score']:.2f} | "
+              f"{'yes' if s['chosen'] else ''} |" for s in scores]
+    return "\n".join(lines) + "\n"
+
+
+def _lodo_text(rows: Sequence[dict[str, Any]]) -> str:
+    """:func:`lodo_table` with its title ("" without inner runs)."""
+    table = lodo_table(rows)
+    if not table:
+        return ""
+    return ("Leave-one-domain-out scores of every trial (mean accuracy (%) of its inner runs on "
+            "the source domain each held out; each inner run's epoch chosen on its own source "
+            "validation):\n\n" + table)
 
 
 def _spread_words(seeds: int) -> str:
@@ -247,15 +439,13 @@ def write_report(root: str | Path, experiment: dict[str, Any], rows: Sequence[di
         sections: Markdown lines (e.g. the diagnostics) placed before the configuration.
     """
     out = Path(root)
-    main, _, _ = tables_text(rows, "source_val")
-    h_score, _, _ = tables_text(rows, "source_val", "h_score", H_SCORE)
     reference = experiment.get("reference") or DEFAULT_REFERENCE
+    view = ExperimentView(rows, "source_val", reference)
+    evaluators = report_evaluators(experiment["base"].get("evaluations"))
+    main, _, _ = tables_text(rows, "source_val")
+    headlines = [h for h in (e.headline(view) for e in evaluators) if h]
     paired = paired_section(rows, reference, words=True)
-    lodo = lodo_table(rows)
-    if lodo:
-        main += ("\nLeave-one-domain-out scores of every trial (mean accuracy (%) of its inner "
-                 "runs on the source domain each held out):\n\n" + lodo)
-    val, _, _ = tables_text(rows, "source_val", "val_acc", "source-validation accuracy")
+    lodo = _lodo_text(rows)
     oracle, _, _ = tables_text(rows, "oracle")
     plot = plot_accuracy(rows, out / OUTPUT_FILES["plot"])
     n_runs = len({r["path"] for r in rows})
@@ -267,24 +457,22 @@ def write_report(root: str | Path, experiment: dict[str, Any], rows: Sequence[di
         f"{elapsed_s / 60:.1f} min of wall time in this invocation. Cells: "
         f"{_spread_words(experiment.get('seeds', 1))}; `avg` averages the targets within a "
         "seed first.", "",
-        main, *([h_score] if h_score else []), *_near_chance_section(rows),
+        main, *([lodo] if lodo else []), *headlines, *_near_chance_section(rows),
         "## Paired differences", "",
         f"Each algorithm minus {reference} on the same (column, seed) pairs (the runs of the "
         "tables above). The 95% interval is a paired t-interval over the pairs (with few pairs "
         "the percentile bootstrap, also shown, is too narrow); a difference is beyond noise "
         "when its t-interval excludes 0.", "",
         paired or "Nothing to compare: every table holds one algorithm.\n",
-        *_selective_section(rows), *_open_set_section(rows),
-        "Same selected epochs, source-validation accuracy:", "", val,
-        "Unimodal accuracy on the target (linear probes on each encoder's detached embedding):",
-        "", probe_table(rows), oracle,
-        "The oracle rule selects each run's epoch on the target domain, as the official MER-DG "
-        "code logs it; it is shown for comparison with published numbers, not as a result.", "",
     ]
-    report += _missing_section(rows, experiment["base"].get("eval_missing", "none"))
-    report += _robustness_section(rows, out, reference)
+    for evaluator in evaluators:
+        report += evaluator.report(view)
+    report += [oracle,
+               "The oracle rule selects each run's epoch on the target domain, as the official "
+               "MER-DG code logs it; it is shown for comparison with published numbers, not as "
+               "a result.", ""]
     report += _epoch_section(rows)
-    report += ["Wall time of one run (training and every evaluation):", "", time_table(rows)]
+    report += ["Wall time of one run (training and every evaluation):", "", _time_table(rows)]
     if plot is not None:
         report += [f"![accuracy]({plot.name})", ""]
     report += list(sections)
@@ -295,9 +483,19 @@ def write_report(root: str | Path, experiment: dict[str, Any], rows: Sequence[di
     return path
 
 
+def plot_accuracy(rows: Sequence[dict[str, Any]], path: str | Path,
+                  rule: str = "source_val") -> Path | None:
+    """Bar chart of source-val and target accuracy per target and algorithm (mean ± std);
+    None (with a printed note) when matplotlib is not installed."""
+    merged = lambda tables: {k: v for t in tables.values() for k, v in t.items()}  # noqa: E731
+    tables = {"source validation": merged(build_tables(rows, rule, "val_acc")),
+              "target": merged(build_tables(rows, rule, "target_acc"))}
+    return plot_accuracy_bars(tables, path, rule)
+
+
 def _near_chance_section(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Report lines flagging encoders whose probe is within noise of chance ([] when none)."""
-    lines = near_chance_lines(rows)
+    lines = near_chance_lines([r for r in rows if r["selection"] == "source_val"])
     if not lines:
         return []
     return ["**Warning: encoders that learned nothing measurable** (one-sided exact binomial "
@@ -307,81 +505,27 @@ def _near_chance_section(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def _epoch_section(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Report lines: what one epoch is, per column (the balanced sampler's plan)."""
-    table = training_table(rows)
-    if not table:
+    seen: dict[tuple[str, str, str], set[tuple[int, str]]] = defaultdict(set)
+    for r in rows:
+        if r["selection"] == "source_val" and "steps_per_epoch" in r:
+            seen[(r["modalities"], r["algorithm"], r["column"])].add(
+                (r["steps_per_epoch"], r["seen_per_epoch"]))
+    if not seen:
         return []
+    lines = ["| modalities | algorithm | column | steps per epoch | samples per source domain "
+             "and epoch |", "|---|---|---|---|---|"]
+    for (mods, algo, column), plans in sorted(seen.items()):
+        for steps, per_domain in sorted(plans):
+            domains = ", ".join(f"{d} {n}" for d, n in json.loads(per_domain).items())
+            lines.append(f"| {mods} | {algo} | {column} | {steps} | {domains} |")
     return ["What one epoch is (the balanced sampler takes an equal share of every batch from "
             "each source domain, so the smallest source domain sets the number of steps):", "",
-            table]
+            "\n".join(lines) + "\n"]
 
 
-def _titled(tables: dict[tuple[str, str], str], what: str) -> list[str]:
-    lines = []
-    labels = [(dataset, setting_label(settings)[0]) for dataset, settings in tables]
-    for ((dataset, settings), table), key in zip(tables.items(), labels):
-        label, rest = setting_label(settings)
-        where = f"{dataset} ({label})" if label else dataset
-        settings_words = f"; settings {rest}" if labels.count(key) > 1 else ""
-        lines += [f"**{where}: {what}{settings_words}**", "", table]
-    return lines
-
-
-def _selective_section(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Report lines: selective prediction and calibration on the target (averaged over the
-    table's columns, as ``avg``)."""
-    tables = average_tables(rows, SELECTIVE_METRICS, ["AURC (MSP)", "AURC (energy)",
-                                                      "AUROC (MSP)", "AUROC (energy)",
-                                                      "FPR@95TPR (MSP)", "FPR@95TPR (energy)",
-                                                      "ECE"])
-    if not tables:
-        return []
-    return ["## Selective prediction on the target", "",
-            "Misclassification detection from the fused logits (a correct prediction is the "
-            "positive class; docs/settings.md): AURC (lower is better), AUROC (higher), "
-            "FPR@95TPR (lower), each with the maximum softmax probability (MSP) and the energy "
-            "score, and the ECE (15 bins, lower), in % at the selected epochs, averaged over "
-            "the table's columns (mean ± std over seeds; `(k of n)`: the metric is undefined "
-            "on the other columns, e.g. AUROC when every prediction is right).", "",
-            *_titled(tables, "selective prediction (%)")]
-
-
-def _open_set_section(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Report lines: open-set metrics (H-score, known / unknown accuracy, and MOOSA's
-    target-tuned H-score as a labeled oracle)."""
-    metrics = [*OPEN_SET_METRICS[:3], "oracle_h_score"]
-    tables = average_tables(rows, metrics, ["H-score", "known acc", "unknown acc",
-                                            "H-score, target-tuned threshold (oracle)"])
-    if not tables:
-        return []
-    return ["## Open set", "",
-            "Unknown-class target samples are rejected when their MSP is below the threshold "
-            "that accepts 95% of the source-validation samples; known acc counts a rejected "
-            "known sample as wrong; the H-score is the harmonic mean of known and unknown "
-            "accuracy (docs/settings.md). The last column picks the threshold on the target "
-            "labels as MOOSA's script reports it: an oracle, for comparison with published "
-            "numbers only.", "", *_titled(tables, "open-set metrics (%)")]
-
-
-def _robustness_section(rows: Sequence[dict[str, Any]], out: Path,
-                        reference: str = DEFAULT_REFERENCE) -> list[str]:
-    """Report lines for the robustness table and figure (runs with corruptions only)."""
-    text = robustness_text(rows, reference=reference)
-    if not text:
-        return []
-    section = [text]
-    if (out / OUTPUT_FILES["robustness_plot"]).exists():
-        section += [f"![accuracy under corruptions]({OUTPUT_FILES['robustness_plot']})", ""]
-    return section
-
-
-def _missing_section(rows: Sequence[dict[str, Any]], mode: str) -> list[str]:
-    """Report lines for the missing-modality tables (``eval_missing`` runs only)."""
-    rule = "source_val" if mode == "every" else "last"
-    section = []
-    for kind, how in (("missing", "zero-filled"), ("missing_translated", "imputed by the "
-                                                   "method's cross-modal translation")):
-        table = missing_modality_table(rows, rule, kind)
-        if table:
-            section += [f"Target accuracy (%) with one modality missing ({how}; epoch: "
-                        f"{SELECTION_RULES[rule]}; targets averaged within a seed):", "", table]
-    return section
+def _time_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown: mean ± std wall time of one run (all its epochs and evaluations), seconds."""
+    lines = ["| modalities | algorithm | runs | seconds per run |", "|---|---|---|---|"]
+    for (mods, algo), cell in time_cells(rows).items():
+        lines.append(f"| {mods} | {algo} | {cell.n} | {cell.mean:.1f} ± {cell.std:.1f} |")
+    return "\n".join(lines) + "\n"

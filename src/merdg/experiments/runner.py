@@ -3,22 +3,26 @@
 :func:`run_experiment` is ``merdg bench``, ``merdg sweep`` and ``merdg demo``. Everything is
 checked before any run starts: the dataset and its domains, every algorithm's hparams (unknown
 names and presets fail here), and the run directories (one holding a run of another config is
-refused, listing the differences, unless ``overwrite``). Launching again skips finished runs,
-resumes interrupted ones from their checkpoints and retries failed ones, so the same command
-can be repeated until everything is done. Tables are written from whatever has finished, also
-when some runs failed (their errors are listed; the command then exits with status 1).
+refused, listing the differences, unless ``overwrite``). Nothing is written before every check
+has passed (``experiment.json`` included), so a refused command leaves the directory as it
+was. Launching again skips finished runs, resumes interrupted ones from their checkpoints and
+retries failed ones, so the same command can be repeated until everything is done. Tables
+are written from whatever has finished, also when some runs failed (their errors are listed;
+the command then exits with status 1).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from merdg.datasets import DomainDataset, build_dataset
+from merdg.evaluators import RunSpec, canonical_evaluations, run_evaluators
 from merdg.experiments.jobs import Job, count_statuses
 from merdg.experiments.launchers import LauncherOptions, LaunchReport, launch
 from merdg.experiments.plan import (
@@ -32,10 +36,11 @@ from merdg.experiments.plan import (
 )
 from merdg.experiments.report import EXPERIMENT_FILE, write_report, write_tables
 from merdg.run.directory import RunDirConflictError
-from merdg.run.evaluation import check_corruption_names, plan_corruptions
 from merdg.run.hparams import resolve_run_hparams
+from merdg.run.initialization import check_initialization
 from merdg.run.records import run_metadata, write_json_atomic
-from merdg.run.training import check_open_set, source_splits
+from merdg.run.setup import check_open_set, source_splits
+from merdg.run.wandb import check_wandb
 
 __all__ = ["ExperimentResult", "check_experiment", "experiment_tasks", "run_experiment"]
 
@@ -93,13 +98,18 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
     (:func:`merdg.run.hparams.resolve_run_hparams`), so an unknown algorithm or hparam name, a
     value out of its declared range, a bad preset or a missing checkpoint fails here, once; so
     do open-set settings (no published class split and no ``--known-classes``, a bad class
-    list, MOOSA-OS without ``--open-set``) and a corruption name that no modality of a
-    modality set accepts; and every task's source domains are checked against its batch size
-    and holdout (:func:`merdg.run.training.source_splits`: no empty split, each domain's share
-    of a batch).
+    list, MOOSA-OS without ``--open-set``), every evaluation asked for (its
+    :meth:`~merdg.evaluators.Evaluator.check`: e.g. a corruption name that no modality of a
+    modality set accepts, OOD data whose samples do not fit), and an ``--init`` file or
+    ``--freeze`` that does not fit the encoders
+    (:func:`merdg.run.initialization.check_initialization`); and every task's source domains
+    are checked against its batch size and holdout (:func:`merdg.run.setup.source_splits`: no
+    empty split, each domain's share of a batch).
     """
     experiment.validate()
-    check_corruption_names(experiment.base.corruptions)  # before any data is read
+    canonical_evaluations(experiment.base.evaluations)  # before any data is read
+    if experiment.base.wandb:
+        check_wandb()  # the package and, online, credentials: before any job
     dataset = _dataset(experiment)
     all_tasks = experiment_tasks(experiment, dataset)
     checked: dict[tuple[tuple[str, ...], str], tuple[DomainDataset, set[int], Any]] = {}
@@ -110,10 +120,14 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
             subset = build_dataset(experiment.base.dataset, experiment.base.data_root,
                                    list(task.modalities), **experiment.base.dataset_options)
             known = check_open_set(config, subset)
-            plan_corruptions(subset, experiment.base.corruptions, experiment.base.severities)
+            sources = config.sources or [d for d in subset.domains if d != task.target]
+            spec = RunSpec(config, subset, sources, known)
+            for evaluator in run_evaluators(config.evaluations, spec):
+                evaluator.check(spec)
             sizes = {int(resolve_run_hparams(run_config(experiment, task, trial, trial),
                                              subset)["batch_size"])
                      for trial in range(experiment.trials + 1)}
+            check_initialization(config, resolve_run_hparams(config, subset), subset)
             checked[key] = (subset, sizes, known)
         subset, sizes, known = checked[key]
         sources = config.sources or [d for d in subset.domains if d != task.target]
@@ -124,27 +138,41 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
 
 def _settle_directories(jobs: Sequence[Job], overwrite: bool) -> None:
     """Refuse (or, with ``overwrite``, clear) run directories holding another config's run."""
+    for job in _foreign(jobs, overwrite):
+        job.run_dir.reset()
+
+
+def _foreign(jobs: Sequence[Job], overwrite: bool) -> list[Job]:
+    """The jobs whose directories hold another config's run (to clear, with ``overwrite``).
+
+    Raises:
+        RunDirConflictError: There are some and ``overwrite`` is False.
+    """
     foreign = [job for job in jobs if job.status() == "foreign"]
     if foreign and not overwrite:
         first = foreign[0].run_dir.conflict_message(foreign[0].config)
         noun = "directory" if len(foreign) == 1 else "directories"
         raise RunDirConflictError(f"{len(foreign)} run {noun} of this experiment hold other "
                                   f"runs; the first: {first}")
-    for job in foreign:
-        job.run_dir.reset()
+    return foreign
 
 
-def _check_weights(jobs: Sequence[Job], overwrite: bool) -> None:
-    """Finished runs that diagnostics need must have saved their weights."""
-    missing = [job for job in jobs if job.config.save_model and job.status() == "done"
-               and not job.run_dir.model_file.exists()]
+def _lacking_weights(experiment: ExperimentConfig, jobs: Sequence[Job],
+                     overwrite: bool) -> list[Job]:
+    """Finished runs that diagnostics need but that did not save their weights (to retrain,
+    with ``overwrite``).
+
+    Raises:
+        RunDirConflictError: There are some and ``overwrite`` is False.
+    """
+    missing = [job for job in jobs if job.config.seed < experiment.diagnose_seeds
+               and job.status() == "done" and not job.run_dir.model_file.exists()]
     if missing and not overwrite:
         raise RunDirConflictError(
             f"{len(missing)} finished runs lack the weights --diagnose needs (e.g. "
             f"{missing[0].path}); run again with --overwrite to retrain them, or without "
             "--diagnose")
-    for job in missing:
-        job.run_dir.reset()
+    return missing
 
 
 def run_experiment(experiment: ExperimentConfig, launcher: LauncherOptions | None = None,
@@ -160,19 +188,22 @@ def run_experiment(experiment: ExperimentConfig, launcher: LauncherOptions | Non
     """
     start = time.perf_counter()
     all_tasks = check_experiment(experiment)
+    first = first_phase(experiment, all_tasks)
+    to_clear = _foreign(first, overwrite) + _lacking_weights(experiment, first, overwrite)
+    # every check has passed: only now is anything written (a refused command changes nothing)
     root = Path(experiment.out_dir)
     root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(root / EXPERIMENT_FILE, {"experiment": experiment.to_dict(),
                                                **run_metadata()})
-    first = first_phase(experiment, all_tasks)
-    _settle_directories(first, overwrite)
-    _check_weights(first, overwrite)
+    for job in to_clear:
+        job.run_dir.reset()
     reports = [launch(first, launcher, progress)]
     second, waiting = second_phase(experiment, all_tasks)
     if second:
         _settle_directories(second, overwrite)
         reports.append(launch(second, launcher, progress))
     jobs, _ = plan(experiment, all_tasks)
+    _warn_unevaluable(jobs)
     result = ExperimentResult(reports, waiting, None, None, count_statuses(jobs), 0.0)
     if result.status["done"]:
         sections = _diagnose(experiment, jobs, progress) if not (
@@ -188,6 +219,16 @@ def run_experiment(experiment: ExperimentConfig, launcher: LauncherOptions | Non
         "status": result.status, "skipped": sum(len(r.skipped) for r in reports),
         "failed": sum(len(r.failed) for r in reports)})
     return result
+
+
+def _warn_unevaluable(jobs: Sequence[Job]) -> None:
+    """One warning line for finished runs whose saved weights the asked evaluations lack."""
+    unevaluable = [job for job in jobs if job.unevaluable()]
+    if unevaluable:
+        warnings.warn(f"{len(unevaluable)} finished runs saved no weights to evaluate (e.g. "
+                      f"{unevaluable[0].path}: trained with --save-model none or by an earlier "
+                      "merdg); their evaluations are missing from the tables (retrain them with "
+                      "--overwrite)", stacklevel=3)
 
 
 def _diagnose(experiment: ExperimentConfig, jobs: Sequence[Job], progress: bool) -> list[str]:

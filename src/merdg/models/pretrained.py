@@ -20,7 +20,11 @@ encoders' own ``checkpoint`` option and :func:`merdg.models.transfer.load_encode
 
 from __future__ import annotations
 
+import os
 import pickle
+import tarfile
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["CheckpointError", "LoadReport", "StateMatch", "load_checkpoint", "match_state_dict",
-           "read_state_dict"]
+           "read_state_dict", "torch_file_problem"]
 
 STATE_DICT_ENTRIES = ("state_dict", "model_state_dict")  # OpenMMLab, VGGSound
 
@@ -130,14 +134,23 @@ def read_state_dict(path: str, trust: bool = False,
         CheckpointError: The file is missing or unreadable, or holds no state dict.
     """
     try:
+        problem = torch_file_problem(path)
+        if problem is not None:
+            raise CheckpointError(f"cannot read checkpoint {path}: {problem}")
         # merdg's run info records torch.__version__, a str subclass the safe unpickler must know
         with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
             obj = torch.load(path, map_location="cpu", weights_only=not trust)
     except FileNotFoundError as err:
         raise CheckpointError(f"checkpoint {path} does not exist") from err
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+    except CheckpointError:
+        raise
+    except pickle.UnpicklingError as err:  # weights_only refused what the file holds
         hint = "" if trust else f" {trust_hint}"
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}.{hint}") from err
+        raise CheckpointError(f"cannot read checkpoint {path}: {_first_sentence(err)}.{hint}"
+                              ) from err
+    except Exception as err:  # torch raises many types on files it cannot parse
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: "
+                              f"{_first_sentence(err)}") from err
     entry = next((e for e in STATE_DICT_ENTRIES if isinstance(obj, Mapping) and e in obj), None)
     state = obj[entry] if entry else obj
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
@@ -148,6 +161,78 @@ def read_state_dict(path: str, trust: bool = False,
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state, entry
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
+# the first bytes of torch's legacy (non-zip) format: a protocol-2 pickle of its magic number
+LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def torch_file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a whole file written by ``torch.save`` (None when it looks like one).
+
+    Looked at before ``torch.load`` is called, so that each failure has its own words: an empty
+    file, a zip archive cut short (no central directory) or with a damaged member (its CRC is
+    checked, which reads the file once), a zip archive without torch's ``data.pkl``, a NumPy
+    ``.npy`` array, a plain Python pickle, a text file, or other bytes. Files in torch's legacy
+    format or in its older tar format are left to ``torch.load``.
+
+    Raises:
+        FileNotFoundError: No such file.
+    """
+    with open(path, "rb") as handle:
+        start = handle.read(64)
+    if not start:
+        return "the file is empty (0 bytes)"
+    if start.startswith(LEGACY_TORCH_MAGIC):
+        return None
+    if start.startswith(ZIP_MAGIC):
+        return _zip_problem(path)
+    if start.startswith(NPY_MAGIC):
+        return "it is a NumPy .npy array, not a file written by torch.save"
+    if start[:1] == b"\x80":
+        return ("it is a Python pickle, not a file written by torch.save (merdg never "
+                "unpickles arbitrary objects)")
+    if tarfile.is_tarfile(path):  # torch's oldest format
+        return None
+    try:
+        text = start.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"it is not a file written by torch.save (it starts with {start[:16]!r})"
+    return (f"it is a text file (it starts with {text[:32]!r}), not a file written by "
+            "torch.save")
+
+
+def _zip_problem(path: str | os.PathLike) -> str | None:
+    size = os.path.getsize(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            damaged = archive.testzip()
+    except zipfile.BadZipFile:
+        return (f"truncated or damaged: it starts as the zip archive torch.save writes, but the "
+                f"archive's end cannot be found in its {size} bytes; copy or save it again")
+    except (EOFError, OSError, ValueError, zlib.error) as err:
+        return (f"truncated or damaged: the zip archive torch.save writes cannot be read to its "
+                f"end ({size} bytes: {err}); copy or save it again")
+    if damaged is not None:
+        return (f"damaged: the checksum of its part {damaged!r} does not match; copy or save "
+                "it again")
+    if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+        return "it is a zip archive that torch.save did not write (no data.pkl in it)"
+    return None
+
+
+def _first_sentence(err: BaseException) -> str:
+    """The telling part of a (often many-line) torch error, on one line."""
+    text = " ".join(str(err).split())
+    if "WeightsUnpickler error:" in text:  # weights_only: what it refused
+        reason = text.split("WeightsUnpickler error:", 1)[1].strip()
+        for tail in (" Please use", " Check the documentation"):  # torch's own advice
+            reason = reason.split(tail)[0]
+        return f"it holds objects other than tensors and plain containers ({reason.rstrip('. ')})"
+    return text[:300] + (" ..." if len(text) > 300 else "")
 
 
 @dataclass

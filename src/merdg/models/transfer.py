@@ -13,7 +13,7 @@ layout                keys                                      written by
 ``run``               ``net.encoders.<modality>.<name>``        a run's ``model.pt``
                       (``{"state_dict": ..., "run": ...}``)     (``save_model``)
 ``net``               ``encoders.<modality>.<name>``            ``MultimodalNet.state_dict()``
-``encoders``          ``<modality>.<name>``                     :mod:`merdg.pretraining`, or a
+``encoders``          ``<modality>.<name>``                     :mod:`merdg.run.pretraining`, or a
                                                                 user's own encoders
 ====================  =======================================  ===============================
 
@@ -68,9 +68,8 @@ WRAPPER_KEYS = ("encoder.", "norm.")  # MBCD's LayerNormEncoder
 INIT_HINT = ("Check that the file holds encoders built with the same encoder options (name, "
              "widths, layers, input shape) as this run's, or load the modalities that match "
              "with modalities=[...] (docs/regimes.md).")
-TRUST_HINT = ("The file holds objects other than tensors and plain containers; merdg loads "
-              "pretrained encoder weights with weights_only=True only. Save the weights as a "
-              "plain state dict (torch.save(model.state_dict(), path)).")
+TRUST_HINT = ("merdg loads pretrained encoder weights with weights_only=True only: save them as "
+              "a plain state dict (torch.save(model.state_dict(), path)).")
 
 
 # --------------------------------------------------------------------------------------------

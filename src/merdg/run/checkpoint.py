@@ -36,7 +36,7 @@ from merdg.run.records import writing
 
 __all__ = ["CheckpointDamagedError", "CheckpointMismatchError", "epoch_payload", "load_checkpoint",
            "read_verified", "restore_training_state", "rng_state", "set_rng_state",
-           "write_torch_file"]
+           "state_digest", "write_torch_file"]
 
 FORMAT = 1
 
@@ -187,17 +187,36 @@ def load_checkpoint(path: str | os.PathLike, identity: dict[str, Any],
     return payload
 
 
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a model's weights (names, dtypes, shapes and bytes of every tensor, in name
+    order): the same weights give the same digest whatever file holds them, or none."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        flat = tensor.contiguous().reshape(-1)  # view() needs a dimension to reinterpret
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()
+
+
 def epoch_payload(identity: dict[str, Any], algorithm: Any, device: torch.device,
-                  records: list[dict[str, Any]]) -> dict[str, Any]:
+                  records: list[dict[str, Any]], selected: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint after an epoch holds. Every rank calls this (the RNG states of all
-    ranks are gathered); only the main process writes the result."""
+    ranks are gathered); only the main process writes the result.
+
+    Args:
+        selected: The model of the epoch source validation selects so far: ``{"epoch": e,
+            "state": its weights}``, with ``"state": None`` when it is this epoch's (not stored
+            twice), or when its weights were lost (a checkpoint of an earlier merdg, which kept
+            none, was resumed).
+    """
     states = mdist.all_gather_object(rng_state(device))
     return {
         # records and identity as plain JSON data (what weights_only loading accepts)
         "identity": identity, "epoch": len(records), "rng": states,
         "records": json.loads(json.dumps(records, default=str)),
         "algorithm": algorithm.state_dict(), "optimizer": algorithm.optimizer.state_dict(),
-        "world_size": mdist.world_size()}
+        "selected": selected, "world_size": mdist.world_size()}
 
 
 def restore_training_state(checkpoint: dict[str, Any], algorithm: Any, device: torch.device,

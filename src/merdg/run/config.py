@@ -1,8 +1,8 @@
 """The description of one run: :class:`RunConfig`, the only one in merdg.
 
 Every setting of a run is one field of :class:`RunConfig`, declared once with its help text,
-its command-line flag, its type and its allowed range (:class:`Option`). From those
-declarations:
+its command-line flag, its type and its allowed range (:class:`merdg.options.Option`). From
+those declarations:
 
 - ``merdg train``, ``merdg bench`` and ``merdg sweep`` build their options
   (:mod:`merdg.cli.options`), so a new run option is one new field here;
@@ -11,76 +11,40 @@ declarations:
 - :func:`config_identity` keeps the fields that change a run's results (the job hash of a
   sweep, and what a finished run or a checkpoint must match to be reused).
 
+What a run evaluates beyond clean accuracy is the ``evaluations`` field: the settings of each
+requested evaluator, outside the run's identity, so that evaluating a trained run more never
+retrains it. :mod:`merdg.evaluators` declares and checks them
+(:func:`~merdg.evaluators.canonical_evaluations`, called by the commands and by
+:func:`~merdg.run.training.train` before any work), so that this module imports neither torch
+nor numpy, and configs can be read and hashed anywhere.
+
 A bench or a sweep is a base :class:`RunConfig` plus axes (:mod:`merdg.experiments.plan`); its
-runs are built with :func:`dataclasses.replace`. This module imports neither torch nor numpy,
-so configs can be read and hashed anywhere.
+runs are built with :func:`dataclasses.replace`. Configs written by earlier versions (the
+evaluation fields ``eval_missing``, ``corruptions``, ``severities``, ``corruption_seed``,
+``eval_corruptions``, ``encoder_probes``, and a boolean ``save_model``) are read through
+:func:`migrate_config`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-__all__ = ["INIT_KINDS", "Option", "RunConfig", "check_init", "config_identity",
-           "identity_differences", "init_kind", "option_default", "option_of", "run_options"]
+from merdg.options import Option, Settings
+from merdg.options import setting as _setting
 
-KINDS = ("str", "int", "float", "bool", "list", "ints", "json", "pairs")
-ALL = "all"  # the word a list option declared with ``all_word`` accepts for "every name"
-DEVICE_PATTERN = re.compile(r"^(cpu|auto|mps|cuda(:\d+)?)$")
+__all__ = ["INIT_KINDS", "Option", "RunConfig", "SAVE_MODEL", "check_init", "config_identity",
+           "identity_differences", "init_kind", "migrate_config", "option_default",
+           "option_of", "run_options"]
 
-
-@dataclass(frozen=True)
-class Option:
-    """How one :class:`RunConfig` field is given and checked.
-
-    Attributes:
-        help: What the setting does (the command-line help text).
-        flag: Its command-line flag.
-        kind: ``"str"``, ``"int"``, ``"float"``, ``"bool"`` (a switch), ``"list"`` (of strings),
-            ``"ints"`` (a list of integers), ``"json"`` (a JSON object) or ``"pairs"``
-            (repeatable ``KEY=VALUE``).
-        choices: Allowed values (None: any value of the kind).
-        low / high: Inclusive bounds of numbers (of each integer of an ``"ints"`` list);
-            ``low_open`` / ``high_open`` make them strict.
-        nullable: None is allowed (meaning "not set"; the help says what that means).
-        identity: The setting changes what the run computes, so it is part of the run's
-            identity (:func:`config_identity`); False for where or how fast it computes.
-        axis: The experiment option that sets this field per run in ``merdg bench`` and
-            ``merdg sweep`` (e.g. ``"targets"``); None when the experiment passes it through.
-        metavar: Placeholder in the help text.
-        all_word: A ``"list"`` that may instead be the word ``"all"`` (given alone).
-    """
-
-    help: str
-    flag: str
-    kind: str
-    choices: tuple[Any, ...] | None = None
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    nullable: bool = False
-    identity: bool = True
-    axis: str | None = None
-    metavar: str | None = None
-    all_word: bool = False
-
-
-def _setting(default: Any = dataclasses.MISSING, **option: Any) -> Any:
-    """A dataclass field carrying its :class:`Option` (mutable defaults get a factory)."""
-    meta = {"option": Option(**option)}
-    if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
+# which weights a run saves (the models its post-training evaluations and `merdg evaluate` use)
+SAVE_MODEL = ("selected", "selected+last", "none")
 
 @dataclass
-class RunConfig:
+class RunConfig(Settings):
     """Everything that defines one run (JSON-serializable).
 
     The fields and what each means are declared below with :class:`Option` (``merdg train
@@ -179,9 +143,12 @@ class RunConfig:
     eval_batch_size: int = _setting(
         256, help="batch size of evaluation passes (does not change the numbers)",
         flag="--eval-batch-size", kind="int", low=1, identity=False)
-    save_model: bool = _setting(
-        False, help="save the final weights to model.pt (needed by `merdg diagnose`)",
-        flag="--save-model", kind="bool", identity=False)
+    save_model: str = _setting(
+        "selected", help="weights to save: 'selected' (model.pt, the epoch source validation "
+        "selects: the one the tables report), 'selected+last' (also model.last.pt, the last "
+        "epoch's) or 'none'; `merdg evaluate` and `merdg diagnose` need them (docs/evaluation.md "
+        "gives the disk cost)", flag="--save-model", kind="str", choices=SAVE_MODEL,
+        identity=False)
     precision: str = _setting(
         "fp32", help="autocast precision of forward passes (MER-DG statistics stay float32)",
         flag="--precision", kind="str", choices=("fp32", "bf16", "fp16"))
@@ -193,50 +160,34 @@ class RunConfig:
         False, help="also log scalars to Weights & Biases under OUT/wandb, offline unless "
         "WANDB_MODE=online (pip install 'merdg[wandb]')", flag="--wandb", kind="bool",
         identity=False)
-    eval_missing: str = _setting(
-        "none", help="also evaluate the target with each modality missing (zero-filled; "
-        "translated for SimMMDG/MOOSA) at the last or every epoch", flag="--eval-missing",
-        kind="str", choices=("none", "last", "every"))
-    corruptions: list[str] | str | None = _setting(
-        None, help="also evaluate the target under these corruptions (`merdg list "
-        "corruptions`; a name applies to every modality whose kind has it), or 'all' of each "
-        "modality's kind (docs/robustness.md)", flag="--corruptions", kind="list",
-        nullable=True, all_word=True, metavar="NAME")
-    severities: list[int] = _setting(
-        [1, 2, 3, 4, 5], help="severities of the graded corruptions (1 mild .. 5 severe; "
-        "the mean corruption accuracy averages them, as ImageNet-C does)", flag="--severities",
-        kind="ints", low=1, high=5, metavar="S")
-    corruption_seed: int = _setting(
-        0, help="seed of the corruptions' random draws; keep it fixed so that every algorithm "
-        "and seed is scored on the same corrupted samples", flag="--corruption-seed",
-        kind="int", low=0)
-    eval_corruptions: str = _setting(
-        "last", help="when to evaluate the corruptions: at the last epoch (tables then report "
-        "the last epoch) or at every epoch (tables report the epoch source validation "
-        "selects)", flag="--eval-corruptions", kind="str", choices=("last", "every"))
-    encoder_probes: str = _setting(
-        "none", help="measure each encoder alone: a linear probe on its embedding (fit on the "
-        "sources' training split, epoch chosen on their validation split, accuracy on the "
-        "target) and the effective rank of its target embeddings, at initialization (before "
-        "fused training) and after the last or every epoch", flag="--encoder-probes",
-        kind="str", choices=("none", "last", "every"))
+    wandb_project: str | None = _setting(
+        None, help="W&B project of --wandb (default: $WANDB_PROJECT, else merdg)",
+        flag="--wandb-project", kind="str", nullable=True, identity=False)
+    wandb_entity: str | None = _setting(
+        None, help="W&B entity (user or team) of --wandb (default: $WANDB_ENTITY, else the "
+        "default of the logged-in account)", flag="--wandb-entity", kind="str", nullable=True,
+        identity=False)
+    wandb_group: str | None = _setting(
+        None, help="W&B group of --wandb (default: none for merdg train; bench and sweep group "
+        "their runs by experiment, under the name of their --out directory)",
+        flag="--wandb-group", kind="str", nullable=True, identity=False)
+    evaluations: dict[str, dict[str, Any]] = _setting(
+        {}, help="settings of the evaluators beyond clean accuracy, {evaluator: {setting: "
+        "value}} (set by their own flags: --eval-missing, --corruptions, --encoder-probes, "
+        "--ood-dataset, ...; docs/evaluation.md)", flag="--evaluations", kind="json",
+        identity=False, cli=False)
 
     def __post_init__(self) -> None:
         self.hparams, self.encoders = _move_legacy_encoders(self.hparams, self.encoders)
-        if self.corruptions == [ALL]:  # the command line's list form of the word
-            self.corruptions = ALL
-        if isinstance(self.severities, list) and all(_type_ok(s, "int") for s in self.severities):
-            self.severities = sorted(self.severities)  # one spelling (and job hash) per set
         self.validate()
 
     # --- (de)serialization ----------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """A config from its dict (``config.json``, ``job.json``); unknown keys raise."""
+        """A config from its dict (``config.json``, ``job.json``; an earlier version's is
+        migrated, :func:`migrate_config`); unknown keys raise."""
+        data = migrate_config(data)
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"unknown run settings {unknown} (written by a newer merdg?)")
@@ -259,12 +210,15 @@ class RunConfig:
             ValueError: One line naming the field (and its flag), the value and what is
                 allowed.
         """
-        for f in dataclasses.fields(self):
-            _check(f.name, getattr(self, f.name), option_of(f.name))
+        super().validate()
         for m, spec in self.encoders.items():
             if not isinstance(spec, dict):
                 raise ValueError(f"encoders[{m!r}] (--encoders) must be a JSON object of "
                                  f"encoder options, got {spec!r}")
+        for name, settings in self.evaluations.items():  # their own checks: merdg.evaluators
+            if not isinstance(settings, dict):
+                raise ValueError(f"evaluations[{name!r}] must be a JSON object of the "
+                                 f"evaluator's settings, got {settings!r}")
         if self.known_classes is not None and not self.open_set:
             raise ValueError(f"known_classes (--known-classes) {self.known_classes} needs "
                              "--open-set")
@@ -278,18 +232,17 @@ class RunConfig:
         if self.target is not None and self.sources and self.target in self.sources:
             raise ValueError(f"target {self.target!r} is also a source domain (--source "
                              f"{' '.join(self.sources)})")
-        if self.corruptions is None:
-            defaults = _defaults()
-            unused = [option_of(n).flag for n in ("severities", "corruption_seed",
-                                                  "eval_corruptions")
-                      if getattr(self, n) != defaults[n]]
+        if not self.wandb:
+            unused = [option_of(n).flag for n in WANDB_OPTIONS if getattr(self, n) is not None]
             if unused:
-                raise ValueError(f"{', '.join(unused)} only apply with --corruptions "
-                                 "(corruptions is not set)")
+                verb = "applies" if len(unused) == 1 else "apply"
+                raise ValueError(f"{', '.join(unused)} only {verb} with --wandb (wandb is not "
+                                 "set)")
         return self
 
 
 INIT_KINDS = ("scratch", "unimodal")
+WANDB_OPTIONS = ("wandb_project", "wandb_entity", "wandb_group")
 
 
 def init_kind(init: str) -> str:
@@ -344,91 +297,52 @@ def _move_legacy_encoders(hparams: Any, encoders: Any) -> tuple[Any, Any]:
 
 def option_of(name: str) -> Option:
     """The :class:`Option` of field ``name``."""
-    for f in dataclasses.fields(RunConfig):
-        if f.name == name:
-            return f.metadata["option"]
-    raise KeyError(f"RunConfig has no field {name!r}")
+    return RunConfig.option_of(name)
 
 
 def run_options() -> list[tuple[str, Option, Any]]:
     """``(field name, option, default)`` for every field, in declaration order."""
-    out = []
-    for f in dataclasses.fields(RunConfig):
-        default = (f.default_factory() if f.default_factory is not dataclasses.MISSING
-                   else f.default)
-        out.append((f.name, f.metadata["option"], default))
-    return out
-
-
-def _describe_range(opt: Option) -> str:
-    if opt.choices is not None:
-        return "one of " + ", ".join(map(repr, opt.choices))
-    parts = []
-    if opt.low is not None:
-        parts.append(f"{'>' if opt.low_open else '>='} {opt.low:g}")
-    if opt.high is not None:
-        parts.append(f"{'<' if opt.high_open else '<='} {opt.high:g}")
-    return " and ".join(parts)
-
-
-def _type_ok(value: Any, kind: str) -> bool:
-    if kind == "ints":
-        return (isinstance(value, list) and len(value) > 0
-                and all(_type_ok(v, "int") for v in value))
-    if kind == "str":
-        return isinstance(value, str) and value != ""
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "float":
-        return (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and math.isfinite(value))
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "list":
-        return (isinstance(value, list) and len(value) > 0
-                and all(isinstance(v, str) and v for v in value))
-    return isinstance(value, dict)  # json, pairs
-
-
-KIND_WORDS = {"str": "a non-empty string", "int": "an integer", "float": "a finite number",
-              "bool": "true or false", "list": "a non-empty list of names",
-              "ints": "a non-empty list of integers",
-              "json": "a JSON object", "pairs": "KEY=VALUE pairs"}
-
-
-def _check(name: str, value: Any, opt: Option) -> None:
-    where = f"{name} ({opt.flag})"
-    if value is None:
-        if not opt.nullable:
-            raise ValueError(f"{where} is required")
-        return
-    if opt.all_word and value == ALL:
-        return
-    if not _type_ok(value, opt.kind):
-        words = KIND_WORDS[opt.kind] + (f" or {ALL!r}" if opt.all_word else "")
-        raise ValueError(f"{where} must be {words}, got {value!r}")
-    if opt.all_word and ALL in value:
-        raise ValueError(f"{where}: {ALL!r} stands alone (it means every name), got {value}")
-    if opt.kind in ("list", "ints") and len(set(value)) != len(value):
-        raise ValueError(f"{where} lists a {'value' if opt.kind == 'ints' else 'name'} twice: "
-                         f"{value}")
-    if opt.choices is not None and value not in opt.choices:
-        raise ValueError(f"{where} must be {_describe_range(opt)}, got {value!r}")
-    numbers = value if opt.kind == "ints" else [value] if opt.kind in ("int", "float") else []
-    for number in numbers:
-        low_bad = opt.low is not None and (number <= opt.low if opt.low_open
-                                           else number < opt.low)
-        high_bad = opt.high is not None and (number >= opt.high if opt.high_open
-                                              else number > opt.high)
-        if low_bad or high_bad:
-            each = " values" if opt.kind == "ints" else ""
-            raise ValueError(f"{where}{each} must be {_describe_range(opt)}, got {value!r}")
-    if name == "device" and not DEVICE_PATTERN.match(value):
-        raise ValueError(f"{where} must be cpu, cuda, cuda:N, mps or auto, got {value!r}")
+    return RunConfig.options()
 
 
 def _defaults() -> dict[str, Any]:
-    return {name: default for name, _, default in run_options()}
+    return RunConfig.defaults()
+
+
+# the evaluation settings of earlier versions (RunConfig fields then) and their defaults
+LEGACY_EVALUATION_FIELDS = {"eval_missing": "none", "corruptions": None,
+                            "severities": [1, 2, 3, 4, 5], "corruption_seed": 0,
+                            "eval_corruptions": "last", "encoder_probes": "none"}
+
+
+def migrate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict of an earlier version in today's form (a copy; today's dicts unchanged).
+
+    The evaluation fields of earlier versions become ``evaluations`` entries (``eval_missing``
+    ``last|every`` -> ``missing``; ``corruptions``, ``severities`` and ``corruption_seed`` ->
+    ``corruptions``; ``encoder_probes`` ``last|every`` -> ``encoder_probes``; the epoch at
+    which they ran is now the selected one, :mod:`merdg.evaluators`), and a boolean
+    ``save_model`` (the final weights) becomes ``"selected+last"`` (True) or ``"selected"``.
+    """
+    if not any(k in config for k in LEGACY_EVALUATION_FIELDS) and not isinstance(
+            config.get("save_model"), bool):
+        return config
+    config = dict(config)
+    legacy = {k: config.pop(k, default) for k, default in LEGACY_EVALUATION_FIELDS.items()}
+    evaluations = dict(config.get("evaluations") or {})
+    if legacy["eval_missing"] not in (None, "none"):
+        evaluations.setdefault("missing", {})
+    if legacy["corruptions"] is not None:
+        evaluations.setdefault("corruptions", {"corruptions": legacy["corruptions"],
+                                               "severities": legacy["severities"],
+                                               "corruption_seed": legacy["corruption_seed"]})
+    if legacy["encoder_probes"] not in (None, "none"):
+        evaluations.setdefault("encoder_probes", {})
+    if evaluations:
+        config["evaluations"] = evaluations
+    if isinstance(config.get("save_model"), bool):
+        config["save_model"] = "selected+last" if config["save_model"] else "selected"
+    return config
 
 
 def config_identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -439,7 +353,7 @@ def config_identity(config: dict[str, Any]) -> dict[str, Any]:
     ``split_seed`` equal to ``seed``. Works on the dicts of older ``config.json`` files (their
     ``hparams["encoders"]`` is read as the ``encoders`` field).
     """
-    config = dict(config)
+    config = migrate_config(dict(config))
     if "hparams" in config:
         config["hparams"], config["encoders"] = _move_legacy_encoders(config["hparams"],
                                                                       config.get("encoders", {}))

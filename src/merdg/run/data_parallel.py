@@ -13,14 +13,11 @@ import warnings
 from collections.abc import Sequence
 
 import torch
-from torch.utils.data import Dataset
 
 from merdg import dist as mdist
 from merdg.algorithms import Algorithm
-from merdg.datasets.base import subset
 
-__all__ = ["enable_data_parallel", "mean_over_ranks", "rank_shard", "setup_distributed",
-           "sum_over_ranks"]
+__all__ = ["enable_data_parallel", "mean_over_ranks", "setup_distributed", "sum_over_ranks"]
 
 
 def setup_distributed(device: torch.device) -> tuple[torch.device, bool]:
@@ -92,14 +89,6 @@ def _sync_batchnorm(algorithm: Algorithm, device: torch.device) -> None:
     else:
         warnings.warn("BatchNorm statistics stay per rank on CPU (SyncBatchNorm needs CUDA)",
                       stacklevel=3)
-
-
-def rank_shard(data: Dataset) -> Dataset:
-    """Every ``world_size``-th sample from this rank's index on (the data when not distributed):
-    the shards of all ranks cover the data once."""
-    if not mdist.is_distributed():
-        return data
-    return subset(data, range(mdist.rank(), len(data), mdist.world_size()))
 
 
 def sum_over_ranks(values: Sequence[float], device: torch.device) -> list[float]:

@@ -12,9 +12,14 @@ A run directory holds (names: the constants of :class:`RunDir`):
 - ``pretraining.pt``: the state of the unimodal pretraining stage (``--init unimodal``) after
   its last finished epoch, and ``pretraining.sha256`` its sha256 (removed once the run is
   done);
-- ``summary.json``: the epoch each selection rule picks; ``model.pt``: the final weights
-  (optional) and ``model.sha256`` their sha256; ``done``: written last, after
+- ``summary.json``: the row of each selection rule (the epoch it picks, with every result
+  column); ``model.pt``: the weights of the epoch source validation selects (the model the
+  tables report; ``--save-model``), ``model.last.pt``: the last epoch's (``--save-model
+  selected+last``), and ``model.sha256`` the sha256 of each; ``done``: written last, after
   ``summary.json``;
+- ``evaluations/<evaluator>-<settings hash>-<model digest>.json``: what an evaluator measured on
+  a saved model (at the end of training, or later by ``merdg evaluate``); the training files are
+  never touched by it;
 - ``failed``: the error of the last attempt (jobs only); ``job.json`` and ``log.txt``: the job
   description and log of a bench or sweep job; ``.lock``: the writer's lock;
   ``tensorboard/``: optional event files.
@@ -90,7 +95,9 @@ class RunDir:
     PRETRAINING = "pretraining.pt"
     PRETRAINING_DIGEST = "pretraining.sha256"
     MODEL = "model.pt"
+    LAST_MODEL = "model.last.pt"
     MODEL_DIGEST = "model.sha256"
+    EVALUATIONS = "evaluations"
     JOB = "job.json"
     LOG = "log.txt"
     LOCK = ".lock"
@@ -98,11 +105,14 @@ class RunDir:
     CHECKPOINT_FILES = (CHECKPOINT, PREVIOUS_CHECKPOINT, CHECKPOINT_DIGESTS)
     # what a run writes (a reset removes exactly these, and nothing else)
     RUN_FILES = (CONFIG, RECORDS, SUMMARY, DONE, FAILED, *CHECKPOINT_FILES, CHECKPOINT + ".tmp",
-                 DAMAGED_CHECKPOINT, MODEL, MODEL_DIGEST, PRETRAINING, PRETRAINING + ".tmp",
-                 PRETRAINING_DIGEST)
+                 DAMAGED_CHECKPOINT, MODEL, LAST_MODEL, MODEL_DIGEST, PRETRAINING,
+                 PRETRAINING + ".tmp", PRETRAINING_DIGEST)
     # temporary files of the atomic writes that a killed process can leave behind
     TEMPORARY_FILES = tuple(name + ".tmp" for name in (CONFIG, RECORDS, SUMMARY, FAILED, MODEL,
-                                                       MODEL_DIGEST, CHECKPOINT_DIGESTS))
+                                                       LAST_MODEL, MODEL_DIGEST,
+                                                       CHECKPOINT_DIGESTS))
+    # the saved model of each selection rule that saves one (--save-model)
+    MODEL_FILES = {"source_val": MODEL, "last": LAST_MODEL}
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -225,22 +235,45 @@ class RunDir:
         file = self.path / self.RECORDS
         return list(read_jsonl(file)) if file.exists() else []
 
-    def read_model_state(self) -> dict[str, Any]:
-        """The final weights saved with ``save_model`` (``state_dict`` of the algorithm).
+    def model_file_of(self, rule: str) -> Path | None:
+        """The saved weights a selection rule reports (``model.pt`` for ``source_val``;
+        ``model.last.pt``, or ``model.pt`` when it holds the last epoch, for ``last``), or None
+        when none is saved."""
+        if rule not in self.MODEL_FILES:
+            raise ValueError(f"no saved model for selection rule {rule!r}; saved models: "
+                             f"{', '.join(self.MODEL_FILES)}")
+        file = self.path / self.MODEL_FILES[rule]
+        if file.exists():
+            return file
+        if rule == "last" and self.model_file.exists():
+            summary = self.read_summary() if (self.path / self.SUMMARY).exists() else {}
+            chosen = summary.get("selection", {})
+            if chosen.get("last", {}).get("epoch") == chosen.get("source_val", {}).get("epoch"):
+                return self.model_file  # the selected epoch is the last one
+        return None
+
+    def read_model(self, rule: str = "source_val") -> dict[str, Any]:
+        """The saved weights a selection rule reports, verified against ``model.sha256``:
+        ``{"state_dict", "epoch", "rule", "digest", "run"}`` (a ``model.pt`` of an earlier
+        version, which held the last epoch's weights, reads as the last epoch's).
 
         Raises:
-            FileNotFoundError: No ``model.pt``.
+            FileNotFoundError: No saved weights for ``rule`` (one line saying how to save them).
+            CheckpointDamagedError: The file changed after it was written.
             ValueError: It cannot be read as merdg weights.
         """
         import torch
 
-        file = self.model_file
-        if not file.exists():
-            raise FileNotFoundError(
-                f"{file} not found: diagnostics need the trained weights; train with "
-                "--save-model (merdg train) or --diagnose (merdg bench)")
-        from merdg.run.checkpoint import CheckpointDamagedError, read_verified
+        from merdg.run.checkpoint import CheckpointDamagedError, read_verified, state_digest
 
+        file = self.model_file_of(rule)
+        if file is None:
+            what = "model.pt" if rule == "source_val" else "model.last.pt"
+            raise FileNotFoundError(
+                f"{self.path / what} not found: {self.path} saved no weights of its "
+                f"{'selected' if rule == 'source_val' else 'last'} epoch; train with "
+                f"--save-model {'selected' if rule == 'source_val' else 'selected+last'} (the "
+                "default saves the selected epoch's)")
         digests = self._read_digests(self.MODEL_DIGEST)
         if digests is None:
             log.warning("%s has no recorded sha256 (saved before merdg recorded digests): not "
@@ -252,10 +285,19 @@ class RunDir:
         except CheckpointDamagedError as err:
             raise CheckpointDamagedError(
                 f"{err}; train the run again (merdg train with the same settings, "
-                "--save-model --overwrite)") from err
+                "--overwrite)") from err
         if not isinstance(saved, dict) or "state_dict" not in saved:
             raise ValueError(f"{file}: expected a dict with 'state_dict' (merdg train)")
-        return saved["state_dict"]
+        if "epoch" not in saved:  # an earlier version's model.pt: the final weights
+            summary = self.read_summary()
+            saved = {**saved, "epoch": int(summary["epochs"]), "rule": "last"}
+        saved.setdefault("digest", state_digest(saved["state_dict"]))
+        return saved
+
+    def read_model_state(self, rule: str = "source_val") -> dict[str, Any]:
+        """The weights (``state_dict`` of the algorithm) a selection rule reports
+        (:meth:`read_model`)."""
+        return self.read_model(rule)["state_dict"]
 
     def saved_config(self) -> dict[str, Any] | None:
         """The ``config`` entry of ``config.json`` (None when there is none or it is not
@@ -366,6 +408,17 @@ class RunDir:
         """Remove the run files (and only them): the explicit ``--overwrite`` path."""
         for name in (*self.RUN_FILES, *self.TEMPORARY_FILES):
             (self.path / name).unlink(missing_ok=True)
+        self._remove_evaluations()
+
+    def _remove_evaluations(self) -> None:
+        """Remove the evaluation files (of the weights being replaced) and their folder when
+        nothing else is in it."""
+        if not self.evaluations_dir.is_dir():
+            return
+        for file in self.evaluations_dir.glob("*.json*"):
+            file.unlink()
+        if not any(self.evaluations_dir.iterdir()):
+            self.evaluations_dir.rmdir()
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -404,11 +457,12 @@ class RunDir:
         """
         self.path.mkdir(parents=True, exist_ok=True)
         names = [self.RECORDS, self.SUMMARY, self.DONE, self.FAILED, *self.CHECKPOINT_FILES,
-                 self.DAMAGED_CHECKPOINT, self.MODEL, self.MODEL_DIGEST]
+                 self.DAMAGED_CHECKPOINT, self.MODEL, self.LAST_MODEL, self.MODEL_DIGEST]
         if not keep_pretraining:
             names += [self.PRETRAINING, self.PRETRAINING_DIGEST]
         for name in names:
             (self.path / name).unlink(missing_ok=True)
+        self._remove_evaluations()
         write_json_atomic(self.path / self.CONFIG, info)
 
     def _intact(self) -> str:
@@ -591,37 +645,87 @@ class RunDir:
         log.warning("%s; resuming from %s (epoch %d) instead; the damaged file was moved "
                     "to %s", damaged[0][1], self.path / name, payload["epoch"], aside)
 
-    def finish(self, summary: dict[str, Any], model_state: dict[str, Any] | None = None,
+    def finish(self, summary: dict[str, Any], models: list[dict[str, Any]] | None = None,
                info: dict[str, Any] | None = None) -> None:
-        """Final weights (optional, with their sha256), ``summary.json``, ``done``; then drop
-        the checkpoints.
+        """Saved weights (with their sha256), ``summary.json``, ``done``; then drop the
+        checkpoints.
 
-        Order: ``model.pt.tmp`` (hashed while written), ``model.sha256``, rename to
-        ``model.pt``, ``summary.json``, ``done``, then the checkpoint files are removed; a
-        kill before ``done`` leaves an unfinished run that resumes from its last checkpoint
-        and finishes again.
+        Args:
+            summary: The run's summary.
+            models: Weights to save: ``{"rule", "epoch", "state", "digest"}`` each, ``rule``
+                ``"source_val"`` (``model.pt``) or ``"last"`` (``model.last.pt``).
+            info: The run's info, saved with the weights.
+
+        Order: each ``<model>.tmp`` (hashed while written), ``model.sha256``, the renames,
+        ``summary.json``, ``done``, then the checkpoint files are removed; a kill before
+        ``done`` leaves an unfinished run that resumes from its last checkpoint and finishes
+        again.
         """
-        if model_state is not None:
-            from merdg.run.checkpoint import write_torch_file
+        from merdg.run.checkpoint import write_torch_file
 
-            tmp = self.path / (self.MODEL + ".tmp")
-            intact = self._intact()
-            digest = write_torch_file(tmp, {"state_dict": model_state, "run": info or {}},
-                                      self.model_file, intact)
-            epochs = int(summary.get("epochs", 0))
+        intact = self._intact()
+        written = []
+        for model in models or []:
+            target = self.path / self.MODEL_FILES[model["rule"]]
+            tmp = target.with_name(target.name + ".tmp")
+            payload = {"state_dict": model["state"], "epoch": int(model["epoch"]),
+                       "rule": model["rule"], "digest": model["digest"], "run": info or {}}
+            written.append((tmp, target, write_torch_file(tmp, payload, target, intact),
+                            int(model["epoch"])))
+        if written:
             try:
-                write_json_atomic(self.path / self.MODEL_DIGEST, {"sha256": {digest: epochs}},
+                write_json_atomic(self.path / self.MODEL_DIGEST,
+                                  {"sha256": {digest: epoch for _, _, digest, epoch in written}},
                                   note=intact)
             except WriteFailedError:
-                tmp.unlink(missing_ok=True)
+                for tmp, _, _, _ in written:
+                    tmp.unlink(missing_ok=True)
                 raise
-            with writing(self.model_file, intact, cleanup=tmp):
-                os.replace(tmp, self.model_file)
+            for tmp, target, _, _ in written:
+                with writing(target, intact, cleanup=tmp):
+                    os.replace(tmp, target)
         write_json_atomic(self.path / self.SUMMARY, summary, note=self._intact())
         with writing(self.path / self.DONE, self._intact()):
             (self.path / self.DONE).write_text("done\n")
         for name in (*self.CHECKPOINT_FILES, self.PRETRAINING, self.PRETRAINING_DIGEST):
             (self.path / name).unlink(missing_ok=True)
+
+    # --- evaluations ---------------------------------------------------------------------
+
+    @property
+    def evaluations_dir(self) -> Path:
+        return self.path / self.EVALUATIONS
+
+    def evaluation_file(self, key: str, digest: str) -> Path:
+        """The file of an evaluation: ``evaluations/<evaluator key>-<model digest[:12]>.json``
+        (``key``: :meth:`merdg.evaluators.Evaluator.file_key`)."""
+        return self.evaluations_dir / f"{key}-{digest[:12]}.json"
+
+    def write_evaluation(self, key: str, evaluation: dict[str, Any]) -> Path:
+        """Write one evaluation of a saved model (atomically; an earlier one of the same
+        evaluator settings and model is replaced: the same measurement)."""
+        file = self.evaluation_file(key, evaluation["model"]["digest"])
+        file.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(file, evaluation)
+        return file
+
+    def read_evaluations(self) -> list[dict[str, Any]]:
+        """Every evaluation file of the run (sorted by name).
+
+        Raises:
+            ValueError: A file that is not a merdg evaluation (naming it).
+        """
+        if not self.evaluations_dir.is_dir():
+            return []
+        out = []
+        for file in sorted(self.evaluations_dir.glob("*.json")):
+            data = self._read_json(f"{self.EVALUATIONS}/{file.name}")
+            if not (isinstance(data, dict) and isinstance(data.get("columns"), dict)
+                    and isinstance(data.get("model"), dict) and "evaluator" in data):
+                raise ValueError(f"{file}: not a merdg evaluation (no 'evaluator', 'model' and "
+                                 "'columns' entries); move it out of the run directory")
+            out.append({**data, "file": file.name})
+        return out
 
     def mark_failed(self, message: str) -> None:
         """Record why the last attempt failed (first line: the error)."""

@@ -14,7 +14,7 @@ optimizer takes the parameters that require gradients):
      encoder, names and shapes matched, or nothing is loaded); the file's sha256 is part of the
      run's identity (:func:`init_file_digest`), so a checkpoint written with other weights at
      the same path is not resumed;
-   - ``unimodal``: the unimodal pretraining stage (:class:`merdg.pretraining.
+   - ``unimodal``: the unimodal pretraining stage (:class:`merdg.run.pretraining.
      UnimodalPretraining`): each encoder alone with its own linear head, cross-entropy, Adam
      (``pretrain_*`` hparams), on the sources' training split, each encoder's epoch chosen on
      the sources' validation split. The stage saves its state after every epoch
@@ -41,12 +41,13 @@ from torch import nn
 
 from merdg import dist as mdist
 from merdg.datasets import DomainDataset
+from merdg.models import build_encoder
 from merdg.models.transfer import freeze, load_encoder_weights
-from merdg.pretraining import UnimodalPretraining
 from merdg.run.config import RunConfig, init_kind
 from merdg.run.directory import RunDir
+from merdg.run.pretraining import UnimodalPretraining
 
-__all__ = ["init_file_digest", "prepare_encoders"]
+__all__ = ["check_initialization", "init_file_digest", "prepare_encoders"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,31 @@ def init_file_digest(path: str) -> dict[str, Any]:
             digest.update(chunk)
             size += len(chunk)
     return {"path": path, "sha256": digest.hexdigest(), "bytes": size}
+
+
+def check_initialization(config: RunConfig, hparams: Mapping[str, Any],
+                         dataset: DomainDataset) -> None:
+    """Check ``config.init`` (a file) and ``config.freeze`` against the encoders the
+    run will build, before anything is written: the encoders are built here once (the global
+    random state is left as it was) and the file is loaded into them strictly, as
+    :func:`prepare_encoders` will.
+
+    Raises:
+        CheckpointError: The file is unreadable, truncated, not written by ``torch.save``, or
+            does not fit the encoders (every mismatch listed).
+        ValueError: A freeze prefix that matches no encoder parameter, or an encoder that
+            cannot say its blocks for ``all-but-last``.
+    """
+    file = init_kind(config.init) == "file"
+    if not (file or config.freeze is not None):
+        return
+    with torch.random.fork_rng(devices=[]):
+        encoders = {m: build_encoder(hparams["encoders"][m], dataset.input_shape(m))
+                    for m in dataset.modalities}
+    if file:
+        load_encoder_weights(encoders, config.init, strict=True)
+    if config.freeze is not None:
+        freeze(encoders, config.freeze.strip(), bn=config.freeze_bn)
 
 
 def prepare_encoders(encoders: Mapping[str, nn.Module], config: RunConfig,

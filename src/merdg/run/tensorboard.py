@@ -73,5 +73,10 @@ class TensorBoardLogger:
         self.writer.add_scalar("epoch", float(record["epoch"]), step)
         self.writer.flush()
 
+    def log_evaluations(self, columns: Mapping[str, Any], step: int) -> None:
+        """The evaluations of the selected model (``selected/<column>``) at ``step``."""
+        for name, value in flatten_scalars(dict(columns), "selected"):
+            self.writer.add_scalar(name, value, step)
+
     def close(self) -> None:
         self.writer.close()

@@ -2,14 +2,14 @@
 
 A run trains on every domain but the target (multi-source) or on the domains of
 ``config.sources`` (e.g. one: single-source), holds out a seeded part of each source domain for
-model selection (or uses the dataset's official validation split), evaluates source-val and
-target accuracy, the selective-prediction metrics and, in open-set runs (``config.open_set``:
-known classes only in the sources, every class in the target), the open-set metrics after
-every epoch (:mod:`merdg.run.evaluation`), starts its encoders as ``config.init`` and
-``config.freeze`` say (:mod:`merdg.run.initialization`: from scratch, pretrained alone on the
-sources, or loaded from a file; partly frozen), and writes its run directory
-(:class:`~merdg.run.directory.RunDir`: ``config.json``, ``records.jsonl``, ``checkpoint.pt``,
-``summary.json``, ``model.pt``, ``done``).
+model selection (or uses the dataset's official validation split), starts its encoders as
+``config.init`` and ``config.freeze`` say (:mod:`merdg.run.initialization`: from scratch,
+pretrained alone on the sources, or loaded from a file; partly frozen), evaluates source-val and
+target accuracy after every epoch, keeps the weights of the epoch source validation selects,
+runs the evaluations of a trained model on them at the end (selective prediction, open set,
+missing modalities, corruptions, ...: :mod:`merdg.run.evaluation`), and writes its run
+directory (:class:`~merdg.run.directory.RunDir`: ``config.json``, ``records.jsonl``,
+``checkpoint.pt``, ``evaluations/``, ``summary.json``, ``model.pt``, ``done``).
 
 Resume: started again with the same config, an incomplete run continues from its checkpoint
 (and ends with the same records as an uninterrupted run on CPU); a finished one returns its
@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,42 +39,35 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from merdg import dist as mdist
-from merdg.algorithms import Algorithm, NonFiniteLossError, get_algorithm_class
-from merdg.datasets import BalancedDomainBatchSampler, DomainDataset, build_dataset
+from merdg.algorithms import Algorithm, NonFiniteLossError
+from merdg.datasets import BalancedDomainBatchSampler, DomainDataset
 from merdg.datasets.base import DomainConcat, collate
-from merdg.datasets.open_set import known_class_part, open_set_part
-from merdg.evaluation import CorruptionSpec
 from merdg.evaluation.chance import near_chance_probes
-from merdg.evaluation.open_set import resolve_known_classes
+from merdg.evaluators import canonical_evaluations
 from merdg.hparams import seed_hash
-from merdg.models import MultimodalNet, build_encoder
-from merdg.run.checkpoint import epoch_payload, restore_training_state
+from merdg.run.checkpoint import epoch_payload, restore_training_state, state_digest
 from merdg.run.config import RunConfig, init_kind
 from merdg.run.data_parallel import enable_data_parallel, mean_over_ranks, setup_distributed
 from merdg.run.directory import RunDir, RunDirConflictError
-from merdg.run.encoder_probes import probe_due, probe_encoders
-from merdg.run.evaluation import (
-    OPEN_SET_KEYS,
-    check_corruption_names,
-    corruptions_due,
-    evaluate_corruptions,
-    evaluate_missing,
-    merge_evaluations,
-    missing_due,
-    open_set_scores,
-    plan_corruptions,
-    pool,
-    predict,
-    selective_metrics,
-    split_metrics,
-)
+from merdg.run.evaluation import EvaluationStage, evaluate_run, missing_evaluations
 from merdg.run.hparams import resolve_run_hparams
-from merdg.run.initialization import init_file_digest, prepare_encoders
-from merdg.run.records import run_metadata
-from merdg.run.selection import SELECTION_RULES, select_epoch
+from merdg.run.initialization import check_initialization, init_file_digest, prepare_encoders
+from merdg.run.records import EpochRecord, run_metadata, run_rows
+from merdg.run.selection import select_epoch
+from merdg.run.setup import (
+    RunData,
+    build_algorithm,
+    check_open_set,
+    prepare_data,
+    resolve_device,
+    run_dataset,
+    run_sources,
+    source_splits,
+)
+from merdg.run.wandb import check_wandb
 
-__all__ = ["build_algorithm", "check_open_set", "resolve_device", "run_hparams", "summarize",
-           "train"]
+__all__ = ["build_algorithm", "check_open_set", "resolve_device", "run_hparams",
+           "source_splits", "summarize", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -85,118 +78,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-    return device
-
-
 def run_hparams(config: RunConfig, dataset: DomainDataset) -> dict[str, Any]:
     """The run's resolved hparams (:func:`merdg.run.hparams.resolve_run_hparams`)."""
     return resolve_run_hparams(config, dataset)
-
-
-def build_algorithm(dataset: DomainDataset, algorithm: str, num_domains: int,
-                    hparams: dict[str, Any], device: torch.device | str = "cpu",
-                    num_classes: int | None = None,
-                    prepare: Callable[[dict[str, nn.Module]], Any] | None = None) -> Algorithm:
-    """Encoders from ``hparams["encoders"]``, the network, the algorithm on ``device``, and its
-    optimizer.
-
-    Args:
-        num_classes: Outputs (default: the dataset's classes; an open-set run has one per known
-            class).
-        prepare: Called with the freshly built ``{modality: encoder}`` before the network and
-            the algorithm are built around them: where a run loads, pretrains and freezes its
-            encoders (:func:`merdg.run.initialization.prepare_encoders`).
-    """
-    encoders = {m: build_encoder(hparams["encoders"][m], dataset.input_shape(m))
-                for m in dataset.modalities}
-    if prepare is not None:
-        prepare(encoders)
-    net = MultimodalNet(encoders, num_classes or dataset.num_classes,
-                        order=dataset.fusion_order(),
-                        fusion_hidden=int(hparams["fusion_hidden"]),
-                        dropout=float(hparams["dropout"]),
-                        proj_hidden=int(hparams["proj_hidden"]), proj_dim=int(hparams["proj_dim"]))
-    algo = get_algorithm_class(algorithm)(net, num_domains, hparams).to(device)
-    algo.configure_optimizer()
-    return algo
-
-
-def check_open_set(config: RunConfig, dataset: DomainDataset) -> tuple[int, ...] | None:
-    """The known classes of an open-set run (None for a closed-set one), checked.
-
-    Raises:
-        ValueError: One line: no published split and no ``--known-classes``, a bad class list,
-            or an algorithm that needs ``--open-set`` (MOOSA-OS) in a closed-set run.
-    """
-    algorithm = get_algorithm_class(config.algorithm)
-    if not config.open_set:
-        if algorithm.OPEN_SET_ONLY:
-            raise ValueError(f"{config.algorithm} is an open-set method; run it with "
-                             "--open-set (or use its closed-set variant)")
-        return None
-    return resolve_known_classes(dataset, config.known_classes, config.dataset)
-
-
-def _source_part(dataset: DomainDataset, domain: str, role: str, config: RunConfig,
-                 known: tuple[int, ...] | None) -> Dataset:
-    part = dataset.split(domain, role, config.holdout_seed(), config.holdout_fraction)
-    if known is None:
-        return part
-    try:
-        return known_class_part(part, known)
-    except ValueError as err:
-        raise ValueError(f"open-set source {domain} ({role}): {err}") from err
-
-
-def source_splits(dataset: DomainDataset, config: RunConfig, sources: Sequence[str],
-                  batch_size: int, known: tuple[int, ...] | None = None
-                  ) -> tuple[list[Dataset], dict[str, Dataset], Dataset]:
-    """The train part of each source, the val part of each source and the target's test part
-    (open set: the sources' known classes only; the target with unknowns marked), checked
-    before any training step.
-
-    Raises:
-        ValueError: One line naming the domain whose part is empty or smaller than its share
-            of a batch, and what to change.
-    """
-    fraction = config.holdout_fraction
-    train_parts = [_source_part(dataset, d, "train", config, known) for d in sources]
-    val_sets = {d: _source_part(dataset, d, "val", config, known) for d in sources}
-    target_set = dataset.split(config.target, "test", config.holdout_seed(), fraction)
-    if known is not None:
-        target_set = open_set_part(target_set, known)
-    for d, train_part in zip(sources, train_parts):
-        n_val = len(val_sets[d])
-        if len(train_part) == 0:
-            raise ValueError(f"source domain {d!r} has no training samples ({n_val} held out "
-                             f"for validation with --holdout-fraction {fraction}); leave it "
-                             "out (merdg train --source)")
-        if n_val == 0 and len(train_part) < 2:
-            raise ValueError(f"source domain {d!r} has {_samples(len(train_part))}: too few "
-                             "for a training and a validation split; leave it out (merdg "
-                             "train --source)")
-        if n_val == 0:
-            raise ValueError(
-                f"source domain {d!r} has no validation samples (--holdout-fraction {fraction} "
-                f"of its {_samples(len(train_part))} rounds to 0); raise --holdout-fraction, or "
-                "leave the domain out (merdg train --source)")
-    if len(target_set) == 0:
-        raise ValueError(f"target domain {config.target!r} has no test samples")
-    # the sampler's checks (one sample of each domain per batch, each domain's share of a
-    # batch), naming the domains, before the model is built
-    BalancedDomainBatchSampler([len(p) for p in train_parts], batch_size, config.seed,
-                               names=sources)
-    return train_parts, val_sets, target_set
-
-
-def _samples(n: int) -> str:
-    return f"{n} sample" + ("" if n == 1 else "s")
 
 
 def _train_loader(parts: Sequence[Dataset], sources: Sequence[str], config: RunConfig,
@@ -245,21 +129,26 @@ class _Run:
     config: RunConfig
     device: torch.device
     hparams: dict[str, Any]
-    dataset: DomainDataset
-    sources: list[str]
-    train_parts: list[Dataset]
+    data: RunData
+    stage: EvaluationStage
     loader: DataLoader
     sampler: BalancedDomainBatchSampler
-    val_sets: dict[str, Dataset]
-    target_set: Dataset
     run_info: dict[str, Any]
     identity: dict[str, Any]  # what a checkpoint must match to be resumed
     out: RunDir | None  # where this process writes (None on ranks > 0 and without out_dir)
-    known_classes: tuple[int, ...] | None = None  # dataset labels of the known classes (open set)
     algorithm: Algorithm | None = None  # built under the run directory's lock (_build)
     tensorboard: Any = None  # TensorBoardLogger on the writing rank when config.tensorboard
     wandb: Any = None  # WandbLogger on the writing rank when config.wandb
-    corruption_specs: list[CorruptionSpec] = field(default_factory=list)  # config.corruptions
+    # the epoch source validation selects so far and its weights (CPU copy)
+    selected: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "state": None})
+
+    @property
+    def dataset(self) -> DomainDataset:
+        return self.data.dataset
+
+    @property
+    def sources(self) -> list[str]:
+        return self.data.sources
 
 
 def _tensorboard_logger(config: RunConfig, out: RunDir | None):
@@ -285,8 +174,11 @@ def _wandb_logger(config: RunConfig, out: RunDir | None):
 
     mods = "+".join(config.modalities or ["all"])
     sources = "+".join(config.sources) + "->" if config.sources else ""
-    name = f"{config.algorithm} {mods} {sources}{config.target} seed{config.seed}"
-    return WandbLogger(out.path, config=config.to_dict(), name=name)
+    trial = f" trial{config.hparams_seed}" if config.hparams_seed else ""
+    name = f"{config.algorithm} {mods} {sources}{config.target}{trial} seed{config.seed}"
+    return WandbLogger(out.path, config=config.to_dict(), name=name,
+                       project=config.wandb_project, entity=config.wandb_entity,
+                       group=config.wandb_group)
 
 
 def _loggers(run: _Run) -> list[Any]:
@@ -321,9 +213,11 @@ def train(config: RunConfig, progress: bool = True, resume: bool = True,
             before is intact.
     """
     config.validate()
+    canonical_evaluations(config.evaluations)  # checked before any work
     if config.target is None:
         raise ValueError("target (--target) is required")
-    check_corruption_names(config.corruptions)
+    if config.wandb:
+        check_wandb()  # the package and, online, credentials: before any data is read
     device, owns_group = setup_distributed(resolve_device(config.device))
     try:
         summary = _run_on_this_rank(config, device, progress, resume, overwrite)
@@ -350,6 +244,7 @@ def _run_on_this_rank(config: RunConfig, device: torch.device, progress: bool, r
         raise RunDirConflictError(early["message"])
     if early["kind"] == "finished":
         log.info("%s: already finished; returning its summary", config.out_dir)
+        _evaluate_finished(config)
         return early["summary"]
     seed_everything(config.seed)
     run = _setup_run(config, device, out)
@@ -357,6 +252,22 @@ def _run_on_this_rank(config: RunConfig, device: torch.device, progress: bool, r
         return _train(run, progress, resume, overwrite)
     with out.lock():  # nothing is written to out_dir before this
         return _train(run, progress, resume, overwrite)
+
+
+def _evaluate_finished(config: RunConfig) -> None:
+    """The evaluations ``config`` asks for that the finished run in ``config.out_dir`` lacks,
+    on its saved weights (:func:`merdg.run.evaluation.evaluate_run`)."""
+    if mdist.is_distributed():
+        return  # every rank would evaluate alone; `merdg evaluate` does it in one process
+    directory = RunDir(config.out_dir)
+    if not missing_evaluations(directory, config):
+        return
+    rules = ["source_val", "last"] if config.save_model == "selected+last" else ["source_val"]
+    for rule in rules:
+        if directory.model_file_of(rule) is not None:
+            evaluate_run(config.out_dir, config.evaluations, rule, config.device,
+                         eval_batch_size=config.eval_batch_size,
+                         num_workers=config.num_workers)
 
 
 def _early_decision(out: RunDir | None, config: RunConfig, resume: bool,
@@ -412,6 +323,7 @@ def _train_epochs(run: _Run, records: list[dict[str, Any]], progress: bool) -> d
                disable=not progress or not mdist.is_main_process())
     for epoch in bar:
         records.append(_run_epoch(run, epoch))
+        _keep_selected(run, records)
         if config.out_dir is not None:
             _save_epoch(run, records)
         _log_epoch(run, records[-1])  # after the checkpoint: logged epochs are never redone
@@ -419,13 +331,57 @@ def _train_epochs(run: _Run, records: list[dict[str, Any]], progress: bool) -> d
             logger.log_record(records[-1])
         bar.set_postfix(val=f"{records[-1]['val']['acc']:.3f}",
                         target=f"{records[-1]['target']['acc']:.3f}")
-    summary = summarize(records, run.run_info)
+    models, evaluations = _evaluate_models(run, records)
+    selected = {k: v for e in evaluations if e["model"]["rule"] == "source_val"
+                for k, v in e["columns"].items()}
+    for logger in _loggers(run):
+        logger.log_evaluations(selected, int(records[-1]["steps"]))
+    summary = summarize(records, evaluations, models, str(out.path) if out else "")
     if run.dataset.data_issues():
         summary["data_issues"] = run.dataset.data_issues()
     if out is not None:
-        out.finish(summary, run.algorithm.state_dict() if config.save_model else None,
-                   run.run_info)
+        for evaluation in evaluations:
+            out.write_evaluation(evaluation["key"], evaluation)
+        saved = [m for m in models if m["file"]]
+        out.finish(summary, saved, run.run_info)
     return summary
+
+
+def _cpu_state(algorithm: Algorithm) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in algorithm.state_dict().items()}
+
+
+def _keep_selected(run: _Run, records: list[dict[str, Any]]) -> None:
+    """Keep a copy of the weights when the new epoch is the one source validation selects so
+    far (ties: the later epoch, as :func:`merdg.run.selection.select_epoch`)."""
+    if select_epoch(records, "source_val") is records[-1]:
+        run.selected = {"epoch": records[-1]["epoch"], "state": _cpu_state(run.algorithm)}
+
+
+def _evaluate_models(run: _Run, records: list[dict[str, Any]]
+                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The models the run keeps (``config.save_model``: the selected epoch's, the last
+    epoch's) and their ``"model"`` evaluations (:class:`merdg.run.evaluation
+    .EvaluationStage`); the algorithm holds the selected weights afterwards."""
+    config, last = run.config, int(records[-1]["epoch"])
+    if run.selected["state"] is None:  # lost with a checkpoint of an earlier merdg
+        run.selected = {"epoch": last, "state": _cpu_state(run.algorithm)}
+    selected = int(run.selected["epoch"])
+    saves = config.save_model != "none"
+    models = []
+    if config.save_model == "selected+last" and last != selected:
+        state = _cpu_state(run.algorithm)
+        models.append({"rule": "last", "epoch": last, "state": state,
+                       "digest": state_digest(state), "file": RunDir.LAST_MODEL})
+    state = run.selected["state"]
+    models.append({"rule": "source_val", "epoch": selected, "state": state,
+                   "digest": state_digest(state), "file": RunDir.MODEL if saves else None})
+    evaluations = []
+    for model in models:
+        run.algorithm.load_state_dict(model["state"])
+        info = {k: model[k] for k in ("rule", "epoch", "digest", "file")}
+        evaluations += run.stage.model(run.algorithm, run.device, run.run_info, info)
+    return models, evaluations
 
 
 def _save_epoch(run: _Run, records: list[dict[str, Any]]) -> None:
@@ -435,55 +391,47 @@ def _save_epoch(run: _Run, records: list[dict[str, Any]]) -> None:
     far) is replaced atomically first; on resume the records file is rewritten from it, so a
     line written after the checkpoint, or half a line, never survives.
     """
-    payload = epoch_payload(run.identity, run.algorithm, run.device, records)
+    selected = dict(run.selected)
+    if selected["epoch"] == records[-1]["epoch"]:  # the weights saved as the model's
+        selected["state"] = None
+    payload = epoch_payload(run.identity, run.algorithm, run.device, records, selected)
     if run.out is not None:
         run.out.write_checkpoint(payload)
         run.out.append_record(records[-1])
 
 
 def _setup_run(config: RunConfig, device: torch.device, out: RunDir | None) -> _Run:
-    """Data, hparams, algorithm, loaders and the run's identity, for this rank."""
-    dataset = build_dataset(config.dataset, config.data_root, config.modalities,
-                            **config.dataset_options)
-    dataset.check_domains([config.target, *(config.sources or [])])
-    sources = config.sources or [d for d in dataset.domains if d != config.target]
-    if config.target in sources:
-        raise ValueError(f"target {config.target!r} is also a source domain")
-    known = check_open_set(config, dataset)
-    corruption_specs = plan_corruptions(dataset, config.corruptions, config.severities)
-    dataset.fit_normalization(sources)
+    """Data, hparams, the evaluations (checked), loaders and the run's identity, for this
+    rank."""
+    dataset = run_dataset(config)
+    sources = run_sources(config, dataset)
     hparams = resolve_run_hparams(config, dataset)
     batch_size = int(hparams["batch_size"])
-    train_parts, val_sets, target_set = source_splits(dataset, config, sources, batch_size,
-                                                      known)
-    loader, sampler = _train_loader(train_parts, sources, config, batch_size)
+    data = prepare_data(config, dataset, sources, batch_size)
+    stage = EvaluationStage(config, data)
+    check_initialization(config, hparams, dataset)  # --init FILE, --freeze: before any write
+    loader, sampler = _train_loader(data.train_parts, sources, config, batch_size)
     run_info = {"config": config.to_dict(), "hparams": hparams, "sources": sources,
                 "modalities": dataset.modalities, "domains": list(dataset.domains),
                 **run_metadata()}
+    known = data.known_classes
     if known is not None:
         run_info["known_classes"] = [dataset.class_names[k] for k in known]
-    run_info["num_classes"] = len(known) if known is not None else dataset.num_classes
+    run_info["num_classes"] = data.spec.num_classes
     run_info["epoch_plan"] = epoch_plan(sampler, sources)
     if dataset.preprocessing():
         run_info["preprocessing"] = dataset.preprocessing()
-    if corruption_specs:
-        run_info["corruptions"] = {
-            "names": config.corruptions, "severities": config.severities,
-            "seed": config.corruption_seed, "when": config.eval_corruptions,
-            "plan": [str(spec) for spec in corruption_specs]}
     identity = {"config": config.identity(), "hparams": hparams, "sources": sources,
                 "modalities": dataset.modalities}
     if init_kind(config.init) == "file":  # other weights at the same path: another run
         identity["init_sha256"] = init_file_digest(config.init)["sha256"]
-    return _Run(config, device, hparams, dataset, sources, train_parts, loader, sampler,
-                val_sets, target_set, run_info, identity, out, known,
-                corruption_specs=corruption_specs)
+    return _Run(config, device, hparams, data, stage, loader, sampler, run_info, identity, out)
 
 
 def _build(run: _Run, resume: bool) -> None:
     """Build the run's algorithm: encoders, their initialization and freezing
     (:func:`merdg.run.initialization.prepare_encoders`), network, algorithm, optimizer; then
-    measure the encoders at initialization when asked (``encoder_probes``)."""
+    the evaluations at initialization (``--encoder-probes``)."""
     config = run.config
 
     def prepare(encoders: dict[str, nn.Module]) -> None:
@@ -492,26 +440,13 @@ def _build(run: _Run, resume: bool) -> None:
                                              resume))
 
     seed_everything(config.seed)
-    known = run.known_classes
+    known = run.data.known_classes
     run.algorithm = build_algorithm(run.dataset, config.algorithm, len(run.sources), run.hparams,
                                     run.device, num_classes=len(known) if known else None,
                                     prepare=prepare)
     run.algorithm.set_precision(config.precision)
     run.run_info.update(_load_reports(run.algorithm, run.dataset))
-    if config.encoder_probes != "none" and mdist.is_main_process():
-        run.run_info["encoders_at_init"] = _probe_encoders(run)
-
-
-def _probe_encoders(run: _Run) -> dict[str, dict[str, float]]:
-    """Probe accuracy and effective rank of every encoder (:mod:`merdg.run.encoder_probes`)."""
-    config, target, classes = run.config, run.target_set, run.dataset.num_classes
-    if run.known_classes is not None:  # open set: the probes see the known classes only
-        classes = len(run.known_classes)
-        target = known_class_part(run.dataset.split(config.target, "test", config.holdout_seed(),
-                                                    config.holdout_fraction), run.known_classes)
-    return probe_encoders(dict(run.algorithm.net.encoders.items()), run.train_parts,
-                          list(run.val_sets.values()), target, classes,
-                          run.device, config.seed, config.eval_batch_size, config.num_workers)
+    run.run_info.update(run.stage.init(run.algorithm, run.device, run.run_info))
 
 
 def _start(run: _Run, resume: bool, overwrite: bool) -> list[dict[str, Any]] | dict[str, Any]:
@@ -561,6 +496,7 @@ def _start(run: _Run, resume: bool, overwrite: bool) -> list[dict[str, Any]] | d
             raise RuntimeError(f"rank {mdist.rank()} read epoch {checkpoint['epoch']} from "
                                f"{file}, rank 0 read epoch {decision['epoch']}")
     records = restore_training_state(checkpoint, run.algorithm, run.device, run.config.seed)
+    run.selected = _restored_selection(checkpoint, run.algorithm, records)
     if run.out is not None:
         run.out.rewrite_records(records)
     log.info("%s: resuming after epoch %d of %d", run.config.out_dir, decision["epoch"],
@@ -590,6 +526,27 @@ def _decide_start(out: RunDir, config: RunConfig, identity: dict[str, Any], resu
     return {"kind": "fresh"}, None
 
 
+def _restored_selection(checkpoint: dict[str, Any], algorithm: Algorithm,
+                        records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The selected epoch so far and its weights, from a checkpoint (its ``"state"`` is None
+    when they are the checkpoint's own weights). A checkpoint of an earlier merdg kept no
+    selected weights: those of its own epoch serve when it is the selected one; otherwise they
+    are lost (None, with a warning), and the run's end evaluates its last epoch instead."""
+    if "selected" in checkpoint:
+        selected = checkpoint["selected"]
+        state = selected["state"]
+        if state is None and int(selected["epoch"]) == int(checkpoint["epoch"]):
+            state = _cpu_state(algorithm)  # the checkpoint's own weights
+        return {"epoch": int(selected["epoch"]), "state": state}
+    best = int(select_epoch(records, "source_val")["epoch"])
+    if best == int(checkpoint["epoch"]):
+        return {"epoch": best, "state": _cpu_state(algorithm)}
+    log.warning("the checkpoint was written by an earlier merdg, which kept no weights of the "
+                "epoch source validation selects so far (%d): unless a later epoch is selected, "
+                "the run's end evaluates and saves its last epoch's weights instead", best)
+    return {"epoch": best, "state": None}
+
+
 def _seed_rank(seed: int) -> None:
     """Give ranks > 0 their own random stream (dropout, augmentation) after the identical
     initialization; rank 0 keeps the single-process stream."""
@@ -612,16 +569,14 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     train_logs = mean_over_ranks(_mean_logs(logs), n_samples, run.device)
     for logger in _loggers(run):
         logger.log_steps(logs, epoch * len(run.loader))
-    evals = _evaluate_epoch(run, epoch)
-    record = {"epoch": epoch + 1, "steps": (epoch + 1) * len(run.loader), "train": train_logs,
-              **evals}
-    if (probe_due(run.config.encoder_probes, epoch, int(run.hparams["epochs"]))
-            and mdist.is_main_process()):
-        record["encoders"] = _probe_encoders(run)
-    record.update({"time_s": time.perf_counter() - start, "run": run.run_info})
+    evaluations = run.stage.epoch(run.algorithm, run.device)
+    extra = {}
     if run.dataset.data_issues():  # samples skipped so far (on_error="skip")
-        record["data_issues"] = run.dataset.data_issues()
-    return record
+        extra["data_issues"] = run.dataset.data_issues()
+    record = EpochRecord(epoch + 1, (epoch + 1) * len(run.loader), train_logs,
+                         evaluations["val"], evaluations["target"],
+                         time.perf_counter() - start, run.run_info if epoch == 0 else None, extra)
+    return record.to_dict()
 
 
 def _located(err: NonFiniteLossError, run: _Run, step: int, epoch: int) -> NonFiniteLossError:
@@ -639,43 +594,10 @@ def _located(err: NonFiniteLossError, run: _Run, step: int, epoch: int) -> NonFi
     return err.located(where, f"{change} ({kept})")
 
 
-def _evaluate_epoch(run: _Run, epoch: int) -> dict[str, Any]:
-    """Source-val (per domain and pooled) and target metrics (module docstring of
-    :mod:`merdg.run.evaluation`)."""
-    config = run.config
-    val_outputs = {d: predict(run.algorithm, s, run.device, config.eval_batch_size,
-                              config.num_workers) for d, s in run.val_sets.items()}
-    target_outputs = predict(run.algorithm, run.target_set, run.device, config.eval_batch_size,
-                             config.num_workers)
-    val = merge_evaluations({d: split_metrics(o) for d, o in val_outputs.items()})
-    pooled_val = pool(list(val_outputs.values()))
-    val.update(selective_metrics(pooled_val))
-    target = split_metrics(target_outputs)
-    target.update(selective_metrics(target_outputs))
-    if run.known_classes is not None:
-        target.update(open_set_scores(target_outputs, pooled_val))
-    if missing_due(config.eval_missing, epoch, int(run.hparams["epochs"]),
-                   run.dataset.modalities):
-        target.update(evaluate_missing(run.algorithm, run.target_set, run.device,
-                                       run.dataset.modalities, config.eval_batch_size,
-                                       config.num_workers))
-    if run.corruption_specs and corruptions_due(config.eval_corruptions, epoch,
-                                                int(run.hparams["epochs"])):
-        target.update(evaluate_corruptions(
-            run.algorithm, run.dataset, run.target_set, run.device, run.corruption_specs,
-            target["acc"], config.corruption_seed, config.eval_batch_size, config.num_workers))
-    return {"val": val, "target": target}
-
-
 def _log_epoch(run: _Run, record: dict[str, Any]) -> None:
     terms = ", ".join(f"{k} {v:.4f}" for k, v in record["train"].items() if "/" not in k)
-    open_set = ""
-    if "h_score" in record["target"]:
-        t = record["target"]
-        open_set = "; open set: " + ", ".join(f"{k} {t[k]:.4f}" for k in OPEN_SET_KEYS[:3])
-    log.info("epoch %d/%s: %s; val acc %.4f, target acc %.4f%s", record["epoch"],
-             run.hparams["epochs"], terms, record["val"]["acc"], record["target"]["acc"],
-             open_set)
+    log.info("epoch %d/%s: %s; val acc %.4f, target acc %.4f", record["epoch"],
+             run.hparams["epochs"], terms, record["val"]["acc"], record["target"]["acc"])
 
 
 def _load_reports(algorithm: Algorithm, dataset: DomainDataset) -> dict[str, Any]:
@@ -690,36 +612,31 @@ def _load_reports(algorithm: Algorithm, dataset: DomainDataset) -> dict[str, Any
     return info
 
 
-def near_chance_warnings(chosen: dict[str, Any], num_classes: int | None) -> list[str]:
+def near_chance_warnings(row: dict[str, Any]) -> list[str]:
     """One line per modality whose linear probe is within noise of chance on source
-    validation at the selected epoch (:func:`merdg.evaluation.chance.near_chance_probes`):
-    its encoder learned nothing measurable, and the fused model may silently ignore it."""
-    if not num_classes or num_classes < 2 or not chosen.get("val_n"):
+    validation at the selected epoch (:func:`merdg.evaluation.chance.near_chance_probes`; the
+    row of :func:`merdg.run.records.run_rows`): its encoder learned nothing measurable, and
+    the fused model may silently ignore it."""
+    num_classes = int(row.get("num_classes") or 0)
+    if num_classes < 2 or not row.get("val_n"):
         return []
-    flagged = near_chance_probes(chosen["val_probe_acc"], int(chosen["val_n"]), num_classes)
+    prefix = "val_probe_acc/"
+    probes = {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)}
+    flagged = near_chance_probes(probes, int(row["val_n"]), num_classes)
     return [test.describe(f"{m} probe on source validation") for m, test in flagged.items()]
 
 
-def summarize(records: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> dict[str, Any]:
-    """The epoch each selection rule picks, with its accuracies."""
-    chosen = {}
-    for rule in SELECTION_RULES:
-        rec = select_epoch(records, rule)
-        chosen[rule] = {"epoch": rec["epoch"], "val_acc": rec["val"]["acc"],
-                        "target_acc": rec["target"]["acc"],
-                        "target_probe_acc": rec["target"]["probe_acc"],
-                        "val_probe_acc": rec["val"]["probe_acc"], "val_n": rec["val"]["n"]}
-        for key in ("missing", "missing_translated"):
-            if key in rec["target"]:
-                chosen[rule][f"target_{key}_acc"] = rec["target"][key]
-        for key in OPEN_SET_KEYS:
-            if key in rec["target"]:
-                chosen[rule][f"target_{key}"] = rec["target"][key]
-        if "robustness" in rec["target"]:
-            chosen[rule]["target_mean_corruption_acc"] = (
-                rec["target"]["robustness"]["mean_corruption_acc"])
-    warnings = near_chance_warnings(chosen["source_val"], run_info.get("num_classes"))
+def summarize(records: Sequence[dict[str, Any]], evaluations: Sequence[dict[str, Any]] = (),
+              models: Sequence[dict[str, Any]] = (), path: str = "") -> dict[str, Any]:
+    """The row of each selection rule (:func:`merdg.run.records.run_rows`, the columns of every
+    table), the models kept (``{"rule", "epoch", "digest", "file"}``), the run's info and its
+    training time."""
+    rows = run_rows(records, evaluations, path)
+    summary = {"selection": {row["selection"]: row for row in rows}, "epochs": len(records),
+               "run": records[0]["run"], "train_time_s": sum(r["time_s"] for r in records),
+               "models": [{k: m[k] for k in ("rule", "epoch", "digest", "file")}
+                          for m in models]}
+    warnings = near_chance_warnings(summary["selection"]["source_val"])
     if warnings:
-        chosen["source_val"]["near_chance_probes"] = warnings
-    return {"selection": chosen, "epochs": len(records), "run": run_info,
-            "train_time_s": sum(r["time_s"] for r in records)}
+        summary["near_chance_probes"] = warnings
+    return summary

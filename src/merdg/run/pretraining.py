@@ -45,7 +45,7 @@ from merdg.datasets.base import DomainConcat, collate
 from merdg.hparams import seed_hash
 from merdg.models import build_encoder
 
-__all__ = ["PretrainResult", "UnimodalPretraining", "pretrain_encoders"]
+__all__ = ["PretrainResult", "UnimodalPretraining", "check_out_file", "pretrain_encoders"]
 
 
 @contextmanager
@@ -236,20 +236,48 @@ class UnimodalPretraining:
         "pretraining": info}`` (readable with ``weights_only=True``).
 
         Raises:
-            FileExistsError: ``path`` exists and ``overwrite`` is False.
+            FileExistsError / IsADirectoryError: ``path`` exists and ``overwrite`` is False,
+                or is a directory (:func:`check_out_file`).
         """
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; choose another path or overwrite it "
-                                  "explicitly")
+        path = check_out_file(path, overwrite)
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"state_dict": self.selected_state_dict(),
                    "pretraining": {**dict(info or {}), "hparams": dict(self.hparams),
                                    "selected": self.selection()}}
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
+        finally:  # a failed write (a full disk) leaves no temporary file behind
+            tmp.unlink(missing_ok=True)
         return path
+
+
+def check_out_file(path: str | Path, overwrite: bool = False, name: str = "out_path") -> Path:
+    """``path`` as a :class:`~pathlib.Path` when the encoders can be written there; checked
+    before any training, so a mistake costs nothing.
+
+    Raises:
+        FileExistsError: ``path`` is a file and ``overwrite`` is False.
+        IsADirectoryError: ``path`` is a directory (``overwrite`` does not replace one).
+        NotADirectoryError / PermissionError: What lies above ``path`` is a file, or is not
+            writable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{name} {path} is a directory; give the path of the file to "
+                                f"write, e.g. {path / 'encoders.pt'}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{name} {path} exists; choose another file or pass --overwrite")
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"cannot write {name} {path}: {existing} is a file, not a "
+                                 "directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {name} {path}: {existing} is not writable")
+    return path
 
 
 @dataclass
@@ -278,7 +306,8 @@ def pretrain_encoders(dataset: DomainDataset, out_path: str | Path | None = None
                       epochs: int = 10, lr: float = 1e-3, weight_decay: float = 1e-4,
                       batch_size: int = 64, seed: int = 0, holdout_fraction: float = 0.2,
                       split_seed: int | None = None, device: str = "cpu", num_workers: int = 0,
-                      progress: bool = False, overwrite: bool = False) -> PretrainResult:
+                      progress: bool = False, overwrite: bool = False,
+                      dataset_options: Mapping[str, Any] | None = None) -> PretrainResult:
     """Pretrain one encoder per modality on ``domains`` of ``dataset`` and write them.
 
     Args:
@@ -295,10 +324,14 @@ def pretrain_encoders(dataset: DomainDataset, out_path: str | Path | None = None
         holdout_fraction / split_seed: The train/val split of datasets without official splits
             (``split_seed`` defaults to ``seed``).
         device / num_workers / progress: Where and how to run.
+        dataset_options: The options ``dataset`` was built with, recorded in the file (e.g. the
+            ``where`` that selected the pretraining rows, docs/manifest.md).
 
     Returns:
         The selected weights, the records and the specs (:class:`PretrainResult`).
     """
+    if out_path is not None:
+        check_out_file(out_path, overwrite)
     domains = list(dataset.domains if domains is None else domains)
     dataset.check_domains(domains)
     modalities = list(dataset.modalities if modalities is None else modalities)
@@ -321,7 +354,8 @@ def pretrain_encoders(dataset: DomainDataset, out_path: str | Path | None = None
     path = None
     if out_path is not None:
         info = {"dataset": type(dataset).__name__, "domains": domains, "modalities": modalities,
-                "encoders": specs, "split_seed": split, "holdout_fraction": holdout_fraction}
+                "encoders": specs, "split_seed": split, "holdout_fraction": holdout_fraction,
+                "dataset_options": dict(dataset_options or {})}
         path = trainer.save(out_path, info, overwrite)
     return PretrainResult(trainer.selected_state_dict(), trainer.records, trainer.selection(),
                           specs, path)

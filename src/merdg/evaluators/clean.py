@@ -1,0 +1,134 @@
+"""Clean accuracy after every epoch: what the epoch-selection rules read.
+
+After every epoch the model is evaluated on each source domain's validation part and on the
+target: top-1 accuracy, mean cross-entropy and the accuracy of each modality's probe (the
+linear heads trained along with the model on detached embeddings). Source validation is pooled
+over the domains (sample-weighted) and kept per domain. The selection rules
+(:mod:`merdg.run.selection`) choose a run's reported epoch from these numbers: source
+validation (``val_acc``), the target (``oracle``, labelled) or the last epoch.
+
+An epoch record holds ``{"val": {...}, "target": {...}}`` (:meth:`CleanAccuracy.measure_epoch`);
+its row columns are :attr:`CleanAccuracy.columns`. The report shows source-validation and
+probe accuracies and flags encoders whose probe is within noise of chance
+(:mod:`merdg.evaluation.chance`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from merdg.evaluation.chance import near_chance_probes
+from merdg.evaluators.base import EPOCH, EVALUATORS, Column, Evaluator, ResultView
+from merdg.evaluators.predictions import Predictions, predict
+
+__all__ = ["CleanAccuracy", "evaluate", "merge_splits", "near_chance_lines", "split_metrics"]
+
+
+def split_metrics(outputs: Predictions) -> dict[str, Any]:
+    """Top-1 accuracy, mean CE and per-modality probe accuracies over the known-class samples
+    (``n``; ``n_unknown`` too when the split holds unknown-class samples).
+
+    Raises:
+        ValueError: The split has no (known-class) sample.
+    """
+    known = outputs.known
+    n = int(known.sum())
+    acc = outputs.accuracy()  # raises on an empty split
+    y = outputs.labels[known]
+    result = {"acc": acc, "loss": outputs.loss_sum / n, "n": n,
+              "probe_acc": {m: int((p[known] == y).sum()) / n
+                            for m, p in sorted(outputs.probe_predictions.items())}}
+    if n < len(known):
+        result["n_unknown"] = int(len(known) - n)
+    return result
+
+
+def evaluate(algorithm: Any, data: Any, device: Any, batch_size: int = 256,
+             num_workers: int = 0, zero: Sequence[str] = (),
+             translate: bool = False) -> dict[str, Any]:
+    """:func:`split_metrics` of one split (:func:`~merdg.evaluators.predictions.predict`:
+    modalities in ``zero`` zero-filled, or imputed with ``translate``)."""
+    return split_metrics(predict(algorithm, data, device, batch_size, num_workers, zero,
+                                 translate))
+
+
+def merge_splits(parts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Per-domain :func:`split_metrics` pooled into one (sample-weighted), keeping the
+    per-domain accuracies."""
+    n = sum(p["n"] for p in parts.values())
+    return {
+        "acc": sum(p["acc"] * p["n"] for p in parts.values()) / n,
+        "loss": sum(p["loss"] * p["n"] for p in parts.values()) / n,
+        "n": n,
+        "probe_acc": {m: sum(p["probe_acc"][m] * p["n"] for p in parts.values()) / n
+                      for m in next(iter(parts.values()))["probe_acc"]},
+        "per_domain": {d: p["acc"] for d, p in parts.items()},
+    }
+
+
+@EVALUATORS.register("clean")
+class CleanAccuracy(Evaluator):
+    """Source-validation and target accuracy, loss and probe accuracy after every epoch."""
+
+    name = "clean"
+    description = ("source-validation and target accuracy, loss and probe accuracy after every "
+                   "epoch (the selection rules read them)")
+    times = frozenset({EPOCH})
+    always = True
+    VAL_ACC = Column("val_acc", "source-val acc")
+    TARGET_ACC = Column("target_acc", "target acc")
+    TARGET_PROBE = Column("target_probe_acc", "probe", family=True)
+    VAL_PROBE = Column("val_probe_acc", "source-val probe", family=True)
+    columns = (VAL_ACC, TARGET_ACC, Column("val_loss", "source-val loss", "lower", False),
+               Column("val_n", "source-val samples", None, False), TARGET_PROBE, VAL_PROBE)
+
+    def measure_epoch(self, context: Any) -> dict[str, Any]:
+        """``{"val": pooled source validation with ``per_domain``, "target": ...}``; the
+        source domains are evaluated in order, then the target (the passes' order is part of
+        the run's random stream)."""
+        val = merge_splits({d: split_metrics(p) for d, p in context.val_predictions().items()})
+        return {"val": val, "target": split_metrics(context.target_predictions())}
+
+    def epoch_columns(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        val, target = record["val"], record["target"]
+        out = {"val_acc": val["acc"], "target_acc": target["acc"], "val_loss": val["loss"],
+               "val_n": val.get("n")}
+        out.update({self.TARGET_PROBE.key(m): v for m, v in target["probe_acc"].items()})
+        out.update({self.VAL_PROBE.key(m): v for m, v in val["probe_acc"].items()})
+        return out
+
+    def report(self, view: ResultView) -> list[str]:
+        lines = ["Same selected epochs, source-validation accuracy:", "",
+                 view.main_tables(self.VAL_ACC, "source-validation accuracy")]
+        modalities = view.members(self.TARGET_PROBE)
+        if modalities:
+            columns = [("target_acc", "fused")] + [(self.TARGET_PROBE.key(m), m)
+                                                   for m in modalities]
+            lines += ["Unimodal accuracy on the target (linear probes on each encoder's "
+                      "detached embedding):", "", view.average_tables(columns, "probe accuracy")]
+        return lines
+
+
+def near_chance_lines(rows: list[Mapping[str, Any]]) -> list[str]:
+    """One line per (modality set, algorithm, modality) whose linear probe on source
+    validation is within noise of chance (:func:`merdg.evaluation.chance.near_chance_probes`)
+    in some runs, with how many and which columns (``rows``: source-validation rows with
+    ``val_n``, ``num_classes`` and ``column``)."""
+    flagged: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    total: dict[tuple[str, str], int] = defaultdict(int)
+    for r in rows:
+        if not r.get("val_n") or int(r.get("num_classes") or 0) < 2:
+            continue
+        total[(r["modalities"], r["algorithm"])] += 1
+        probes = {m: r[CleanAccuracy.VAL_PROBE.key(m)]
+                  for m in CleanAccuracy.VAL_PROBE.members(r)}
+        for m in near_chance_probes(probes, int(r["val_n"]), int(r["num_classes"])):
+            flagged[(r["modalities"], r["algorithm"], m)].append(
+                f"{r['column']} seed {r['seed']}")
+    return [f"- {mods} {algo}: the {m} probe is within noise of chance on source validation in "
+            f"{len(where)} of {total[(mods, algo)]} runs ({', '.join(where[:6])}"
+            f"{', ...' if len(where) > 6 else ''}): its encoder learned nothing measurable, and "
+            "the fused model may ignore the modality"
+            for (mods, algo, m), where in sorted(flagged.items())]

@@ -1,0 +1,189 @@
+"""What each encoder knows on its own (``--encoder-probes``), at initialization and after
+training.
+
+The paper's account of fusion overfitting (MER-DG, Yarici & AlRegib, ICML 2026, arXiv
+2605.01967, Sections 1 and 3) is that joint training erodes what pretrained encoders knew. To
+test it, a run measures every encoder alone at initialization (after ``--init`` and
+``--freeze``, before the first fused step) and on the selected model, with one recipe at both
+times:
+
+- **probe accuracy**: a linear probe on the encoder's embedding (the fusion classifier's input),
+  trained on the sources' training split, its epoch chosen on the sources' validation split,
+  reported on the target (:func:`merdg.evaluation.probes.train_probe`, the linear recipe);
+- **effective rank** of the target embeddings (Roy & Vetterli, EUSIPCO 2007;
+  :func:`merdg.evaluation.representation.effective_rank`): how many directions they spread
+  over.
+
+Unlike the ``probe_acc`` of every epoch record (probes trained along with the model, at the
+model's learning rate), these probes are fit after the fact on frozen embeddings, so the number
+at initialization and the number after training are comparable. The measurement at
+initialization happens during training only (it is kept in the run's ``config.json``,
+``encoders_at_init``); ``merdg evaluate --encoder-probes`` on a run trained without it measures
+the trained encoders alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from merdg.datasets.base import DomainConcat, collate
+from merdg.datasets.open_set import known_class_part
+from merdg.evaluation.probes import PROBES, LabeledFeatures, train_probe
+from merdg.evaluation.representation import effective_rank
+from merdg.evaluators.base import (
+    EVALUATORS,
+    INIT,
+    MODEL,
+    Column,
+    Evaluator,
+    Measurement,
+    ResultView,
+)
+from merdg.evaluators.context import leaves_random_state
+from merdg.hparams import seed_hash
+
+__all__ = ["EncoderProbes", "encoder_embeddings", "probe_encoders"]
+
+INIT_PROBE = Column("init_probe_acc", "probe at init", family=True)
+INIT_RANK = Column("init_erank", "eff. rank at init", None, False, family=True)
+PROBE = Column("encoder_probe_acc", "probe after", family=True)
+RANK = Column("encoder_erank", "eff. rank after", None, False, family=True)
+
+
+@torch.no_grad()  # not inference mode: the probes train on these tensors
+def encoder_embeddings(encoders: Mapping[str, nn.Module], data: Dataset | Sequence[Dataset],
+                       device: torch.device, batch_size: int = 256,
+                       num_workers: int = 0) -> tuple[dict[str, Tensor], Tensor]:
+    """Every sample's embedding per encoder, in eval mode.
+
+    Returns:
+        ``({modality: (n, dim) float32 on CPU}, labels (n,))``.
+    """
+    parts = [data] if isinstance(data, Dataset) else list(data)
+    loader = DataLoader(DomainConcat(parts), batch_size=batch_size, shuffle=False,
+                        collate_fn=collate, num_workers=num_workers)
+    modes = {m: e.training for m, e in encoders.items()}
+    for encoder in encoders.values():
+        encoder.eval()
+    z: dict[str, list[Tensor]] = {m: [] for m in encoders}
+    ys = []
+    try:
+        for batch in loader:
+            batch = batch.to(device)
+            for m, encoder in encoders.items():
+                z[m].append(encoder(batch.x[m]).float().cpu())
+            ys.append(batch.y.cpu())
+    finally:
+        for m, encoder in encoders.items():
+            encoder.train(modes[m])
+    return {m: torch.cat(v) for m, v in z.items()}, torch.cat(ys)
+
+
+def probe_encoders(encoders: Mapping[str, nn.Module], train: Sequence[Dataset],
+                   val: Sequence[Dataset], target: Dataset, num_classes: int,
+                   device: torch.device, seed: int, batch_size: int = 256,
+                   num_workers: int = 0) -> dict[str, dict[str, float]]:
+    """Probe accuracy and effective rank of every encoder (module docstring).
+
+    Args:
+        encoders: ``{modality: encoder}`` (left in the train/eval mode they had).
+        train / val: The sources' training and validation splits.
+        target: The target domain (known classes only).
+        num_classes: Classes of the task.
+        device: Where the encoders are.
+        seed: Seeds the probes (the same seed at initialization and after training).
+        batch_size / num_workers: Forward passes.
+
+    Returns:
+        ``{modality: {"probe_acc": target accuracy, "val_probe_acc": source-validation accuracy
+        at the chosen probe epoch, "erank": effective rank of the target embeddings}}``.
+    """
+    with leaves_random_state(device):
+        fit = encoder_embeddings(encoders, train, device, batch_size, num_workers)
+        select = encoder_embeddings(encoders, val, device, batch_size, num_workers)
+        report = encoder_embeddings(encoders, target, device, batch_size, num_workers)
+        out = {}
+        for m in encoders:
+            probe = train_probe(LabeledFeatures(fit[0][m], fit[1]),
+                                LabeledFeatures(select[0][m], select[1]),
+                                LabeledFeatures(report[0][m], report[1]), num_classes,
+                                PROBES["linear"], seed=seed_hash("encoder-probe", seed, m))
+            out[m] = {"probe_acc": probe["selected"]["test_acc"],
+                      "val_probe_acc": probe["selected"]["val_acc"],
+                      "erank": effective_rank(report[0][m])}
+    return out
+
+
+@EVALUATORS.register("encoder_probes")
+class EncoderProbes(Evaluator):
+    """Linear-probe accuracy and effective rank of each encoder alone, at initialization and
+    on the selected model."""
+
+    name = "encoder_probes"
+    description = ("each encoder alone: linear-probe accuracy on the target and effective rank, "
+                   "at initialization and on the selected model")
+    times = frozenset({INIT, MODEL})
+    request_flag = "--encoder-probes"
+    request_help = ("measure each encoder alone (a linear probe on its embedding: fit on the "
+                    "sources' training split, epoch chosen on their validation split, accuracy "
+                    "on the target; and the effective rank of its target embeddings) at "
+                    "initialization and on the selected model (docs/regimes.md)")
+    columns = (INIT_PROBE, INIT_RANK, PROBE, RANK)
+
+    def _measure(self, context: Any) -> dict[str, dict[str, float]]:
+        run = context.run
+        target = context.target_set
+        if run.known_classes is not None:  # open set: the probes see the known classes only
+            target = known_class_part(run.dataset.split(run.target, "test",
+                                                         run.config.holdout_seed(),
+                                                         run.config.holdout_fraction),
+                                      run.known_classes)
+        return probe_encoders(dict(context.algorithm.net.encoders.items()),
+                              context.train_parts, list(context.val_sets.values()), target,
+                              run.num_classes, context.device, context.seed,
+                              context.batch_size, context.num_workers)
+
+    def measure_init(self, context: Any) -> dict[str, Any]:
+        """``{"encoders_at_init": {modality: {"probe_acc", "val_probe_acc", "erank"}}}`` of
+        the untrained encoders (an entry of the run's info)."""
+        return {"encoders_at_init": self._measure(context)}
+
+    def measure(self, context: Any) -> Measurement:
+        after = self._measure(context)
+        columns: dict[str, float | None] = {}
+        for m, values in after.items():
+            columns[PROBE.key(m)], columns[RANK.key(m)] = values["probe_acc"], values["erank"]
+        at_init = context.run_info.get("encoders_at_init") or {}
+        for m, values in at_init.items():
+            columns[INIT_PROBE.key(m)] = values["probe_acc"]
+            columns[INIT_RANK.key(m)] = values["erank"]
+        return Measurement(columns, {"after": after, "at_init": at_init})
+
+    @classmethod
+    def legacy_columns(cls, record: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for (probe, rank), measured in (((INIT_PROBE, INIT_RANK), run.get("encoders_at_init")),
+                                        ((PROBE, RANK), record.get("encoders"))):
+            for m, values in (measured or {}).items():
+                out[probe.key(m)], out[rank.key(m)] = values["probe_acc"], values["erank"]
+        return out
+
+    def report(self, view: ResultView) -> list[str]:
+        modalities = sorted(set(view.members(PROBE)) | set(view.members(INIT_PROBE)))
+        if not modalities:
+            return []
+        keys = []
+        for m in modalities:
+            keys += [(INIT_PROBE.key(m), f"{m} probe at init"), (PROBE.key(m), f"{m} probe after"),
+                     (INIT_RANK.key(m), f"{m} eff. rank at init"),
+                     (RANK.key(m), f"{m} eff. rank after")]
+        return ["## Encoders alone (--encoder-probes)", "",
+                "Each encoder alone at initialization and on the selected model: target "
+                "accuracy of a linear probe fit on its frozen source embeddings (%), and the "
+                "effective rank of its target embeddings (docs/regimes.md).", "",
+                view.average_tables(keys, "encoders alone")]

@@ -1,0 +1,128 @@
+"""The forward pass every evaluator reads: a model's outputs on every sample of a split.
+
+:func:`predict` runs the model over a split in inference mode and keeps the fused logits,
+labels and probe predictions (:class:`Predictions`). Under torch.distributed each rank predicts
+every ``world_size``-th sample (:func:`rank_shard`) and the predictions of all ranks are
+gathered, so every rank holds the whole split's outputs.
+
+Labels equal to :data:`~merdg.datasets.base.UNKNOWN` (-1: an unknown class of an open-set
+target) count in the open-set metrics only; accuracy, loss, probe accuracy and the
+selective-prediction metrics are over the known-class samples (:attr:`Predictions.known`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from merdg import dist as mdist
+from merdg.algorithms import Algorithm
+from merdg.datasets.base import UNKNOWN, DomainConcat, collate, subset
+
+__all__ = ["Predictions", "pool", "predict", "rank_shard"]
+
+
+@dataclass
+class Predictions:
+    """What the model said about every sample of a split.
+
+    Attributes:
+        logits: Fused logits, (N, C) float32.
+        predictions: Argmax of the fused logits (in the forward pass' dtype), (N,).
+        labels: (N,) class indices; ``UNKNOWN`` for unknown classes of an open-set target.
+        probe_predictions: ``{modality: (N,)}`` argmax of each modality's probe.
+        loss_sum: Summed cross-entropy of the known-class samples (summed batch by batch).
+    """
+
+    logits: np.ndarray
+    predictions: np.ndarray
+    labels: np.ndarray
+    probe_predictions: dict[str, np.ndarray]
+    loss_sum: float
+
+    @property
+    def known(self) -> np.ndarray:
+        return self.labels != UNKNOWN
+
+    def accuracy(self) -> float:
+        """Top-1 accuracy over the known-class samples.
+
+        Raises:
+            ValueError: The split has no (known-class) sample.
+        """
+        known = self.known
+        n = int(known.sum())
+        if n == 0:
+            raise ValueError("evaluation split is empty" if len(known) == 0 else
+                             "evaluation split has no sample of a known class")
+        return int((self.predictions[known] == self.labels[known]).sum()) / n
+
+
+def _concat(parts: Sequence[Predictions]) -> Predictions:
+    parts = [p for p in parts if len(p.labels)] or list(parts[:1])
+    probes = {m: np.concatenate([p.probe_predictions[m] for p in parts])
+              for m in parts[0].probe_predictions}
+    return Predictions(np.concatenate([p.logits for p in parts]),
+                       np.concatenate([p.predictions for p in parts]),
+                       np.concatenate([p.labels for p in parts]), probes,
+                       float(sum(p.loss_sum for p in parts)))
+
+
+def pool(parts: Sequence[Predictions]) -> Predictions:
+    """Several splits' predictions as one (e.g. every source domain's validation part)."""
+    if not parts:
+        raise ValueError("no predictions to pool")
+    return _concat(parts)
+
+
+def rank_shard(data: Dataset) -> Dataset:
+    """Every ``world_size``-th sample from this rank's index on (the data when not distributed):
+    the shards of all ranks cover the data once."""
+    if not mdist.is_distributed():
+        return data
+    return subset(data, range(mdist.rank(), len(data), mdist.world_size()))
+
+
+@torch.inference_mode()
+def predict(algorithm: Algorithm, data: Dataset, device: torch.device, batch_size: int = 256,
+            num_workers: int = 0, zero: Collection[str] = (),
+            translate: bool = False) -> Predictions:
+    """The model's outputs on every sample of ``data`` (gathered over ranks), in eval mode.
+
+    Modalities in ``zero`` are zero-filled in the fusion, or, with ``translate``, imputed by
+    the algorithm's ``evaluate_translated`` (SimMMDG, MOOSA).
+    """
+    algorithm.eval()
+    loader = DataLoader(DomainConcat([rank_shard(data)]), batch_size=batch_size, shuffle=False,
+                        collate_fn=collate, num_workers=num_workers)
+    logits, predictions, labels, loss = [], [], [], 0.0
+    probes: dict[str, list[torch.Tensor]] = defaultdict(list)
+    for batch in loader:
+        batch = batch.to(device)
+        out = (algorithm.evaluate_translated(batch.x, zero) if translate
+               else algorithm.evaluate(batch.x, zero=zero))
+        known = batch.y != UNKNOWN
+        if bool(known.all()):
+            loss += float(F.cross_entropy(out.logits.float(), batch.y, reduction="sum"))
+        elif bool(known.any()):
+            loss += float(F.cross_entropy(out.logits.float()[known], batch.y[known],
+                                          reduction="sum"))
+        logits.append(out.logits.float().cpu())  # (B, C)
+        predictions.append(out.logits.argmax(1).cpu())  # top-1 over the whole split
+        labels.append(batch.y.cpu())
+        for m, probe_logits in out.probe_logits.items():
+            probes[m].append(probe_logits.argmax(1).cpu())
+    local = Predictions(
+        torch.cat(logits).numpy() if logits else np.zeros((0, 0), np.float32),
+        torch.cat(predictions).numpy() if predictions else np.zeros(0, np.int64),
+        torch.cat(labels).numpy() if labels else np.zeros(0, np.int64),
+        {m: torch.cat(v).numpy() for m, v in sorted(probes.items())}, loss)
+    if mdist.is_distributed():
+        return _concat(mdist.all_gather_object(local))
+    return local
