@@ -106,6 +106,7 @@ def test_damaged_and_unreadable_files_are_refused_with_one_line(tmp_path):
 
 
 IDENTITY = {"config": {"algorithm": "ERM", "seed": 0}, "hparams": {"lr": 0.1}}
+SELECTED = {"epoch": 1, "state": None}  # the selected model is this epoch's
 
 
 def test_load_checkpoint_checks_format_and_identity(tmp_path):
@@ -143,9 +144,10 @@ def test_epoch_payload_restores_weights_optimizer_and_random_state():
     algo.layer(torch.ones(1, 2)).sum().backward()
     algo.optimizer.step()
     records = [{"epoch": 1, "val": {"acc": 0.5}}, {"epoch": 2, "val": {"acc": 0.6}}]
-    payload = epoch_payload(IDENTITY, algo, torch.device("cpu"), records)
+    payload = epoch_payload(IDENTITY, algo, torch.device("cpu"), records, SELECTED)
     assert payload["epoch"] == 2 and payload["world_size"] == 1
     assert payload["identity"] == IDENTITY and payload["records"] == records
+    assert payload["selected"] == SELECTED
     assert len(payload["rng"]) == 1
     expected = torch.rand(2)
     fresh = _Algo()
@@ -158,7 +160,7 @@ def test_epoch_payload_restores_weights_optimizer_and_random_state():
 
 def test_another_world_size_reseeds_with_a_warning():
     algo = _Algo()
-    payload = epoch_payload(IDENTITY, algo, torch.device("cpu"), [{"epoch": 1}])
+    payload = epoch_payload(IDENTITY, algo, torch.device("cpu"), [{"epoch": 1}], SELECTED)
     payload["rng"] = payload["rng"] * 2  # written by 2 ranks
     with pytest.warns(UserWarning, match=r"holds the random state of 2 ranks, this run has 1: "
                       "reseeding"):
@@ -201,7 +203,7 @@ def test_cuda_random_state_is_saved_and_restored_for_a_cuda_device(fake_cuda):
 def test_restore_and_payload_pass_the_device_on(fake_cuda):
     cuda = torch.device("cuda", 0)
     algo = _Algo()
-    payload = epoch_payload(IDENTITY, algo, cuda, [{"epoch": 1}])
+    payload = epoch_payload(IDENTITY, algo, cuda, [{"epoch": 1}], SELECTED)
     assert payload["rng"][0]["cuda"].tolist() == [7, 0]
     restore_training_state(payload, _Algo(), cuda, seed=0)
     assert fake_cuda == [([7, 0], cuda)]
@@ -211,14 +213,15 @@ def test_records_with_non_json_values_are_stored_as_text():
     from pathlib import Path
 
     payload = epoch_payload(IDENTITY, _Algo(), torch.device("cpu"),
-                            [{"epoch": 1, "path": Path("runs/a")}])
+                            [{"epoch": 1, "path": Path("runs/a")}], SELECTED)
     assert payload["records"] == [{"epoch": 1, "path": "runs/a"}]
 
 
 def test_the_reseed_is_the_documented_seed_hash():
     from merdg.hparams import seed_hash
 
-    payload = epoch_payload(IDENTITY, _Algo(), torch.device("cpu"), [{"epoch": 1}] * 4)
+    payload = epoch_payload(IDENTITY, _Algo(), torch.device("cpu"), [{"epoch": 1}] * 4,
+                            SELECTED)
     payload["rng"] = payload["rng"] * 3
     with pytest.warns(UserWarning) as caught:
         restore_training_state(payload, _Algo(), torch.device("cpu"), 5)

@@ -17,6 +17,13 @@ from merdg.run.records import WriteFailedError
 IDENTITY = {"config": {"algorithm": "ERM"}, "hparams": {"lr": 0.1}}
 
 
+def model(state, epoch=4, rule="source_val"):
+    """A model to save with the run (RunDir.finish)."""
+    from merdg.run.checkpoint import state_digest
+
+    return {"rule": rule, "epoch": epoch, "state": state, "digest": state_digest(state)}
+
+
 def config(tmp_path, **kw):
     return RunConfig(dataset="synthetic", target="d1", out_dir=str(tmp_path / "run"), **kw)
 
@@ -354,7 +361,7 @@ def test_finish_writes_model_summary_done_and_drops_the_checkpoints(tmp_path):
     run.path.mkdir()
     run.write_checkpoint(payload(1))
     run.write_pretraining({"identity": IDENTITY, "stage": {"epochs_done": 1}})
-    run.finish({"selection": {}, "epochs": 4}, model_state={"w": torch.ones(2)},
+    run.finish({"selection": {}, "epochs": 4}, models=[model({"w": torch.ones(2)})],
                info={"config": {"algorithm": "ERM"}})
     names = sorted(p.name for p in run.path.iterdir())
     assert names == sorted([RunDir.MODEL, RunDir.MODEL_DIGEST, RunDir.SUMMARY, RunDir.DONE])
@@ -366,14 +373,14 @@ def test_finish_writes_model_summary_done_and_drops_the_checkpoints(tmp_path):
 def test_model_weights_are_verified(tmp_path, caplog):
     run = RunDir(tmp_path / "r")
     run.path.mkdir()
-    with pytest.raises(FileNotFoundError, match=r"model\.pt not found: diagnostics need the "
-                       r"trained weights; train with --save-model \(merdg train\) or --diagnose "
-                       r"\(merdg bench\)$"):
+    with pytest.raises(FileNotFoundError, match=r"model\.pt not found: .* saved no weights of its "
+                       r"selected epoch; train with --save-model selected \(the default saves "
+                       r"the selected epoch's\)$"):
         run.read_model_state()
-    run.finish({"selection": {}}, model_state={"w": torch.ones(1)})
+    run.finish({"selection": {}, "epochs": 4}, models=[model({"w": torch.ones(1)})])
     run.model_file.write_bytes(run.model_file.read_bytes()[:-8] + b"12345678")
     with pytest.raises(CheckpointDamagedError, match=r"model\.pt: damaged .*; train the run again "
-                       r"\(merdg train with the same settings, --save-model --overwrite\)$"):
+                       r"\(merdg train with the same settings, --overwrite\)$"):
         run.read_model_state()
     torch.save({"weights": 1}, run.model_file)
     (run.path / RunDir.MODEL_DIGEST).unlink()
@@ -491,7 +498,7 @@ def test_a_failed_model_rename_names_the_file_and_removes_the_temporary(tmp_path
     with pytest.raises(WriteFailedError, match=r"^cannot write .*/model\.pt: the disk is full "
                        r"\(No space left on device\); the last checkpoint .*checkpoint\.pt is "
                        r"intact: free some space and run the same command to resume$"):
-        run.finish({"selection": {}}, model_state={"w": torch.ones(1)})
+        run.finish({"selection": {}}, models=[model({"w": torch.ones(1)})])
     assert renames == [("model.pt.tmp", "model.pt")]
     assert not (run.path / "model.pt.tmp").exists()
     assert not (run.path / RunDir.DONE).exists() and run.checkpoint_file.exists()
@@ -541,12 +548,15 @@ def test_failed_summary_done_and_record_writes_say_what_is_intact(tmp_path, monk
 def test_finish_records_the_epochs_and_the_run_info_with_the_weights(tmp_path, caplog):
     run = RunDir(tmp_path / "r")
     run.path.mkdir()
-    run.finish({"selection": {}}, model_state={"w": torch.ones(1)})  # no epochs: 0
+    run.finish({"selection": {}}, models=[model({"w": torch.ones(1)}, epoch=2),
+                                          model({"w": torch.zeros(1)}, epoch=3, rule="last")])
     digests = json.loads((run.path / RunDir.MODEL_DIGEST).read_text())["sha256"]
-    assert list(digests.values()) == [0]
+    assert sorted(digests.values()) == [2, 3]
     saved = torch.load(run.model_file, weights_only=True)
     assert saved["run"] == {} and torch.equal(saved["state_dict"]["w"], torch.ones(1))
-    run.finish({"selection": {}, "epochs": 2}, model_state={"w": torch.ones(1)},
+    assert (saved["epoch"], saved["rule"]) == (2, "source_val")
+    assert torch.equal(run.read_model_state("last")["w"], torch.zeros(1))
+    run.finish({"selection": {}}, models=[model({"w": torch.ones(1)})],
                info={"config": {"seed": 1}})
     assert torch.load(run.model_file, weights_only=True)["run"] == {"config": {"seed": 1}}
     with caplog.at_level(logging.WARNING, logger="merdg"):
@@ -588,7 +598,7 @@ def test_log_lines_of_resuming_are_exact(tmp_path, caplog):
 def test_unverified_model_and_pretraining_warnings_are_exact(tmp_path, caplog):
     run = RunDir(tmp_path / "r")
     run.path.mkdir()
-    run.finish({"selection": {}}, model_state={"w": torch.ones(1)})
+    run.finish({"selection": {}}, models=[model({"w": torch.ones(1)})])
     run.write_pretraining({"identity": IDENTITY})
     with caplog.at_level(logging.WARNING, logger="merdg"):
         run.read_pretraining(IDENTITY)

@@ -88,7 +88,7 @@ def test_grouped_holdout_takes_whole_groups_closest_to_the_target():
     # a group count of one is enough when nothing is held out
     assert holdout_indices(4, 0.0, 0, "d", ["a"] * 4) == ([0, 1, 2, 3], [])
     with pytest.raises(ValueError, match=r"^domain 'd' has 1 group\(s\) \(\['a'\]\); a holdout "
-                       r"of 0.5 needs at least two groups$"):
+                       r"of 0.5 needs at least two groups, "):
         holdout_indices(4, 0.5, 0, "d", ["a"] * 4)
     with pytest.raises(ValueError, match=r"^domain 'd': 3 group names for 4 samples$"):
         holdout_indices(4, 0.5, 0, "d", ["a", "b", "c"])

@@ -129,7 +129,7 @@ def test_resolve_known_classes_prefers_the_setting_then_the_published_split():
     assert resolve_known_classes(ds, None) == (0, 2)
     assert resolve_known_classes(ds, ["d", "1"]) == (1, 3)
     assert resolve_known_classes(ds, "b,c") == (1, 2)
-    assert resolve_known_classes(_Split(["a", "b"], known=(0,)), None, "mine") == (0,)
+    assert resolve_known_classes(_Split(["a", "b", "c"], known=(0, 1)), None, "mine") == (0, 1)
     for known in [(0, 4), (-1, 1), (0, 1, 2, 3)]:
         with pytest.raises(ValueError, match=rf"^dataset mine: its published open-set split "
                            rf"\[{', '.join(map(str, known))}\] does not fit its 4 classes; "
