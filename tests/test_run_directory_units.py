@@ -642,3 +642,48 @@ def test_small_things_the_directory_must_get_right(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda path, mode: not mode & os.W_OK)
     with pytest.raises(PermissionError, match="is not writable"):
         RunDir(tmp_path / "new").check_writable()
+
+
+# --- the saved models of the selection rules ---------------------------------------------------
+
+def test_the_model_file_of_each_rule(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    assert run.model_file_of("source_val") is None and run.model_file_of("last") is None
+    with pytest.raises(ValueError, match=r"^no saved model for selection rule 'oracle'; saved "
+                       r"models: source_val, last$"):
+        run.model_file_of("oracle")
+    run.finish({"selection": {"source_val": {"epoch": 3}, "last": {"epoch": 3}}},
+               models=[model({"w": torch.ones(1)}, epoch=3)])
+    assert run.model_file_of("source_val") == run.model_file
+    assert run.model_file_of("last") == run.model_file  # the selected epoch is the last one
+    (run.path / RunDir.SUMMARY).write_text(json.dumps(
+        {"selection": {"source_val": {"epoch": 2}, "last": {"epoch": 3}}}))
+    assert run.model_file_of("last") is None  # model.pt holds another epoch
+    run.finish({"selection": {}}, models=[model({"w": torch.ones(1)}, epoch=2),
+                                          model({"w": torch.zeros(1)}, epoch=3, rule="last")])
+    assert run.model_file_of("last") == run.path / RunDir.LAST_MODEL
+
+
+def test_read_model_returns_weights_epoch_rule_digest_and_run(tmp_path):
+    from merdg.run.checkpoint import state_digest
+
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"model\.last\.pt not found: .* saved no weights "
+                       r"of its last epoch; train with --save-model selected\+last \(the default "
+                       r"saves the selected epoch's\)$"):
+        run.read_model("last")
+    state = {"w": torch.arange(3.0)}
+    run.finish({"selection": {}, "epochs": 5}, models=[model(state, epoch=4)],
+               info={"config": {"seed": 2}})
+    saved = run.read_model()
+    assert (saved["epoch"], saved["rule"], saved["digest"]) == (4, "source_val",
+                                                                state_digest(state))
+    assert saved["run"] == {"config": {"seed": 2}} and torch.equal(saved["state_dict"]["w"],
+                                                                   state["w"])
+    # a model.pt of an earlier merdg: the final weights, without epoch, rule or digest
+    torch.save({"state_dict": state, "run": {}}, run.model_file)
+    (run.path / RunDir.MODEL_DIGEST).unlink()
+    old = run.read_model()
+    assert (old["epoch"], old["rule"], old["digest"]) == (5, "last", state_digest(state))

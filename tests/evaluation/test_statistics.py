@@ -343,3 +343,23 @@ def test_filtered_rows_anywhere_and_groups_without_the_reference():
     assert (cmc.group, cmc.n_pairs, cmc.only_algorithm) == (("hac", "video"), 0, 1)
     assert math.isnan(cmc.mean) and merdg.n_pairs == 2
     assert t_interval(np.array([[0.1, 0.3]])) == pytest.approx(t_interval([0.1, 0.3]))
+
+
+def test_aggregate_by_hand():
+    import statistics as stats
+
+    from merdg.evaluation.statistics import aggregate
+
+    s = aggregate([1.0, None, 2.0, math.nan, 4.0])
+    assert s.n == 3 and s.mean == pytest.approx(7 / 3)
+    assert s.std == pytest.approx(stats.stdev([1, 2, 4]))
+    assert s.se == pytest.approx(stats.stdev([1, 2, 4]) / math.sqrt(3))
+    assert s.std_population == pytest.approx(stats.pstdev([1, 2, 4]))
+    assert s.spread() == s.std and s.spread("se") == s.se
+    with pytest.raises(ValueError, match=r"^error must be 'std' or 'se', got 'var'$"):
+        s.spread("var")
+    one = aggregate([0.5])
+    assert (one.mean, one.std, one.se, one.n, one.std_population) == (0.5, 0.0, 0.0, 1, 0.0)
+    none = aggregate([None, math.inf])
+    assert none.n == 0 and all(math.isnan(v) for v in (none.mean, none.std, none.se,
+                                                        none.std_population))
