@@ -156,7 +156,10 @@ def prepare(module: Module) -> Path:
 
 def run_mutmut(module: Module, work: Path) -> str:
     """Run mutmut in ``work``; return "" or a one-line error."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    # mutants must not write into the user's data cache (a mutated check could record bad data
+    # as verified there): each module's run has its own cache folder
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1",
+               MERDG_CACHE_DIR=str(work / "cache"))
     mutmut = [sys.executable, "-m", "mutmut"]
     cmd = ["nice", "-n", "19", *mutmut, "run", "--max-children", "1", *mutant_globs(module)]
     log = work / "mutmut.log"
