@@ -11,8 +11,9 @@ For each module named in ``tools/mutation.toml`` this script:
 3. runs ``nice -n 19 mutmut run --max-children 1`` with ``OMP_NUM_THREADS=1`` under a time limit
    (the development machines and CI have 2 shared cores);
 4. reads mutmut's verdicts, sets aside the survivors listed as *equivalent* in
-   ``tools/mutation.toml`` (each with the mutated line and the reason it changes no behaviour; an
-   entry whose mutated line no longer matches is reported as stale and counts as a survivor) and
+   ``tools/mutation.toml`` (each with the mutated line and the reason it changes no behaviour,
+   matched by name, or by function and mutated line after a renumbering; an entry that matches
+   no survivor is reported as stale) and
    prints the score ``killed / (mutants - equivalent)`` per module, with every other survivor's
    diff. Mutants of code that runs only at import time can be left out of the score by the
    module's ``exclude`` globs (mutmut switches mutants per test, after the import).
@@ -219,6 +220,11 @@ def mutant_diffs(work: Path, source: str, mutants: list[str]) -> dict[str, str]:
             for m in mutants}
 
 
+def _function(mutant: str) -> str:
+    """``pkg.mod.x_fn__mutmut_3`` -> ``pkg.mod.x_fn``."""
+    return mutant.rsplit("__mutmut_", 1)[0]
+
+
 def added_lines(diff: str) -> list[str]:
     return [line[1:].strip() for line in diff.splitlines()
             if line.startswith("+") and not line.startswith("+++")]
@@ -239,6 +245,10 @@ def score(module: Module, work: Path, equivalents: list[Equivalent]) -> Score:
                 and not any(fnmatch.fnmatch(m, g) for g in excluded)}
     diffs = mutant_diffs(work, module.source,
                          [m for m, c in selected.items() if c in SURVIVED | NO_TESTS])
+    # an entry is matched by its mutant's name, or by the function and the mutated line when a
+    # change elsewhere in the function renumbered the mutants
+    by_change = {(_function(e.mutant), e.change.strip()): e for e in equivalents}
+    matched: set[str] = set()
     for mutant, code in selected.items():
         result.total += 1
         if code in KILLED:
@@ -248,19 +258,20 @@ def score(module: Module, work: Path, equivalents: list[Equivalent]) -> Score:
             result.survivors[mutant] = f"(not killed: mutmut exit code {code})"
             continue
         diff = diffs[mutant]
+        added = added_lines(diff)
         entry = known.get(mutant)
-        if code in SURVIVED and entry is not None:
-            if entry.change.strip() in added_lines(diff):
-                result.equivalent += 1
-                continue
-            result.stale.append(mutant)
+        if entry is None or entry.change.strip() not in added:
+            entry = next((by_change[(_function(mutant), line)] for line in added
+                          if (_function(mutant), line) in by_change), None)
+        if code in SURVIVED and entry is not None and entry.mutant not in matched:
+            matched.add(entry.mutant)
+            result.equivalent += 1
+            continue
         if code in NO_TESTS:
             result.no_tests.append(mutant)
         result.survivors[mutant] = diff
     listed = {e.mutant for e in equivalents if e.mutant.startswith(dotted(module.source) + ".")}
-    result.stale += sorted(m for m in listed
-                           if m not in verdicts or verdicts[m] not in SURVIVED | KILLED)
-    result.stale += sorted(m for m in listed if verdicts.get(m) in KILLED)
+    result.stale = sorted(listed - matched)
     return result
 
 
