@@ -94,7 +94,7 @@ def test_bf16_autocast_keeps_mer_in_float32(tiny_hparams):
     assert obj.out.logits.dtype == torch.bfloat16
     assert obj.logs["mer"].dtype == torch.float32
     logs = algo.update(batch)
-    assert logs["mer"] == logs["mer"]
+    assert math.isfinite(logs["mer"]) and logs["mer"] > 0  # N < D: the log-det term is > 0
     with pytest.raises(ValueError, match="precision"):
         algo.set_precision("fp8")
 

@@ -160,8 +160,10 @@ def test_single_sample_returns_connected_zero():
 
 
 def test_one_feature_has_no_spectral_term():
-    terms = mer_terms(torch.randn(10, 1, dtype=torch.float64))
-    assert terms.spectral.item() == 0.0 and terms.marginal.item() > 0.0
+    z = torch.tensor([[0.0], [0.5], [1.0]], dtype=torch.float64)  # unbiased var 0.25
+    terms = mer_terms(z)
+    assert terms.spectral.item() == 0.0
+    assert terms.marginal.item() == pytest.approx(1.0 - math.sqrt(0.25 + 1e-4), rel=1e-12)
 
 
 @pytest.mark.parametrize("bad", [torch.randn(4), torch.randn(2, 3, 4)])
@@ -274,3 +276,110 @@ def test_non_finite_features_are_named_by_modality():
 def test_merloss_refuses_unknown_keywords():
     with pytest.raises(TypeError, match=r"unknown keyword arguments \['alpha'\]"):
         MERLoss(alpha=1.0)
+
+
+def test_batch_of_exactly_two_is_computed_by_hand():
+    """N = 2 is the smallest batch with statistics (N < 2 returns 0): both terms by hand.
+
+    Features j have values (0, c_j): unbiased var c_j^2 / 2, biased std s_j = c_j / 2, so the
+    standardized rows are -/+ a_j with a_j = s_j / (s_j + eps), and the 2 x 2 correlation
+    (divisor N - 1 = 1) is 2 a a^T + eps I, of determinant 2 eps |a|^2 + eps^2."""
+    eps = 1e-4
+    c = [1.0, 2.0]
+    z = torch.tensor([[0.0, 0.0], c], dtype=torch.float64)
+    marginal = sum(max(0.0, 1.0 - math.sqrt(cj ** 2 / 2 + eps)) for cj in c) / 2
+    a2 = sum(((cj / 2) / (cj / 2 + eps)) ** 2 for cj in c)
+    spectral = -math.log(2 * eps * a2 + eps ** 2) / 2
+    terms = mer_terms(z)
+    assert terms.marginal.item() == pytest.approx(marginal, rel=1e-12)
+    assert terms.spectral.item() == pytest.approx(spectral, rel=1e-10)
+    assert terms.loss.item() == pytest.approx(marginal + spectral, rel=1e-10)
+    for path in ("gram", "covariance"):
+        assert mer_terms(z, path=path).spectral.item() == pytest.approx(spectral, rel=1e-8)
+    single = mer_terms(z[:1])
+    assert single.loss.item() == 0.0 and single.marginal.item() == 0.0
+
+
+@pytest.mark.parametrize("diagonal", [[-1.0, 2.0], [2.0, -1.0]])
+def test_logdet_falls_back_to_the_absolute_determinant(diagonal):
+    """A symmetric matrix that is not positive definite (Cholesky fails): log |det|, positive
+    here, not its negative. x^T x / 1 + eps I with x = diag(sqrt(d + 2)) and eps = -2 is
+    diag(d)."""
+    x = torch.diag(torch.tensor(diagonal, dtype=torch.float64) + 2.0).sqrt()
+    expected = math.log(abs(diagonal[0] * diagonal[1]))
+    got = correlation_logdet(x, eps=-2.0, divisor=1.0, path="covariance")
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+    # positive definite: the Cholesky path, same definition
+    spd = correlation_logdet(torch.diag(torch.tensor([2.0, 3.0], dtype=torch.float64)), 0.0,
+                             1.0, path="covariance")
+    assert spd.item() == pytest.approx(math.log(36.0), rel=1e-12)
+
+
+def test_merloss_passes_its_weights_and_options_to_every_modality():
+    feats = {"a": torch.randn(16, 4, dtype=torch.float64),
+             "b": torch.randn(16, 4, dtype=torch.float64) * 0.2}
+    mer = MERLoss(alpha_marg=0.5, alpha_spec=2.0, std_target=3.0, reduction="sum")
+    expected = sum(0.5 * mer_terms(z, std_target=3.0).marginal
+                   + 2.0 * mer_terms(z).spectral for z in feats.values())
+    assert mer(feats).item() == pytest.approx(expected.item(), rel=1e-10)
+    for m, t in mer.terms(feats).items():
+        assert t.marginal.item() == pytest.approx(
+            mer_terms(feats[m], std_target=3.0).marginal.item(), rel=1e-12)
+
+
+def test_merloss_errors_name_the_modality():
+    mer = MERLoss()
+    with pytest.raises(ValueError, match=r"^modality 'video': MER-DG received non-finite"):
+        mer({"audio": torch.randn(4, 3), "video": torch.full((4, 3), float("nan"))})
+    with pytest.raises(TypeError, match=r"^modality 'audio': MER-DG expects floating-point"):
+        mer({"audio": torch.ones(4, 3, dtype=torch.long)})
+    with pytest.raises(ValueError, match=r"^MERLoss received no features: pass \{modality"):
+        mer({})
+    with pytest.raises(ValueError, match=r"^reduction must be 'sum' or 'mean', got "):
+        MERLoss(reduction="max")
+
+
+def test_mer_loss_forwards_its_keywords():
+    z = torch.randn(8, 3, dtype=torch.float64)
+    assert mer_loss(z, alpha_marg=0.0).item() == pytest.approx(mer_terms(z).spectral.item())
+
+
+def test_lower_level_defaults_are_the_official_ones():
+    from merdg.losses import marginal_entropy_loss, spectral_entropy_loss
+
+    z = torch.tensor([[0.0, 0.0], [0.4, 1.0], [0.8, 3.0]], dtype=torch.float64)
+    # variances 0.16 and 3 (unbiased): gamma = 1, eps = 1e-4
+    expected = (1 - math.sqrt(0.16 + 1e-4)) / 2
+    assert marginal_entropy_loss(z).item() == pytest.approx(expected, rel=1e-12)
+    assert spectral_entropy_loss(z).item() == pytest.approx(
+        mer_terms(z, spec_eps=1e-4, unbiased=True).spectral.item(), rel=1e-12)
+    assert spectral_entropy_loss(z).item() != pytest.approx(
+        spectral_entropy_loss(z, unbiased=False).item(), rel=1e-6)
+    assert spectral_entropy_loss(z).item() == pytest.approx(numpy_reference(z.numpy())[1],
+                                                            rel=1e-10)
+
+
+def test_each_epsilon_reaches_its_own_term():
+    z = torch.tensor([[0.0, 0.0], [0.4, 1.0], [0.8, 3.0]], dtype=torch.float64)
+    t = mer_terms(z, marg_eps=0.2, spec_eps=1e-4)
+    assert t.marginal.item() == pytest.approx((1 - math.sqrt(0.16 + 0.2)) / 2, rel=1e-12)
+    assert t.spectral.item() == pytest.approx(numpy_reference(z.numpy())[1], rel=1e-10)
+    assert mer_terms(z, spec_eps=0.1).spectral.item() == pytest.approx(
+        numpy_reference(z.numpy(), eps=0.1)[1], rel=1e-10)
+
+
+def test_single_sample_terms_are_all_zero_tensors():
+    t = mer_terms(torch.ones(1, 3))
+    assert all(isinstance(v, torch.Tensor) and v.item() == 0.0 for v in t)
+
+
+def test_input_errors_are_exact():
+    with pytest.raises(TypeError, match=r"^MER-DG expects a torch.Tensor, got list$"):
+        mer_terms([[1.0, 2.0]])
+    with pytest.raises(ValueError, match=r"^MER-DG expects features of shape \(batch, dim\), got "
+                       r"shape \(4,\); pool or flatten encoder outputs first \(see "
+                       r"merdg.FeatureTap's `pool`\)$"):
+        mer_terms(torch.ones(4))
+    with pytest.raises(ValueError, match=r"^MER-DG received non-finite features: 1 of 6 entries "
+                       r"of the \(2, 3\) batch are NaN or Inf$"):
+        mer_terms(torch.tensor([[0.0, 1.0, 2.0], [float("inf"), 1.0, 0.0]]))
