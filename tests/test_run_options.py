@@ -38,6 +38,8 @@ SHARED = {
     "num_workers": (["--num-workers", "1"], 1),
     "eval_batch_size": (["--eval-batch-size", "64"], 64),
     "save_model": (["--save-model", "selected+last"], "selected+last"),
+    "checkpoint_every": (["--checkpoint-every", "0"], 0.0),
+    "log_every": (["--log-every", "25"], 25),
     "precision": (["--precision", "bf16"], "bf16"),
     "tensorboard": (["--tensorboard"], True),
     "open_set": (["--open-set"], True),

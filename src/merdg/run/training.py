@@ -351,7 +351,7 @@ def _train_loop(run: _Run, records: list[dict[str, Any]], progress: bool) -> dic
         _keep_selected(run, records)
         if config.out_dir is not None:
             _save(run, records)
-        _log_evaluation(run, records[-1])  # after the checkpoint: what is logged is kept
+        _log_evaluation(run, records[-1])  # after its record is written
         for logger in _loggers(run):
             logger.log_record(records[-1])
         bar.update()
