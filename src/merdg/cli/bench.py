@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from merdg.cli.options import (
+    REQUIRED,
     add_experiment_options,
     add_launcher_args,
     add_run_options,
@@ -24,9 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "table.md, table.tex, cells.csv, results.csv, report.md and accuracy.png "
                        "to --out. Run the same command again to resume.")
     add_experiment_options(p, out_required=False)
-    p.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default 3)")
+    p.add_argument("--seeds", type=int, default=3, metavar="N",
+                   help="runs per task, seeds 0 to N-1 (DomainBed's --n_trials)")
     add_diagnose_arg(p)
-    add_run_options(p, axes=False)
+    add_run_options(p, axes=False, required={"dataset": REQUIRED})
     add_launcher_args(p)
     add_threads_arg(p)
     p.set_defaults(func=run)
@@ -36,9 +38,8 @@ def add_diagnose_arg(parser: argparse.ArgumentParser, default: int = 0) -> None:
     parser.add_argument("--diagnose", type=int, nargs="?", const=1, default=default,
                         metavar="SEEDS",
                         help="also run `merdg diagnose` on the first SEEDS seeds (1 if SEEDS is "
-                        "omitted) of every modality set and target, saving those runs' weights, "
-                        f"and link the results from the report (default {default}; 0 disables; "
-                        "docs/diagnostics.md)")
+                        "omitted, 0: none) of every modality set and target, saving those runs' "
+                        "weights, and link the results from the report (docs/diagnostics.md)")
 
 
 def experiment_config(args: argparse.Namespace):

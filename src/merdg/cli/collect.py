@@ -17,10 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "bench` and `merdg sweep` write. Runs holding several evaluations of one "
                        "kind report those of the evaluator options given here, else of "
                        "DIR/experiment.json, else the newest.")
-    c.add_argument("dir", help="a sweep or bench directory (searched recursively)")
-    c.add_argument("--out", help="where to write the tables (default: DIR)")
+    c.add_argument("dir", metavar="DIR",
+                   help="a sweep or bench directory (searched recursively)")
+    c.add_argument("--out", metavar="DIR", help="where to write the tables (default: DIR)")
     c.add_argument("--rule", default="source_val", choices=["source_val", "oracle", "last"],
-                   help="epoch selection within each run for the reported accuracy")
+                   help="epoch selection within each run for the tables written (the printed "
+                   "comparison shows every rule side by side)")
     c.add_argument("--reference", metavar="NAME",
                    help="algorithm of the paired-difference table (default: the one recorded "
                    "in DIR/experiment.json, else ERM)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from merdg.cli.options import (
+    REQUIRED,
     add_experiment_options,
     add_launcher_args,
     add_run_options,
@@ -26,21 +27,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         "hparam trials per task, the best on source validation (or, with --selection lodo, by "
         "leave-one-domain-out cross-validation on the sources) retrained to --seeds runs; "
         "'grid': every trial with every seed. Every run shares one source train/val split "
-        "(--split-seed, default 0).")
+        "(--split-seed, 0 unless given).")
     add_experiment_options(p, out_required=True)
-    p.add_argument("--trials", type=int, default=10,
-                   help="random hparam trials besides the default (MMDG-Bench: 10)")
-    p.add_argument("--seeds", type=int, default=3, help="runs reported per task (fair), or "
-                   "seeds of every trial (grid)")
-    p.add_argument("--protocol", default="fair", choices=["fair", "grid"])
+    p.add_argument("--trials", type=int, default=10, metavar="N",
+                   help="random hparam trials per task besides the default hparams (MMDG-Bench: "
+                   "10; DomainBed's --n_hparams K is --trials K-1, and DomainBed's --n_trials is "
+                   "--seeds)")
+    p.add_argument("--seeds", type=int, default=3, metavar="N",
+                   help="runs reported per task (fair), or seeds of every trial (grid); "
+                   "DomainBed's --n_trials")
+    p.add_argument("--protocol", default="fair", choices=["fair", "grid"],
+                   help="fair: the default hparams and --trials random trials per task, the "
+                   "best on --selection retrained to --seeds runs (MMDG-Bench); grid: every "
+                   "trial with every seed, the best trial chosen per task afterwards")
     p.add_argument("--selection", default="source_val", choices=["source_val", "lodo"],
                    help="how each task's trial is chosen: source_val (its search run's "
-                   "accuracy on the held-out part of the sources; default) or lodo "
+                   "accuracy on the held-out part of the sources) or lodo "
                    "(leave-one-domain-out cross-validation: every trial trained once per "
                    "source domain held out, scored on it, the best trial then trained on all "
                    "sources with --seeds seeds; the target is never used; docs/sweeps.md)")
     p.add_argument("--dry-run", action="store_true", help="list the jobs and their status only")
-    add_run_options(p, axes=False)
+    add_run_options(p, axes=False, required={"dataset": REQUIRED})
     add_launcher_args(p)
     add_threads_arg(p)
     p.set_defaults(func=run)

@@ -9,6 +9,7 @@ import os
 import sys
 
 from merdg.cli.options import (
+    REQUIRED,
     add_run_options,
     add_threads_arg,
     apply_threads,
@@ -27,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "checkpoint and a finished one prints its summary. Under torchrun "
                        "(e.g. torchrun --nproc_per_node 4 -m merdg.cli train ...) it trains "
                        "data-parallel.")
-    add_run_options(p)
+    add_run_options(p, required={"dataset": "required unless --preset", "target": REQUIRED,
+                                 "out_dir": "required unless --preset"})
     p.add_argument("--restart", action="store_true",
                    help="start an unfinished run over instead of resuming its checkpoint")
     p.add_argument("--overwrite", action="store_true",
