@@ -5,6 +5,7 @@ one convention, and every ``merdg`` command written in the docs parses."""
 import argparse
 import contextlib
 import io
+import json
 import os
 import re
 import shlex
@@ -152,6 +153,32 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
         os.close(write_end)
     assert done.stderr.decode() == ""
     assert done.returncode == 141
+
+
+# --- the end of merdg train ----------------------------------------------------------------
+
+TINY = ["--hparams", '{"epochs": 2, "batch_size": 12, "proj_hidden": 16, "fusion_hidden": 16}',
+        "--dataset-option", "samples_per_domain=40", "--dataset-option", "n_classes=3"]
+
+
+def test_train_ends_with_a_few_lines_and_json_prints_the_summary(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", "synthetic", "--target", "d0", "--out", str(out), *TINY]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    summary = json.loads((out / "summary.json").read_text())
+    chosen, last = summary["selection"]["source_val"], summary["selection"]["last"]
+    assert lines[0].startswith("done: ERM, m0+m1+m2, d1+d2+d3 -> d0, seed 0 (2 epochs, ")
+    assert lines[1] == (f"selected epoch {chosen['epoch']} of 2 (best source-validation "
+                        f"accuracy): source-val acc {100 * chosen['val_acc']:.2f}%, target acc "
+                        f"{100 * chosen['target_acc']:.2f}%")
+    assert lines[2].startswith(f"last epoch 2: target acc {100 * last['target_acc']:.2f}%; "
+                               "oracle epoch ")
+    assert lines[3].startswith(f"files: {out} (summary.json, records.jsonl, ")
+    assert len(lines) == 4
+    # the same command again: the finished run's summary, as JSON with --json
+    assert main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == summary
 
 
 # --- help texts -----------------------------------------------------------------------------
