@@ -181,6 +181,37 @@ def test_train_ends_with_a_few_lines_and_json_prints_the_summary(tmp_path, capsy
     assert json.loads(capsys.readouterr().out) == summary
 
 
+# --- grammar ---------------------------------------------------------------------------------
+
+def test_counts_agree_with_their_nouns(capsys, tmp_path):
+    argv = ["sweep", "--dataset", "synthetic", "--algorithms", "ERM", "--targets", "d0",
+            "--dry-run", "--out", str(tmp_path / "sweep")]
+    assert main([*argv, "--trials", "1", "--seeds", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2:] == ["2 jobs: 2 pending",
+                          "1 task waits for its search to finish before its retrain jobs exist"]
+    assert main([*argv, "--trials", "0", "--seeds", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "1 job: 1 pending"
+    assert not (tmp_path / "sweep").exists()  # a dry run writes nothing
+
+
+def test_an_unfinished_run_takes_an(tmp_path):
+    from merdg.run.config import RunConfig
+    from merdg.run.directory import RunDir
+    from merdg.words import a, count
+
+    assert [count(1, "job"), count(0, "job"), count(2, "directory", "directories")] == [
+        "1 job", "0 jobs", "2 directories"]
+    assert [a("unfinished"), a("finished")] == ["an unfinished", "a finished"]
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "synthetic", "--target", "d0", "--out", str(out),
+                 *TINY]) == 0
+    (out / "done").unlink()  # as if it had been interrupted
+    other = RunConfig(dataset="synthetic", target="d1", out_dir=str(out))
+    assert f"{out} holds an unfinished run of another config (" in (
+        RunDir(out).conflict_message(other))
+
+
 # --- help texts -----------------------------------------------------------------------------
 
 def _options(parser: argparse.ArgumentParser):

@@ -15,6 +15,7 @@ from merdg.cli.options import (
     launcher_options,
     run_settings,
 )
+from merdg.words import count
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,14 +65,16 @@ def print_result(result, command: str) -> int:
         print(f"report: {result.report}  ({result.elapsed_s / 60:.1f} min)")
     evaluated = sum(len(r.evaluated) for r in result.reports)
     if evaluated:
-        print(f"{command}: {evaluated} finished runs evaluated without training")
+        print(f"{command}: {count(evaluated, 'finished run')} evaluated without training")
     for phase, report in zip(("jobs", "retrain jobs"), result.reports):
         if report.failed:
             print(f"{command}: {phase}: {report.summary()}\nfailed (finished runs are kept; run "
                   f"the command again to retry):\n{report.failures()}")
     if result.unfinished:
-        print(f"{command}: {result.unfinished} runs or tasks are not finished yet (submitted, "
-              "running elsewhere, or waiting for their search); run the command again later")
+        verb = "is" if result.unfinished == 1 else "are"
+        print(f"{command}: {count(result.unfinished, 'run or task', 'runs or tasks')} {verb} not "
+              "finished yet (submitted, running elsewhere, or waiting for their search); run the "
+              "command again later")
     return 1 if result.failed or result.unfinished else 0
 
 

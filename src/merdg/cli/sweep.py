@@ -15,6 +15,7 @@ from merdg.cli.options import (
     launcher_options,
     run_settings,
 )
+from merdg.words import count
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,10 +76,13 @@ def print_plan(experiment) -> None:
     for job in jobs:
         print(f"{job.status():10s} {job.path.name}  {job.describe()}")
     counts = {s: n for s, n in count_statuses(jobs).items() if n}
-    print(f"{len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    print(f"{count(len(jobs), 'job')}: " + ", ".join(f"{n} {s}"
+                                                      for s, n in sorted(counts.items())))
     if waiting:
-        print(f"{len(waiting)} tasks wait for their search to finish before their retrain jobs "
-              "exist")
+        one = len(waiting) == 1
+        its = "its" if one else "their"
+        print(f"{count(len(waiting), 'task')} {'waits' if one else 'wait'} for {its} search to "
+              f"finish before {its} retrain jobs exist")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -47,6 +47,7 @@ from merdg.experiments.results import (
 )
 from merdg.experiments.search import TRIAL_RULES
 from merdg.run.selection import SELECTION_RULES
+from merdg.words import count
 
 __all__ = ["DEFAULT_REFERENCE", "EXPERIMENT_FILE", "OUTPUT_FILES", "ExperimentView",
            "cells_csv", "experiment_evaluations", "experiment_reference", "format_cell",
@@ -453,7 +454,7 @@ def write_report(root: str | Path, experiment: dict[str, Any], rows: Sequence[di
     kind = "sweep" if experiment.get("trials", 0) > 0 else "bench"
     report = [
         f"# merdg {kind}: {dataset}", "",
-        f"{n_runs} runs ({skipped} reused from an earlier invocation), "
+        f"{count(n_runs, 'run')} ({skipped} reused from an earlier invocation), "
         f"{elapsed_s / 60:.1f} min of wall time in this invocation. Cells: "
         f"{_spread_words(experiment.get('seeds', 1))}; `avg` averages the targets within a "
         "seed first.", "",

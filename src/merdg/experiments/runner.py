@@ -41,6 +41,7 @@ from merdg.run.initialization import check_initialization
 from merdg.run.records import run_metadata, write_json_atomic
 from merdg.run.setup import check_open_set, source_splits
 from merdg.run.wandb import check_wandb
+from merdg.words import count
 
 __all__ = ["ExperimentResult", "check_experiment", "experiment_tasks", "run_experiment"]
 
@@ -169,7 +170,8 @@ def _lacking_weights(experiment: ExperimentConfig, jobs: Sequence[Job],
                and job.status() == "done" and not job.run_dir.model_file.exists()]
     if missing and not overwrite:
         raise RunDirConflictError(
-            f"{len(missing)} finished runs lack the weights --diagnose needs (e.g. "
+            f"{count(len(missing), 'finished run')} lack{'s' * (len(missing) == 1)} the "
+            "weights --diagnose needs (e.g. "
             f"{missing[0].path}); run again with --overwrite to retrain them, or without "
             "--diagnose")
     return missing
@@ -225,7 +227,8 @@ def _warn_unevaluable(jobs: Sequence[Job]) -> None:
     """One warning line for finished runs whose saved weights the asked evaluations lack."""
     unevaluable = [job for job in jobs if job.unevaluable()]
     if unevaluable:
-        warnings.warn(f"{len(unevaluable)} finished runs saved no weights to evaluate (e.g. "
+        warnings.warn(f"{count(len(unevaluable), 'finished run')} saved no weights to "
+                      "evaluate (e.g. "
                       f"{unevaluable[0].path}: trained with --save-model none or by an earlier "
                       "merdg); their evaluations are missing from the tables (retrain them with "
                       "--overwrite)", stacklevel=3)
