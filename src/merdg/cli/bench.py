@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 
 from merdg.cli.options import (
-    REQUIRED,
     add_experiment_options,
     add_launcher_args,
     add_run_options,
     add_threads_arg,
     apply_threads,
+    experiment_base,
     experiment_settings,
     launcher_options,
-    run_settings,
+    split_items,
 )
 from merdg.words import count
 
@@ -22,14 +22,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="compare algorithms under leave-one-domain-out",
                        description="Run every algorithm x modality set x (sources -> target) "
                        "x seed (runs in OUT/runs/<modalities>/<algorithm>/<target>/seed<k>, "
-                       "single-source runs in .../<source>-to-<target>/seed<k>), then write "
-                       "table.md, table.tex, cells.csv, results.csv, report.md and accuracy.png "
-                       "to --out. Run the same command again to resume.")
+                       "single-source runs in .../<source>-to-<target>/seed<k>; with "
+                       "--datasets, OUT/<dataset>/runs/...), then write table.md, table.tex, "
+                       "cells.csv, results.csv, report.md and accuracy.png to --out. Run the "
+                       "same command again to resume.")
     add_experiment_options(p, out_required=False)
     p.add_argument("--seeds", type=int, default=3, metavar="N",
                    help="runs per task, seeds 0 to N-1 (DomainBed's --n_trials)")
     add_diagnose_arg(p)
-    add_run_options(p, axes=False, required={"dataset": REQUIRED})
+    add_run_options(p, axes=False, required={"dataset": "required unless --datasets"})
     add_launcher_args(p)
     add_threads_arg(p)
     p.set_defaults(func=run)
@@ -46,10 +47,10 @@ def add_diagnose_arg(parser: argparse.ArgumentParser, default: int = 0) -> None:
 def experiment_config(args: argparse.Namespace):
     """The :class:`~merdg.experiments.plan.ExperimentConfig` of the command line."""
     from merdg.experiments.plan import ExperimentConfig
-    from merdg.run.config import RunConfig
 
-    base = RunConfig(**run_settings(args))
-    return ExperimentConfig(base=base, out_dir=args.out or f"bench-{base.dataset}",
+    base = experiment_base(args)
+    default_out = "bench-" + "-".join(split_items(args.datasets) or [base.dataset])
+    return ExperimentConfig(base=base, out_dir=args.out or default_out,
                             seeds=args.seeds, diagnose_seeds=args.diagnose, layout="named",
                             **experiment_settings(args))
 

@@ -32,7 +32,7 @@ from merdg.run.config import run_options
 
 __all__ = ["DATA_ROOT_ENV", "add_evaluation_options", "add_experiment_options",
            "add_launcher_args", "add_run_options", "add_threads_arg", "apply_threads",
-           "evaluation_settings", "experiment_settings", "launcher_options",
+           "evaluation_settings", "experiment_base", "experiment_settings", "launcher_options",
            "log_progress_to_stderr", "parse_integers", "parse_json_object", "parse_options",
            "run_settings", "split_items", "REQUIRED"]
 
@@ -277,6 +277,14 @@ def add_experiment_options(parser: argparse.ArgumentParser, out_required: bool) 
                    help="multi: each target with every other domain as sources; single: each "
                    "target with each other domain alone as the source (every source->target "
                    "pair); all: both (docs/settings.md)")
+    g.add_argument("--datasets", nargs="+", metavar="NAME",
+                   help="several data sets instead of --dataset, each with the same axes and "
+                   "every one of its domains a target (runs under OUT/<dataset>); the tables add "
+                   "the average over data sets (DomainBed's sweep --datasets)")
+    g.add_argument("--error", default="std", choices=["std", "se"],
+                   help="what ± is in the tables and the error bars of the figures: the sample "
+                   "std over seeds, or the standard error of the mean (std / sqrt(n)), which "
+                   "DomainBed's tables report")
     g.add_argument("--reference", metavar="NAME",
                    help="algorithm the paired-difference table compares every other one with "
                    "(default: ERM; must be in --algorithms)")
@@ -293,7 +301,30 @@ def experiment_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"algorithms": split_items(args.algorithms) or [],
             "modality_sets": parse_modality_sets(args.modality_sets),
             "targets": split_items(args.targets), "setting": args.setting,
-            "reference": args.reference}
+            "reference": args.reference, "datasets": split_items(args.datasets),
+            "error": args.error}
+
+
+def experiment_base(args: argparse.Namespace, **defaults: Any):
+    """The base :class:`~merdg.run.config.RunConfig` of ``merdg bench`` / ``merdg sweep``:
+    the run settings given (``defaults`` under them), its dataset the first of
+    ``--datasets``.
+
+    Raises:
+        ValueError: Neither or both of ``--dataset`` and ``--datasets``.
+    """
+    from merdg.run.config import RunConfig
+
+    settings = {**defaults, **run_settings(args)}
+    datasets = split_items(args.datasets)
+    if datasets and "dataset" in settings:
+        raise ValueError("give --dataset NAME or --datasets NAME [NAME ...], not both")
+    if datasets:
+        settings["dataset"] = datasets[0]
+    if "dataset" not in settings:
+        raise ValueError("--dataset is required (or --datasets for several; `merdg list "
+                         "datasets`)")
+    return RunConfig(**settings)
 
 
 # --- process-level options -------------------------------------------------------------------

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 
 from merdg.cli.options import (
-    REQUIRED,
     add_experiment_options,
     add_launcher_args,
     add_run_options,
     add_threads_arg,
     apply_threads,
+    experiment_base,
     experiment_settings,
     launcher_options,
-    run_settings,
 )
 from merdg.words import count
 
@@ -48,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "source domain held out, scored on it, the best trial then trained on all "
                    "sources with --seeds seeds; the target is never used; docs/sweeps.md)")
     p.add_argument("--dry-run", action="store_true", help="list the jobs and their status only")
-    add_run_options(p, axes=False, required={"dataset": REQUIRED})
+    add_run_options(p, axes=False, required={"dataset": "required unless --datasets"})
     add_launcher_args(p)
     add_threads_arg(p)
     p.set_defaults(func=run)
@@ -57,11 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def experiment_config(args: argparse.Namespace):
     """The :class:`~merdg.experiments.plan.ExperimentConfig` of the command line."""
     from merdg.experiments.plan import ExperimentConfig
-    from merdg.run.config import RunConfig
 
-    settings = run_settings(args)
-    settings.setdefault("split_seed", 0)
-    return ExperimentConfig(base=RunConfig(**settings), out_dir=args.out, trials=args.trials,
+    return ExperimentConfig(base=experiment_base(args, split_seed=0), out_dir=args.out,
+                            trials=args.trials,
                             seeds=args.seeds, protocol=args.protocol, layout="hashed",
                             selection=args.selection,
                             **experiment_settings(args))
@@ -69,12 +66,12 @@ def experiment_config(args: argparse.Namespace):
 
 def print_plan(experiment) -> None:
     from merdg.experiments.jobs import count_statuses
-    from merdg.experiments.plan import plan
-    from merdg.experiments.runner import check_experiment
+    from merdg.experiments.runner import check_experiments, plan_experiments
 
-    jobs, waiting = plan(experiment, check_experiment(experiment))
+    jobs, waiting = plan_experiments(check_experiments(experiment))
     for job in jobs:
-        print(f"{job.status():10s} {job.path.name}  {job.describe()}")
+        dataset = f"{job.config.dataset} " if experiment.datasets else ""
+        print(f"{job.status():10s} {job.path.name}  {dataset}{job.describe()}")
     counts = {s: n for s, n in count_statuses(jobs).items() if n}
     print(f"{count(len(jobs), 'job')}: " + ", ".join(f"{n} {s}"
                                                       for s, n in sorted(counts.items())))

@@ -206,9 +206,12 @@ def _run_curves(axes, label: str, records: list[dict[str, Any]], color: str) -> 
 def figure_curves(results: list[dict[str, Any]], labels: list[str],
                   records: list[list[dict[str, Any]]]):
     """Training curves from ``records.jsonl``: accuracies, CE, MER L_spec, head accuracies
-    (None when no run has records). Each panel's legend sits to the right of the panel."""
+    (None when no run has records), against whole epochs. Each panel's legend sits to the
+    right of the panel."""
     if not any(records):
         return None
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = _figure(2, 2, 13.0, 7.5)
     floor = _mer_floor(results)
     if floor is not None:
@@ -220,6 +223,7 @@ def figure_curves(results: list[dict[str, Any]], labels: list[str],
     for ax, title in zip(axes.flat, [t for row in CURVE_TITLES for t in row]):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
         if ax.has_data():
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
