@@ -88,7 +88,7 @@ def test_a_prefix_of_an_option_is_refused(argv, flag, hint, capsys):
      "'fp16')"),
     (["train", "--dataset", "synthetic", "--out", "x"], "merdg train",
      "the following arguments are required: --target"),
-    (["bench"], "merdg bench", "the following arguments are required: --dataset"),
+    (["collect"], "merdg collect", "the following arguments are required: DIR"),
     (["sweep", "--dataset", "synthetic"], "merdg sweep",
      "the following arguments are required: --out"),
     (["list", "nothing"], "merdg list", "argument WHAT: invalid choice: 'nothing'"),
@@ -106,6 +106,13 @@ def test_a_syntax_error_is_one_line_from_the_command(argv, prog, message, capsys
     assert err.startswith(f"{prog}: error: {message}"), err
     assert err.endswith(f"; see {prog} --help\n")
     assert "usage:" not in err
+
+
+def test_bench_needs_a_dataset_or_several(capsys):
+    assert main(["bench", "--out", "never-written"]) == 2
+    assert capsys.readouterr().err == ("merdg bench: error: --dataset is required (or "
+                                       "--datasets for several; `merdg list datasets`)\n")
+    assert not Path("never-written").exists()
 
 
 def test_a_comma_in_a_modality_set_is_refused_with_both_readings(capsys):
