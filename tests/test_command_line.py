@@ -51,6 +51,19 @@ def test_no_parser_matches_prefixes():
                                                            if p.allow_abbrev]
 
 
+def test_every_parser_in_the_repository_refuses_prefixes():
+    """The benchmark scripts' parsers too: `ArgumentParser(` is always given
+    allow_abbrev=False (merdg's own commands use merdg.cli.parser.Parser, which sets it)."""
+    calls = []
+    for path in [*(ROOT / "src").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]:
+        text = path.read_text()
+        calls += [(path.name, text[m.start():m.start() + 80])
+                  for m in re.finditer(r"ArgumentParser\(", text)]
+    assert len(calls) >= 10
+    assert all("allow_abbrev=False" in call for _, call in calls), [
+        name for name, call in calls if "allow_abbrev=False" not in call]
+
+
 @pytest.mark.parametrize("argv, flag, hint", [
     # the issue's trap: on sweep and bench, --seed used to mean --seeds (three seeds)
     (["sweep", "--dataset", "synthetic", "--algorithms", "ERM", "--targets", "d0",
