@@ -61,7 +61,7 @@ def list_corruptions() -> None:
     from merdg.evaluation import CORRUPTIONS, corruption_table
 
     print("Corruptions per modality kind (--corruptions NAME [NAME ...]|all, --severities "
-          "1,3,5; docs/robustness.md). A name applies to every modality whose kind has it.")
+          "1 3 5; docs/robustness.md). A name applies to every modality whose kind has it.")
     for kind in CORRUPTIONS:
         print(f"\n{kind}:")
         print("\n".join("    " + line for line in corruption_table(kind).splitlines()))

@@ -98,9 +98,9 @@ def parse_integers(values: list[str] | str, flag: str) -> list[int]:
         try:
             numbers.append(int(item))
         except ValueError:
-            raise ValueError(f"{flag} expects integers such as 1,3,5, got {item!r}") from None
+            raise ValueError(f"{flag} expects integers such as 1 3 5, got {item!r}") from None
     if not numbers:
-        raise ValueError(f"{flag} expects integers such as 1,3,5, got nothing")
+        raise ValueError(f"{flag} expects integers such as 1 3 5, got nothing")
     return numbers
 
 
