@@ -134,6 +134,8 @@ def test_open_set_runs_plot_the_h_score_and_known_and_unknown_accuracy():
               "known_acc": "toy (open-set): known-class accuracy (rejections wrong)",
               "unknown_acc": "toy (open-set): unknown-class accuracy (share rejected)"}
     assert list(data) == list(panels.values())  # no closed-set accuracy panel
+    assert [ax.get_ylabel() for ax in fig.axes if ax.get_visible()] == [
+        "H-score (%)", "accuracy (%)", "accuracy (%)"]
     for metric, title in panels.items():
         cells = build_tables(rows, "source_val", metric)[("toy", OPEN)]
         for (mods, algo), per_column in cells.items():

@@ -105,6 +105,7 @@ def _draw_panel(ax, panel: Panel, keys: Sequence[tuple[str, str]], error: str) -
                                             for c in columns])
     ax.set_title(panel.title, fontsize=10)
     ax.set_ylabel(panel.ylabel)
+    ax.set_ylim(bottom=0)  # bars start at 0; points share the scale
     ax.grid(axis="y", alpha=0.3)
 
 

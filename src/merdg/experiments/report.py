@@ -626,7 +626,8 @@ def accuracy_panels(rows: Sequence[dict[str, Any]], rule: str = "source_val"
                 per_metric[metric] = build_tables(rows, rule, metric)
             cells = per_metric[metric].get(key)
             if cells:
-                panels.append(Panel(f"{table_heading(key, keys)}: {words}", cells))
+                unit = "H-score (%)" if metric == "h_score" else "accuracy (%)"
+                panels.append(Panel(f"{table_heading(key, keys)}: {words}", cells, unit))
         if panels:
             out.append(panels)
     return out
