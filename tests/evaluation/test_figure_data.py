@@ -240,3 +240,14 @@ def test_training_curves_have_whole_epoch_ticks():
             ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
             assert ticks and all(float(t).is_integer() for t in ticks), ticks
     pyplot().close(fig)
+
+
+def test_the_diagnostics_summary_says_over_how_many_comparisons():
+    from test_figures import RESULTS
+
+    from merdg.diagnostics.plots import figure_bench_summary
+
+    fig = figure_bench_summary({("a+b", name): [r["headline"] for r in RESULTS]
+                                for name in ("ERM", "MERDG")})
+    assert "(mean ± sample std over n = 3 comparisons)" in suptitle(fig)
+    pyplot().close(fig)

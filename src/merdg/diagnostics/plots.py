@@ -288,7 +288,8 @@ BENCH_PANELS = {
 
 
 def figure_bench_summary(per_key: dict[tuple[str, str], list[dict[str, Any]]]):
-    """Headline numbers per (modalities, algorithm), mean ± std over diagnosed comparisons."""
+    """Headline numbers per (modalities, algorithm), mean ± sample std over the diagnosed
+    comparisons (the title says over how many)."""
     fig, axes = _figure(1, len(BENCH_PANELS), 4.2 * len(BENCH_PANELS), 4.4)
     keys = sorted(per_key)
     for ax, (title, columns) in zip(axes[0], BENCH_PANELS.items()):
@@ -303,7 +304,11 @@ def figure_bench_summary(per_key: dict[tuple[str, str], list[dict[str, Any]]]):
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     _run_legend(fig, axes[0][0])
-    fig.suptitle("Diagnostics averaged over the diagnosed comparisons (mean ± std)", fontsize=10)
+    ns = sorted({len(v) for v in per_key.values()})
+    n = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]} to {ns[-1]}"
+    spread = "one comparison each, no spread" if ns == [1] else (
+        f"mean ± sample std over n = {n} comparisons")
+    fig.suptitle(f"Diagnostics averaged over the diagnosed comparisons ({spread})", fontsize=10)
     return finish_figure(fig)
 
 
