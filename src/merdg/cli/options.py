@@ -30,11 +30,11 @@ from merdg.evaluators import EVALUATORS, ORDER, canonical_evaluations
 from merdg.options import Option
 from merdg.run.config import run_options
 
-__all__ = ["DATA_ROOT_ENV", "add_evaluation_options", "add_experiment_options",
+__all__ = ["DATA_ROOT_ENV", "REQUIRED", "add_evaluation_options", "add_experiment_options",
            "add_launcher_args", "add_run_options", "add_threads_arg", "apply_threads",
            "evaluation_settings", "experiment_base", "experiment_settings", "launcher_options",
            "log_progress_to_stderr", "parse_integers", "parse_json_object", "parse_options",
-           "run_settings", "split_items", "REQUIRED"]
+           "run_settings", "split_items"]
 
 DATA_ROOT_ENV = "MERDG_DATA_ROOT"
 PREFIX = "run_"  # namespace of the RunConfig options in argparse's result
