@@ -108,7 +108,7 @@ def measure(name: str, root: Path, modalities: list[str], cache: Path,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True, type=Path)
     parser.add_argument("--utd", help="the UTD-MHAD release (or its parent)")
     parser.add_argument("--repeats", type=int, default=5)

@@ -172,7 +172,7 @@ def per_run(name: str, config: RunConfig, severities: list[int], repeats: int) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", default=None, help="where the EPIC fixture is written "
                         "(default: a temporary folder, removed afterwards)")

@@ -175,7 +175,7 @@ def compare(name: str, reference, ours, cases: list[tuple]) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=20, help="samples per modality")
     parser.add_argument("--workdir", help="where to build the fixtures (default: a temp dir)")
     parser.add_argument("--seed", type=int, default=0)

@@ -84,7 +84,7 @@ def run(data: Path, out: Path, modalities: list[str], channels: list[int], seed:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()

@@ -116,7 +116,7 @@ def measure(algorithm: str, precision: str, args, device: torch.device) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny encoders and inputs (smoke)")
     parser.add_argument("--batch", type=int, default=16)

@@ -85,7 +85,7 @@ def table(results: dict[str, dict[str, list[float]]], domains: list[str]) -> str
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="utd-mhad")
     p.add_argument("--data-root", required=True)
     p.add_argument("--modalities", default="inertial,skeleton")

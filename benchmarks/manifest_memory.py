@@ -149,7 +149,7 @@ print(sum(len(batch) for batch in loader))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True, help="where the data set and runs go")
     parser.add_argument("--clips", type=int, default=780)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])

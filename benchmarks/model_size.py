@@ -49,7 +49,7 @@ def show(name: str, mib: float, params: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--utd-mhad", metavar="DATA_DIR", help="the UTD-MHAD release")
     args = parser.parse_args()
     torch.set_num_threads(1)

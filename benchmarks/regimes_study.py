@@ -337,7 +337,7 @@ def report(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=["run", "report"])
     p.add_argument("--out", required=True, help="study directory")
     p.add_argument("--data-root", help="UTD-MHAD release directory (DATA_DIR)")

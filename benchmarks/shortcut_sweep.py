@@ -42,7 +42,7 @@ def probe_average(rows: list[dict], key: tuple[str, str]) -> Cell:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench-shortcut-sweep")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--strengths", default="0,0.5,0.8,0.9,0.98")

@@ -4,7 +4,7 @@
 #
 #   benchmarks/utd_mhad.sh DATA_ROOT [OUT]      (from the repository root)
 #
-# Runs `merdg bench --dataset utd-mhad --algorithms ERM,MERDG --seeds 3` (both default modality
+# Runs `merdg bench --dataset utd-mhad --algorithms ERM MERDG --seeds 3` (both default modality
 # sets, every target domain) on one CPU thread, then prints the wall time and peak RSS.
 # PYTHON selects the interpreter (default: python). Results: OUT/report.md, OUT/time.txt.
 set -euo pipefail
@@ -19,6 +19,6 @@ lscpu | grep -E '^(Model name|CPU\(s\))' > "$out/machine.txt"
 uptime >> "$out/machine.txt"
 flock /tmp/merdg-heavy.lock /usr/bin/time -v -o "$out/time.txt" \
   "$python" -m merdg.cli bench --dataset utd-mhad --data-root "$root" \
-  --algorithms ERM,MERDG --seeds 3 --out "$out"
+  --algorithms ERM MERDG --seeds 3 --out "$out"
 uptime >> "$out/machine.txt"
 grep -E 'Elapsed \(wall|Maximum resident|Percent of CPU' "$out/time.txt"

@@ -7,7 +7,7 @@ set -euo pipefail
 MERDG=${MERDG:-merdg}
 WORK=${1:-$(mktemp -d)}
 OUT=$WORK/sweep; REF=$WORK/reference
-ARGS=(sweep --dataset synthetic --algorithms ERM,MERDG --targets d0,d1 --trials 2 --seeds 3
+ARGS=(sweep --dataset synthetic --algorithms ERM MERDG --targets d0 d1 --trials 2 --seeds 3
       --hparams '{"epochs": 6}' --dataset-option samples_per_domain=200 --workers 2
       --checkpoint-every 0)  # a checkpoint after every epoch (default: at most one a minute)
 count() { find "$OUT/jobs" -name "$1" 2>/dev/null | wc -l; }

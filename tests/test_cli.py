@@ -22,8 +22,8 @@ def test_train_and_bench(tmp_path, capsys):
                  "--hparams", TINY, "--out", str(tmp_path / "run"), *OPTS]) == 0
     assert (tmp_path / "run" / "done").exists()
     out = tmp_path / "bench"
-    args = ["bench", "--dataset", "synthetic", "--algorithms", "ERM,MERDG", "--seeds", "2",
-            "--targets", "d0,d1", "--modality-sets", "m0,m1", "m0,m1,m2", "--hparams", TINY,
+    args = ["bench", "--dataset", "synthetic", "--algorithms", "ERM", "MERDG", "--seeds", "2",
+            "--targets", "d0", "d1", "--modality-sets", "m0+m1", "m0+m1+m2", "--hparams", TINY,
             "--out", str(out), *OPTS]
     assert main(args) == 0
     for name in ("report.md", "table.md", "results.csv", "accuracy.png", "experiment.json"):

@@ -151,3 +151,61 @@ def test_collect_cli(sweep_dir, tmp_path, capsys):
     assert "| a+b | ERM | 62.00 ± 2.00 | 50.00 ± 5.00 | 56.00 ± 2.18 |" in capsys.readouterr().out
     assert main(["collect", str(tmp_path / "t")]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+# --- DomainBed's conventions: --error se, every rule side by side, averages over data sets ---
+
+RULES_SE = """\
+**toy: target accuracy (%) averaged over the targets (`avg`) under each epoch-selection rule, \
+mean ± standard error over seeds**
+
+| modalities | algorithm | source validation | oracle (target labels) | last epoch |
+|---|---|---|---|---|
+| a | ERM | - | - | - |
+| a+b | ERM | 56.00 ± 1.26 | 62.50 ± 6.11 | 56.00 ± 1.26 |
+| a+b | MERDG | - | - | - |
+"""
+
+
+def test_collect_prints_every_rule_side_by_side_and_the_standard_error(sweep_dir, tmp_path,
+                                                                       capsys):
+    assert main(["collect", str(sweep_dir), "--out", str(tmp_path / "t"), "--error", "se"]) == 0
+    out = capsys.readouterr().out
+    # the oracle picks epoch 1 of e-a-2 (target 0.99): replicates (0.99 + 0.50) / 2, 0.585 and
+    # 0.545, mean 0.625, sample std 0.1058, standard error 0.0611
+    assert RULES_SE in out
+    assert ("**toy: target accuracy (%), mean ± standard error over the runs of the trial "
+            "chosen on source validation;") in out
+    assert "| a+b | ERM | 62.00 ± 1.15 | 50.00 ± 2.89 | 56.00 ± 1.26 |" in out  # cells.csv's se
+    assert "56.00 ± 1.26" in (tmp_path / "t" / "table.md").read_text()
+    assert "56.00 $\\pm$ 1.26" in (tmp_path / "t" / "table.tex").read_text()
+
+
+def test_collect_reads_the_error_the_experiment_recorded(sweep_dir, capsys):
+    (sweep_dir / "experiment.json").write_text(json.dumps({"experiment": {"error": "se"}}))
+    assert main(["collect", str(sweep_dir)]) == 0
+    assert "| a+b | ERM | 62.00 ± 1.15 | 50.00 ± 2.89 | 56.00 ± 1.26 |" in capsys.readouterr().out
+    assert main(["collect", str(sweep_dir), "--error", "std"]) == 0
+    assert "| a+b | ERM | 62.00 ± 2.00 | 50.00 ± 5.00 | 56.00 ± 2.18 |" in capsys.readouterr().out
+
+
+DATASETS = """\
+**Average over data sets: target accuracy (%) of each data set's `avg` column, mean ± std over \
+seeds; `avg`: the mean over the data sets; epochs: training-domain validation (best source-val \
+accuracy, ties: later epoch)**
+
+| algorithm | toy (a+b) | toy2 (a+b) | avg |
+|---|---|---|---|
+| ERM | 56.00 ± 2.18 | 50.00 ± 10.00 | 53.00 |
+"""
+
+
+def test_the_tables_average_over_data_sets(sweep_dir):
+    for seed, (a, b) in enumerate([(0.5, 0.3), (0.6, 0.4), (0.7, 0.5)]):
+        for target, acc in (("A", a), ("B", b)):
+            write_run(sweep_dir, f"toy2-{target}-{seed}", algo="ERM", target=target, seed=seed,
+                      trial=0, epochs=[(0.9, 0.1, acc)], dataset="toy2")
+    text = write_tables(sweep_dir)["markdown"]
+    assert DATASETS in text
+    assert "**toy2: target accuracy (%), mean ± std over" in text
+    assert write_tables(sweep_dir / "e-a-0")["markdown"].count("Average over data sets") == 0

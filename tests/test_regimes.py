@@ -314,7 +314,7 @@ def test_encoder_probes_do_not_change_training(tmp_path, tiny_hparams, tiny_synt
     selected = probed_rows["source_val"]
     assert {k for k in selected if k not in plain_rows["source_val"]} == {
         f"{c}/{m}" for c in ("init_probe_acc", "init_erank", "encoder_probe_acc",
-                             "encoder_erank") for m in ("m0", "m1", "m2")}
+                             "encoder_erank", "encoder_val_probe_acc") for m in ("m0", "m1", "m2")}
     init = list(read_jsonl(probed / RunDir.RECORDS))[0]["run"]["encoders_at_init"]
     assert all(0 <= e["probe_acc"] <= 1 and 1 <= e["erank"] <= 8 for e in init.values())
     assert {m: selected[f"init_probe_acc/{m}"] for m in init} == {

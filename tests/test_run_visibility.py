@@ -38,19 +38,64 @@ def test_train_shows_the_epoch_plan_and_flags_an_encoder_at_chance(tmp_path, cap
     out = tmp_path / "run"
     assert main(["train", "--dataset", "manifest", "--data-root", str(data), "--target", "d2",
                  "--hparams", json.dumps(HPARAMS), "--dataset-option", "cache=false",
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--json"]) == 0
     captured = capsys.readouterr()
     # sources d0 (48 train samples) and d1 (19): 6 of each per batch; d1 sets 3 steps
     assert ("an epoch is 3 steps of 12 samples (d0 6, d1 6 per step); samples seen per epoch: "
             "d0 18 of 48, d1 18 of 19 (the smallest domain, d1, sets the epoch length)"
             in captured.err)
-    json.loads(captured.out)  # stdout stays the summary's JSON
+    json.loads(captured.out)  # stdout: the summary's JSON (--json)
     warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and "noise probe on source validation" in warnings[0]
-    assert "within noise of chance" in warnings[0]
+    # without --encoder-probes the test reads the side probe, and says so
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "warning: noise side probe (the linear head trained along with the model, which may "
+        "not have converged; --encoder-probes fits one on the frozen encoder) on source "
+        "validation: ")
+    assert warnings[0].endswith("within noise of chance: the side probe learned nothing "
+                                "measurable")
     info = json.loads((out / "config.json").read_text())
     assert info["epoch_plan"]["steps_per_epoch"] == 3 and info["num_classes"] == 3
     assert info["preprocessing"]["noise"]["sample_shape"] == [6]
+
+
+def test_with_encoder_probes_the_chance_test_reads_the_encoder(tmp_path, capsys):
+    data = write_manifest(tmp_path / "data")
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "manifest", "--data-root", str(data), "--target", "d2",
+                 "--hparams", json.dumps(HPARAMS), "--dataset-option", "cache=false",
+                 "--out", str(out), "--encoder-probes", "--json"]) == 0
+    captured = capsys.readouterr()
+    chosen = json.loads(captured.out)["selection"]["source_val"]
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "warning: noise encoder (a linear probe fit on the frozen encoder, --encoder-probes) on "
+        f"source validation: {100 * chosen['encoder_val_probe_acc/noise']:.2f}% on "
+        f"{chosen['val_n']} samples vs 33.33% chance")
+    assert warnings[0].endswith("within noise of chance: the encoder learned nothing measurable")
+    assert chosen["encoder_val_probe_acc/signal"] > 0.9  # the signal's encoder is not flagged
+
+
+def test_the_chance_test_prefers_the_encoder_to_an_unconverged_side_probe():
+    """Issue 20: after 2 epochs from pretrained encoders the side probes were at chance while
+    the frozen encoders' probes reached 57 / 53 / 40% on 3 classes: no warning is due."""
+    from merdg.evaluators.encoder_probes import chance_probes, near_chance_warnings
+
+    row = {"num_classes": 3, "val_n": 400, "val_probe_acc/m0": 0.35, "val_probe_acc/m1": 0.33,
+           "val_probe_acc/m2": 0.34}
+    which, flagged = chance_probes(row)
+    assert which == "side" and sorted(flagged) == ["m0", "m1", "m2"]
+    assert near_chance_warnings(row)[0].startswith("m0 side probe (the linear head trained "
+                                                   "along with the model, which may not have "
+                                                   "converged;")
+    row.update({"encoder_val_probe_acc/m0": 0.57, "encoder_val_probe_acc/m1": 0.53,
+                "encoder_val_probe_acc/m2": 0.40})
+    assert chance_probes(row) == ("encoder", {})
+    assert near_chance_warnings(row) == []
+    row["encoder_val_probe_acc/m2"] = 0.35  # 140 of 400 right
+    assert near_chance_warnings(row) == [
+        "m2 encoder (a linear probe fit on the frozen encoder, --encoder-probes) on source "
+        "validation: 35.00% on 400 samples vs 33.33% chance (one-sided binomial p = 0.255): "
+        "within noise of chance: the encoder learned nothing measurable"]
 
 
 def test_bench_report_shows_epoch_plans_flags_and_one_seed(tmp_path, capsys):
@@ -64,7 +109,8 @@ def test_bench_report_shows_epoch_plans_flags_and_one_seed(tmp_path, capsys):
     assert "Cells: 1 seed, no spread" in report
     assert "| signal+noise | ERM | d1 | 3 | d0 18, d2 18 |" in report.replace("noise+signal",
                                                                            "signal+noise")
-    assert "the noise probe is within noise of chance on source validation in 2 of 2" in report
+    assert ("the noise side probe (trained along with the model; it may not have converged) is "
+            "within noise of chance on source validation in 2 of 2 runs") in report
 
 
 def test_worker_logs_hold_plain_lines(tmp_path):

@@ -210,8 +210,8 @@ def test_open_set_run_end_to_end(tmp_path, tiny_hparams, tiny_synthetic_options,
     assert main(["train", "--dataset", "synthetic", "--target", "d0", "--open-set",
                  "--known-classes", "class0,class2", "--hparams", json.dumps(tiny_hparams),
                  *[f"--dataset-option={k}={v}" for k, v in tiny_synthetic_options.items()],
-                 "--out", str(out)]) == 0
-    summary = json.loads(capsys.readouterr().out)
+                 "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)["selection"]
     records = list(read_jsonl(out / "records.jsonl"))
     target = records[-1]["target"]
     # 60 target samples, 20 per class: class1 is unknown

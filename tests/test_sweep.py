@@ -198,3 +198,48 @@ def test_sweep_cli_passes_training_options_to_every_run(tmp_path, tiny_hparams):
     config = run_config(sweep, task, trial=0, seed=1)
     assert (config.evaluations, config.precision, config.holdout_fraction) == (
         {"missing": {}}, "bf16", 0.3)
+
+
+def test_a_sweep_over_several_data_sets(tmp_path, capsys):
+    """DomainBed's `sweep.py --datasets A B`: each data set with the same axes, its runs under
+    OUT/<dataset>; --targets (one data set's domains) and --dataset with --datasets refused."""
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--datasets", "synthetic", "synthetic-pretrain", "--algorithms", "ERM",
+            "--trials", "0", "--seeds", "1", "--dry-run", "--out", str(out),
+            "--dataset-option", "n_domains=3"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "11 jobs: 11 pending"  # 3 domains of synthetic, 8 of the corpus
+    planned = [line.split(None, 2)[2] for line in lines[:-1]]
+    assert planned[0] == "synthetic ERM m0+m1+m2 -> d0 seed 0 trial 0 phase search"
+    assert planned[-1] == "synthetic-pretrain ERM m0+m1+m2 -> p7 seed 0 trial 0 phase search"
+    experiment = ExperimentConfig(base=RunConfig(dataset="synthetic"), out_dir=str(out),
+                                  datasets=["synthetic", "synthetic-pretrain"])
+    assert [(e.base.dataset, e.out_dir) for e in experiment.per_dataset()] == [
+        ("synthetic", str(out / "synthetic")),
+        ("synthetic-pretrain", str(out / "synthetic-pretrain"))]
+    for extra, message in ((["--targets", "d0"], "--targets names domains of one data set"),
+                           (["--dataset", "synthetic"], "give --dataset NAME or --datasets")):
+        assert main([*argv, *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_bench_over_several_data_sets_writes_the_average_over_them(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "--datasets", "synthetic", "synthetic-pretrain", "--algorithms",
+                 "ERM", "--seeds", "1", "--out", str(out), "--hparams",
+                 json.dumps({"epochs": 1, "batch_size": 12, "proj_hidden": 16,
+                             "fusion_hidden": 16}),
+                 "--dataset-option", "samples_per_domain=24", "--dataset-option", "n_classes=3",
+                 "--dataset-option", "n_domains=3"]) == 0
+    assert len(RunDir.finished_under(out / "synthetic")) == 3
+    assert len(RunDir.finished_under(out / "synthetic-pretrain")) == 8
+    table = (out / "table.md").read_text()
+    line = next(x for x in table.splitlines() if x.startswith("| ERM | "))
+    synthetic, corpus, mean = (float(v) for v in line.strip("| ").split(" | ")[1:])
+    assert mean == pytest.approx((synthetic + corpus) / 2, abs=0.006)
+    assert "| m0+m1+m2 | ERM | " in table and "# merdg bench: synthetic, synthetic-pretrain" in (
+        (out / "report.md").read_text())
+    assert json.loads((out / "experiment.json").read_text())["experiment"]["datasets"] == [
+        "synthetic", "synthetic-pretrain"]

@@ -325,8 +325,8 @@ def test_train_evaluates_the_corruption_suite(release, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--dataset", "utd-mhad", "--data-root", str(release), "--modalities",
                  "inertial,skeleton", "--target", "s3", "--hparams", json.dumps(hp), *options,
-                 "--corruptions", "all", "--severities", "3", "--out", str(out)]) == 0
-    selection = json.loads(capsys.readouterr().out)
+                 "--corruptions", "all", "--severities", "3", "--out", str(out), "--json"]) == 0
+    selection = json.loads(capsys.readouterr().out)["selection"]
     nested = run_outputs.evaluation(out, "corruptions")["details"]["corruptions"]
     names = ["bias_drift", "gaussian_noise", "magnitude_warp", "missing", "sample_dropout",
              "spikes", "time_warp"]  # every time-series corruption, for both modalities

@@ -1,8 +1,12 @@
 """The ``merdg`` command line. Each subcommand lives in a module of :mod:`merdg.cli` that
 defines ``register(subparsers)``; modules are discovered, so adding a command touches one file.
 
-Errors caused by the user's input (a missing file, an unknown name, a bad value) are printed as
-one line and exit with status 2; set ``MERDG_DEBUG=1`` to see the traceback.
+Every parser is a :class:`merdg.cli.parser.Parser`: options are matched by their full name only
+(no prefix matching), and a syntax error is one line, ``merdg <command>: error: ...; see merdg
+<command> --help``, with exit status 2. Errors caused by the user's input (a missing file, an
+unknown name, a bad value) are printed as one line too and exit with status 2; set
+``MERDG_DEBUG=1`` to see the traceback. A reader that stops reading (``merdg list corruptions |
+head``) ends the command quietly, with the status of a process killed by SIGPIPE (141).
 """
 
 from __future__ import annotations
@@ -14,27 +18,49 @@ import pkgutil
 import sys
 
 import merdg
+from merdg.cli.parser import Parser, unrecognized_message, walk
+from merdg.run.config import run_options
 
-NOT_COMMANDS = ("options", "__main__")
+NOT_COMMANDS = ("options", "parser", "__main__")
+SIGPIPE_STATUS = 141  # 128 + SIGPIPE: what a shell reports for a process a closed pipe ended
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="merdg",
         description="Multimodal domain generalization with MER-DG (ICML 2026).",
     )
-    parser.add_argument("--version", action="version", version=f"merdg {merdg.__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"merdg {merdg.__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="`merdg COMMAND --help` describes each")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
         if info.name not in NOT_COMMANDS:
             importlib.import_module(f"{__name__}.{info.name}").register(sub)
+    for each in walk(parser):  # the innermost parser's default wins: the command's own
+        each.set_defaults(command_parser=each)
     return parser
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line parsed; a syntax error exits with status 2 after one line, from the
+    parser of the command it belongs to."""
+    args, extras = build_parser().parse_known_args(argv)
+    if extras:
+        axes = {opt.flag: opt.axis for _, opt, _ in run_options() if opt.axis}
+        args.command_parser.error(unrecognized_message(args.command_parser, extras, axes))
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's shutdown
+        return status
+    except BrokenPipeError:
+        _silence_stdout()
+        return SIGPIPE_STATUS
     except KeyboardInterrupt:
         if os.environ.get("MERDG_DEBUG"):
             raise
@@ -49,6 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         one_line = " ".join(line.strip() for line in message.splitlines() if line.strip())
         print(f"merdg {_command(args)}: error: {one_line}", file=sys.stderr)
         return 2
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush has nowhere to fail (the
+    recipe of the Python docs, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout replaced by an object without a fd
+        pass
 
 
 def _command(args) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from merdg.cli.options import add_run_options, run_settings
+from merdg.cli.options import REQUIRED, add_run_options, run_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     c = data_sub.add_parser("check", help="validate a dataset and print per-domain/class counts")
     add_run_options(c, title="dataset",
-                    only=("dataset", "data_root", "dataset_options", "modalities"))
+                    only=("dataset", "data_root", "dataset_options", "modalities"),
+                    required={"dataset": REQUIRED})
     c.set_defaults(func=run_check)
 
 

@@ -16,8 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="`merdg bench` on the built-in synthetic benchmark with its "
                        "defaults: ERM and MERDG, every target domain, 3 seeds, and diagnostics "
                        "of seed 0.")
-    d.add_argument("--out", default=DEMO_OUT, help=f"output directory (default: {DEMO_OUT})")
-    d.add_argument("--seeds", type=int, default=3)
+    d.add_argument("--out", default=DEMO_OUT, metavar="DIR", help="output directory")
+    d.add_argument("--seeds", type=int, default=3, metavar="N",
+                   help="runs per task, seeds 0 to N-1")
     add_diagnose_arg(d, default=1)  # about 1 of the demo's 2.5 minutes (docs/diagnostics.md)
     add_threads_arg(d)
     d.set_defaults(func=run)

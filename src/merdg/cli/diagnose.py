@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from merdg.cli.options import add_threads_arg, apply_threads
+from merdg.cli.options import add_threads_arg, apply_threads, split_items
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,18 +16,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "diagnostics.json and PNG figures. Several runs (same dataset, target, sources and "
         "modalities, e.g. ERM and MERDG) are shown side by side.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
-    p.add_argument("--out", help="output directory (default: RUN_DIR/diagnostics for one run; "
-                   "required for several)")
+    p.add_argument("--out", metavar="DIR",
+                   help="output directory (default: RUN_DIR/diagnostics for one run; required "
+                   "for several)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--data-root", default=None,
+    p.add_argument("--data-root", default=None, metavar="DIR",
                    help="dataset root, if it moved since training (default: the one recorded "
                    "in each run's config.json)")
-    p.add_argument("--probes", default="linear,mlp",
+    p.add_argument("--probes", nargs="+", default=["linear", "mlp"], metavar="KIND",
                    help="probe kinds to train on frozen embeddings: linear, mlp (the official "
-                   "release's), both (default) or 'none'")
-    p.add_argument("--probe-epochs", type=int, default=25, help="probe epochs (official: 25)")
-    p.add_argument("--batch-size", type=int, default=256, help="samples per forward pass")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
+                   "release's), or none")
+    p.add_argument("--probe-epochs", type=int, default=25, metavar="N",
+                   help="probe epochs (the official release's: 25)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N",
+                   help="samples per forward pass")
+    p.add_argument("--num-workers", type=int, default=0, metavar="N",
+                   help="DataLoader workers")
     p.add_argument("--no-figures", action="store_true",
                    help="write report.md and diagnostics.json only")
     add_threads_arg(p)
@@ -46,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from merdg.diagnostics import DiagnoseOptions, diagnose
 
     apply_threads(args)
-    probes = [] if args.probes == "none" else [p.strip() for p in args.probes.split(",")]
+    probes = split_items(args.probes) or []
+    probes = [] if probes == ["none"] else probes
     options = DiagnoseOptions(probes=probes, probe_epochs=args.probe_epochs,
                               batch_size=args.batch_size, num_workers=args.num_workers)
     result = diagnose(args.runs, _output_dir(args), options, device=args.device,

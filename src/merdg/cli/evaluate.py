@@ -30,16 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="finished run directories, or directories searched for them")
     p.add_argument("--model", default="selected", choices=["selected", "last"],
                    help="which saved weights: 'selected' (model.pt, the epoch source validation "
-                   "selected; default) or 'last' (model.last.pt, runs trained with --save-model "
+                   "selected) or 'last' (model.last.pt, runs trained with --save-model "
                    "selected+last)")
-    p.add_argument("--device", default="cpu",
-                   help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
-    p.add_argument("--data-root", help="the data's root directory, if it moved since training "
-                   "(default: the run's)")
-    p.add_argument("--eval-batch-size", type=int, default=256,
-                   help="batch size of the evaluation passes (default: 256)")
-    p.add_argument("--num-workers", type=int, default=0,
-                   help="DataLoader worker processes (default: 0)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--data-root", metavar="DIR", help="the data's root directory, if it moved "
+                   "since training (default: the run's)")
+    p.add_argument("--eval-batch-size", type=int, default=256, metavar="N",
+                   help="batch size of the evaluation passes")
+    p.add_argument("--num-workers", type=int, default=0, metavar="N",
+                   help="DataLoader worker processes")
     p.add_argument("--force", action="store_true",
                    help="evaluate again what a run directory already holds")
     add_evaluation_options(p)

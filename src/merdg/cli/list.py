@@ -8,18 +8,28 @@ import json
 
 from merdg.cli.options import add_run_options
 
-CHOICES = ["algorithms", "datasets", "encoders", "presets", "corruptions", "evaluators",
-           "hparams"]
+# what `merdg list WHAT` lists (`merdg list` alone prints this)
+WHAT = {"algorithms": "registered algorithms, their hparams (default, range, search space)",
+        "datasets": "registered datasets and their modalities",
+        "encoders": "registered encoders",
+        "presets": "the paper configurations (--preset)",
+        "corruptions": "the corruptions of each modality kind (--corruptions)",
+        "evaluators": "every kind of evaluation, its flags and result columns",
+        "hparams": "the hparams a run would use and where each comes from (needs --dataset)"}
+CHOICES = list(WHAT)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list registered algorithms, datasets, encoders, presets "
-                       "or corruptions, or a run's resolved hparams",
-                       description="`merdg list hparams --dataset D --algorithm A [run "
-                       "settings]` prints the hparams and encoder specs a run with these "
-                       "settings would use, and where each value comes from.")
-    p.add_argument("what", choices=CHOICES)
-    add_run_options(p, title="run settings (for `list hparams`)")
+    p = sub.add_parser("list", help="list registered algorithms, datasets, encoders, presets, "
+                       "corruptions or evaluators, or a run's resolved hparams",
+                       description="`merdg list` alone says what can be listed. `merdg list "
+                       "hparams --dataset D --algorithm A [run settings]` prints the hparams "
+                       "and encoder specs a run with these settings would use, and where each "
+                       "value comes from.")
+    p.add_argument("what", nargs="?", choices=CHOICES, metavar="WHAT",
+                   help="one of " + ", ".join(CHOICES) + " (nothing: what each lists)")
+    add_run_options(p, title="run settings (for `list hparams`)",
+                    required={"dataset": "required for `list hparams`"})
     p.set_defaults(func=run)
 
 
@@ -50,8 +60,8 @@ def list_corruptions() -> None:
     """The corruption registry, one table per modality kind, with each definition's source."""
     from merdg.evaluation import CORRUPTIONS, corruption_table
 
-    print("Corruptions per modality kind (--corruptions NAME[,NAME...]|all, --severities "
-          "1,3,5; docs/robustness.md). A name applies to every modality whose kind has it.")
+    print("Corruptions per modality kind (--corruptions NAME [NAME ...]|all, --severities "
+          "1 3 5; docs/robustness.md). A name applies to every modality whose kind has it.")
     for kind in CORRUPTIONS:
         print(f"\n{kind}:")
         print("\n".join("    " + line for line in corruption_table(kind).splitlines()))
@@ -90,7 +100,10 @@ def run(args: argparse.Namespace) -> int:
     from merdg.hparams import describe_search
     from merdg.models import ENCODERS
 
-    if args.what == "hparams":
+    if args.what is None:
+        print("merdg list WHAT, with WHAT one of:")
+        print("\n".join(f"    {name:12s} {words}" for name, words in WHAT.items()))
+    elif args.what == "hparams":
         list_hparams(args)
     elif args.what == "corruptions":
         list_corruptions()

@@ -8,9 +8,11 @@ same way from their settings declarations (:func:`add_evaluation_options`,
 :func:`evaluation_settings`; ``merdg evaluate`` offers them too) and become the run's
 ``evaluations``.
 
-Lists are space-separated (``--targets d0 d1``); the comma-separated form (``--targets d0,d1``)
-is accepted too. A modality set is one item with its modalities joined by ``+`` or ``,``
-(``--modality-sets inertial+skeleton inertial+skeleton+depth``).
+Lists are space-separated (``--targets d0 d1``); a list of names also reads commas as
+separators (``--targets d0,d1``, as earlier versions wrote them). A modality set is one item
+with its modalities joined by ``+`` (``--modality-sets inertial+skeleton
+inertial+skeleton+depth``); a comma there reads two ways (one set, or one per modality), so
+:func:`parse_modality_sets` refuses it and spells out both.
 """
 
 from __future__ import annotations
@@ -23,18 +25,20 @@ import os
 import sys
 from typing import Any
 
+from merdg.cli.parser import default_text
 from merdg.evaluators import EVALUATORS, ORDER, canonical_evaluations
 from merdg.options import Option
 from merdg.run.config import run_options
 
-__all__ = ["DATA_ROOT_ENV", "add_evaluation_options", "add_experiment_options",
+__all__ = ["DATA_ROOT_ENV", "REQUIRED", "add_evaluation_options", "add_experiment_options",
            "add_launcher_args", "add_run_options", "add_threads_arg", "apply_threads",
-           "evaluation_settings", "experiment_settings", "launcher_options",
+           "evaluation_settings", "experiment_base", "experiment_settings", "launcher_options",
            "log_progress_to_stderr", "parse_integers", "parse_json_object", "parse_options",
            "run_settings", "split_items"]
 
 DATA_ROOT_ENV = "MERDG_DATA_ROOT"
 PREFIX = "run_"  # namespace of the RunConfig options in argparse's result
+REQUIRED = "required"
 
 
 def parse_value(text: str) -> Any:
@@ -94,34 +98,70 @@ def parse_integers(values: list[str] | str, flag: str) -> list[int]:
         try:
             numbers.append(int(item))
         except ValueError:
-            raise ValueError(f"{flag} expects integers such as 1,3,5, got {item!r}") from None
+            raise ValueError(f"{flag} expects integers such as 1 3 5, got {item!r}") from None
     if not numbers:
-        raise ValueError(f"{flag} expects integers such as 1,3,5, got nothing")
+        raise ValueError(f"{flag} expects integers such as 1 3 5, got nothing")
     return numbers
 
 
 def parse_modality_sets(values: list[str] | None) -> list[list[str]] | None:
-    """``["a,b", "a+b+c"]`` -> ``[["a", "b"], ["a", "b", "c"]]`` (each item one set)."""
+    """``["a+b", "a+b+c"]`` -> ``[["a", "b"], ["a", "b", "c"]]`` (each item one set).
+
+    Raises:
+        ValueError: An item with a comma, which reads two ways (one set, or one set per
+            modality): both readings are spelled out.
+    """
     if not values:
         return None
-    return [sorted(s for s in v.replace("+", ",").split(",") if s) for v in values]
+    for value in values:
+        if "," in value:
+            names = [n for n in value.split(",") if n]
+            raise ValueError(
+                f"--modality-sets {value}: a comma reads two ways, one set "
+                f"(--modality-sets {'+'.join(names)}) or {len(names)} sets (--modality-sets "
+                f"{' '.join(names)}); join a set's modalities with + and separate sets with "
+                "spaces")
+    return [sorted(s for s in v.split("+") if s) for v in values]
 
 
 # --- run settings (one option per RunConfig field) -------------------------------------------
 
-def _help(opt: Option, default: Any) -> str:
-    """The option's help, with its default when it has one worth showing (a required field,
-    such as ``dataset``, has none)."""
-    if opt.kind == "bool" or default is dataclasses.MISSING or default in (None, {}, []):
-        return opt.help
-    return f"{opt.help} (default: {default})"
+KIND_METAVARS = {"int": "N", "float": "NUMBER", "json": "JSON", "pairs": "KEY=VALUE",
+                 "list": "NAME", "ints": "N"}
 
 
-def _add_option(group: Any, dest: str, opt: Option, default: Any) -> None:
-    """One argparse option of a declared setting (its value stays None when not given)."""
-    kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": _help(opt, default)}
+def _metavar(opt: Option) -> str | None:
+    """The placeholder of a declared setting in the help: its own, else one for its kind
+    (``N``, ``JSON``, ...), else the flag's name (``--device DEVICE``); None for choices
+    (argparse lists them) and switches."""
     if opt.metavar:
-        kwargs["metavar"] = opt.metavar
+        return opt.metavar
+    if opt.kind == "bool" or (opt.choices is not None and opt.kind != "list"):
+        return None
+    return KIND_METAVARS.get(opt.kind, opt.flag.lstrip("-").upper().replace("-", "_"))
+
+
+def _help(opt: Option, default: Any, required: str = "") -> str:
+    """The option's help, with its default when it has one worth showing (a required field,
+    such as ``dataset``, has none) and ``(required)`` / ``(required unless ...)``."""
+    text = opt.help
+    if not (opt.kind == "bool" or default is dataclasses.MISSING or default in (None, {}, [])):
+        text += f" (default: {default_text(default)})"
+    return text + (f" ({required})" if required else "")
+
+
+def _add_option(group: Any, dest: str, opt: Option, default: Any, required: str = "") -> None:
+    """One argparse option of a declared setting (its value stays None when not given);
+    ``required``: ``"required"`` (argparse refuses the command without it) or the condition
+    under which it is (``"required unless --preset"``, marked in the help and checked by the
+    command)."""
+    kwargs: dict[str, Any] = {"dest": dest, "default": None,
+                              "help": _help(opt, default, required)}
+    if required == REQUIRED:  # argparse checks it (a conditional one is checked by the command)
+        kwargs["required"] = True
+    metavar = _metavar(opt)
+    if metavar:
+        kwargs["metavar"] = metavar
     if opt.kind == "bool":
         kwargs["action"] = "store_true"
     elif opt.kind in ("list", "ints"):
@@ -151,16 +191,18 @@ def _parsed(value: Any, opt: Option) -> Any:
 
 
 def add_run_options(parser: argparse.ArgumentParser, axes: bool = True,
-                    title: str = "run settings", only: tuple[str, ...] | None = None) -> None:
+                    title: str = "run settings", only: tuple[str, ...] | None = None,
+                    required: dict[str, str] | None = None) -> None:
     """One option per :class:`RunConfig` field, then the evaluators' options;
     ``axes=False`` leaves out the fields an experiment sets per run (target, algorithm,
-    modalities, seeds, ...); ``only`` keeps the named fields (and no evaluator option)."""
+    modalities, seeds, ...); ``only`` keeps the named fields (and no evaluator option);
+    ``required`` marks fields the command needs (``{"dataset": "required"}``)."""
     group = parser.add_argument_group(title)
     for name, opt, default in run_options():
         if (opt.axis is not None and not axes) or (only is not None and name not in only):
             continue
         if opt.cli:
-            _add_option(group, PREFIX + name, opt, default)
+            _add_option(group, PREFIX + name, opt, default, (required or {}).get(name, ""))
     if only is None:
         add_evaluation_options(parser)
 
@@ -223,22 +265,30 @@ def add_experiment_options(parser: argparse.ArgumentParser, out_required: bool) 
     """The axes of ``merdg bench`` / ``merdg sweep``, ``--setting``, ``--reference`` and
     ``--overwrite``."""
     g = parser.add_argument_group("experiment")
-    g.add_argument("--algorithms", nargs="+", default=["ERM,MERDG"], metavar="NAME",
-                   help="algorithm names (default: ERM MERDG)")
+    g.add_argument("--algorithms", nargs="+", default=["ERM", "MERDG"], metavar="NAME",
+                   help="algorithm names; X+MER adds MER-DG to X (`merdg list algorithms`)")
     g.add_argument("--modality-sets", nargs="+", metavar="SET",
-                   help="modality sets to compare, each with its modalities joined by + (e.g. "
-                   "inertial+skeleton inertial+skeleton+depth; default: the dataset's "
-                   "BENCH_MODALITY_SETS, else all modalities together)")
+                   help="modality sets to compare, separated by spaces, each with its "
+                   "modalities joined by + (e.g. inertial+skeleton inertial+skeleton+depth) "
+                   "(default: the dataset's BENCH_MODALITY_SETS, else all modalities together)")
     g.add_argument("--targets", nargs="+", metavar="DOMAIN",
                    help="target domains (default: every domain)")
     g.add_argument("--setting", default="multi", choices=["multi", "single", "all"],
-                   help="multi: each target with every other domain as sources (default); "
-                   "single: each target with each other domain alone as the source (every "
-                   "source->target pair); all: both (docs/settings.md)")
+                   help="multi: each target with every other domain as sources; single: each "
+                   "target with each other domain alone as the source (every source->target "
+                   "pair); all: both (docs/settings.md)")
+    g.add_argument("--datasets", nargs="+", metavar="NAME",
+                   help="several data sets instead of --dataset, each with the same axes and "
+                   "every one of its domains a target (runs under OUT/<dataset>); the tables add "
+                   "the average over data sets (DomainBed's sweep --datasets)")
+    g.add_argument("--error", default="std", choices=["std", "se"],
+                   help="what ± is in the tables and the error bars of the figures: the sample "
+                   "std over seeds, or the standard error of the mean (std / sqrt(n)), which "
+                   "DomainBed's tables report")
     g.add_argument("--reference", metavar="NAME",
                    help="algorithm the paired-difference table compares every other one with "
                    "(default: ERM; must be in --algorithms)")
-    g.add_argument("--out", required=out_required,
+    g.add_argument("--out", required=out_required, metavar="DIR",
                    help="experiment directory" + ("" if out_required
                                                   else " (default: bench-<dataset>)"))
     g.add_argument("--overwrite", action="store_true",
@@ -251,16 +301,39 @@ def experiment_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"algorithms": split_items(args.algorithms) or [],
             "modality_sets": parse_modality_sets(args.modality_sets),
             "targets": split_items(args.targets), "setting": args.setting,
-            "reference": args.reference}
+            "reference": args.reference, "datasets": split_items(args.datasets),
+            "error": args.error}
+
+
+def experiment_base(args: argparse.Namespace, **defaults: Any):
+    """The base :class:`~merdg.run.config.RunConfig` of ``merdg bench`` / ``merdg sweep``:
+    the run settings given (``defaults`` under them), its dataset the first of
+    ``--datasets``.
+
+    Raises:
+        ValueError: Neither or both of ``--dataset`` and ``--datasets``.
+    """
+    from merdg.run.config import RunConfig
+
+    settings = {**defaults, **run_settings(args)}
+    datasets = split_items(args.datasets)
+    if datasets and "dataset" in settings:
+        raise ValueError("give --dataset NAME or --datasets NAME [NAME ...], not both")
+    if datasets:
+        settings["dataset"] = datasets[0]
+    if "dataset" not in settings:
+        raise ValueError("--dataset is required (or --datasets for several; `merdg list "
+                         "datasets`)")
+    return RunConfig(**settings)
 
 
 # --- process-level options -------------------------------------------------------------------
 
 def add_threads_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads per process (default 1: the small CPU models gain "
-                        "nothing from more, and 2 OpenMP threads on a busy 2-core machine can "
-                        "run 10-100x slower; 0 keeps torch's default)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="CPU threads per process, 0 for torch's own choice (1 because the "
+                        "small CPU models gain nothing from more, and 2 OpenMP threads on a busy "
+                        "2-core machine can run 10-100x slower)")
 
 
 def apply_threads(args: argparse.Namespace) -> None:
@@ -279,17 +352,22 @@ def add_launcher_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--launcher", default="local", choices=["local", "slurm", "submitit-local"],
                    help="local: this machine; slurm: a Slurm job array through submitit "
                    "(pip install 'merdg[slurm]'); submitit-local: submitit on this machine")
-    g.add_argument("--workers", type=int, default=1,
+    g.add_argument("--workers", type=int, default=1, metavar="N",
                    help="local launcher: concurrent worker processes (1: in this process)")
     g.add_argument("--no-wait", action="store_true",
                    help="submitit launchers: submit and return (run the command again later)")
-    g.add_argument("--timeout-min", type=int, default=24 * 60, help="submitit: minutes per job")
-    g.add_argument("--gpus-per-job", type=int,
+    g.add_argument("--timeout-min", type=int, default=24 * 60, metavar="MINUTES",
+                   help="submitit: minutes per job")
+    g.add_argument("--gpus-per-job", type=int, metavar="N",
                    help="submitit: GPUs per job (default: 1 with --device cuda, else 0)")
-    g.add_argument("--cpus-per-job", type=int, default=4, help="submitit: CPUs per job")
-    g.add_argument("--mem-gb", type=float, help="submitit: memory per job (GB)")
-    g.add_argument("--partition", help="Slurm partition")
-    g.add_argument("--max-parallel", type=int, help="Slurm: at most this many jobs at once")
+    g.add_argument("--cpus-per-job", type=int, default=4, metavar="N",
+                   help="submitit: CPUs per job")
+    g.add_argument("--mem-gb", type=float, metavar="GB",
+                   help="submitit: memory per job (default: the cluster's)")
+    g.add_argument("--partition", metavar="NAME",
+                   help="Slurm partition (default: the cluster's)")
+    g.add_argument("--max-parallel", type=int, metavar="N",
+                   help="Slurm: at most this many jobs at once (default: no limit)")
     g.add_argument("--slurm-option", action="append", metavar="KEY=VALUE",
                    help="further Slurm parameter, repeatable (e.g. account=lab, qos=high)")
 

@@ -31,12 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "encoders to --out ({'state_dict': {'<modality>.<name>': tensor}, 'pretraining': "
         "{...}}), the file `merdg train --init FILE` loads. The run that loads it must build "
         "the same encoders (same --encoders options) on data of the same shapes.")
-    p.add_argument("--dataset", default="synthetic-pretrain",
-                   help="registered dataset (default: synthetic-pretrain, the corpus of the "
-                   "built-in benchmark)")
-    p.add_argument("--out", required=True, help="file to write (refused if it exists, unless "
-                   "--overwrite)")
-    p.add_argument("--data-root", help=f"dataset root (default: ${DATA_ROOT_ENV})")
+    p.add_argument("--dataset", default="synthetic-pretrain", metavar="NAME",
+                   help="registered dataset (synthetic-pretrain: the corpus of the built-in "
+                   "benchmark)")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="file to write (refused if it exists, unless --overwrite)")
+    p.add_argument("--data-root", metavar="DIR", help=f"dataset root (default: ${DATA_ROOT_ENV})")
     p.add_argument("--dataset-option", action="append", metavar="KEY=VALUE",
                    help="dataset constructor option, repeatable (the synthetic corpus needs "
                    "the benchmark's options, e.g. n_classes=3)")
@@ -44,17 +44,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="domains to pretrain on (default: all)")
     p.add_argument("--modalities", nargs="+", metavar="MODALITY",
                    help="encoders to pretrain (default: every modality)")
-    p.add_argument("--encoders", help="encoder options per modality as JSON, merged into the "
-                   "dataset's default specs (as `merdg train --encoders`)")
-    p.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="Adam weight decay")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="initialization and batch order")
-    p.add_argument("--holdout-fraction", type=float, default=0.2,
-                   help="share of each domain held out for epoch selection (default 0.2)")
+    p.add_argument("--encoders", metavar="JSON",
+                   help="encoder options per modality as JSON, merged into the dataset's "
+                   "default specs (as `merdg train --encoders`)")
+    p.add_argument("--epochs", type=int, default=10, metavar="N", help="epochs")
+    p.add_argument("--lr", type=float, default=1e-3, metavar="NUMBER",
+                   help="Adam learning rate")
+    p.add_argument("--weight-decay", type=float, default=1e-4, metavar="NUMBER",
+                   help="Adam weight decay")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="batch size")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of initialization and batch order")
+    p.add_argument("--holdout-fraction", type=float, default=0.2, metavar="FRACTION",
+                   help="share of each domain held out for epoch selection")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--num-workers", type=int, default=0, metavar="N", help="DataLoader workers")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     add_threads_arg(p)
     p.set_defaults(func=run)

@@ -10,10 +10,11 @@ from merdg.cli.options import (
     add_run_options,
     add_threads_arg,
     apply_threads,
+    experiment_base,
     experiment_settings,
     launcher_options,
-    run_settings,
 )
+from merdg.words import count
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,21 +27,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         "hparam trials per task, the best on source validation (or, with --selection lodo, by "
         "leave-one-domain-out cross-validation on the sources) retrained to --seeds runs; "
         "'grid': every trial with every seed. Every run shares one source train/val split "
-        "(--split-seed, default 0).")
+        "(--split-seed, 0 unless given).")
     add_experiment_options(p, out_required=True)
-    p.add_argument("--trials", type=int, default=10,
-                   help="random hparam trials besides the default (MMDG-Bench: 10)")
-    p.add_argument("--seeds", type=int, default=3, help="runs reported per task (fair), or "
-                   "seeds of every trial (grid)")
-    p.add_argument("--protocol", default="fair", choices=["fair", "grid"])
+    p.add_argument("--trials", type=int, default=10, metavar="N",
+                   help="random hparam trials per task besides the default hparams (MMDG-Bench: "
+                   "10; DomainBed's --n_hparams K is --trials K-1, and DomainBed's --n_trials is "
+                   "--seeds)")
+    p.add_argument("--seeds", type=int, default=3, metavar="N",
+                   help="runs reported per task (fair), or seeds of every trial (grid); "
+                   "DomainBed's --n_trials")
+    p.add_argument("--protocol", default="fair", choices=["fair", "grid"],
+                   help="fair: the default hparams and --trials random trials per task, the "
+                   "best on --selection retrained to --seeds runs (MMDG-Bench); grid: every "
+                   "trial with every seed, the best trial chosen per task afterwards")
     p.add_argument("--selection", default="source_val", choices=["source_val", "lodo"],
                    help="how each task's trial is chosen: source_val (its search run's "
-                   "accuracy on the held-out part of the sources; default) or lodo "
+                   "accuracy on the held-out part of the sources) or lodo "
                    "(leave-one-domain-out cross-validation: every trial trained once per "
                    "source domain held out, scored on it, the best trial then trained on all "
                    "sources with --seeds seeds; the target is never used; docs/sweeps.md)")
     p.add_argument("--dry-run", action="store_true", help="list the jobs and their status only")
-    add_run_options(p, axes=False)
+    add_run_options(p, axes=False, required={"dataset": "required unless --datasets"})
     add_launcher_args(p)
     add_threads_arg(p)
     p.set_defaults(func=run)
@@ -49,11 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def experiment_config(args: argparse.Namespace):
     """The :class:`~merdg.experiments.plan.ExperimentConfig` of the command line."""
     from merdg.experiments.plan import ExperimentConfig
-    from merdg.run.config import RunConfig
 
-    settings = run_settings(args)
-    settings.setdefault("split_seed", 0)
-    return ExperimentConfig(base=RunConfig(**settings), out_dir=args.out, trials=args.trials,
+    return ExperimentConfig(base=experiment_base(args, split_seed=0), out_dir=args.out,
+                            trials=args.trials,
                             seeds=args.seeds, protocol=args.protocol, layout="hashed",
                             selection=args.selection,
                             **experiment_settings(args))
@@ -61,17 +66,20 @@ def experiment_config(args: argparse.Namespace):
 
 def print_plan(experiment) -> None:
     from merdg.experiments.jobs import count_statuses
-    from merdg.experiments.plan import plan
-    from merdg.experiments.runner import check_experiment
+    from merdg.experiments.runner import check_experiments, plan_experiments
 
-    jobs, waiting = plan(experiment, check_experiment(experiment))
+    jobs, waiting = plan_experiments(check_experiments(experiment))
     for job in jobs:
-        print(f"{job.status():10s} {job.path.name}  {job.describe()}")
+        dataset = f"{job.config.dataset} " if experiment.datasets else ""
+        print(f"{job.status():10s} {job.path.name}  {dataset}{job.describe()}")
     counts = {s: n for s, n in count_statuses(jobs).items() if n}
-    print(f"{len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    print(f"{count(len(jobs), 'job')}: " + ", ".join(f"{n} {s}"
+                                                      for s, n in sorted(counts.items())))
     if waiting:
-        print(f"{len(waiting)} tasks wait for their search to finish before their retrain jobs "
-              "exist")
+        one = len(waiting) == 1
+        its = "its" if one else "their"
+        print(f"{count(len(waiting), 'task')} {'waits' if one else 'wait'} for {its} search to "
+              f"finish before {its} retrain jobs exist")
 
 
 def run(args: argparse.Namespace) -> int:

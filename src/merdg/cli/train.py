@@ -9,6 +9,7 @@ import os
 import sys
 
 from merdg.cli.options import (
+    REQUIRED,
     add_run_options,
     add_threads_arg,
     apply_threads,
@@ -27,7 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "checkpoint and a finished one prints its summary. Under torchrun "
                        "(e.g. torchrun --nproc_per_node 4 -m merdg.cli train ...) it trains "
                        "data-parallel.")
-    add_run_options(p)
+    add_run_options(p, required={"dataset": "required unless --preset", "target": REQUIRED,
+                                 "out_dir": "required unless --preset"})
+    p.add_argument("--json", action="store_true",
+                   help="print the run's summary (every number of summary.json) as JSON instead "
+                   "of the few lines saying the selected epoch, its accuracies and where the "
+                   "files are")
     p.add_argument("--restart", action="store_true",
                    help="start an unfinished run over instead of resuming its checkpoint")
     p.add_argument("--overwrite", action="store_true",
@@ -81,7 +87,49 @@ def run(args: argparse.Namespace) -> int:
     with logging_redirect_tqdm(loggers=[logging.getLogger("merdg")]):
         summary = train(config, resume=not args.restart, overwrite=args.overwrite)
     if main_rank:
-        print(json.dumps(summary["selection"], indent=2))
+        print(json.dumps(summary, indent=2) if args.json
+              else "\n".join(summary_lines(summary, config.out_dir)))
         for line in summary.get("near_chance_probes", []):
             print(f"warning: {line}", file=sys.stderr)
     return 0
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def summary_lines(summary: dict, out_dir: str | None) -> list[str]:
+    """What a finished run reports in a few lines: what ran, the epoch source validation
+    selected with its source-validation and target accuracy (and H-score for open set), the
+    last and oracle epochs for comparison, and where the files are."""
+    from merdg.run.directory import RunDir
+
+    rows = summary["selection"]
+    chosen, last, oracle = rows["source_val"], rows.get("last"), rows.get("oracle")
+    what = (f"{chosen['algorithm']}, {chosen['modalities']}, {chosen['sources']} -> "
+            f"{chosen['target']}, seed {chosen['seed']}")
+    open_set = chosen.get("h_score") is not None
+    target = "target acc (known classes, no rejection)" if open_set else "target acc"
+    lines = [f"done: {what} ({summary['epochs']} epochs, {summary['train_time_s']:.1f} s of "
+             "training)",
+             f"selected epoch {chosen['epoch']} of {summary['epochs']} (best source-validation "
+             f"accuracy): source-val acc {_percent(chosen['val_acc'])}, {target} "
+             f"{_percent(chosen['target_acc'])}"]
+    if open_set:
+        lines.append(f"open set: H-score {_percent(chosen['h_score'])} (known-class acc "
+                     f"{_percent(chosen.get('known_acc'))}, unknown rejected "
+                     f"{_percent(chosen.get('unknown_acc'))})")
+    others = [f"last epoch {r['epoch']}: target acc {_percent(r['target_acc'])}"
+              for r in (last,) if r is not None]
+    others += [f"oracle epoch {r['epoch']} (chosen on the target, for comparison only): "
+               f"{_percent(r['target_acc'])}" for r in (oracle,) if r is not None]
+    if others:
+        lines.append("; ".join(others))
+    if out_dir:
+        directory = RunDir(out_dir)
+        names = [n for n in (RunDir.SUMMARY, RunDir.RECORDS, RunDir.LOG, RunDir.MODEL,
+                             RunDir.LAST_MODEL, RunDir.EVALUATIONS)
+                 if directory.file(n).exists()]
+        lines.append(f"files: {directory.path} ({', '.join(names)}; every number: "
+                     f"{RunDir.SUMMARY}, or --json)")
+    return lines

@@ -206,9 +206,12 @@ def _run_curves(axes, label: str, records: list[dict[str, Any]], color: str) -> 
 def figure_curves(results: list[dict[str, Any]], labels: list[str],
                   records: list[list[dict[str, Any]]]):
     """Training curves from ``records.jsonl``: accuracies, CE, MER L_spec, head accuracies
-    (None when no run has records). Each panel's legend sits to the right of the panel."""
+    (None when no run has records), against whole epochs. Each panel's legend sits to the
+    right of the panel."""
     if not any(records):
         return None
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = _figure(2, 2, 13.0, 7.5)
     floor = _mer_floor(results)
     if floor is not None:
@@ -220,6 +223,7 @@ def figure_curves(results: list[dict[str, Any]], labels: list[str],
     for ax, title in zip(axes.flat, [t for row in CURVE_TITLES for t in row]):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
         if ax.has_data():
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
@@ -284,7 +288,8 @@ BENCH_PANELS = {
 
 
 def figure_bench_summary(per_key: dict[tuple[str, str], list[dict[str, Any]]]):
-    """Headline numbers per (modalities, algorithm), mean ± std over diagnosed comparisons."""
+    """Headline numbers per (modalities, algorithm), mean ± sample std over the diagnosed
+    comparisons (the title says over how many)."""
     fig, axes = _figure(1, len(BENCH_PANELS), 4.2 * len(BENCH_PANELS), 4.4)
     keys = sorted(per_key)
     for ax, (title, columns) in zip(axes[0], BENCH_PANELS.items()):
@@ -299,7 +304,11 @@ def figure_bench_summary(per_key: dict[tuple[str, str], list[dict[str, Any]]]):
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     _run_legend(fig, axes[0][0])
-    fig.suptitle("Diagnostics averaged over the diagnosed comparisons (mean ± std)", fontsize=10)
+    ns = sorted({len(v) for v in per_key.values()})
+    n = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]} to {ns[-1]}"
+    spread = "one comparison each, no spread" if ns == [1] else (
+        f"mean ± sample std over n = {n} comparisons")
+    fig.suptitle(f"Diagnostics averaged over the diagnosed comparisons ({spread})", fontsize=10)
     return finish_figure(fig)
 
 

@@ -64,9 +64,10 @@ class ChanceTest:
         """Not significantly above chance at level :attr:`alpha`."""
         return self.p_value > self.alpha
 
-    def describe(self, name: str = "probe") -> str:
-        """One line, e.g. for a run's final log line or a report."""
-        verdict = ("within noise of chance: the encoder learned nothing measurable"
+    def describe(self, name: str = "probe", subject: str = "the encoder") -> str:
+        """One line, e.g. for a run's final log line or a report (``subject``: what learned
+        nothing measurable when the accuracy is within noise of chance)."""
+        verdict = (f"within noise of chance: {subject} learned nothing measurable"
                    if self.near_chance else "above chance")
         return (f"{name}: {100 * self.accuracy:.2f}% on {self.n} samples vs "
                 f"{100 * self.chance:.2f}% chance (one-sided binomial p = {self.p_value:.3g}): "

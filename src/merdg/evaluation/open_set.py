@@ -94,7 +94,7 @@ def parse_known_classes(text: str | Sequence[str | int],
     items = [s.strip() for s in text.split(",")] if isinstance(text, str) else list(text)
     items = [s for s in items if str(s).strip() != ""]
     if not items:
-        raise ValueError("--known-classes is empty; give class names or indices, e.g. 0,1,2")
+        raise ValueError("--known-classes is empty; give class names or indices, e.g. 0 1 2")
     indices = []
     for item in items:
         item = str(item).strip()

@@ -61,7 +61,7 @@ def parse_corruptions(text: str) -> list[str] | str:
         return "all"
     names = [n.strip() for n in text.split(",")]
     if not text or any(not n for n in names):
-        raise ValueError(f"--corruptions: expected 'all' or NAME[,NAME...], got {text!r}")
+        raise ValueError(f"--corruptions: expected 'all' or NAME [NAME ...], got {text!r}")
     return list(dict.fromkeys(names))
 
 
@@ -77,7 +77,7 @@ def parse_severities(text: str) -> list[int]:
             values.append(check_severity(int(part.strip())))
         except ValueError as err:
             raise ValueError(f"--severities: {part.strip()!r} is not a severity; expected "
-                             f"integers in {SEVERITIES[0]}..{SEVERITIES[-1]} such as 1,3,5"
+                             f"integers in {SEVERITIES[0]}..{SEVERITIES[-1]} such as 1 3 5"
                              ) from err
     return sorted(set(values))
 

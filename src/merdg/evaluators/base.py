@@ -110,6 +110,8 @@ class ResultView(Protocol):
     rule: str
     reference: str
     epochs_words: str  # how the rule chose the epochs, for titles
+    spread_words: str  # what the tables' ± is ("mean ± sample std"), for titles
+    error: str  # "std" or "se": the spread the tables and figures show
 
     def at_rule(self, rule: str) -> ResultView:
         """The same view at another epoch rule."""

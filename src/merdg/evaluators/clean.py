@@ -19,8 +19,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from merdg.evaluation.chance import near_chance_probes
 from merdg.evaluators.base import EPOCH, EVALUATORS, Column, Evaluator, ResultView
+from merdg.evaluators.encoder_probes import chance_probes
 from merdg.evaluators.predictions import Predictions, predict
 
 __all__ = ["CleanAccuracy", "evaluate", "merge_splits", "near_chance_lines", "split_metrics"]
@@ -111,24 +111,30 @@ class CleanAccuracy(Evaluator):
         return lines
 
 
+PROBE_NAMES = {"encoder": "linear probe of the frozen encoder (--encoder-probes)",
+               "side": "side probe (trained along with the model; it may not have converged)"}
+
+
 def near_chance_lines(rows: list[Mapping[str, Any]]) -> list[str]:
-    """One line per (modality set, algorithm, modality) whose linear probe on source
-    validation is within noise of chance (:func:`merdg.evaluation.chance.near_chance_probes`)
+    """One line per (modality set, algorithm, modality, probe read) whose probe on source
+    validation is within noise of chance (:func:`merdg.evaluators.encoder_probes.chance_probes`:
+    the encoder's probe when the runs have ``--encoder-probes``, else the side probe, named)
     in some runs, with how many and which columns (``rows``: source-validation rows with
     ``val_n``, ``num_classes`` and ``column``)."""
-    flagged: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    flagged: dict[tuple[str, str, str, str], list[str]] = defaultdict(list)
     total: dict[tuple[str, str], int] = defaultdict(int)
     for r in rows:
         if not r.get("val_n") or int(r.get("num_classes") or 0) < 2:
             continue
         total[(r["modalities"], r["algorithm"])] += 1
-        probes = {m: r[CleanAccuracy.VAL_PROBE.key(m)]
-                  for m in CleanAccuracy.VAL_PROBE.members(r)}
-        for m in near_chance_probes(probes, int(r["val_n"]), int(r["num_classes"])):
-            flagged[(r["modalities"], r["algorithm"], m)].append(
+        which, near = chance_probes(r)
+        for m in near:
+            flagged[(r["modalities"], r["algorithm"], m, which)].append(
                 f"{r['column']} seed {r['seed']}")
-    return [f"- {mods} {algo}: the {m} probe is within noise of chance on source validation in "
-            f"{len(where)} of {total[(mods, algo)]} runs ({', '.join(where[:6])}"
-            f"{', ...' if len(where) > 6 else ''}): its encoder learned nothing measurable, and "
-            "the fused model may ignore the modality"
-            for (mods, algo, m), where in sorted(flagged.items())]
+    return [f"- {mods} {algo}: the {m} {PROBE_NAMES[which]} is within noise of chance on "
+            f"source validation in {len(where)} of {total[(mods, algo)]} runs "
+            f"({', '.join(where[:6])}{', ...' if len(where) > 6 else ''}): "
+            + ("its encoder learned nothing measurable, and the fused model may ignore the "
+               "modality" if which == "encoder" else "the encoder may still hold information "
+               "(--encoder-probes tests the encoder itself)")
+            for (mods, algo, m, which), where in sorted(flagged.items())]

@@ -54,8 +54,9 @@ from merdg.hparams import seed_hash
 from merdg.options import ALL, Settings, setting
 from merdg.plotting import NO_MATPLOTLIB, finish_figure, matplotlib_available, pyplot, save_figure
 
-__all__ = ["CorruptedSamples", "CorruptionSettings", "Corruptions", "corrupted_view",
-           "figure_severity_curves", "plot_severity_curves", "severity_curves"]
+__all__ = ["CorruptedSamples", "CorruptionSettings", "Corruptions", "SeverityMeans",
+           "corrupted_view", "figure_severity_curves", "plot_severity_curves", "severity_curves",
+           "severity_means"]
 
 SEED_STRIDE = 0x9E3779B97F4A7C15  # odd 64-bit constant: sample seeds of one stream never meet
 SEED_MOD = 2**63
@@ -306,8 +307,9 @@ class Corruptions(Evaluator):
         keys = [("target_acc", "clean"), (ACC.name, ACC.label), (RELATIVE.name, RELATIVE.label)]
         keys += [(PER_SEVERITY.key(s), f"severity {s}") for s in view.members(PER_SEVERITY)]
         keys += [(PER_MODALITY.key(m), f"{m} corrupted") for m in view.members(PER_MODALITY)]
-        text = (f"**Target accuracy (%) under corruptions (--corruptions), mean ± std over "
-                f"replicates (targets averaged within a replicate); epochs: "
+        text = (f"**Target accuracy (%) under corruptions (--corruptions), "
+                f"{view.spread_words} over replicates (targets averaged within a replicate); "
+                "epochs: "
                 f"{view.epochs_words}. `corrupted (mean)` averages every (modality, "
                 "corruption, severity) evaluated, `missing` once; `% of clean` is that mean "
                 "over the clean accuracy of the same run; `severity s` averages the graded "
@@ -335,14 +337,27 @@ class Corruptions(Evaluator):
         return [text, "![accuracy under corruptions](robustness.png)", ""]
 
     def figure(self, view: ResultView, path: Path) -> Path | None:
-        """Accuracy against severity (:func:`plot_severity_curves` of the table's averages);
-        None without a graded corruption or without matplotlib."""
+        """Accuracy against severity (:func:`plot_severity_curves` of the table's averages,
+        with the table's means and their spread); None without a graded corruption or without
+        matplotlib."""
         accuracy, clean = severity_curves(view)
         if not accuracy or not next(iter(accuracy.values())):
             return None
         title = (f"Target accuracy under corruptions (epochs: "
                  f"{view.epochs_words.split(' (')[0]}; targets, seeds averaged)")
-        return plot_severity_curves(accuracy, clean, path, title)
+        return plot_severity_curves(accuracy, clean, path, title, severity_means(view),
+                                    view.error)
+
+
+def _curve_labels(averages: Mapping[tuple[str, str, str], Any]) -> dict[tuple[str, str, str],
+                                                                       str]:
+    """A label per (table, modality set, algorithm): the algorithm, prefixed by the modality
+    set and the table when there are several."""
+    several_sets = len({mods for _, mods, _ in averages}) > 1
+    several_tables = len({table for table, _, _ in averages}) > 1
+    return {(table, mods, algo): " ".join(p for p in (table if several_tables else "",
+                                                      mods if several_sets else "", algo) if p)
+            for table, mods, algo in averages}
 
 
 def severity_curves(view: ResultView
@@ -362,28 +377,61 @@ def severity_curves(view: ResultView
     if not members:
         return {}, {}
     averages = view.averages(["target_acc"] + [EACH.key(k) for k in members])
-    several_sets = len({mods for _, mods, _ in averages}) > 1
-    several_tables = len({table for table, _, _ in averages}) > 1
+    labels = _curve_labels(averages)
     accuracy: dict[str, dict[tuple[str, int], float]] = {}
     clean: dict[str, float] = {}
-    for (table, mods, algo), cells in averages.items():
+    for key, cells in averages.items():
         per_pair: dict[tuple[str, int], list[float]] = defaultdict(list)
-        for key, cell in zip(members, cells[1:]):
-            _, name, severity = key.split(":")
+        for member, cell in zip(members, cells[1:]):
+            _, name, severity = member.split(":")
             if cell is not None:
                 per_pair[(name, int(severity))].append(cell.mean)
         if per_pair and cells[0] is not None:
-            label = " ".join(p for p in (table if several_tables else "",
-                                         mods if several_sets else "", algo) if p)
-            accuracy[label] = {pair: float(np.mean(v)) for pair, v in per_pair.items()}
-            clean[label] = cells[0].mean
+            accuracy[labels[key]] = {pair: float(np.mean(v)) for pair, v in per_pair.items()}
+            clean[labels[key]] = cells[0].mean
     shared = set.intersection(*(set(v) for v in accuracy.values())) if accuracy else set()
     accuracy = {label: {p: v for p, v in per.items() if p in shared}
                 for label, per in accuracy.items()}
     return accuracy, clean
 
 
+@dataclass(frozen=True)
+class SeverityMeans:
+    """The robustness table's means of one row (cells with ``mean``, ``std``, ``se``, ``n``).
+
+    Attributes:
+        clean: Clean target accuracy.
+        per_severity: ``{severity: cell}``: the graded corruptions at that severity.
+        overall: ``corrupted (mean)``: every (modality, corruption, severity), ``missing``
+            included once.
+    """
+
+    clean: Any
+    per_severity: Mapping[int, Any]
+    overall: Any
+
+
+def severity_means(view: ResultView) -> dict[str, SeverityMeans]:
+    """``{label: SeverityMeans}``: the cells of the robustness table (``clean``, ``severity
+    s``, ``corrupted (mean)``), labelled as :func:`severity_curves` labels its curves; rows
+    lacking one of them are left out."""
+    severities = sorted(int(s) for s in view.members(PER_SEVERITY))
+    averages = view.averages(["target_acc", ACC.name]
+                             + [PER_SEVERITY.key(str(s)) for s in severities])
+    labels = _curve_labels(averages)
+    out = {}
+    for key, cells in averages.items():
+        if all(c is not None for c in cells):
+            out[labels[key]] = SeverityMeans(cells[0], dict(zip(severities, cells[2:])),
+                                             cells[1])
+    return out
+
+
 # --- the figure ----------------------------------------------------------------------------
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+OFFSET = 0.07  # severity units between neighbouring curves, so that equal values stay visible
+
 
 def _check_severity_input(accuracy: Mapping[str, Mapping[tuple[str, int], float]],
                           clean: Mapping[str, float]) -> tuple[list[str], list[int]]:
@@ -404,9 +452,52 @@ def _check_severity_input(accuracy: Mapping[str, Mapping[tuple[str, int], float]
     return list(dict.fromkeys(c for c, _ in ordered)), severities
 
 
+MEANS_PANEL = ("table means: severity s averages the graded corruptions at s; 'all' is the "
+               "mean corruption accuracy, missing included")
+
+
+def _spread(cell: Any, error: str) -> float:
+    return 0.0 if cell.n < 2 else 100 * (cell.std if error == "std" else cell.se)
+
+
+def _draw_means(ax, k: int, label: str, means: SeverityMeans, all_x: float, error: str,
+                dx: float) -> None:
+    """One row of the robustness table: clean (at severity 0) and per-severity means as a
+    curve, the overall mean as a point at ``all_x``, each with its error bar."""
+    severities = sorted(means.per_severity)
+    cells = [means.clean, *(means.per_severity[s] for s in severities)]
+    curve_x = [x + dx for x in (0, *severities)]
+    ys = [100 * c.mean for c in cells]
+    style = {"color": f"C{k % 10}", "marker": MARKERS[k % len(MARKERS)], "ms": 4}
+    ax.plot(curve_x, ys, label=label, gid=f"{label}|mean", **style)
+    spreads = [_spread(c, error) for c in cells]
+    ax.vlines(curve_x, [y - e for y, e in zip(ys, spreads)],
+              [y + e for y, e in zip(ys, spreads)], color=style["color"], lw=1,
+              gid=f"{label}|mean|{error}")
+    overall, spread = 100 * means.overall.mean, _spread(means.overall, error)
+    ax.plot([all_x + dx], [overall], linestyle="none", gid=f"{label}|all", **style)
+    ax.vlines([all_x + dx], [overall - spread], [overall + spread], color=style["color"],
+              lw=1, gid=f"{label}|all|{error}")
+
+
+def _error_words(means: Mapping[str, SeverityMeans], error: str) -> str:
+    ns = sorted({c.n for m in means.values()
+                 for c in (m.clean, m.overall, *m.per_severity.values())})
+    if not ns:
+        return ""
+    if ns == [1]:
+        return "table means of one run each (n = 1, no error bars)"
+    seeds = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]} to {ns[-1]}"
+    words = "sample std" if error == "std" else "standard error"
+    return f"error bars: ± {words} over n = {seeds} replicates"
+
+
 def figure_severity_curves(accuracy: Mapping[str, Mapping[tuple[str, int], float]],
-                           clean: Mapping[str, float], title: str = ""):
-    """Accuracy against corruption severity, one panel per corruption plus their mean.
+                           clean: Mapping[str, float], title: str = "",
+                           means: Mapping[str, SeverityMeans] | None = None,
+                           error: str = "std"):
+    """Accuracy against corruption severity: one panel per graded corruption, and with
+    ``means`` a panel of the robustness table's means with their error bars.
 
     Args:
         accuracy: ``{algorithm: {(corruption, severity): accuracy}}``, accuracies as fractions
@@ -414,30 +505,42 @@ def figure_severity_curves(accuracy: Mapping[str, Mapping[tuple[str, int], float
             corruptions first appear.
         clean: ``{algorithm: accuracy without corruption}``, drawn at severity 0 of every curve.
         title: Figure title (default: a description of the axes).
+        means: ``{algorithm: SeverityMeans}`` (:func:`severity_means`): the table's clean,
+            per-severity and overall means (``missing`` included), drawn with error bars in a
+            last panel (which replaces the single corruption's panel when there is one).
+        error: The error bars: ``"std"`` or ``"se"``, as the table.
 
     Returns:
-        The figure; the last panel averages each severity over the corruptions.
+        The figure. Each curve has its own marker, and curves are shifted by a small offset
+        along the severity axis, so that equal values stay visible.
 
     Raises:
         ValueError: An algorithm lacks a (corruption, severity) pair another one has, or its
             clean accuracy; a severity below 1.
     """
     corruptions, severities = _check_severity_input(accuracy, clean)
-    panels = [*corruptions, "mean over corruptions"]
+    means = {a: m for a, m in (means or {}).items() if a in accuracy}
+    panels = [] if means and len(corruptions) == 1 else list(corruptions)
+    panels += [MEANS_PANEL] if means else []
     ncols = min(len(panels), 3)
     nrows = -(-len(panels) // ncols)
-    fig, axes = pyplot().subplots(nrows, ncols, figsize=(4.0 * ncols + 2.5, 3.2 * nrows),
+    fig, axes = pyplot().subplots(nrows, ncols, figsize=(4.2 * ncols + 2.5, 3.4 * nrows),
                                   squeeze=False, sharey=True, layout="constrained")
     xs = [0, *severities]
-    for k, (algo, per_algo) in enumerate(accuracy.items()):
-        curves = {c: [per_algo[c, s] for s in severities] for c in corruptions}
-        curves["mean over corruptions"] = list(np.mean([curves[c] for c in corruptions], axis=0))
+    algorithms = list(accuracy)
+    for k, algo in enumerate(algorithms):
+        dx = (k - (len(algorithms) - 1) / 2) * OFFSET
+        style = {"color": f"C{k % 10}", "marker": MARKERS[k % len(MARKERS)], "ms": 4}
         for ax, panel in zip(axes.flat, panels):
-            ax.plot(xs, [100 * clean[algo], *(100 * v for v in curves[panel])], marker="o",
-                    ms=3, color=f"C{k % 10}", label=algo)
+            if panel == MEANS_PANEL:
+                _draw_means(ax, k, algo, means[algo], xs[-1] + 1, error, dx)
+                continue
+            ys = [100 * clean[algo], *(100 * accuracy[algo][panel, s] for s in severities)]
+            ax.plot([x + dx for x in xs], ys, label=algo, gid=f"{algo}|{panel}", **style)
     for ax, panel in zip(axes.flat, panels):
         ax.set_title(panel, fontsize=10)
-        ax.set_xticks(xs)
+        ticks = [*xs, xs[-1] + 1] if panel == MEANS_PANEL else xs
+        ax.set_xticks(ticks, [*map(str, xs), "all"][:len(ticks)])
         ax.set_xlabel("severity (0 = clean)")
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
@@ -446,15 +549,19 @@ def figure_severity_curves(accuracy: Mapping[str, Mapping[tuple[str, int], float
         ax.set_visible(False)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", fontsize=8)
-    fig.suptitle(title or "Accuracy under corruptions of increasing severity", fontsize=11)
+    words = _error_words(means, error) if means else ""
+    fig.suptitle("; ".join(p for p in (title or "Accuracy under corruptions of increasing "
+                                       "severity", words) if p), fontsize=11)
     return finish_figure(fig)
 
 
 def plot_severity_curves(accuracy: Mapping[str, Mapping[tuple[str, int], float]],
-                         clean: Mapping[str, float], path: str | Path,
-                         title: str = "") -> Path | None:
+                         clean: Mapping[str, float], path: str | Path, title: str = "",
+                         means: Mapping[str, SeverityMeans] | None = None,
+                         error: str = "std") -> Path | None:
     """Write :func:`figure_severity_curves` to ``path`` (PNG); None without matplotlib."""
     if not matplotlib_available():
         print(NO_MATPLOTLIB)
         return None
-    return save_figure(figure_severity_curves(accuracy, clean, title), path, finish=False)
+    return save_figure(figure_severity_curves(accuracy, clean, title, means, error), path,
+                       finish=False)

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from merdg.datasets.base import DomainConcat, collate
 from merdg.datasets.open_set import known_class_part
+from merdg.evaluation.chance import ChanceTest, near_chance_probes
 from merdg.evaluation.probes import PROBES, LabeledFeatures, train_probe
 from merdg.evaluation.representation import effective_rank
 from merdg.evaluators.base import (
@@ -47,12 +48,16 @@ from merdg.evaluators.base import (
 from merdg.evaluators.context import leaves_random_state
 from merdg.hparams import seed_hash
 
-__all__ = ["EncoderProbes", "encoder_embeddings", "probe_encoders"]
+__all__ = ["EncoderProbes", "chance_probes", "encoder_embeddings", "near_chance_warnings",
+           "probe_encoders"]
 
 INIT_PROBE = Column("init_probe_acc", "probe at init", family=True)
 INIT_RANK = Column("init_erank", "eff. rank at init", None, False, family=True)
 PROBE = Column("encoder_probe_acc", "probe after", family=True)
 RANK = Column("encoder_erank", "eff. rank after", None, False, family=True)
+# the same probe's source-validation accuracy (at its epoch chosen there): the chance test's
+VAL_PROBE = Column("encoder_val_probe_acc", "probe after, source val", family=True)
+SIDE_PROBE = "val_probe_acc"  # the clean evaluator's side probes (trained with the model)
 
 
 @torch.no_grad()  # not inference mode: the probes train on these tensors
@@ -133,7 +138,7 @@ class EncoderProbes(Evaluator):
                     "sources' training split, epoch chosen on their validation split, accuracy "
                     "on the target; and the effective rank of its target embeddings) at "
                     "initialization and on the selected model (docs/regimes.md)")
-    columns = (INIT_PROBE, INIT_RANK, PROBE, RANK)
+    columns = (INIT_PROBE, INIT_RANK, PROBE, RANK, VAL_PROBE)
 
     def _measure(self, context: Any) -> dict[str, dict[str, float]]:
         run = context.run
@@ -158,6 +163,7 @@ class EncoderProbes(Evaluator):
         columns: dict[str, float | None] = {}
         for m, values in after.items():
             columns[PROBE.key(m)], columns[RANK.key(m)] = values["probe_acc"], values["erank"]
+            columns[VAL_PROBE.key(m)] = values["val_probe_acc"]
         at_init = context.run_info.get("encoders_at_init") or {}
         for m, values in at_init.items():
             columns[INIT_PROBE.key(m)] = values["probe_acc"]
@@ -171,6 +177,9 @@ class EncoderProbes(Evaluator):
                                         ((PROBE, RANK), record.get("encoders"))):
             for m, values in (measured or {}).items():
                 out[probe.key(m)], out[rank.key(m)] = values["probe_acc"], values["erank"]
+        for m, values in (record.get("encoders") or {}).items():
+            if "val_probe_acc" in values:
+                out[VAL_PROBE.key(m)] = values["val_probe_acc"]
         return out
 
     def report(self, view: ResultView) -> list[str]:
@@ -187,3 +196,48 @@ class EncoderProbes(Evaluator):
                 "accuracy of a linear probe fit on its frozen source embeddings (%), and the "
                 "effective rank of its target embeddings (docs/regimes.md).", "",
                 view.average_tables(keys, "encoders alone")]
+
+
+# --- the chance test of each encoder ---------------------------------------------------------
+
+def chance_probes(row: Mapping[str, Any]) -> tuple[str, dict[str, ChanceTest]]:
+    """Which probe a run's chance test reads, and the modalities whose probe is within noise
+    of chance on source validation (:func:`merdg.evaluation.chance.near_chance_probes`).
+
+    The test reads the encoder: the linear probe fit on the frozen encoder of the selected
+    model (``encoder_val_probe_acc/<m>``, ``--encoder-probes``) when the row has it. Otherwise
+    it reads the side probe trained along with the model (``val_probe_acc/<m>``), which may
+    not have converged (few epochs, a learning rate tuned for the fused model), and says so.
+
+    Args:
+        row: A row of :func:`merdg.run.records.run_rows` (``val_n``, ``num_classes``).
+
+    Returns:
+        ``("encoder" | "side", {modality: test})`` (``{}`` without what the test needs).
+    """
+    num_classes = int(row.get("num_classes") or 0)
+    encoder = VAL_PROBE.members(row)
+    which, prefix = ("encoder", VAL_PROBE.name) if encoder else ("side", SIDE_PROBE)
+    if num_classes < 2 or not row.get("val_n"):
+        return which, {}
+    probes = {k.split("/", 1)[1]: v for k, v in row.items()
+              if k.startswith(prefix + "/") and v is not None}
+    return which, near_chance_probes(probes, int(row["val_n"]), num_classes)
+
+
+PROBE_WORDS = {
+    "encoder": ("{m} encoder (a linear probe fit on the frozen encoder, --encoder-probes) on "
+                "source validation", "the encoder"),
+    "side": ("{m} side probe (the linear head trained along with the model, which may not have "
+             "converged; --encoder-probes fits one on the frozen encoder) on source validation",
+             "the side probe"),
+}
+
+
+def near_chance_warnings(row: Mapping[str, Any]) -> list[str]:
+    """One line per modality whose probe is within noise of chance at the selected epoch
+    (:func:`chance_probes`), naming the probe it read: the encoder may have learned nothing
+    measurable, and the fused model may silently ignore the modality."""
+    which, flagged = chance_probes(row)
+    name, subject = PROBE_WORDS[which]
+    return [test.describe(name.format(m=m), subject) for m, test in flagged.items()]

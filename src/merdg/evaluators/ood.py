@@ -43,14 +43,15 @@ class OODSettings(Settings):
     ood_dataset: str | None = setting(
         None, help="out-of-distribution data of the OOD evaluation: a registered data set "
         "(`merdg list datasets`) with the run's modalities (default: the run's own, with "
-        "--ood-domains)", flag="--ood-dataset", kind="str", nullable=True)
+        "--ood-domains)", flag="--ood-dataset", kind="str", nullable=True,
+        metavar="NAME")
     ood_domains: list[str] | None = setting(
         None, help="its out-of-distribution domains (default: every domain of --ood-dataset; "
         "required for the run's own data set, and never its target)", flag="--ood-domains",
         kind="list", nullable=True, metavar="DOMAIN")
     ood_data_root: str | None = setting(
         None, help="root directory of --ood-dataset (default: the run's --data-root)",
-        flag="--ood-data-root", kind="str", nullable=True)
+        flag="--ood-data-root", kind="str", nullable=True, metavar="DIR")
     ood_dataset_options: dict[str, Any] = setting(
         {}, help="option of --ood-dataset, repeatable", flag="--ood-dataset-option",
         kind="pairs", metavar="KEY=VALUE")

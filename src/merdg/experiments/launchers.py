@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 import merdg
 from merdg.experiments.jobs import Job, run_job
+from merdg.words import count
 
 __all__ = ["LAUNCHERS", "LaunchReport", "LauncherOptions", "launch"]
 
@@ -267,7 +268,7 @@ def _run_submitit(todo: list[Job], options: LauncherOptions, report: LaunchRepor
     folder = Path(options.folder or todo[0].path.parent.parent / "submitit")
     executor = _executor(options, folder)
     submitted = executor.map_array(JobRunner(), [str(job.path) for job in todo])
-    print(f"submitted {len(submitted)} jobs (submitit logs: {folder})")
+    print(f"submitted {count(len(submitted), 'job')} (submitit logs: {folder})")
     if not options.wait:
         report.submitted.extend(todo)
         return

@@ -1,7 +1,9 @@
 """An experiment: a base :class:`~merdg.run.config.RunConfig` and the axes varied around it.
 
 ``merdg bench`` and ``merdg sweep`` are both an :class:`ExperimentConfig`: algorithms x
-modality sets x (sources -> target) x hparam trials x seeds on one dataset, every other setting
+modality sets x (sources -> target) x hparam trials x seeds on one dataset (or on each of
+several, ``datasets``, as DomainBed's ``sweep.py --datasets``: :meth:`ExperimentConfig.per_dataset`
+gives one experiment per data set, its runs under ``OUT/<dataset>``), every other setting
 taken from the base run config. The ``setting`` says which (sources -> target) pairs: ``multi``
 (each target with every other domain as sources, leave-one-domain-out), ``single`` (each
 target with each other domain alone: every ordered pair of domains) or ``all`` (both). A bench
@@ -37,6 +39,7 @@ __all__ = ["LAYOUTS", "SELECTIONS", "SETTINGS", "ExperimentConfig", "Task", "inn
            "plan", "retrain_jobs", "run_config", "search_jobs", "tasks"]
 
 LAYOUTS = ("named", "hashed")
+ERRORS = ("std", "se")  # what ± is in the tables (merdg.experiments.report.ERRORS)
 SETTINGS = ("multi", "single", "all")
 SELECTIONS = tuple(TRIAL_RULES)  # how a task's trial is chosen (merdg.experiments.search)
 
@@ -70,6 +73,11 @@ class ExperimentConfig:
             source-validation accuracy) or ``"lodo"`` (leave-one-domain-out cross-validation
             on the sources: inner runs, then the chosen trial trained with seeds
             ``0 .. seeds - 1``; fair protocol; :mod:`merdg.experiments.search`).
+        datasets: Several data sets, each run with the same axes (None: ``base.dataset``
+            alone); every domain of each is a target, and the tables add the average over
+            data sets.
+        error: What ``±`` is in the tables and figures: ``"std"`` (sample standard deviation
+            over seeds) or ``"se"`` (standard error; DomainBed's tables).
     """
 
     base: RunConfig
@@ -85,6 +93,8 @@ class ExperimentConfig:
     setting: str = "multi"
     reference: str | None = None
     selection: str = "source_val"
+    datasets: list[str] | None = None
+    error: str = "std"
 
     def validate(self) -> ExperimentConfig:
         """Check the axes (the base config checks itself); returns self.
@@ -128,8 +138,40 @@ class ExperimentConfig:
         for mods in self.modality_sets or []:
             if not mods or len(set(mods)) != len(mods):
                 raise ValueError(f"invalid modality set {mods} in --modality-sets")
+        if self.error not in ERRORS:
+            raise ValueError(f"--error must be one of {', '.join(ERRORS)}, got {self.error!r}")
+        self._validate_datasets()
         self.base.validate()
         return self
+
+    def _validate_datasets(self) -> None:
+        if self.datasets is None:
+            return
+        if not self.datasets or not all(isinstance(d, str) and d for d in self.datasets):
+            raise ValueError(f"--datasets must name data sets, got {self.datasets!r}")
+        if len(set(self.datasets)) != len(self.datasets):
+            raise ValueError(f"--datasets lists a name twice: {' '.join(self.datasets)}")
+        if self.base.dataset != self.datasets[0]:
+            raise ValueError(f"the base config's dataset {self.base.dataset!r} must be the "
+                             f"first of --datasets {' '.join(self.datasets)}")
+        if self.targets is not None:
+            raise ValueError("--targets names domains of one data set; with --datasets every "
+                             "domain of each data set is a target")
+        if self.diagnose_seeds:
+            raise ValueError("--diagnose works on one data set (not with --datasets)")
+
+    def per_dataset(self) -> list[ExperimentConfig]:
+        """One experiment per data set: ``[self]``, or with ``datasets`` one per name, with
+        that data set and its runs under ``out_dir/<dataset>`` (their W&B group stays the
+        experiment's)."""
+        if self.datasets is None:
+            return [self]
+        group = self.base.wandb_group
+        if self.base.wandb and group is None:
+            group = Path(self.out_dir).resolve().name
+        return [dataclasses.replace(
+            self, base=dataclasses.replace(self.base, dataset=name, wandb_group=group),
+            datasets=None, out_dir=str(Path(self.out_dir) / name)) for name in self.datasets]
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "base": self.base.to_dict()}

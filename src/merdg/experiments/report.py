@@ -15,8 +15,9 @@
   :class:`ExperimentView`), the oracle numbers (labelled), timing, diagnostics, configuration;
 - ``experiment.json``: the experiment's configuration and versions.
 
-``±`` is the sample standard deviation over seeds (the titles say so); a cell of one run shows
-its value alone.
+``±`` is the sample standard deviation over seeds by default, or the standard error of the
+mean with ``error="se"`` (``--error se``; DomainBed's ``collect_results.py`` reports the standard
+error); every title says which, and a cell of one run shows its value alone.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 from merdg.evaluators import EVALUATORS, ORDER, Column, Evaluator, wanted_settings
 from merdg.evaluators.clean import near_chance_lines
-from merdg.experiments.plots import plot_accuracy_bars
+from merdg.experiments.plots import Panel, plot_accuracy_panels
 from merdg.experiments.results import (
     Cell,
     Table,
@@ -47,13 +48,19 @@ from merdg.experiments.results import (
 )
 from merdg.experiments.search import TRIAL_RULES
 from merdg.run.selection import SELECTION_RULES
+from merdg.words import count
 
-__all__ = ["DEFAULT_REFERENCE", "EXPERIMENT_FILE", "OUTPUT_FILES", "ExperimentView",
-           "cells_csv", "experiment_evaluations", "experiment_reference", "format_cell",
+__all__ = ["DEFAULT_REFERENCE", "ERRORS", "EXPERIMENT_FILE", "OUTPUT_FILES", "ExperimentView",
+           "accuracy_panels", "cells_csv", "check_error", "datasets_table",
+           "experiment_error", "experiment_evaluations", "experiment_reference", "format_cell",
            "latex_table", "lodo_table", "markdown_table", "paired_section", "plot_accuracy",
-           "rows_to_csv", "table_title", "tables_text", "write_report", "write_tables"]
+           "rows_to_csv", "rules_table", "spread_words", "table_title", "tables_text",
+           "write_report", "write_tables"]
 
 DEFAULT_REFERENCE = "ERM"
+# what ± means in a table (--error): the sample std over seeds, or the standard error of the
+# mean (std / sqrt(n); DomainBed's tables report a standard error)
+ERRORS = {"std": "std", "se": "standard error"}
 EXPERIMENT_FILE = "experiment.json"
 OUTPUT_FILES = {"table": "table.md", "latex": "table.tex", "cells": "cells.csv",
                 "rows": "results.csv", "report": "report.md", "plot": "accuracy.png"}
@@ -61,15 +68,34 @@ OUTPUT_FILES = {"table": "table.md", "latex": "table.tex", "cells": "cells.csv",
 
 # --- cells and tables as text --------------------------------------------------------------
 
-def format_cell(cell: Cell | None, pm: str = "±", percent: bool = True) -> str:
-    """``mean ± std`` (in % for ``percent``), the mean alone for one run, ``-`` for none, and
-    ``mean (k of n columns)`` for a partial average."""
+def check_error(error: str) -> str:
+    """``error`` if it is one of :data:`ERRORS`.
+
+    Raises:
+        ValueError: Another value (naming ``--error``).
+    """
+    if error not in ERRORS:
+        raise ValueError(f"--error must be one of {', '.join(ERRORS)}, got {error!r}")
+    return error
+
+
+def spread_words(error: str = "std") -> str:
+    """``"mean ± std"`` or ``"mean ± standard error"`` (table titles)."""
+    return f"mean ± {ERRORS[check_error(error)]}"
+
+
+def format_cell(cell: Cell | None, pm: str = "±", percent: bool = True,
+                error: str = "std") -> str:
+    """``mean ± std`` (``error="se"``: ``mean ± standard error``; in % for ``percent``), the
+    mean alone for one run, ``-`` for none, and ``mean (k of n columns)`` for a partial
+    average."""
     if cell is None:
         return "-"
     scale = 100 if percent else 1
     if cell.trial is None and cell.seeds and isinstance(cell.seeds[0], str):
         return f"{scale * cell.mean:.2f} ({cell.seeds[0].replace(' columns', '')})"
-    return f"{scale * cell.mean:.2f} {pm} {scale * cell.std:.2f}" if cell.n > 1 else (
+    spread = cell.std if check_error(error) == "std" else cell.se
+    return f"{scale * cell.mean:.2f} {pm} {scale * spread:.2f}" if cell.n > 1 else (
         f"{scale * cell.mean:.2f}")
 
 
@@ -79,7 +105,8 @@ def format_trial(cell: Cell | None) -> str:
 
 def table_title(dataset: str, rule: str, search: bool, settings: str | None = None,
                 what: str = "target accuracy", label: str = "",
-                trial_rules: Sequence[str] = ("source_val",), single_run: bool = False) -> str:
+                trial_rules: Sequence[str] = ("source_val",), single_run: bool = False,
+                error: str = "std") -> str:
     """The title of a table: dataset (and setting label), metric, spread, how trials and
     epochs were chosen.
 
@@ -87,10 +114,11 @@ def table_title(dataset: str, rule: str, search: bool, settings: str | None = No
         trial_rules: The rules that chose the table's trials (:func:`trial_rules_of`); named
             when ``search``.
         single_run: Every cell holds one run (1 seed: no spread to show).
+        error: What ``±`` is: ``"std"`` or ``"se"`` (:data:`ERRORS`).
     """
     chosen = " or ".join(TRIAL_RULES[r] for r in trial_rules or ("source_val",))
     spread = f"over the runs of the trial {chosen}" if search else "over seeds"
-    spread = "1 seed, no spread" if single_run else f"mean ± std {spread}"
+    spread = "1 seed, no spread" if single_run else f"{spread_words(error)} {spread}"
     where = f"{dataset} ({label})" if label else dataset
     title = f"{where}: {what} (%), {spread}; epochs: {SELECTION_RULES[rule]}"
     return title + (f"; settings {settings}" if settings is not None else "")
@@ -115,7 +143,7 @@ def _tex(text: str) -> str:
     return text.replace("->", r"$\rightarrow$")
 
 
-def latex_table(table: Table, title: str = "") -> str:
+def latex_table(table: Table, title: str = "", error: str = "std") -> str:
     """A booktabs ``tabular``; a rule separates modality sets."""
     columns = table_targets(table)
     lines = [f"% {title}"] if title else []
@@ -127,7 +155,7 @@ def latex_table(table: Table, title: str = "") -> str:
         if previous is not None and mods != previous:
             lines.append(r"\midrule")
         first = _tex(mods) if mods != previous else ""
-        values = [format_cell(cells.get(c), "$\\pm$") for c in columns]
+        values = [format_cell(cells.get(c), "$\\pm$", error=error) for c in columns]
         lines.append(" & ".join([first, _tex(algo), *values]) + r" \\")
         previous = mods
     lines += [r"\bottomrule", r"\end{tabular}"]
@@ -169,9 +197,10 @@ def cells_csv(tables: dict[tuple[str, str], Table]) -> str:
 
 
 def tables_text(rows: Sequence[dict[str, Any]], rule: str = "source_val",
-                metric: str = "target_acc", what: str = "target accuracy"
+                metric: str = "target_acc", what: str = "target accuracy", error: str = "std"
                 ) -> tuple[str, str, dict]:
-    """Markdown and LaTeX of the per-target tables of ``metric``, and the tables themselves."""
+    """Markdown and LaTeX of the per-target tables of ``metric`` (``±``: ``error``), and the
+    tables themselves."""
     tables = build_tables(rows, rule, metric)
     search = has_search(rows)
     per_setting: dict[tuple[str, str], int] = defaultdict(int)
@@ -187,13 +216,13 @@ def tables_text(rows: Sequence[dict[str, Any]], rule: str = "source_val",
         single_run = all(c.n == 1 for cells in table.values() for c in cells.values())
         title = table_title(dataset, rule, search,
                             rest if per_setting[(dataset, label)] > 1 else None, measured,
-                            label, trial_rules, single_run)
-        md.append(markdown_table(table, title))
+                            label, trial_rules, single_run, error)
+        md.append(markdown_table(table, title, lambda c: format_cell(c, error=error)))
         if search:
             chosen = " or ".join(TRIAL_RULES[r] for r in trial_rules)
             md.append(markdown_table(table, f"chosen trial (hparams_seed; {chosen}) and its "
                                      "number of runs", format_trial))
-        tex.append(latex_table(table, title))
+        tex.append(latex_table(table, title, error))
     return "\n".join(md), "\n".join(tex), tables
 
 
@@ -246,11 +275,13 @@ class ExperimentView:
         rows: Rows of :func:`merdg.experiments.results.load_rows`.
         rule: The epoch rule the tables report.
         reference: The algorithm of the paired differences.
+        error: What ``±`` is in its tables: ``"std"`` or ``"se"``.
     """
 
     def __init__(self, rows: Sequence[dict[str, Any]], rule: str = "source_val",
-                 reference: str = DEFAULT_REFERENCE) -> None:
+                 reference: str = DEFAULT_REFERENCE, error: str = "std") -> None:
         self.rows, self.rule, self.reference = list(rows), rule, reference
+        self.error = check_error(error)
         self._keys = {k for r in self.rows if r["selection"] == rule for k, v in r.items()
                       if v is not None}
 
@@ -258,8 +289,12 @@ class ExperimentView:
     def epochs_words(self) -> str:
         return SELECTION_RULES[self.rule]
 
+    @property
+    def spread_words(self) -> str:
+        return spread_words(self.error)
+
     def at_rule(self, rule: str) -> ExperimentView:
-        return ExperimentView(self.rows, rule, self.reference)
+        return ExperimentView(self.rows, rule, self.reference, self.error)
 
     def has(self, column: Column) -> bool:
         return bool(self.members(column)) if column.family else column.name in self._keys
@@ -270,7 +305,7 @@ class ExperimentView:
     def main_tables(self, column: Column, what: str) -> str:
         if not self.has(column):
             return ""
-        return tables_text(self.rows, self.rule, column.name, what)[0]
+        return tables_text(self.rows, self.rule, column.name, what, self.error)[0]
 
     def average_tables(self, columns: Sequence[tuple], what: str) -> str:
         """One markdown table per (dataset, settings) table (headed when there are several);
@@ -285,7 +320,8 @@ class ExperimentView:
         parts = []
         for key, table in tables.items():
             lines = [f"| {mods} | {algo} | " + " | ".join(
-                format_cell(c, percent=p) for c, p in zip(cells, percent)) + " |"
+                format_cell(c, percent=p, error=self.error) for c, p in zip(cells, percent))
+                + " |"
                 for (mods, algo), cells in table.items()
                 if any(c is not None for c in cells[1:] or cells)]
             heading = ([f"*{table_heading(key, list(tables))}: {what}*", ""]
@@ -333,6 +369,11 @@ def _experiment(root: str | Path) -> dict[str, Any] | None:
         raise ValueError(f"{path}: malformed JSON ({err})") from err
 
 
+def experiment_error(root: str | Path) -> str:
+    """The ``--error`` recorded in ``root/experiment.json`` (``"std"`` without one)."""
+    return (_experiment(root) or {}).get("error") or "std"
+
+
 def experiment_reference(root: str | Path) -> str:
     """The reference algorithm recorded in ``root/experiment.json`` (``--reference`` of the
     bench or sweep), else ERM."""
@@ -342,7 +383,8 @@ def experiment_reference(root: str | Path) -> str:
 
 def write_tables(root: str | Path, out_dir: str | Path | None = None,
                  rule: str = "source_val", reference: str | None = None,
-                 evaluations: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+                 evaluations: Mapping[str, Mapping[str, Any]] | None = None,
+                 error: str | None = None) -> dict[str, Any]:
     """Write ``table.md``, ``table.tex``, ``cells.csv``, ``results.csv`` and the evaluators'
     files (``robustness.md``, ...) from every finished run under ``root``.
 
@@ -354,10 +396,13 @@ def write_tables(root: str | Path, out_dir: str | Path | None = None,
             ``root/experiment.json``, else ERM; a table without it says so in one line).
         evaluations: Evaluator settings whose evaluations the rows report when runs hold
             several (None: those of ``root/experiment.json``, else the newest).
+        error: What ``±`` is: ``"std"`` or ``"se"`` (None: the ``--error`` recorded in
+            ``root/experiment.json``, else ``"std"``).
 
     Returns:
         ``{"markdown": text, "console": what evaluators add to the printed tables (the
-        robustness table), "paths": [...], "tables": ..., "rows": rows}``.
+        robustness table), "rules": every epoch-selection rule side by side
+        (:func:`rules_table`), "paths": [...], "tables": ..., "rows": rows}``.
 
     Raises:
         FileNotFoundError: ``root`` is not a directory.
@@ -377,11 +422,13 @@ def write_tables(root: str | Path, out_dir: str | Path | None = None,
         raise ValueError(f"--reference {reference}: no finished run of that algorithm under "
                          f"{root} (algorithms: {sorted({r['algorithm'] for r in rows})})")
     reference = reference or experiment_reference(root)
-    view = ExperimentView(rows, rule, reference)
+    error = check_error(error or experiment_error(root))
+    view = ExperimentView(rows, rule, reference, error)
     evaluators = report_evaluators(evaluations)
-    markdown, tex, tables = tables_text(rows, rule)
+    markdown, tex, tables = tables_text(rows, rule, error=error)
     headlines = [e.headline(view) for e in evaluators]
-    markdown = "\n".join(p for p in (markdown, _lodo_text(rows), *headlines,
+    markdown = "\n".join(p for p in (markdown, datasets_table(rows, rule, error),
+                                     _lodo_text(rows), *headlines,
                                      paired_section(rows, reference, rule)) if p)
     out = Path(out_dir or root)
     out.mkdir(parents=True, exist_ok=True)
@@ -393,8 +440,76 @@ def write_tables(root: str | Path, out_dir: str | Path | None = None,
     for evaluator in evaluators:
         paths += evaluator.files(view, out)
     console = "\n".join(t for t in (e.console(view) for e in evaluators) if t)
-    return {"markdown": markdown, "console": console, "paths": paths, "tables": tables,
-            "rows": rows}
+    return {"markdown": markdown, "console": console, "rules": rules_table(rows, error),
+            "paths": paths, "tables": tables, "rows": rows}
+
+
+RULE_HEADERS = {"source_val": "source validation", "oracle": "oracle (target labels)",
+                "last": "last epoch"}
+
+
+def rules_table(rows: Sequence[dict[str, Any]], error: str = "std") -> str:
+    """Markdown: the ``avg`` column of every table under every epoch-selection rule side by
+    side (DomainBed's ``collect_results.py`` prints every model-selection method at once):
+    one table per (dataset, settings), one row per (modality set, algorithm), one column per
+    rule of :data:`merdg.run.selection.SELECTION_RULES`; each task's trial is chosen as in
+    the main table."""
+    per_rule = {rule: build_tables(rows, rule) for rule in SELECTION_RULES}
+    keys = sorted({k for tables in per_rule.values() for k in tables}, key=table_order)
+    parts = []
+    for key in keys:
+        lines = [f"**{table_heading(key, keys)}: target accuracy (%) averaged over the targets "
+                 f"(`avg`) under each epoch-selection rule, {spread_words(error)} over "
+                 "seeds**", "",
+                 "| modalities | algorithm | " + " | ".join(RULE_HEADERS[r] for r in per_rule)
+                 + " |", "|---|---|" + "---|" * len(per_rule)]
+        for mods, algo in sorted({r for t in per_rule.values() for r in t.get(key, {})}):
+            cells = [t.get(key, {}).get((mods, algo), {}).get("avg") for t in per_rule.values()]
+            lines.append(f"| {mods} | {algo} | "
+                         + " | ".join(format_cell(c, error=error) for c in cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def datasets_table(rows: Sequence[dict[str, Any]], rule: str = "source_val",
+                   error: str = "std") -> str:
+    """Markdown: the average over data sets ("" unless the rows hold several), as DomainBed's
+    "Averages" table: per setting (multi-source, single-source, open-set, ...), one row per
+    algorithm, one column per (data set, modality set) with its ``avg`` cell (targets averaged
+    within a seed, then mean ± spread over seeds), and ``avg``: the mean of those columns'
+    means (when the algorithm has every column)."""
+    tables = build_tables(rows, rule)
+    if len({dataset for dataset, _ in tables}) < 2:
+        return ""
+    per_label: dict[str, dict[str, dict[str, Cell]]] = defaultdict(lambda: defaultdict(dict))
+    keys = sorted(tables, key=table_order)
+    for key in keys:
+        label, rest = setting_label(key[1])
+        same = [k for k in keys if k[0] == key[0] and setting_label(k[1])[0] == label]
+        for (mods, algo), cells in tables[key].items():
+            if "avg" in cells:
+                name = f"{key[0]} ({mods})" + (f" {rest}" if len(same) > 1 else "")
+                per_label[label][name][algo] = cells["avg"]
+    parts = []
+    for label, columns in per_label.items():
+        if len(columns) < 2:
+            continue
+        names = list(columns)
+        algorithms = sorted({a for cells in columns.values() for a in cells})
+        lines = [f"**Average over data sets{f' ({label})' if label else ''}: target accuracy "
+                 f"(%) of each data set's `avg` column, {spread_words(error)} over seeds; "
+                 "`avg`: the mean over the data sets; epochs: "
+                 f"{SELECTION_RULES[rule]}**", "",
+                 "| algorithm | " + " | ".join(names) + " | avg |",
+                 "|---|" + "---|" * (len(names) + 1)]
+        for algo in algorithms:
+            cells = [columns[n].get(algo) for n in names]
+            mean = (f"{100 * sum(c.mean for c in cells) / len(cells):.2f}"
+                    if all(c is not None for c in cells) else "-")
+            lines.append(f"| {algo} | " + " | ".join(format_cell(c, error=error) for c in cells)
+                         + f" | {mean} |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
 
 
 def lodo_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -422,8 +537,9 @@ def _lodo_text(rows: Sequence[dict[str, Any]]) -> str:
             "validation):\n\n" + table)
 
 
-def _spread_words(seeds: int) -> str:
-    return "1 seed, no spread" if seeds == 1 else f"mean ± sample std over {seeds} seeds"
+def _spread_words(seeds: int, error: str = "std") -> str:
+    spread = "sample std" if error == "std" else "standard error (sample std / sqrt(n))"
+    return "1 seed, no spread" if seeds == 1 else f"mean ± {spread} over {seeds} seeds"
 
 
 def write_report(root: str | Path, experiment: dict[str, Any], rows: Sequence[dict[str, Any]],
@@ -440,24 +556,26 @@ def write_report(root: str | Path, experiment: dict[str, Any], rows: Sequence[di
     """
     out = Path(root)
     reference = experiment.get("reference") or DEFAULT_REFERENCE
-    view = ExperimentView(rows, "source_val", reference)
+    error = check_error(experiment.get("error") or "std")
+    view = ExperimentView(rows, "source_val", reference, error)
     evaluators = report_evaluators(experiment["base"].get("evaluations"))
-    main, _, _ = tables_text(rows, "source_val")
+    main, _, _ = tables_text(rows, "source_val", error=error)
     headlines = [h for h in (e.headline(view) for e in evaluators) if h]
     paired = paired_section(rows, reference, words=True)
     lodo = _lodo_text(rows)
-    oracle, _, _ = tables_text(rows, "oracle")
-    plot = plot_accuracy(rows, out / OUTPUT_FILES["plot"])
+    oracle, _, _ = tables_text(rows, "oracle", error=error)
+    plot = plot_accuracy(rows, out / OUTPUT_FILES["plot"], error=error)
     n_runs = len({r["path"] for r in rows})
-    dataset = experiment["base"]["dataset"]
+    dataset = ", ".join(experiment.get("datasets") or [experiment["base"]["dataset"]])
     kind = "sweep" if experiment.get("trials", 0) > 0 else "bench"
     report = [
         f"# merdg {kind}: {dataset}", "",
-        f"{n_runs} runs ({skipped} reused from an earlier invocation), "
+        f"{count(n_runs, 'run')} ({skipped} reused from an earlier invocation), "
         f"{elapsed_s / 60:.1f} min of wall time in this invocation. Cells: "
-        f"{_spread_words(experiment.get('seeds', 1))}; `avg` averages the targets within a "
-        "seed first.", "",
-        main, *([lodo] if lodo else []), *headlines, *_near_chance_section(rows),
+        f"{_spread_words(experiment.get('seeds', 1), error)}; `avg` averages the targets "
+        "within a seed first.", "",
+        main, datasets_table(rows, "source_val", error), *([lodo] if lodo else []), *headlines,
+        *_near_chance_section(rows),
         "## Paired differences", "",
         f"Each algorithm minus {reference} on the same (column, seed) pairs (the runs of the "
         "tables above). The 95% interval is a paired t-interval over the pairs (with few pairs "
@@ -470,7 +588,7 @@ def write_report(root: str | Path, experiment: dict[str, Any], rows: Sequence[di
     report += [oracle,
                "The oracle rule selects each run's epoch on the target domain, as the official "
                "MER-DG code logs it; it is shown for comparison with published numbers, not as "
-               "a result.", ""]
+               "a result. Every rule side by side:", "", rules_table(rows, error)]
     report += _epoch_section(rows)
     report += ["Wall time of one run (training and every evaluation):", "", _time_table(rows)]
     if plot is not None:
@@ -483,14 +601,45 @@ def write_report(root: str | Path, experiment: dict[str, Any], rows: Sequence[di
     return path
 
 
+# what a table's row of panels plots: closed set, and open set (MOOSA, arXiv 2407.01518)
+PANEL_METRICS = {"closed": (("val_acc", "source-validation accuracy"),
+                            ("target_acc", "target accuracy")),
+                 "open": (("h_score", "target H-score"),
+                          ("known_acc", "known-class accuracy (rejections wrong)"),
+                          ("unknown_acc", "unknown-class accuracy (share rejected)"))}
+
+
+def accuracy_panels(rows: Sequence[dict[str, Any]], rule: str = "source_val"
+                    ) -> list[list[Panel]]:
+    """The panels of ``accuracy.png``: one row per (dataset, settings) table, the metrics of
+    :data:`PANEL_METRICS` (open-set tables: the H-score, known- and unknown-class accuracy, the
+    open-set table's headline; others: source-validation and target accuracy)."""
+    per_metric: dict[str, dict] = {}
+    keys = sorted(build_tables(rows, rule), key=table_order)
+    out = []
+    for key in keys:
+        label, _ = setting_label(key[1])
+        kind = "open" if "open-set" in label else "closed"
+        panels = []
+        for metric, words in PANEL_METRICS[kind]:
+            if metric not in per_metric:
+                per_metric[metric] = build_tables(rows, rule, metric)
+            cells = per_metric[metric].get(key)
+            if cells:
+                unit = "H-score (%)" if metric == "h_score" else "accuracy (%)"
+                panels.append(Panel(f"{table_heading(key, keys)}: {words}", cells, unit))
+        if panels:
+            out.append(panels)
+    return out
+
+
 def plot_accuracy(rows: Sequence[dict[str, Any]], path: str | Path,
-                  rule: str = "source_val") -> Path | None:
-    """Bar chart of source-val and target accuracy per target and algorithm (mean ± std);
-    None (with a printed note) when matplotlib is not installed."""
-    merged = lambda tables: {k: v for t in tables.values() for k, v in t.items()}  # noqa: E731
-    tables = {"source validation": merged(build_tables(rows, rule, "val_acc")),
-              "target": merged(build_tables(rows, rule, "target_acc"))}
-    return plot_accuracy_bars(tables, path, rule)
+                  rule: str = "source_val", error: str = "std") -> Path | None:
+    """``accuracy.png``: :func:`accuracy_panels` as bars (mean ± ``error``, n = 1 as points;
+    :func:`merdg.experiments.plots.figure_accuracy`); None (with a printed note) when
+    matplotlib is not installed."""
+    title = f"Epochs chosen by {SELECTION_RULES[rule].split(' (')[0]}"
+    return plot_accuracy_panels(accuracy_panels(rows, rule), path, check_error(error), title)
 
 
 def _near_chance_section(rows: Sequence[dict[str, Any]]) -> list[str]:

@@ -41,8 +41,10 @@ from merdg.run.initialization import check_initialization
 from merdg.run.records import run_metadata, write_json_atomic
 from merdg.run.setup import check_open_set, source_splits
 from merdg.run.wandb import check_wandb
+from merdg.words import count
 
-__all__ = ["ExperimentResult", "check_experiment", "experiment_tasks", "run_experiment"]
+__all__ = ["ExperimentResult", "check_experiment", "check_experiments", "experiment_tasks",
+           "plan_experiments", "run_experiment"]
 
 
 @dataclass
@@ -136,6 +138,25 @@ def check_experiment(experiment: ExperimentConfig) -> list[Task]:
     return all_tasks
 
 
+def check_experiments(experiment: ExperimentConfig) -> list[tuple[ExperimentConfig, list[Task]]]:
+    """:func:`check_experiment` of each data set's experiment
+    (:meth:`~merdg.experiments.plan.ExperimentConfig.per_dataset`), every one before any
+    work; ``[(its experiment, its tasks)]``."""
+    experiment.validate()
+    return [(each, check_experiment(each)) for each in experiment.per_dataset()]
+
+
+def plan_experiments(checked: Sequence[tuple[ExperimentConfig, list[Task]]]
+                     ) -> tuple[list[Job], list[Task]]:
+    """:func:`~merdg.experiments.plan.plan` of every data set's experiment, together."""
+    jobs: list[Job] = []
+    waiting: list[Task] = []
+    for each, each_tasks in checked:
+        more, wait = plan(each, each_tasks)
+        jobs, waiting = jobs + more, waiting + wait
+    return jobs, waiting
+
+
 def _settle_directories(jobs: Sequence[Job], overwrite: bool) -> None:
     """Refuse (or, with ``overwrite``, clear) run directories holding another config's run."""
     for job in _foreign(jobs, overwrite):
@@ -169,7 +190,8 @@ def _lacking_weights(experiment: ExperimentConfig, jobs: Sequence[Job],
                and job.status() == "done" and not job.run_dir.model_file.exists()]
     if missing and not overwrite:
         raise RunDirConflictError(
-            f"{len(missing)} finished runs lack the weights --diagnose needs (e.g. "
+            f"{count(len(missing), 'finished run')} lack{'s' * (len(missing) == 1)} the "
+            "weights --diagnose needs (e.g. "
             f"{missing[0].path}); run again with --overwrite to retrain them, or without "
             "--diagnose")
     return missing
@@ -187,8 +209,8 @@ def run_experiment(experiment: ExperimentConfig, launcher: LauncherOptions | Non
             runs that lack weights the diagnostics need).
     """
     start = time.perf_counter()
-    all_tasks = check_experiment(experiment)
-    first = first_phase(experiment, all_tasks)
+    checked = check_experiments(experiment)
+    first = [job for each, each_tasks in checked for job in first_phase(each, each_tasks)]
     to_clear = _foreign(first, overwrite) + _lacking_weights(experiment, first, overwrite)
     # every check has passed: only now is anything written (a refused command changes nothing)
     root = Path(experiment.out_dir)
@@ -198,11 +220,14 @@ def run_experiment(experiment: ExperimentConfig, launcher: LauncherOptions | Non
     for job in to_clear:
         job.run_dir.reset()
     reports = [launch(first, launcher, progress)]
-    second, waiting = second_phase(experiment, all_tasks)
+    second, waiting = [], []
+    for each, each_tasks in checked:
+        more, wait = second_phase(each, each_tasks)
+        second, waiting = second + more, waiting + wait
     if second:
         _settle_directories(second, overwrite)
         reports.append(launch(second, launcher, progress))
-    jobs, _ = plan(experiment, all_tasks)
+    jobs, _ = plan_experiments(checked)
     _warn_unevaluable(jobs)
     result = ExperimentResult(reports, waiting, None, None, count_statuses(jobs), 0.0)
     if result.status["done"]:
@@ -225,7 +250,8 @@ def _warn_unevaluable(jobs: Sequence[Job]) -> None:
     """One warning line for finished runs whose saved weights the asked evaluations lack."""
     unevaluable = [job for job in jobs if job.unevaluable()]
     if unevaluable:
-        warnings.warn(f"{len(unevaluable)} finished runs saved no weights to evaluate (e.g. "
+        warnings.warn(f"{count(len(unevaluable), 'finished run')} saved no weights to "
+                      "evaluate (e.g. "
                       f"{unevaluable[0].path}: trained with --save-model none or by an earlier "
                       "merdg); their evaluations are missing from the tables (retrain them with "
                       "--overwrite)", stacklevel=3)

@@ -57,13 +57,14 @@ class RunConfig(Settings):
     NON_IDENTITY: ClassVar[tuple[str, ...]] = ()
 
     dataset: str = _setting(
-        help="registered dataset name (see `merdg list datasets`)", flag="--dataset", kind="str")
+        help="registered dataset name (see `merdg list datasets`)", flag="--dataset", kind="str",
+        metavar="NAME")
     target: str | None = _setting(
         None, help="held-out target domain", flag="--target", kind="str", nullable=True,
-        axis="targets")
+        axis="targets", metavar="DOMAIN")
     algorithm: str = _setting(
         "ERM", help="algorithm name (`merdg list algorithms`); X+MER adds MER-DG to X",
-        flag="--algorithm", kind="str", axis="algorithms")
+        flag="--algorithm", kind="str", axis="algorithms", metavar="NAME")
     modalities: list[str] | None = _setting(
         None, help="modalities to use (default: all the dataset offers)", flag="--modalities",
         kind="list", nullable=True, axis="modality_sets", metavar="MODALITY")
@@ -102,7 +103,7 @@ class RunConfig(Settings):
     freeze: str | None = _setting(
         None, help="freeze encoder parameters for fused training: 'all-but-last' (every "
         "encoder block but the last) or comma-separated parameter-name prefixes (e.g. "
-        "'m0,m1.net.1'); default: nothing frozen", flag="--freeze", kind="str", nullable=True,
+        "'m0,m1.net.1') (default: nothing frozen)", flag="--freeze", kind="str", nullable=True,
         metavar="all-but-last|PREFIX[,PREFIX...]")
     freeze_bn: str = _setting(
         "frozen", help="BatchNorm layers inside the frozen part: 'frozen' (normalize with "
@@ -112,28 +113,28 @@ class RunConfig(Settings):
     preset: str | None = _setting(
         None, help="a paper configuration (`merdg list presets`): its hparams and encoder "
         "options apply between the algorithm's defaults and your overrides", flag="--preset",
-        kind="str", nullable=True)
+        kind="str", nullable=True, metavar="NAME")
     checkpoint_dir: str | None = _setting(
         None, help="folder with the public checkpoints of the paper encoders "
         "(docs/paper-setting.md); 'none' starts them from random weights",
-        flag="--checkpoint-dir", kind="str", nullable=True)
+        flag="--checkpoint-dir", kind="str", nullable=True, metavar="DIR")
     data_root: str | None = _setting(
         None, help="dataset root directory (default: $MERDG_DATA_ROOT)", flag="--data-root",
-        kind="str", nullable=True, identity=False)
+        kind="str", nullable=True, identity=False, metavar="DIR")
     dataset_options: dict[str, Any] = _setting(
         {}, help="dataset constructor option, repeatable (e.g. shortcut_strength=0.5)",
         flag="--dataset-option", kind="pairs", metavar="KEY=VALUE")
     holdout_fraction: float = _setting(
         0.2, help="share of each source domain held out for model selection (datasets "
         "without official splits)", flag="--holdout-fraction", kind="float", low=0.0,
-        high=1.0, low_open=True, high_open=True)
+        high=1.0, low_open=True, high_open=True, metavar="FRACTION")
     split_seed: int | None = _setting(
         None, help="seed of the source train/val holdout (default: --seed); a sweep fixes it "
         "so that every trial is selected on the same validation data", flag="--split-seed",
         kind="int", low=0, nullable=True)
     out_dir: str | None = _setting(
         None, help="run directory (nothing is written without it)", flag="--out", kind="str",
-        nullable=True, identity=False, axis="out_dir")
+        nullable=True, identity=False, axis="out_dir", metavar="DIR")
     device: str = _setting(
         "cpu", help="cpu, cuda, cuda:N, mps or auto", flag="--device", kind="str",
         identity=False)
@@ -156,8 +157,8 @@ class RunConfig(Settings):
         flag="--checkpoint-every", kind="float", low=0.0, identity=False, metavar="SECONDS")
     log_every: int = _setting(
         0, help="log a line (step, loss, samples per second) every this many training steps "
-        "(0: every 30 seconds or so, at least once an epoch)", flag="--log-every", kind="int",
-        low=0, identity=False, metavar="STEPS")
+        "(0: every 30 seconds or so; every evaluation logs its own line)", flag="--log-every",
+        kind="int", low=0, identity=False, metavar="STEPS")
     precision: str = _setting(
         "fp32", help="autocast precision of forward passes (MER-DG statistics stay float32)",
         flag="--precision", kind="str", choices=("fp32", "bf16", "fp16"))
@@ -171,15 +172,17 @@ class RunConfig(Settings):
         identity=False)
     wandb_project: str | None = _setting(
         None, help="W&B project of --wandb (default: $WANDB_PROJECT, else merdg)",
-        flag="--wandb-project", kind="str", nullable=True, identity=False)
+        flag="--wandb-project", kind="str", nullable=True, identity=False,
+        metavar="NAME")
     wandb_entity: str | None = _setting(
         None, help="W&B entity (user or team) of --wandb (default: $WANDB_ENTITY, else the "
         "default of the logged-in account)", flag="--wandb-entity", kind="str", nullable=True,
-        identity=False)
+        identity=False, metavar="NAME")
     wandb_group: str | None = _setting(
         None, help="W&B group of --wandb (default: none for merdg train; bench and sweep group "
         "their runs by experiment, under the name of their --out directory)",
-        flag="--wandb-group", kind="str", nullable=True, identity=False)
+        flag="--wandb-group", kind="str", nullable=True, identity=False,
+        metavar="NAME")
     evaluations: dict[str, dict[str, Any]] = _setting(
         {}, help="settings of the evaluators beyond clean accuracy, {evaluator: {setting: "
         "value}} (set by their own flags: --eval-missing, --corruptions, --encoder-probes, "

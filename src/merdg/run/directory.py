@@ -60,6 +60,7 @@ from merdg.run.records import (
     write_jsonl_atomic,
     writing,
 )
+from merdg.words import a
 
 try:
     import fcntl
@@ -384,7 +385,7 @@ class RunDir:
         kind = "finished" if (self.path / self.DONE).exists() else "unfinished"
         diffs = self.differences(config)
         more = f" (+{len(diffs) - 5} more)" if len(diffs) > 5 else ""
-        return (f"{self.path} holds a {kind} run of another config ({'; '.join(diffs[:5])}"
+        return (f"{self.path} holds {a(kind)} run of another config ({'; '.join(diffs[:5])}"
                 f"{more}); use another --out, or --overwrite to replace it")
 
     # --- changing the directory ----------------------------------------------------------

@@ -44,8 +44,8 @@ from merdg import dist as mdist
 from merdg.algorithms import Algorithm, NonFiniteLossError
 from merdg.datasets import BalancedDomainBatchSampler, DomainDataset
 from merdg.datasets.base import DomainConcat, collate
-from merdg.evaluation.chance import near_chance_probes
 from merdg.evaluators import canonical_evaluations
+from merdg.evaluators.encoder_probes import near_chance_warnings
 from merdg.hparams import seed_hash
 from merdg.run.checkpoint import (
     epoch_payload,
@@ -702,20 +702,6 @@ def _load_reports(algorithm: Algorithm, dataset: DomainDataset) -> dict[str, Any
     if dataset.data_issues():
         info["data_issues"] = dataset.data_issues()
     return info
-
-
-def near_chance_warnings(row: dict[str, Any]) -> list[str]:
-    """One line per modality whose linear probe is within noise of chance on source
-    validation at the selected epoch (:func:`merdg.evaluation.chance.near_chance_probes`; the
-    row of :func:`merdg.run.records.run_rows`): its encoder learned nothing measurable, and
-    the fused model may silently ignore it."""
-    num_classes = int(row.get("num_classes") or 0)
-    if num_classes < 2 or not row.get("val_n"):
-        return []
-    prefix = "val_probe_acc/"
-    probes = {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)}
-    flagged = near_chance_probes(probes, int(row["val_n"]), num_classes)
-    return [test.describe(f"{m} probe on source validation") for m, test in flagged.items()]
 
 
 def summarize(records: Sequence[dict[str, Any]], evaluations: Sequence[dict[str, Any]] = (),
