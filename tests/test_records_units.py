@@ -424,3 +424,65 @@ def test_run_metadata_names_the_versions(monkeypatch):
     assert meta == {"merdg_version": merdg.__version__, "git": "rev",
                     "torch_version": str(torch.__version__)}
     assert type(meta["torch_version"]) is str
+
+
+def test_newest_evaluation_ties_and_missing_entries():
+    """Creation times are ISO texts compared as text: a missing one is the oldest; on equal
+    times the larger file name wins, a missing file name counting as the smallest."""
+    dated = evaluation("ood", 1, {"o": 1}, created="2026-01-01T00:00:00", file="a.json")
+    undated = {k: v for k, v in evaluation("ood", 1, {"o": 2}, file="b.json").items()
+               if k != "created"}
+    assert choose_evaluations([undated, dated])[0] == [dated]
+    assert choose_evaluations([dated, undated])[0] == [dated]
+    a = evaluation("ood", 1, {"o": 3}, created="t", file="a.json")
+    b = evaluation("ood", 1, {"o": 4}, created="t", file="b.json")
+    assert choose_evaluations([a, b])[0] == [b] and choose_evaluations([b, a])[0] == [b]
+    nameless = {k: v for k, v in a.items() if k != "file"}
+    named = evaluation("ood", 1, {"o": 5}, created="t", file="0.json")
+    assert choose_evaluations([named, nameless])[0] == [named]
+    assert choose_evaluations([nameless, named])[0] == [named]
+
+
+def test_run_columns_read_the_sources_of_the_run_then_of_the_config():
+    # the run's sources (all of the dataset's but the target: the config names none)
+    every = {"config": {**RUN["config"], "sources": None}, "sources": ["d0", "d1", "d2"],
+             "modalities": ["m0"]}
+    columns = run_columns(every, [])
+    assert (columns["sources"], columns["source_domains"], columns["setting"]) == (
+        "d0+d1+d2", '["d0", "d1", "d2"]', "multi")
+    # an older run: its config only
+    older = {"config": {**RUN["config"], "sources": ["d1", "d0"]}, "modalities": ["m0"]}
+    columns = run_columns(older, [])
+    assert (columns["sources"], columns["source_domains"], columns["column"]) == (
+        "d1+d0", '["d1", "d0"]', "d3")
+    assert run_rows(three_epochs())[0]["path"] == ""
+
+
+def test_writes_without_a_note_end_with_the_reason(tmp_path, monkeypatch):
+    missing = tmp_path / "no-such-dir" / "f"
+    reason = r"the write failed \(No such file or directory\)$"
+    with pytest.raises(WriteFailedError, match=rf"^cannot write {missing}: {reason}"):
+        append_jsonl(missing, {"a": 1})
+    with pytest.raises(WriteFailedError, match=rf"^cannot write {missing}: {reason}"):
+        fsync_file(missing)
+    with pytest.raises(WriteFailedError, match=rf"^cannot write {missing}: {reason}"):
+        write_json_atomic(missing, {"a": 1})
+    with pytest.raises(WriteFailedError, match=rf"^cannot write {missing}: {reason}"):
+        write_jsonl_atomic(missing, [{"a": 1}])
+
+
+@pytest.mark.parametrize("write", ["json", "jsonl"])
+def test_an_atomic_write_goes_through_name_dot_tmp(tmp_path, monkeypatch, write):
+    """``<name>.tmp``: the name a reset of the run directory clears after a kill
+    (RunDir.TEMPORARY_FILES)."""
+    renames = []
+    real = os.replace
+    monkeypatch.setattr(records_module.os, "replace",
+                        lambda src, dst: (renames.append((str(src), str(dst))),
+                                          real(src, dst)))
+    path = tmp_path / "summary.json"
+    if write == "json":
+        write_json_atomic(path, {"a": 1})
+    else:
+        write_jsonl_atomic(path, [{"a": 1}])
+    assert renames == [(str(tmp_path / "summary.json.tmp"), str(path))]
