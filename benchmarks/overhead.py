@@ -306,7 +306,7 @@ def _machine() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--shapes", action="store_true",
                         help="also the MER-DG / ERM step at UTD-MHAD's and the paper's shapes")

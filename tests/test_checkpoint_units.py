@@ -3,6 +3,7 @@ written file is the sha256 of its bytes, a damaged or foreign file is refused wi
 and a checkpoint restores weights, optimizer and random states (fast: no training run)."""
 
 import hashlib
+import json
 import random
 
 import numpy as np
@@ -143,10 +144,12 @@ def test_epoch_payload_restores_weights_optimizer_and_random_state():
     algo = _Algo()
     algo.layer(torch.ones(1, 2)).sum().backward()
     algo.optimizer.step()
-    records = [{"epoch": 1, "val": {"acc": 0.5}}, {"epoch": 2, "val": {"acc": 0.6}}]
+    records = [{"epoch": 1, "steps": 3, "val": {"acc": 0.5}},
+               {"epoch": 2, "steps": 7, "val": {"acc": 0.6}}]
     payload = epoch_payload(IDENTITY, algo, torch.device("cpu"), records, SELECTED)
-    assert payload["epoch"] == 2 and payload["world_size"] == 1
-    assert payload["identity"] == IDENTITY and payload["records"] == records
+    assert payload["epoch"] == 2 and payload["world_size"] == 1 and payload["steps"] == 7
+    # the records as one JSON text (weights_only loading accepts it; nested records were slow)
+    assert payload["identity"] == IDENTITY and json.loads(payload["records"]) == records
     assert payload["selected"] == SELECTED
     assert len(payload["rng"]) == 1
     expected = torch.rand(2)
@@ -160,7 +163,8 @@ def test_epoch_payload_restores_weights_optimizer_and_random_state():
 
 def test_another_world_size_reseeds_with_a_warning():
     algo = _Algo()
-    payload = epoch_payload(IDENTITY, algo, torch.device("cpu"), [{"epoch": 1}], SELECTED)
+    payload = epoch_payload(IDENTITY, algo, torch.device("cpu"), [{"epoch": 1, "steps": 1}],
+                            SELECTED)
     payload["rng"] = payload["rng"] * 2  # written by 2 ranks
     with pytest.warns(UserWarning, match=r"holds the random state of 2 ranks, this run has 1: "
                       "reseeding"):
@@ -203,7 +207,7 @@ def test_cuda_random_state_is_saved_and_restored_for_a_cuda_device(fake_cuda):
 def test_restore_and_payload_pass_the_device_on(fake_cuda):
     cuda = torch.device("cuda", 0)
     algo = _Algo()
-    payload = epoch_payload(IDENTITY, algo, cuda, [{"epoch": 1}], SELECTED)
+    payload = epoch_payload(IDENTITY, algo, cuda, [{"epoch": 1, "steps": 1}], SELECTED)
     assert payload["rng"][0]["cuda"].tolist() == [7, 0]
     restore_training_state(payload, _Algo(), cuda, seed=0)
     assert fake_cuda == [([7, 0], cuda)]
@@ -213,15 +217,27 @@ def test_records_with_non_json_values_are_stored_as_text():
     from pathlib import Path
 
     payload = epoch_payload(IDENTITY, _Algo(), torch.device("cpu"),
-                            [{"epoch": 1, "path": Path("runs/a")}], SELECTED)
-    assert payload["records"] == [{"epoch": 1, "path": "runs/a"}]
+                            [{"epoch": 1, "steps": 2, "path": Path("runs/a")}], SELECTED)
+    assert json.loads(payload["records"]) == [{"epoch": 1, "steps": 2, "path": "runs/a"}]
+    assert restore_training_state(payload, _Algo(), torch.device("cpu"), 0, rng=False) == [
+        {"epoch": 1, "steps": 2, "path": "runs/a"}]
+
+
+def test_a_checkpoint_before_any_record_and_one_of_an_earlier_version():
+    """No record yet: epoch 0, step 0; records stored as a list (earlier versions) read as
+    they are."""
+    payload = epoch_payload(IDENTITY, _Algo(), torch.device("cpu"), [], SELECTED)
+    assert (payload["epoch"], payload["steps"], json.loads(payload["records"])) == (0, 0, [])
+    payload["records"] = [{"epoch": 1, "steps": 4}]
+    assert restore_training_state(payload, _Algo(), torch.device("cpu"), 0, rng=False) == [
+        {"epoch": 1, "steps": 4}]
 
 
 def test_the_reseed_is_the_documented_seed_hash():
     from merdg.hparams import seed_hash
 
-    payload = epoch_payload(IDENTITY, _Algo(), torch.device("cpu"), [{"epoch": 1}] * 4,
-                            SELECTED)
+    payload = epoch_payload(IDENTITY, _Algo(), torch.device("cpu"),
+                            [{"epoch": 1, "steps": 1}] * 4, SELECTED)
     payload["rng"] = payload["rng"] * 3
     with pytest.warns(UserWarning) as caught:
         restore_training_state(payload, _Algo(), torch.device("cpu"), 5)

@@ -125,7 +125,7 @@ def test_conflict_messages_say_what_the_directory_holds(tmp_path):
     cfg, run = started(tmp_path)
     other = dataclasses.replace(cfg, seed=3)
     assert run.conflict_message(other) == (
-        f"{run.path} holds a unfinished run of another config (seed: 0 (saved, the default) vs "
+        f"{run.path} holds an unfinished run of another config (seed: 0 (saved, the default) vs "
         "3 (requested)); use another --out, or --overwrite to replace it")
     (run.path / RunDir.DONE).write_text("done\n")
     assert " holds a finished run of another config (" in run.conflict_message(other)
@@ -521,8 +521,8 @@ def test_failed_summary_done_and_record_writes_say_what_is_intact(tmp_path, monk
     run.write_checkpoint(payload(1))
     notes = []
 
-    def full(path, obj, note=""):
-        notes.append((os.path.basename(path), note))
+    def full(path, obj, note="", **options):
+        notes.append((os.path.basename(path), note, *options.items()))
         raise WriteFailedError(f"cannot write {path}; {note}")
 
     for name in ("write_json_atomic", "append_jsonl", "write_jsonl_atomic"):
@@ -533,7 +533,8 @@ def test_failed_summary_done_and_record_writes_say_what_is_intact(tmp_path, monk
                  lambda: run.rewrite_records([{"e": 1}])):
         with pytest.raises(WriteFailedError):
             call()
-    assert notes == [("summary.json", intact), ("records.jsonl", intact),
+    # a record is flushed, not fsynced (the checkpoint holds it; finish fsyncs the file)
+    assert notes == [("summary.json", intact), ("records.jsonl", intact, ("sync", False)),
                      ("records.jsonl", intact)]
     monkeypatch.undo()
 
@@ -687,3 +688,115 @@ def test_read_model_returns_weights_epoch_rule_digest_and_run(tmp_path):
     (run.path / RunDir.MODEL_DIGEST).unlink()
     old = run.read_model()
     assert (old["epoch"], old["rule"], old["digest"]) == (5, "last", state_digest(state))
+
+
+# --- evaluation files, the log file, durable records ----------------------------------------
+
+def evaluation(digest, value=0.5, evaluator="selective"):
+    return {"evaluator": evaluator, "model": {"digest": digest, "epoch": 1},
+            "columns": {"aurc_msp": value}, "settings": {}}
+
+
+def test_evaluation_files_are_named_by_key_and_model_digest(tmp_path):
+    run = RunDir(tmp_path / "r")
+    digest = "0123456789abcdef" * 4
+    assert run.evaluations_dir == tmp_path / "r" / "evaluations"
+    assert run.evaluation_file("selective-5f3", digest) == (
+        tmp_path / "r" / "evaluations" / "selective-5f3-0123456789ab.json")
+    assert run.read_evaluations() == []
+    file = run.write_evaluation("selective-5f3", evaluation(digest))  # makes the folders
+    assert file == run.evaluation_file("selective-5f3", digest)
+    assert json.loads(file.read_text()) == evaluation(digest)
+    assert run.write_evaluation("selective-5f3", evaluation(digest, 0.25)) == file  # replaced
+    run.write_evaluation("missing-aaa", evaluation("f" * 64, 0.75, "missing"))
+    (run.evaluations_dir / "notes.txt").write_text("mine")
+    (run.evaluations_dir / "half.json.tmp").write_text("{")
+    assert run.read_evaluations() == [
+        {**evaluation("f" * 64, 0.75, "missing"), "file": "missing-aaa-ffffffffffff.json"},
+        {**evaluation(digest, 0.25), "file": "selective-5f3-0123456789ab.json"}]
+
+
+@pytest.mark.parametrize("content", [
+    [1], {"columns": {}, "model": {}}, {"evaluator": "x", "columns": [], "model": {}},
+    {"evaluator": "x", "columns": {}, "model": "m"}, {"evaluator": "x", "model": {}}])
+def test_a_file_that_is_not_an_evaluation_is_named(tmp_path, content):
+    run = RunDir(tmp_path / "r")
+    run.evaluations_dir.mkdir(parents=True)
+    (run.evaluations_dir / "a.json").write_text(json.dumps(evaluation("a" * 64)))
+    (run.evaluations_dir / "b.json").write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=(
+            rf"^{run.evaluations_dir / 'b.json'}: not a merdg evaluation \(no 'evaluator', "
+            r"'model' and 'columns' entries\); move it out of the run directory$")):
+        run.read_evaluations()
+    (run.evaluations_dir / "b.json").write_text("{")
+    with pytest.raises(ValueError, match=rf"^{run.evaluations_dir / 'b.json'}: unreadable"):
+        run.read_evaluations()
+
+
+def test_a_new_start_or_a_reset_removes_the_evaluations_and_only_them(tmp_path):
+    cfg, run = started(tmp_path)
+    run.write_evaluation("k", evaluation("a" * 64))
+    (run.evaluations_dir / "k-x.json.tmp").write_text("{")
+    run.start({"config": cfg.to_dict()})
+    assert not run.evaluations_dir.exists()  # emptied, then removed
+    run.write_evaluation("k", evaluation("a" * 64))
+    (run.evaluations_dir / "notes.txt").write_text("mine")
+    run.reset()
+    assert [p.name for p in run.evaluations_dir.iterdir()] == ["notes.txt"]
+    run.reset()  # nothing of ours left: no error
+    assert (run.evaluations_dir / "notes.txt").read_text() == "mine"
+    (run.evaluations_dir / "notes.txt").unlink()
+    run.reset()
+    assert not run.evaluations_dir.exists()
+
+
+def test_logging_to_file_appends_timestamped_info_lines_and_restores_the_logger(tmp_path):
+    run = RunDir(tmp_path)
+    logger = logging.getLogger("merdg")
+    child = logging.getLogger("merdg.run.test")
+    logger.setLevel(logging.WARNING)
+    handlers = list(logger.handlers)
+    run.log_file.write_text("earlier\n")
+    with run.logging_to_file():
+        assert logger.level == logging.INFO
+        child.info("one %d", 1)
+        child.debug("not at info")
+        with run.logging_to_file():  # already written there: the same handler
+            child.info("two")
+            assert len(logger.handlers) == len(handlers) + 1
+    child.info("after")
+    assert logger.level == logging.WARNING and logger.handlers == handlers
+    lines = run.log_file.read_text().splitlines()
+    assert lines[0] == "earlier" and len(lines) == 3
+    for line, message in zip(lines[1:], ("one 1", "two")):
+        stamp, text = line[:23], line[24:]
+        assert text == message
+        assert len(stamp) == 23 and stamp[4] == "-" and stamp[10] == " " and stamp[19] == ","
+
+
+def test_logging_to_file_keeps_a_more_verbose_level(tmp_path):
+    run = RunDir(tmp_path)
+    logger = logging.getLogger("merdg")
+    logger.setLevel(logging.DEBUG)
+    with run.logging_to_file():
+        assert logger.level == logging.DEBUG
+        logging.getLogger("merdg.x").debug("detail")
+    assert logger.level == logging.DEBUG
+    assert run.log_file.read_text().endswith(" detail\n")
+
+
+def test_finish_makes_the_records_durable(tmp_path, monkeypatch):
+    import merdg.run.directory as directory
+
+    synced = []
+    monkeypatch.setattr(directory, "fsync_file",
+                        lambda path, note="": synced.append((os.path.basename(path), note)))
+    _, run = started(tmp_path)
+    run.finish({"selection": {}})
+    assert synced == []  # no records
+    run.write_checkpoint(payload(1))
+    run.append_record({"epoch": 1})
+    run.finish({"selection": {}})
+    intact = (f"the last checkpoint {run.checkpoint_file} is intact: free some space and run "
+              "the same command to resume")
+    assert synced == [("records.jsonl", intact)]

@@ -150,7 +150,7 @@ def test_resolve_known_classes_prefers_the_setting_then_the_published_split():
 def test_parse_known_classes_errors_are_exact():
     names = ["take", "put", "open"]
     with pytest.raises(ValueError, match=r"^--known-classes is empty; give class names or "
-                       r"indices, e.g. 0,1,2$"):
+                       r"indices, e.g. 0 1 2$"):
         parse_known_classes(" , ", names)
     with pytest.raises(ValueError, match=r"^--known-classes: index -1 outside 0..2$"):
         parse_known_classes("-1", names)

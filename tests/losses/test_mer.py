@@ -383,3 +383,99 @@ def test_input_errors_are_exact():
     with pytest.raises(ValueError, match=r"^MER-DG received non-finite features: 1 of 6 entries "
                        r"of the \(2, 3\) batch are NaN or Inf$"):
         mer_terms(torch.tensor([[0.0, 1.0, 2.0], [float("inf"), 1.0, 0.0]]))
+
+
+def test_a_short_batch_of_modalities_of_one_shape_gives_connected_zeros():
+    """Two modalities of one shape are stacked: with one sample each, every term of each is a
+    0-d zero that keeps the graph connected."""
+    feats = {m: torch.randn(1, 4, requires_grad=True) for m in ("a", "b")}
+    terms = MERLoss().terms(feats)
+    for m in ("a", "b"):
+        for value in terms[m]:
+            assert value.shape == () and value.item() == 0.0
+    MERLoss()(feats).backward()
+    assert all(torch.equal(z.grad, torch.zeros_like(z)) for z in feats.values())
+
+
+def test_one_feature_modalities_of_one_shape_have_no_spectral_term():
+    a = torch.tensor([[0.0], [0.5], [1.0]], dtype=torch.float64)  # unbiased var 0.25
+    b = torch.tensor([[0.0], [1.0], [2.0]], dtype=torch.float64)  # unbiased var 1
+    terms = MERLoss().terms({"a": a, "b": b})
+    assert [terms[m].spectral.shape for m in "ab"] == [(), ()]
+    assert terms["a"].spectral.item() == 0.0 and terms["b"].spectral.item() == 0.0
+    assert terms["a"].marginal.item() == pytest.approx(1.0 - math.sqrt(0.25 + 1e-4), rel=1e-12)
+    assert terms["b"].marginal.item() == pytest.approx(0.0, abs=1e-15)  # sqrt(1 + eps) > 1
+
+
+@pytest.mark.parametrize("call", [
+    lambda z: mer_terms(z, path="fast"),
+    lambda z: merdg.losses.mer.spectral_entropy_loss(z, path="fast"),
+    lambda z: MERLoss(path="fast")({"a": z, "b": z.clone()}),
+])
+def test_an_unknown_log_det_path_is_refused_wherever_it_is_given(call):
+    with pytest.raises(ValueError, match=r"^path must be 'auto', 'gram' or 'covariance', got "
+                                         r"'fast'$"):
+        call(torch.randn(6, 3, dtype=torch.float64))
+
+
+def test_merloss_keywords_are_those_of_mer_terms():
+    MERLoss(gather_distributed=False, path="gram", unbiased=False)  # accepted
+    with pytest.raises(TypeError) as err:
+        MERLoss(alpha=1.0, bogus=2)
+    assert str(err.value) == (
+        "MERLoss got unknown keyword arguments ['alpha', 'bogus']; those of mer_terms are "
+        "['alpha_marg', 'alpha_spec', 'gather_distributed', 'marg_eps', 'path', 'spec_eps', "
+        "'std_target', 'unbiased']")
+
+
+def test_merloss_gathers_across_ranks_unless_told_not_to(monkeypatch):
+    """Under torch.distributed each modality's batch is gathered before its statistics (a
+    second rank stood in for by a gather that appends a shifted copy)."""
+    import merdg.losses.mer as mer_module
+
+    gathered = []
+
+    def gather(z):
+        gathered.append(tuple(z.shape))
+        return torch.cat([z, 2 * z + 1])
+
+    monkeypatch.setattr(mer_module.dist, "gather", gather)
+    feats = {"a": torch.randn(5, 3, dtype=torch.float64),
+             "b": torch.randn(5, 3, dtype=torch.float64)}
+    both = MERLoss().terms(feats)
+    assert gathered == [(5, 3), (5, 3)]
+    for m, z in feats.items():
+        alone = mer_terms(torch.cat([z, 2 * z + 1]), gather_distributed=False)
+        assert torch.allclose(both[m].loss, alone.loss, rtol=1e-12)
+    gathered.clear()
+    assert torch.allclose(mer_terms(feats["a"]).loss, both["a"].loss, rtol=1e-12)
+    assert gathered == [(5, 3)]  # mer_terms gathers by default too
+    gathered.clear()
+    plain = MERLoss(gather_distributed=False).terms(feats)
+    assert gathered == []
+    for m, z in feats.items():
+        alone = mer_terms(z, gather_distributed=False)
+        assert torch.allclose(plain[m].loss, alone.loss, rtol=1e-12)
+
+
+def test_merloss_of_one_modality_is_its_mer_loss():
+    z = torch.randn(7, 5, dtype=torch.float64)
+    assert MERLoss()({"only": z}).item() == pytest.approx(mer_loss(z).item(), rel=1e-12)
+    assert MERLoss(reduction="mean")({"only": z}).item() == pytest.approx(mer_loss(z).item(),
+                                                                          rel=1e-12)
+
+
+def test_every_non_finite_modality_of_a_group_is_named():
+    from merdg.losses.mer import NonFiniteFeaturesError
+
+    feats = {"audio": torch.randn(4, 2), "video": torch.randn(4, 2), "flow": torch.randn(4, 2)}
+    feats["video"][0, 0] = float("nan")
+    feats["audio"][1, 1] = float("inf")
+    feats["audio"][2, 1] = float("-inf")
+    with pytest.raises(NonFiniteFeaturesError) as err:
+        MERLoss().terms(feats)
+    assert err.value.modalities == ("audio", "video")
+    assert str(err.value) == (
+        "modality 'audio': MER-DG received non-finite features: 2 of 8 entries of the (4, 2) "
+        "batch are NaN or Inf; modality 'video': MER-DG received non-finite features: 1 of 8 "
+        "entries of the (4, 2) batch are NaN or Inf")

@@ -384,7 +384,9 @@ def average_cells(rows: Sequence[dict[str, Any]], metrics: Sequence[str],
 
 
 def _average_or_partial(cells: Mapping[str, Cell], columns: Sequence[str]) -> Cell | None:
-    if "avg" in cells:
+    # the metric's own table lacks the columns where no run has it: its "avg" is an average
+    # over every column only when it has them all
+    if "avg" in cells and all(c in cells for c in columns):
         return cells["avg"]
     present = [cells[c].mean for c in columns if c in cells]
     if not present:
