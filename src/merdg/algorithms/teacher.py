@@ -23,7 +23,8 @@ The SMA teacher is evaluated.
 MLP heads with CE :math:`L_k`; the fused prediction uses embeddings computed one SGD step of
 ``inner_lr`` down each :math:`L_k` (first-order look-ahead: the gradient-consistency term
 :math:`-\eta\,\nabla L_k \cdot \nabla L_{mm}`), with adaptive modality dropout of the more
-confident modalities; an EMA teacher distils into the fused and unimodal predictions:
+confident modalities; an EMA teacher (its decay warmed up, ``ema_warmup``) distils into the
+fused and unimodal predictions:
 
 .. math::
 
@@ -169,10 +170,14 @@ class MBCD(_TeacherEvaluated):
     """MBCD: look-ahead fusion, adaptive modality dropout, EMA-teacher distillation."""
 
     HPARAMS = {
-        "ema_beta": HParam(0.999, "EMA decay of the teacher (MMDG-Bench 0.999); the evaluated "
-                           "teacher keeps beta**steps of its random init (logged as "
-                           "teacher_init_share): lower it for runs shorter than 3/(1-beta) steps",
-                           ("uniform", 0.9, 1.0), kind="float", low=0, high=1),
+        "ema_beta": HParam(0.999, "EMA decay of the teacher (MMDG-Bench 0.999), the limit of "
+                           "its warm-up (ema_warmup)", ("uniform", 0.9, 1.0), kind="float",
+                           low=0, high=1),
+        "ema_warmup": HParam(True, "ramp the teacher's decay as min(ema_beta, (1+t)/(10+t)) "
+                             "(TensorFlow's ExponentialMovingAverage with num_updates), so a "
+                             "run of any length evaluates an average of trained weights; false: "
+                             "the published constant decay, whose teacher keeps ema_beta**steps "
+                             "of its random init (logged as teacher_init_share)", kind="bool"),
         "kl_mm_coeff": HParam(1.0, "weight of KL(teacher || fused) (1.0)", ("uniform", 0.0, 2.0),
                               kind="float", low=0),
         "kl_um_coeff": HParam(1.0, "weight of KL(teacher || unimodal) (1.0)",
@@ -194,7 +199,7 @@ class MBCD(_TeacherEvaluated):
             m: FusionClassifier(d, net.num_classes, int(hp["fusion_hidden"]), 0.5)
             for m, d in net.dims.items()})
         self.teacher = MovingAverage(nn.ModuleDict({"net": net}), "ema",
-                                     beta=float(hp["ema_beta"]))
+                                     beta=float(hp["ema_beta"]), warmup=bool(hp["ema_warmup"]))
 
     def objective(self, batch: Batch) -> Objective:
         z = self.net.embed(batch.x)
