@@ -7,10 +7,21 @@ logits used for accuracy. ``forward(batch)`` is ``objective(batch)``, so a data-
 
 A new algorithm is one class decorated with ``@ALGORITHMS.register("Name")`` that declares its
 hyperparameters in ``HPARAMS`` and overrides ``objective`` (and, if it adds networks, calls
-``super().__init__`` first). Terms that regularize representations (MER-DG) are composed onto
-any algorithm through the neutral hooks :meth:`Algorithm.representations` and
-:meth:`Algorithm.requested_representations` (:func:`merdg.algorithms.mer.with_mer`); the
-registry lookup that resolves ``"X+MER"`` is :func:`merdg.algorithms.get_algorithm_class`.
+``super().__init__`` first).
+
+**Regression tasks** (MOSI/MOSEI/CH-SIMS sentiment intensity): the fused network has one
+output, and the fused term is the L1 loss against the batch's ``target``
+(:meth:`Algorithm.fused_loss`, logged as ``l1``; cross-entropy ``ce`` for classification), as
+MMDG-Bench's MMSA scripts train (``L1Loss``). Every class-based term (probes, unimodal heads,
+SupCon labels, ...) reads ``batch.y``, which a regression batch fills with the target's sign
+class (negative / zero / positive), as the benchmark's contrastive terms do. An algorithm says
+how it runs on regression in :attr:`Algorithm.REGRESSION` (one line), or refuses it with
+:attr:`Algorithm.REGRESSION_REFUSAL` (:func:`check_task`).
+
+Terms that regularize representations (MER-DG) are composed onto any algorithm through the
+neutral hooks :meth:`Algorithm.representations` and :meth:`Algorithm.requested_representations`
+(:func:`merdg.algorithms.mer.with_mer`); the registry lookup that resolves ``"X+MER"`` is
+:func:`merdg.algorithms.get_algorithm_class`.
 """
 
 from __future__ import annotations
@@ -29,7 +40,8 @@ from merdg.hparams import HParam
 from merdg.models.multimodal_net import ModelOutput, MultimodalNet
 from merdg.registry import Registry
 
-__all__ = ["ALGORITHMS", "Algorithm", "EvalOutput", "NonFiniteLossError", "Objective"]
+__all__ = ["ALGORITHMS", "Algorithm", "EvalOutput", "NonFiniteLossError", "Objective",
+           "check_task"]
 
 
 class NonFiniteLossError(FloatingPointError, ValueError):
@@ -113,10 +125,15 @@ class Algorithm(nn.Module):
     MIN_BATCH_REASON: ClassVar[str] = ""
     # an open-set method (MOOSA-OS): runs only in the open-set setting (RunConfig.open_set)
     OPEN_SET_ONLY: ClassVar[bool] = False
+    # how it runs on a regression task (one line; None: it does not, REGRESSION_REFUSAL says why)
+    REGRESSION: ClassVar[str | None] = ("L1 of the fused output; the probes' CE on the "
+                                        "target's sign class")
+    REGRESSION_REFUSAL: ClassVar[str] = ""
 
     def __init__(self, net: MultimodalNet, num_domains: int, hparams: Mapping[str, Any]) -> None:
         super().__init__()
         self.net = net
+        self.task = net.task
         self.num_domains = num_domains
         self.hparams = dict(hparams)
         self.lr = float(hparams["lr"])
@@ -167,6 +184,20 @@ class Algorithm(nn.Module):
 
     def forward(self, batch: Batch) -> Objective:
         return self.objective(batch)
+
+    @property
+    def fused_term(self) -> str:
+        """The name of the fused loss term: ``"ce"`` (classification) or ``"l1"``
+        (regression)."""
+        return "l1" if self.task == "regression" else "ce"
+
+    def fused_loss(self, logits: Tensor, batch: Batch) -> Tensor:
+        """The task's loss of the fused output: cross-entropy against ``batch.y``, or, for a
+        regression task, the mean absolute error of the one output against ``batch.target``
+        (MMDG-Bench's MMSA ``L1Loss``)."""
+        if self.task == "regression":
+            return F.l1_loss(logits[:, 0].float(), batch.target)
+        return F.cross_entropy(logits, batch.y)
 
     def probe_loss(self, out: ModelOutput, y: Tensor) -> Tensor:
         """Mean CE of the detached unimodal probes (trains only the probes)."""
@@ -251,6 +282,17 @@ class Algorithm(nn.Module):
             return {m: F.normalize(z, dim=1) for m, z in proj.items()}
         raise ValueError(f"unknown representation kind {kind!r}; choose from "
                          f"{list(self.REPRESENTATION_KINDS)}")
+
+
+def check_task(name: str, algorithm: type[Algorithm], task: str) -> None:
+    """Refuse an algorithm that does not run on the data set's task.
+
+    Raises:
+        ValueError: One line naming the algorithm and why (its ``REGRESSION_REFUSAL``).
+    """
+    if task == "regression" and algorithm.REGRESSION is None:
+        raise ValueError(f"{name} does not run on a regression task: "
+                         f"{algorithm.REGRESSION_REFUSAL}")
 
 
 ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm")
