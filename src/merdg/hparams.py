@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HParam", "KINDS", "PRETRAIN_HPARAMS", "TRAINING_HPARAMS", "check_hparams",
-           "describe_search", "resolve_hparams", "seed_hash", "training_default"]
+__all__ = ["HParam", "KINDS", "OPTIONAL_HPARAMS", "PRETRAIN_HPARAMS", "TRAINING_HPARAMS",
+           "check_hparams", "describe_search", "optional_default", "resolve_hparams", "seed_hash",
+           "training_default"]
 
 
 KINDS = ("float", "int", "str", "bool", "dict")
@@ -198,6 +199,29 @@ TRAINING_HPARAMS: dict[str, HParam] = {
     "grad_clip": HParam(0.0, "clip the gradient norm to this value; 0 disables (official: off)",
                         kind="float", low=0),
 }
+
+# Training hparams that only the datasets needing them declare (with their own defaults, through
+# optional_default), so the resolved hparams of every other run stay as they were; a run that
+# does not declare one uses the value given here.
+OPTIONAL_HPARAMS: dict[str, HParam] = {
+    "fusion": HParam("mlp", "fusion head on the concatenated embeddings: 'mlp' (the paper's "
+                     "Linear-ReLU-Dropout-Linear), 'linear' (one Linear layer) or 'residual' "
+                     "(Linear-ReLU, a residual block, Linear: MMDG-Bench's MMSA head)",
+                     kind="str", choices=("mlp", "linear", "residual")),
+    "lr_schedule": HParam("constant", "learning rate over the optimizer steps: 'constant' or "
+                          "'inverse', lr / (1 + 10 i / lr_decay_steps) ** 0.75 after i steps "
+                          "(MMDG-Bench's HUST scripts)", kind="str",
+                          choices=("constant", "inverse")),
+    "lr_decay_steps": HParam(10000, "the step count I of the 'inverse' schedule (MMDG-Bench "
+                             "HUST: its 10,000 iterations)", kind="int", low=1),
+}
+
+
+def optional_default(name: str, default: Any, help: str) -> HParam:
+    """A dataset's declaration of an :data:`OPTIONAL_HPARAMS` hparam (kind, range) with its
+    default and help."""
+    return OPTIONAL_HPARAMS[name].with_default(default, help)
+
 
 # The unimodal pretraining stage of ``--init unimodal`` (merdg.run.pretraining): declared for those
 # runs only, so the resolved hparams of every other run stay as they were. None takes the fused

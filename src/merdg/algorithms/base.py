@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from merdg.datasets.base import Batch
-from merdg.hparams import HParam
+from merdg.hparams import OPTIONAL_HPARAMS, HParam
 from merdg.models.multimodal_net import ModelOutput, MultimodalNet
 from merdg.registry import Registry
 
@@ -139,6 +139,9 @@ class Algorithm(nn.Module):
         self.lr = float(hparams["lr"])
         self.weight_decay = float(hparams["weight_decay"])
         self.grad_clip = float(hparams["grad_clip"])
+        self.lr_schedule = hparams.get("lr_schedule", OPTIONAL_HPARAMS["lr_schedule"].default)
+        self.lr_decay_steps = int(hparams.get("lr_decay_steps",
+                                              OPTIONAL_HPARAMS["lr_decay_steps"].default))
         self.optimizer: torch.optim.Optimizer | None = None
         # autocast dtype of the forward pass (None: full precision); see set_precision
         self.autocast_dtype: torch.dtype | None = None
@@ -229,8 +232,27 @@ class Algorithm(nn.Module):
             param.grad = extra if param.grad is None else param.grad.add_(extra)
         if self.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.parameters(), self.grad_clip)
+        self.schedule_lr()
         self.optimizer.step()
         return {k: float(v.detach()) for k, v in objective.logs.items()}
+
+    def optimizer_steps(self) -> int:
+        """Optimizer steps taken so far (Adam's step count, which checkpoints keep)."""
+        for state in self.optimizer.state.values():
+            if "step" in state:
+                return int(state["step"])
+        return 0
+
+    def schedule_lr(self) -> None:
+        """Set the learning rate of the coming step: the ``"inverse"`` schedule of MMDG-Bench's
+        HUST scripts, ``lr_i = lr / (1 + 10 (i - 1) / I) ** 0.75`` at step i of ``I =
+        lr_decay_steps`` (``HUSTmotor/train_HUST_*.py`` of lihongzhao99/MMDG_Benchmark), on
+        every parameter group's initial rate; nothing for ``"constant"``."""
+        if self.lr_schedule == "constant":
+            return
+        factor = (1.0 + 10.0 * self.optimizer_steps() / self.lr_decay_steps) ** -0.75
+        for group in self.optimizer.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
 
     def gradient_corrections(self, objective: Objective) -> list[tuple[nn.Parameter, Tensor]]:
         """Extra gradients that :meth:`apply_update` adds after ``objective.loss.backward()``.

@@ -21,6 +21,7 @@ from merdg.datasets import BalancedDomainBatchSampler, DomainDataset, build_data
 from merdg.datasets.open_set import known_class_part, open_set_part
 from merdg.evaluation.open_set import resolve_known_classes
 from merdg.evaluators import RunSpec
+from merdg.hparams import OPTIONAL_HPARAMS
 from merdg.models import MultimodalNet, build_encoder
 from merdg.run.config import RunConfig
 
@@ -60,7 +61,8 @@ def build_algorithm(dataset: DomainDataset, algorithm: str, num_domains: int,
                         fusion_hidden=int(hparams["fusion_hidden"]),
                         dropout=float(hparams["dropout"]),
                         proj_hidden=int(hparams["proj_hidden"]), proj_dim=int(hparams["proj_dim"]),
-                        task=dataset.TASK, fusion=hparams.get("fusion", "mlp"))
+                        task=dataset.TASK,
+                        fusion=hparams.get("fusion", OPTIONAL_HPARAMS["fusion"].default))
     algo = get_algorithm_class(algorithm)(net, num_domains, hparams).to(device)
     algo.configure_optimizer()
     return algo
