@@ -154,11 +154,11 @@ class CleanAccuracy(Evaluator):
         columns = self.target_regression_columns(view)
         if columns:
             lines += ["The regression metrics of the same selected epochs (MAE and Corr as "
-                      "plain numbers, the others in %), averaged over the targets:", "",
+                      "plain numbers, the others in %), averaged over the targets (each metric's "
+                      "table and paired differences are with the main table above):", "",
                       view.average_tables([("target_acc", "Acc-2")]
                                           + [(c.name, c.label.replace("target ", ""),
                                               c.percent) for c in columns], "regression")]
-            lines += [view.paired(c, c.label, words=True) for c in columns]
         lines += ["Same selected epochs, source-validation accuracy:", "",
                   view.main_tables(self.VAL_ACC, "source-validation accuracy")]
         modalities = view.members(self.TARGET_PROBE)
