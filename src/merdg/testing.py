@@ -303,7 +303,7 @@ def mmsa_split(n: int, sizes: tuple[int, int, int], lengths: tuple[int, int, int
     [-label_scale, label_scale] (a few exactly 0), ``classification_labels``, ``id``,
     ``raw_text``, ``annotations``. The features of each step lean with the sentiment."""
     labels = np.round(rng.uniform(-label_scale, label_scale, n), 1).astype(np.float32)
-    labels[:: max(n // 5, 1)] = 0.0
+    labels[::5] = 0.0  # some exactly 0: neither positive nor negative
     split: dict[str, object] = {}
     for key, size, length in zip(("text", "audio", "vision"), sizes, lengths):
         valid = rng.integers(max(length // 2, 1), length + 1, n)

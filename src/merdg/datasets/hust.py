@@ -179,6 +179,13 @@ class HUSTWindows:
         return (count * self.window if self.windows == "disjoint"
                 else self.window + count - 1)
 
+    def check_length(self, rows: int, where: str) -> None:
+        """Raises DataError when a recording of ``rows`` rows is too short (``where`` named)."""
+        if rows < self.needed():
+            raise DataError(f"{where}: {rows} data rows, fewer than the {self.needed()} "
+                            f"that {self.train_windows} + {self.test_windows} "
+                            f"{self.windows} windows of {self.window} need")
+
     def cut(self, rng: np.random.Generator, rows: np.ndarray, where: str
             ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """``{modality: (training windows, test windows)}`` of one recording, each (n, window)
@@ -187,10 +194,7 @@ class HUSTWindows:
         Raises:
             DataError: Too few rows (``where`` named).
         """
-        if len(rows) < self.needed():
-            raise DataError(f"{where}: {len(rows)} data rows, fewer than the {self.needed()} "
-                            f"that {self.train_windows} + {self.test_windows} "
-                            f"{self.windows} windows of {self.window} need")
+        self.check_length(len(rows), where)
         draw = benchmark_starts if self.windows == "benchmark" else disjoint_starts
         train, test = draw(rng, len(rows), self.window, self.train_windows, self.test_windows)
         signals = {"vibration": np.linalg.norm(rows[:, 1:4], axis=1), "acoustic": rows[:, 4]}
@@ -268,7 +272,8 @@ def read_txt_release(root: Path, windows: HUSTWindows, allow_outside_root: bool 
                 if skipped:
                     notes.append(f"{path.name}: {skipped} line(s) after the data start skipped "
                                  "(not 5 numbers), as the benchmark's parser does")
-                if not problems:
+                windows.check_length(len(rows), str(path))
+                if not problems:  # the starts follow the benchmark's only while all were read
                     out[(domain, state)] = windows.cut(rng, rows, str(path))
             except DataError as err:
                 problems.append(str(err))
