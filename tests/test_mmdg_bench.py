@@ -119,7 +119,7 @@ def test_hust_bench_with_diagnostics(tmp_path):
     assert main(["data", "check", "--dataset", "hust", "--data-root", str(data),
                  *HUST_TINY[:8]]) == 0
     out = tmp_path / "bench"
-    assert main(["bench", "--dataset", "hust", "--data-root", str(data), *HUST_TINY,
+    assert main(["bench", "--preset", "mmdg-hust", "--data-root", str(data), *HUST_TINY,
                  "--algorithms", BASELINES, "--targets", "D1", "--seeds", "1",
                  "--workers", "1", "--out", str(out)]) == 0
     table = (out / "table.md").read_text()
@@ -131,4 +131,7 @@ def test_hust_bench_with_diagnostics(tmp_path):
     record = json.loads((out / "runs" / "acoustic+vibration" / "ERM" / "D1" / "seed0"
                          / "records.jsonl").read_text().splitlines()[0])
     assert record["run"]["hparams"]["fusion"] == "linear"
+    cmrf = json.loads((out / "runs" / "acoustic+vibration" / "CMRF" / "D1" / "seed0"
+                       / "records.jsonl").read_text().splitlines()[0])["run"]["hparams"]
+    assert (cmrf["sma_start_step"], cmrf["mix_alpha"]) == (100, 1.0)  # the preset's HUST values
     assert record["run"]["hparams"]["encoders"]["vibration"]["name"] == "cnn1d"

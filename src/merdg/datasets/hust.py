@@ -386,6 +386,9 @@ class HUSTMotor(ArrayDomainDataset):
         "epochs": training_default("epochs", 118, "training epochs: 118 x 85 steps of a "
                                    "multi-source run (600 windows x 6 classes per source, 42 per "
                                    "batch) is about MMDG-Bench's 10,000 iterations"),
+        "fusion_hidden": training_default("fusion_hidden", 128, "width of the heads that use it "
+                                          "(MBCD's unimodal heads, JAT's and GMP's projections: "
+                                          "MMDG-Bench HUST 128); the fusion itself is linear"),
         "proj_hidden": training_default("proj_hidden", 256, "projection head hidden width (the "
                                         "heads only serve MER-DG and add-on terms; scaled down "
                                         "from 2048)"),

@@ -36,7 +36,7 @@ def _preset_of(config: RunConfig, dataset: DomainDataset) -> Preset | None:
     if sorted(dataset.modalities) != sorted(preset.modalities):
         raise ValueError(f"preset {preset.name} fixes the modalities to "
                          f"{'+'.join(preset.modalities)}; pick the preset of the modality set")
-    if config.checkpoint_dir is None and init_kind(config.init) != "file":
+    if preset.checkpoints and config.checkpoint_dir is None and init_kind(config.init) != "file":
         raise ValueError("presets load the public pretrained checkpoints: pass --checkpoint-dir "
                          "DIR (docs/paper-setting.md lists the files), or --checkpoint-dir none "
                          "to start from random weights")
@@ -114,7 +114,7 @@ def resolve_run_hparams(config: RunConfig, dataset: DomainDataset,
                              f"which runs with --init unimodal only (this run: --init "
                              f"{config.init})")
     hparams = resolve_hparams(training, dataset.HPARAMS, algorithm_cls.HPARAMS,
-                              preset=preset.hparams if preset else None,
+                              preset=preset.hparams_for(config.algorithm) if preset else None,
                               overrides=config.hparams, hparams_seed=config.hparams_seed,
                               layer_names=("training", "dataset", "algorithm"),
                               provenance=provenance)
