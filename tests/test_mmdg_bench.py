@@ -135,3 +135,14 @@ def test_hust_bench_with_diagnostics(tmp_path):
                        / "records.jsonl").read_text().splitlines()[0])["run"]["hparams"]
     assert (cmrf["sma_start_step"], cmrf["mix_alpha"]) == (100, 1.0)  # the preset's HUST values
     assert record["run"]["hparams"]["encoders"]["vibration"]["name"] == "cnn1d"
+
+
+def test_the_docs_state_every_algorithms_regression_behaviour():
+    from pathlib import Path
+
+    docs = (Path(__file__).parents[1] / "docs" / "mmdg-bench.md").read_text()
+    rows = {line for line in docs.splitlines() if line.startswith("| `")}
+    for name in ALGORITHMS.names():
+        cls = ALGORITHMS.get(name)
+        text = cls.REGRESSION or f"refused: {cls.REGRESSION_REFUSAL}"
+        assert f"| `{name}` | {text} |" in rows, name
