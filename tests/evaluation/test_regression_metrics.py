@@ -47,3 +47,24 @@ def test_bad_inputs_are_refused():
         regression_metrics(np.zeros(2), np.zeros(3))
     with pytest.raises(ValueError, match="finite"):
         regression_metrics(np.array([np.nan]), np.zeros(1))
+
+
+def test_the_clean_evaluation_of_a_regression_split_selects_on_acc2():
+    from merdg.evaluators.clean import CleanAccuracy, split_metrics
+    from merdg.evaluators.predictions import Predictions
+
+    out = np.array([[0.5], [-0.2], [0.1], [-1.0], [2.0]], np.float32)
+    truth = np.array([1.0, 0.0, 0.0, -2.0, 0.0], np.float32)
+    signs = (np.sign(truth) + 1).astype(np.int64)
+    probes = {"a": signs.copy()}
+    split = split_metrics(Predictions(out, (np.sign(out[:, 0]) + 1).astype(np.int64), signs,
+                                      probes, float(np.abs(out[:, 0] - truth).sum()), truth))
+    expected = regression_metrics(out[:, 0], truth)
+    # acc (what the selection rules and trial choice read) is Acc-2, loss (their tie-break) L1
+    assert split["acc"] == pytest.approx(expected["acc2"])
+    assert split["loss"] == pytest.approx(expected["mae"]) == split["mae"]
+    assert split["probe_acc"]["a"] == 1.0
+    columns = CleanAccuracy().epoch_columns({"val": {**split, "n": 5}, "target": split})
+    assert columns["target_acc"] == pytest.approx(0.6)
+    assert {"target_mae", "target_f1", "target_acc7", "target_acc5", "target_corr",
+            "val_mae"} <= set(columns)
