@@ -204,41 +204,41 @@ class MMSA(ArrayDomainDataset):
         self._install(files)
 
     def _install(self, files: dict[str, dict[str, Any]]) -> None:
-        """Stack every sample (domains in order, then train / valid / test), each modality
-        zero-padded to the longest sequence of the files."""
+        """Stack every sample (domains in order, then train / valid / test) into one float32
+        array per modality, zero-padded to the longest sequence of the files (filled in
+        place: the files' arrays are copied once)."""
         problems = []
-        length = {m: max(files[d][s][m].shape[1] for d in files for s in SPLITS.values())
-                  for m in self.modalities}
-        x: dict[str, list[np.ndarray]] = {m: [] for m in self.modalities}
-        targets, domains, roles = [], [], []
-        for domain in DOMAINS:
-            if domain not in files:
-                continue
-            for role, split in SPLITS.items():
-                part = files[domain][split]
-                for m in self.modalities:
-                    values = np.asarray(part[m], dtype=np.float32)
-                    bad = ~np.isfinite(values)
-                    if bad.any() and self.nonfinite == "error":
-                        problems.append(f"{FILES[domain]}[{split!r}][{m!r}]: {int(bad.sum())} "
-                                        "NaN/Inf values (dataset option nonfinite=zero sets "
-                                        "them to 0, as thuiar/MMSA does)")
-                    values = np.where(bad, 0.0, values).astype(np.float32)
-                    pad = length[m] - values.shape[1]
-                    x[m].append(np.pad(values, ((0, 0), (0, pad), (0, 0))))
-                labels = np.asarray(part["regression_labels"], dtype=np.float64).reshape(-1)
-                if not np.isfinite(labels).all():
-                    problems.append(f"{FILES[domain]}[{split!r}]['regression_labels']: "
-                                    f"{int((~np.isfinite(labels)).sum())} NaN/Inf labels")
-                targets.append(labels * LABEL_SCALE[domain])
-                domains += [domain] * len(labels)
-                roles += [role] * len(labels)
+        parts = [(d, role, split, files[d][split]) for d in DOMAINS if d in files
+                 for role, split in SPLITS.items()]
+        total = sum(len(part["regression_labels"]) for *_, part in parts)
+        stacked = {m: np.zeros((total, max(p[m].shape[1] for *_, p in parts),
+                                parts[0][3][m].shape[2]), np.float32) for m in self.modalities}
+        targets, domains, roles, start = [], [], [], 0
+        for domain, role, split, part in parts:
+            labels = np.asarray(part["regression_labels"], dtype=np.float64).reshape(-1)
+            rows = slice(start, start + len(labels))
+            for m in self.modalities:
+                block = stacked[m][rows, :part[m].shape[1]]
+                block[...] = part[m]
+                bad = ~np.isfinite(block)
+                if bad.any() and self.nonfinite == "error":
+                    problems.append(f"{FILES[domain]}[{split!r}][{m!r}]: {int(bad.sum())} "
+                                    "NaN/Inf values (dataset option nonfinite=zero sets "
+                                    "them to 0, as thuiar/MMSA does)")
+                block[bad] = 0.0
+            start += len(labels)
+            if not np.isfinite(labels).all():
+                problems.append(f"{FILES[domain]}[{split!r}]['regression_labels']: "
+                                f"{int((~np.isfinite(labels)).sum())} NaN/Inf labels")
+            targets.append(labels * LABEL_SCALE[domain])
+            domains += [domain] * len(labels)
+            roles += [role] * len(labels)
         raise_problems(problems, f"the MMSA files in {self.root}")
-        stacked = {m: torch.from_numpy(np.concatenate(v)) for m, v in x.items()}
-        lengths = {m: _valid_lengths(v) for m, v in stacked.items()}
+        x = {m: torch.from_numpy(v) for m, v in stacked.items()}
+        lengths = {m: _valid_lengths(v) for m, v in x.items()}
         target = torch.from_numpy(np.concatenate(targets)).float()
         self._role = np.asarray(roles)
-        self.set_samples(stacked, sign_classes(target), domains,
+        self.set_samples(x, sign_classes(target), domains,
                          [d for d in DOMAINS if d in files], SIGN_CLASSES, lengths, target)
 
     def modality_kind(self, modality: str) -> str:
@@ -366,8 +366,9 @@ def _read_files(root: Path, domains: Sequence[str], modalities: Sequence[str],
     return files, problems
 
 
-def _valid_lengths(x: torch.Tensor) -> torch.Tensor:
-    """(N,) steps up to the last one with a non-zero feature (the rest is zero padding)."""
-    nonzero = x.abs().amax(dim=2) > 0  # (N, T)
+def _valid_lengths(x: torch.Tensor, rows: int = 4096) -> torch.Tensor:
+    """(N,) steps up to the last one with a non-zero feature (the rest is zero padding), read
+    ``rows`` samples at a time."""
     steps = torch.arange(1, x.shape[1] + 1)
-    return (nonzero * steps).amax(dim=1)
+    return torch.cat([((chunk != 0).any(dim=2) * steps).amax(dim=1)
+                      for chunk in x.split(rows)])
