@@ -68,7 +68,7 @@ def test_the_fused_term_is_the_l1_of_the_one_output():
     objective = algorithm.objective(batch)
     output = objective.out.logits[:, 0]
     assert float(objective.logs["l1"].detach()) == pytest.approx(
-        float((output - batch.target).abs().mean()))
+        float((output - batch.target).abs().mean().detach()))
     assert objective.out.probe_logits["a"].shape == (12, 3)  # probes: the sign classes
 
 
