@@ -38,3 +38,17 @@ def _restore_merdg_logger():
     yield
     logger.handlers[:] = handlers
     logger.setLevel(level)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """The tests' preprocessing cache: a folder of this session (shared by its tests), never
+    the user's ~/.cache/merdg, whose entries could change what a test sees."""
+    cache = tmp_path_factory.mktemp("merdg-cache")
+    previous = os.environ.get("MERDG_CACHE_DIR")
+    os.environ["MERDG_CACHE_DIR"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("MERDG_CACHE_DIR", None)
+    else:
+        os.environ["MERDG_CACHE_DIR"] = previous

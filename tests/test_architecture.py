@@ -207,7 +207,7 @@ TEXT_SUFFIXES = {".py", ".md", ".sh", ".toml", ".txt", ".cfg", ".yaml", ".yml", 
 
 
 def repository_text_files() -> list[Path]:
-    roots = [REPO / d for d in ("src", "tests", "docs", "benchmarks", ".ci")]
+    roots = [REPO / d for d in ("src", "tests", "docs", "benchmarks", "tools", ".ci")]
     files = [REPO / "README.md", REPO / "pyproject.toml"]
     for root in roots:
         files += [p for p in root.rglob("*") if p.is_file() and (p.suffix in TEXT_SUFFIXES

@@ -22,8 +22,8 @@ MMSA_TINY = ["--hparams", json.dumps({"epochs": 2, "batch_size": 8, "proj_hidden
                                        for m in ("text", "audio", "vision")})]
 HUST_TINY = ["--dataset-option", "window=64", "--dataset-option", "train_windows=12",
              "--dataset-option", "test_windows=6", "--dataset-option", "val_per_class=3",
-             "--hparams", json.dumps({"epochs": 4, "batch_size": 18, "proj_hidden": 16,
-                                      "proj_dim": 8, "lr_decay_steps": 20})]
+             "--hparams", json.dumps({"steps": 16, "eval_every": 4, "batch_size": 18,
+                                      "proj_hidden": 16, "proj_dim": 8})]
 BASELINES = "ERM,MERDG,SimMMDG,CMRF"
 
 
@@ -131,6 +131,10 @@ def test_hust_bench_with_diagnostics(tmp_path):
     record = json.loads((out / "runs" / "acoustic+vibration" / "ERM" / "D1" / "seed0"
                          / "records.jsonl").read_text().splitlines()[0])
     assert record["run"]["hparams"]["fusion"] == "linear"
+    assert (record["epoch"], record["steps"]) == (1, 4)  # the first of 4 evaluations, 4 steps
+    hust = json.loads((out / "runs" / "acoustic+vibration" / "ERM" / "D1" / "seed0"
+                       / "summary.json").read_text())
+    assert hust["epochs"] == 4 and hust["run"]["hparams"]["lr_schedule"] == "inverse"
     cmrf = json.loads((out / "runs" / "acoustic+vibration" / "CMRF" / "D1" / "seed0"
                        / "records.jsonl").read_text().splitlines()[0])["run"]["hparams"]
     assert (cmrf["sma_start_step"], cmrf["mix_alpha"]) == (100, 1.0)  # the preset's HUST values
@@ -146,3 +150,14 @@ def test_the_docs_state_every_algorithms_regression_behaviour():
         cls = ALGORITHMS.get(name)
         text = cls.REGRESSION or f"refused: {cls.REGRESSION_REFUSAL}"
         assert f"| `{name}` | {text} |" in rows, name
+
+
+def test_husts_step_budget_and_its_schedule_are_checked_before_a_run(tmp_path, capsys):
+    data = make_hust_fixture(tmp_path / "data", window=64, train_windows=12, test_windows=6)
+    base = ["train", "--preset", "mmdg-hust", "--data-root", str(data), "--target", "D1",
+            *HUST_TINY[:8], "--out", str(tmp_path / "run")]
+    assert main([*base, "--hparams", '{"epochs": 3}']) == 2
+    assert "this run has a step budget, steps = 10000" in capsys.readouterr().err
+    assert main([*base, "--hparams", '{"steps": 0, "epochs": 3}']) == 2
+    assert "lr_schedule = 'inverse' needs its length" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -29,6 +29,7 @@ class Crash(Exception):
 
 def config(out, tiny_hparams, tiny_synthetic_options, epochs=4, **kw):
     hparams = {**tiny_hparams, "epochs": epochs, **kw.pop("hparams", {})}
+    kw.setdefault("checkpoint_every", 0.0)  # a checkpoint after every epoch
     return RunConfig(dataset="synthetic", target="d2", algorithm="MERDG", hparams=hparams,
                      dataset_options=tiny_synthetic_options, out_dir=str(out), **kw)
 
@@ -106,7 +107,8 @@ def test_the_checkpoint_keeps_the_selected_weights(tmp_path, tiny_hparams,
                 train(cfg, progress=False)
         saved = RunDir(tmp_path).read_checkpoint({**RunDir(tmp_path).read_info()["identity"]})
         selected = saved["selected"]
-        best = max(range(epoch), key=lambda k: (saved["records"][k]["val"]["acc"], k)) + 1
+        records = json.loads(saved["records"])  # one JSON text in the checkpoint
+        best = max(range(epoch), key=lambda k: (records[k]["val"]["acc"], k)) + 1
         assert selected["epoch"] == best  # the epoch select_epoch picks, ties to the later
         assert (selected["state"] is None) == (best == epoch)  # not stored twice
     train(cfg, progress=False)
@@ -125,7 +127,8 @@ def test_a_checkpoint_of_an_earlier_version_loses_only_the_unkept_weights(
             train(cfg, progress=False)
     directory = RunDir(tmp_path)
     payload = directory.read_checkpoint(directory.read_info()["identity"])
-    del payload["selected"]  # as an earlier version wrote it
+    del payload["selected"]  # as an earlier version wrote it, records as a list
+    payload["records"] = json.loads(payload["records"])
     payload["records"][0]["val"]["acc"] = 2.0  # make epoch 1 the best so far
     directory.write_checkpoint({k: v for k, v in payload.items() if k != "format"})
     with caplog.at_level("WARNING", logger="merdg"):
@@ -158,7 +161,7 @@ def test_finished_run_returns_its_summary(tmp_path, tiny_hparams, tiny_synthetic
     def no_training(*args):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(training, "_run_epoch", no_training)
+    monkeypatch.setattr(training, "_train_and_evaluate", no_training)
     assert train(cfg, progress=False) == json.loads(json.dumps(first))
 
 

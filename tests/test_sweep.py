@@ -22,7 +22,7 @@ OPTIONS = {"samples_per_domain": 60, "n_classes": 3}
 
 def tiny_sweep(out, tiny_hparams, **kw) -> ExperimentConfig:
     base = RunConfig(dataset="synthetic", hparams=tiny_hparams, dataset_options=OPTIONS,
-                     split_seed=0)
+                     split_seed=0, checkpoint_every=0.0)  # a killed job resumes an epoch
     return ExperimentConfig(**{"base": base, "algorithms": ["MERDG"], "out_dir": str(out),
                                "targets": ["d1"], "trials": 1, "seeds": 2, "layout": "hashed",
                                **kw})
@@ -88,15 +88,15 @@ def test_interrupted_sweep_resumes_without_loss_or_repetition(tmp_path, tiny_hpa
     assert reference.status["done"] == 3 and reference.waiting == []
     sweep = tiny_sweep(tmp_path / "sweep", tiny_hparams)
     trained = []  # (job directory, epoch) of every epoch that started
-    original = training._run_epoch
+    original = training._train_and_evaluate
 
-    def run_epoch(run, epoch):
-        trained.append((Path(run.config.out_dir).name, epoch))
+    def run_epoch(run, batches, lines, done, until):
+        trained.append((Path(run.config.out_dir).name, done // run.schedule.steps_per_epoch))
         if len(trained) == 4:  # second epoch of the second job
             raise Killed
-        return original(run, epoch)
+        return original(run, batches, lines, done, until)
 
-    monkeypatch.setattr(training, "_run_epoch", run_epoch)
+    monkeypatch.setattr(training, "_train_and_evaluate", run_epoch)
     with pytest.raises(Killed):
         run_experiment(sweep, progress=False)
     jobs, _ = plan(sweep, experiment_tasks(sweep))

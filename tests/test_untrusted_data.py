@@ -108,6 +108,26 @@ def test_paths_that_leave_the_data_root_are_refused(case, data, capsys, tmp_path
         build_dataset("manifest", str(data), progress=False, allow_outside_root="yes")
 
 
+@pytest.mark.parametrize("case", ["dotdot", "symlink"])
+def test_a_cache_entry_built_with_the_opt_out_never_lets_a_refused_path_through(
+        case, data, capsys, tmp_path, monkeypatch):
+    """The verified cache is keyed by content: an entry built with allow_outside_root=true
+    holds the outside file's bytes, and a later run without the opt-out must still refuse."""
+    monkeypatch.setenv("MERDG_CACHE_DIR", str(tmp_path / "cache"))
+    secret = _outside_file(data)
+    if case == "dotdot":
+        set_cell(data, "home-walk-0", 3, "accel/../../secret.npy")
+    else:
+        os.symlink(secret, data / "accel" / "link.npy")
+        set_cell(data, "home-walk-0", 3, "accel/link.npy")
+    ds = build_dataset("manifest", str(data), progress=False, allow_outside_root=True)
+    assert "home-walk-0" in ds.sample_ids and any((tmp_path / "cache").rglob("*.json"))
+    with pytest.raises(DataError, match="sample home-walk-0 \\(accel\\): .*outside the data root"):
+        build_dataset("manifest", str(data), progress=False)
+    status, problems = check(data, capsys)
+    assert status == 1 and len(problems) == 1 and "outside the data root" in problems[0]
+
+
 def test_names_with_line_breaks_or_nul_stay_on_one_line(data, capsys, tmp_path):
     set_cell(data, "home-walk-0", 3, "accel/x\ny.npy")
     set_cell(data, "home-walk-1", 0, "home\nwalk\r1")

@@ -37,7 +37,7 @@ def run(args, capsys) -> tuple[int, list[str]]:
 def train_args(out, hparams=None, *extra):
     return ["train", "--dataset", "synthetic", "--target", "d1", "--hparams",
             json.dumps({**TINY, "epochs": 1, **(hparams or {})}), "--out", str(out), *OPTS,
-            *extra]
+            "--checkpoint-every", "0", *extra]
 
 
 @pytest.mark.parametrize("hparams, message", [
@@ -105,7 +105,7 @@ def test_empty_or_small_source_domains_are_named_before_training(options, extra,
     def no_training(*args):
         raise AssertionError("an epoch started")
 
-    monkeypatch.setattr(training, "_run_epoch", no_training)
+    monkeypatch.setattr(training, "_train_and_evaluate", no_training)
     out = tmp_path / "run"
     args = ["train", "--dataset", "synthetic", "--target", "d1", "--hparams", json.dumps(TINY),
             "--out", str(out), *[x for o in options for x in ("--dataset-option", o)], *extra]
@@ -194,7 +194,7 @@ def test_a_diverging_run_stops_in_one_line_and_restarts_with_a_lower_lr(tmp_path
     assert err[0].startswith("merdg train: error: non-finite training loss at step 2 of 8 in "
                              "epoch 1 of 2: the projection representations of m0, m1, m2 that "
                              "MER-DG regularizes hold NaN/Inf (the weights diverged)")
-    assert "no epoch had finished, so nothing is kept to resume from" in err[0]
+    assert "no checkpoint had been written, so nothing is kept to resume from" in err[0]
     fixed = train_args(out, {"epochs": 2, "lr": 1e-3}, "--algorithm", "MERDG")
     assert run([*fixed, "--restart"], capsys) == (0, [])
     assert [r["epoch"] for r in read_jsonl(out / RunDir.RECORDS)] == [1, 2]
@@ -319,7 +319,7 @@ def test_interrupted_command_says_what_is_kept(tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "_train_epochs", interrupted)
+    monkeypatch.setattr(training, "_train_loop", interrupted)
     code, err = run(train_args(tmp_path / "run"), capsys)
     assert code == 130 and len(err) == 1
     assert err[0].startswith("merdg train: interrupted; what was written so far is intact")

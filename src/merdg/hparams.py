@@ -200,20 +200,27 @@ TRAINING_HPARAMS: dict[str, HParam] = {
                         kind="float", low=0),
 }
 
-# Training hparams that only the datasets needing them declare (with their own defaults, through
-# optional_default), so the resolved hparams of every other run stay as they were; a run that
-# does not declare one uses the value given here.
+# Training hparams that a run's resolved hparams hold only when its dataset declares them (with
+# its own default, through optional_default) or the user sets them (--hparams, a preset), so the
+# resolved hparams of every other run stay as they were; a run without one uses the default here.
 OPTIONAL_HPARAMS: dict[str, HParam] = {
+    "steps": HParam(0, "optimizer steps of the run; 0: epochs x the steps of one epoch. A step "
+                    "budget replaces epochs (DomainBed's --steps; MMDG-Bench's iterations)",
+                    kind="int", low=0),
+    "eval_every": HParam(0, "evaluate on source validation and the target every this many "
+                         "steps, one record each (selection picks among them); 0: after every "
+                         "epoch (DomainBed's checkpoint_freq)", kind="int", low=0),
     "fusion": HParam("mlp", "fusion head on the concatenated embeddings: 'mlp' (the paper's "
                      "Linear-ReLU-Dropout-Linear), 'linear' (one Linear layer) or 'residual' "
                      "(Linear-ReLU, a residual block, Linear: MMDG-Bench's MMSA head)",
                      kind="str", choices=("mlp", "linear", "residual")),
     "lr_schedule": HParam("constant", "learning rate over the optimizer steps: 'constant' or "
-                          "'inverse', lr / (1 + 10 i / lr_decay_steps) ** 0.75 after i steps "
-                          "(MMDG-Bench's HUST scripts)", kind="str",
+                          "'inverse', lr / (1 + 10 i / I) ** 0.75 after i of I = "
+                          "lr_decay_steps steps (MMDG-Bench's HUST scripts)", kind="str",
                           choices=("constant", "inverse")),
-    "lr_decay_steps": HParam(10000, "the step count I of the 'inverse' schedule (MMDG-Bench "
-                             "HUST: its 10,000 iterations)", kind="int", low=1),
+    "lr_decay_steps": HParam(None, "the step count I of the 'inverse' schedule (None: the step "
+                             "budget, steps; MMDG-Bench HUST: its 10,000 iterations)",
+                             kind="int", low=1, nullable=True),
 }
 
 

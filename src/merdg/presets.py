@@ -34,8 +34,9 @@ algorithm's declared defaults and the user's overrides.
 **MMDG-Bench's HUST and MMSA configurations** (lihongzhao99/MMDG_Benchmark, arXiv 2605.06643;
 ``docs/mmdg-bench.md``): ``mmdg-hust`` and ``mmdg-mmsa`` run any algorithm (``--algorithm``,
 or every one of a ``merdg bench``) and load no checkpoint. The benchmark's training
-configuration of each task family is the data set's own defaults (``hust``: Adam 1e-3, weight
-decay 5e-4, batch 128, the inverse learning-rate decay, the 1-D CNNs and a linear fusion;
+configuration of each task family is the data set's own defaults (``hust``: 10,000 steps with an
+evaluation every 200, Adam 1e-3, weight decay 5e-4, batch 128, the inverse learning-rate
+decay, the 1-D CNNs and a linear fusion;
 ``mmsa``: Adam 1e-4, batch 24, 15 epochs, gradient clip 0.8, the sequence Transformers and the
 residual fusion head); the presets add, per method, the values of the benchmark's task scripts
 that differ from the method's default elsewhere (the ones its search does not draw: HUST CMRF's

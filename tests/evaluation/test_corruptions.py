@@ -403,3 +403,97 @@ def test_docs_table_and_text_table_list_every_corruption():
         assert any(line.split()[:2] == [c.kind, c.name] and format_levels(c) in line
                    for line in text)
     assert len(corruption_table("flow").splitlines()) == 1 + len(corruption_names("flow"))
+
+
+# --- dtypes, the spline against SciPy, the table and the shared helpers ----------------------
+
+@pytest.mark.parametrize(("kind", "name"), [(k, n) for k, n in GRADED
+                                             if (k, n) != ("video", "jpeg_compression")])
+def test_float64_inputs_stay_float64_and_agree_with_float32(kind, name):
+    make, context = INPUTS[kind]
+    x = make()
+    single = run(kind, name, x.float(), 3, **context)
+    double = run(kind, name, x.double(), 3, **context)
+    assert double.dtype == torch.float64 and single.dtype == torch.float32
+    if "noise" not in name:  # Gaussian draws differ by dtype (another stream), the rest agree
+        scale = x.double().abs().max()
+        assert (double - single.double()).abs().max() <= 1e-4 * scale, (kind, name)
+
+
+@pytest.mark.parametrize("k", [3, 4, 7])
+def test_natural_cubic_spline_matches_scipy(k):
+    interpolate = pytest.importorskip("scipy.interpolate")
+    knots = 2.0 + 1.5 * torch.arange(k, dtype=torch.float64)  # evenly spaced, not from 0
+    values = torch.randn(k, 2, generator=gen(k), dtype=torch.float64)
+    at = torch.linspace(float(knots[0]), float(knots[-1]), 41, dtype=torch.float64)
+    spline = interpolate.CubicSpline(knots.numpy(), values.numpy(), bc_type="natural")
+    got = natural_cubic_spline(knots, values, at)
+    assert torch.allclose(got, torch.from_numpy(spline(at.numpy())), atol=1e-12)
+
+
+def test_corruption_table_header_and_alignment():
+    from merdg.evaluation.corruptions import corruption_table
+
+    lines = corruption_table("audio").splitlines()
+    header = lines[0].split()
+    assert header[:4] == ["kind", "name", "parameter", "severities"] and header[-1] == "source"
+    widths = {line.index("  ", len("audio")) for line in lines}  # kind column padded alike
+    assert len(widths) == 1
+    assert all(line.startswith(("kind ", "audio ")) for line in lines)
+    source_at = lines[0].index("source")
+    assert all(line[source_at - 2:source_at] == "  " for line in lines[1:])
+
+
+def test_spikes_have_both_signs():
+    make, context = INPUTS["array"]
+    x = make()
+    delta = run("array", "spikes", x, 5, **context) - x
+    hits = delta[delta != 0]
+    assert (hits > 0).any() and (hits < 0).any()
+    assert torch.allclose(hits.abs(), torch.full_like(hits.abs(), float(hits.abs()[0])))
+
+
+def test_defocus_kernel_matches_imagenet_c_written_with_numpy():
+    """ImageNet-C's disk: aliased disk on a grid of at least 17 x 17, normalized, then
+    GaussianBlur with 3 x 3 taps up to radius 8 and 5 x 5 above (reflect-101 borders)."""
+    np = pytest.importorskip("numpy")
+    from merdg.evaluation.corruptions import _disk_kernel
+
+    def reference(radius, sigma):
+        half = max(8, radius)
+        ax = np.arange(-half, half + 1)
+        xx, yy = np.meshgrid(ax, ax)
+        disk = ((xx**2 + yy**2) <= radius**2).astype(np.float64)
+        disk /= disk.sum()
+        taps = 3 if radius <= 8 else 5
+        k = np.arange(taps) - (taps - 1) / 2
+        g = np.exp(-(k**2) / (2 * sigma**2))
+        g /= g.sum()
+        padded = np.pad(disk, taps // 2, mode="reflect")
+        rows = sum(g[i] * padded[i:i + disk.shape[0], :] for i in range(taps))
+        return sum(g[j] * rows[:, j:j + disk.shape[1]] for j in range(taps))
+
+    for radius, sigma in [(3, 0.1), (8, 0.5), (9, 0.5), (10, 0.5)]:
+        got = _disk_kernel(radius, sigma).numpy()
+        assert np.allclose(got, reference(radius, sigma), atol=1e-12), radius
+
+
+def test_default_spread_is_one():
+    x = torch.randn(64, generator=gen(5))
+    for kind, name in [("array", "gaussian_noise"), ("array", "spikes")]:
+        assert torch.equal(run(kind, name, x, 3), run(kind, name, x, 3, spread=1.0))
+        assert not torch.equal(run(kind, name, x, 3), run(kind, name, x, 3, spread=2.0))
+
+
+def test_uniform_draws_stay_in_their_range():
+    from merdg.evaluation.corruptions import _uniform
+
+    draws = [_uniform(gen(s), -45.0, 45.0) for s in range(300)]
+    assert -45.0 <= min(draws) < -40.0 and 40.0 < max(draws) <= 45.0
+
+
+def test_the_last_step_can_be_dropped_too():
+    x = torch.arange(50.0)[:, None] * torch.ones(1, 2)  # distinct steps
+    held_last = [bool((run("timeseries", "sample_dropout", x, 5, seed=s)[-1] != x[-1]).all())
+                 for s in range(30)]
+    assert any(held_last) and not all(held_last)

@@ -1,6 +1,7 @@
 """Selective-prediction metrics on inputs small enough to check by hand."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -161,3 +162,106 @@ def test_bad_inputs_are_named():
         selective_prediction_metrics([], [])
     with pytest.raises(ValueError, match="3 scores but 2"):
         aurc([0.1, 0.2, 0.3], [1, 0])
+
+
+# --- boundaries, exact messages and input forms ----------------------------------------------
+
+def test_input_errors_are_one_line_naming_the_problem():
+    from merdg.evaluation.metrics import stack_batches
+
+    with pytest.raises(ValueError, match=r"^no batches to evaluate \(empty sequence\)$"):
+        stack_batches([])
+    for bad in (np.zeros((0, 3)), np.zeros((3, 0)), np.zeros(3)):
+        with pytest.raises(ValueError, match=r"^logits must have shape \(N, C\) with N, C >= 1, "
+                           r"got " + re.escape(str(bad.shape)) + "$"):
+            max_logit(bad)
+    x = np.zeros((4, 2))
+    x[2, 1], x[3, 0] = np.inf, np.nan
+    with pytest.raises(ValueError, match=r"^2 of 4 rows of logits are not finite \(first: row "
+                       r"2\)$"):
+        max_logit(x)
+    with pytest.raises(ValueError, match=r"^3 scores but 2 correctness flags$"):
+        aurc([0.1, 0.2, 0.3], [1, 0])
+    with pytest.raises(ValueError, match=r"^no predictions to evaluate$"):
+        aurc(np.zeros(0), np.zeros(0))
+    with pytest.raises(ValueError, match=r"^2 scores are not finite$"):
+        aurc([0.1, np.nan, np.inf], [1, 0, 1])
+    with pytest.raises(ValueError, match=r"^correctness flags must be booleans or 0/1$"):
+        aurc([0.1, 0.2], [1, 2])
+    with pytest.raises(ValueError, match=r"^temperature must be > 0, got 0$"):
+        energy_score(np.zeros((1, 2)), temperature=0)
+    with pytest.raises(ValueError, match=r"^num_bins must be >= 1, got 0$"):
+        expected_calibration_error([0.5], [1], num_bins=0)
+    for tpr in (0.0, 1.5):
+        with pytest.raises(ValueError, match=rf"^tpr must be in \(0, 1\], got {tpr}$"):
+            fpr_at_tpr([0.1, 0.2], [1, 0], tpr=tpr)
+    with pytest.raises(ValueError, match=r"^3 rows of logits but 2 labels$"):
+        selective_prediction_metrics(np.zeros((3, 5)), np.array([0, 1]))
+
+
+def test_scores_and_flags_of_any_shape_are_flattened():
+    scores = np.array([[0.9], [0.2], [0.6]])
+    assert aurc(scores, [True, False, True]) == pytest.approx(aurc([0.9, 0.2, 0.6], [1, 0, 1]))
+    assert auroc([0.9, 0.2, 0.6], np.array([[1], [0], [1]])) == 1.0
+
+
+def test_bfloat16_and_float32_tensors_are_read_in_float64():
+    logits = torch.tensor([[0.5, 1.5], [2.0, -1.0]], dtype=torch.bfloat16)
+    assert max_logit(logits).dtype == np.float64
+    assert max_logit(logits).tolist() == [1.5, 2.0]
+    parts = [torch.tensor([[0.1, 0.2]]), torch.tensor([[0.3, 0.4]], dtype=torch.bfloat16)]
+    assert max_logit(parts).shape == (2,)
+
+
+def test_degenerate_auroc_and_fpr_give_nan_without_numpy_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for flags in ([1, 1, 1], [0, 0, 0]):
+            assert math.isnan(auroc([0.1, 0.5, 0.9], flags))
+            assert math.isnan(fpr_at_tpr([0.1, 0.5, 0.9], flags))
+
+
+def test_boundary_values_are_accepted():
+    # tpr = 1 accepts every correct prediction: here the lowest score, so every wrong one too
+    assert fpr_at_tpr([0.9, 0.8, 0.1], [1, 0, 1], tpr=1.0) == 1.0
+    # one bin: |accuracy - mean confidence|; a confidence of exactly 0 is allowed
+    conf, flags = [0.0, 0.5, 1.0], [0, 1, 1]
+    assert expected_calibration_error(conf, flags, num_bins=1) == pytest.approx(abs(2 / 3 - 0.5))
+    assert energy_score(np.array([[0.0, 0.0]]), temperature=0.5)[0] == pytest.approx(
+        0.5 * math.log(2.0))
+
+
+def test_ece_bins_are_lo_exclusive_hi_inclusive_by_hand():
+    # 3 bins (0, 1/3], (1/3, 2/3], (2/3, 1]; 0.5 and 2/3 share the middle bin, 1/3 the first
+    conf = [1 / 3, 0.5, 2 / 3, 0.9, 1.0]
+    flags = [1, 0, 1, 1, 0]
+    bins = [[0], [1, 2], [3, 4]]
+    expected = sum(abs(sum(flags[i] for i in b) - sum(conf[i] for i in b)) for b in bins) / 5
+    assert expected_calibration_error(conf, flags, num_bins=3) == pytest.approx(expected)
+    with pytest.raises(ValueError, match=r"^confidences must lie in \[0, 1\], got "
+                       r"\[-0.1, 0.5\]$"):
+        expected_calibration_error([-0.1, 0.5], [1, 0])
+    with pytest.raises(ValueError, match=r"^confidences must lie in \[0, 1\], got \[0.5, 1.2\]$"):
+        expected_calibration_error([0.5, 1.2], [1, 0])
+
+
+def test_selective_prediction_metrics_pass_the_bins_on():
+    logits = np.array([[2.0, 0.0], [0.0, 0.3], [1.0, 0.9], [0.0, 3.0]])
+    labels = np.array([0, 0, 0, 1])
+    one = selective_prediction_metrics(logits, labels, num_bins=1)["ece"]
+    msp = max_softmax_probability(logits)
+    correct = np.array([1, 0, 1, 1])
+    assert one == pytest.approx(abs(correct.mean() - msp.mean()))
+    assert selective_prediction_metrics(logits, labels)["ece"] == pytest.approx(
+        expected_calibration_error(msp, correct))
+
+
+def test_one_class_logits_and_column_labels():
+    assert max_logit(np.array([[0.3], [0.7]])).tolist() == [0.3, 0.7]
+    assert max_softmax_probability(np.array([[0.3], [0.7]])).tolist() == [1.0, 1.0]
+    logits = np.array([[2.0, 0.0], [0.0, 0.3], [1.0, 0.9]])
+    flat = selective_prediction_metrics(logits, np.array([0, 0, 0]))
+    column = selective_prediction_metrics(logits, np.array([[0], [0], [0]]))
+    assert flat == pytest.approx(column, nan_ok=True)

@@ -109,3 +109,108 @@ def test_oracle_sweep_is_moosa_grid_search():
     # below it, 0.55 rejects one unknown: H = 2 * 1 * 0.5 / 1.5
     grid_055 = open_set_metrics(reject([0] * 5, msp, 0.55), labels)
     assert grid_055["h_score"] == pytest.approx(2 / 3)
+
+
+# --- known classes of a dataset, exact errors, and input forms --------------------------------
+
+class _Split:
+    """A dataset-like object with class names and, optionally, a published split."""
+
+    def __init__(self, names, known=None):
+        self.class_names = names
+        if known is not None:
+            self.OPEN_SET_KNOWN_CLASSES = known
+
+
+def test_resolve_known_classes_prefers_the_setting_then_the_published_split():
+    from merdg.evaluation.open_set import resolve_known_classes
+
+    ds = _Split(["a", "b", "c", "d"], known=(0, 2))
+    assert resolve_known_classes(ds, None) == (0, 2)
+    assert resolve_known_classes(ds, ["d", "1"]) == (1, 3)
+    assert resolve_known_classes(ds, "b,c") == (1, 2)
+    assert resolve_known_classes(_Split(["a", "b", "c"], known=(0, 1)), None, "mine") == (0, 1)
+    for known in [(0, 4), (-1, 1), (0, 1, 2, 3)]:
+        with pytest.raises(ValueError, match=rf"^dataset mine: its published open-set split "
+                           rf"\[{', '.join(map(str, known))}\] does not fit its 4 classes; "
+                           r"choose the known classes with --known-classes$"):
+            resolve_known_classes(_Split(["a", "b", "c", "d"], known=known), None, "mine")
+    with pytest.raises(ValueError, match=r"^dataset _Split: its published"):
+        resolve_known_classes(_Split(["a", "b"], known=(0, 1)), None)
+    with pytest.raises(ValueError, match=r"^dataset _Split has no published open-set class "
+                       r"split; choose the known classes with --known-classes \(class names "
+                       r"or indices, comma-separated\)$"):
+        resolve_known_classes(_Split(["a", "b"]), None)
+    with pytest.raises(ValueError, match=r"^dataset mine has no published"):
+        known_classes_of(_Split(["a"]), "mine")
+    with pytest.raises(ValueError, match=r"^dataset _Split has no published"):
+        known_classes_of(_Split, None)  # a class: its __name__
+
+
+def test_parse_known_classes_errors_are_exact():
+    names = ["take", "put", "open"]
+    with pytest.raises(ValueError, match=r"^--known-classes is empty; give class names or "
+                       r"indices, e.g. 0,1,2$"):
+        parse_known_classes(" , ", names)
+    with pytest.raises(ValueError, match=r"^--known-classes: index -1 outside 0..2$"):
+        parse_known_classes("-1", names)
+    with pytest.raises(ValueError, match=r"^--known-classes: unknown class '1-'; classes: "):
+        parse_known_classes("1-", names)
+    assert parse_known_classes([" 2 ", "take"], names) == (0, 2)
+
+
+def test_outputs_are_integer_arrays_and_inputs_of_any_shape_are_flattened():
+    labels = open_set_labels(np.array([[3], [1], [7]]), [1, 3])
+    assert labels.tolist() == [1, 0, UNKNOWN] and labels.dtype == np.int64
+    rejected = reject(np.array([[2], [1]]), np.array([[0.9], [0.1]]), 0.5)
+    assert rejected.tolist() == [2, UNKNOWN] and rejected.dtype == np.int64
+    metrics = open_set_metrics(np.array([[0], [UNKNOWN]]), np.array([[0], [UNKNOWN]]))
+    assert metrics == {"h_score": 1.0, "known_acc": 1.0, "unknown_acc": 1.0}
+    assert select_threshold(np.array([[0.2], [0.9]]), accept_rate=0.5) == 0.9
+    with pytest.raises(ValueError, match=r"^2 predictions but 3 scores$"):
+        reject([1, 2], [0.1, 0.2, 0.3], 0.5)
+    with pytest.raises(ValueError, match=r"^2 predictions but 1 labels$"):
+        open_set_metrics([1, 2], [1])
+
+
+def test_missing_sides_give_nan_and_threshold_errors_are_exact():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NaN by rule, not by a mean of nothing
+        only_known = open_set_metrics([0, 1], [0, 0])
+        open_set_metrics([UNKNOWN, 0], [UNKNOWN, UNKNOWN])
+    assert only_known["known_acc"] == 0.5
+    assert math.isnan(only_known["unknown_acc"]) and math.isnan(only_known["h_score"])
+    only_unknown = open_set_metrics([UNKNOWN, 0], [UNKNOWN, UNKNOWN])
+    assert only_unknown["unknown_acc"] == 0.5 and math.isnan(only_unknown["known_acc"])
+    assert math.isnan(h_score(math.nan, 0.5)) and math.isnan(h_score(0.5, math.nan))
+    assert h_score(0.0, 0.0) == 0.0
+    assert select_threshold([0.3], accept_rate=1.0) == 0.3  # one score is enough
+    with pytest.raises(ValueError, match=r"^no source scores to choose the open-set threshold "
+                       r"from$"):
+        select_threshold(np.zeros(0))
+    with pytest.raises(ValueError, match=r"^2 source scores are not finite$"):
+        select_threshold([0.1, np.nan, np.inf])
+    for rate in (0.0, 1.5):
+        with pytest.raises(ValueError, match=rf"^accept_rate must be in \(0, 1\], got {rate}$"):
+            select_threshold([0.1], accept_rate=rate)
+
+
+def test_evaluate_open_set_passes_the_accept_rate_on():
+    source = np.array([[3.0, 0.0], [1.0, 0.0], [0.2, 0.0], [0.0, 0.1]])
+    target = np.array([[2.0, 0.0], [0.0, 0.05]])
+    loose = evaluate_open_set(target, [0, UNKNOWN], source, accept_rate=1.0)
+    strict = evaluate_open_set(target, [0, UNKNOWN], source, accept_rate=0.5)
+    assert loose["open_set_threshold"] < strict["open_set_threshold"]
+    msp = np.sort(1 / np.exp(source - source.max(1, keepdims=True)).sum(1))[::-1]
+    assert strict["open_set_threshold"] == pytest.approx(msp[1])
+    assert loose["open_set_threshold"] == pytest.approx(msp[3])
+
+
+def test_oracle_sweep_with_two_thresholds_uses_both_ends():
+    logits = np.array([[3.0, 0.0], [0.0, 0.0]])  # MSPs ~0.95 and 0.5
+    out = oracle_threshold_sweep(logits, [0, UNKNOWN], num_thresholds=2)
+    msp_hi = 1 / (1 + math.exp(-3.0))
+    assert out["open_set_threshold"] == pytest.approx(msp_hi)  # the top end separates them
+    assert out["h_score"] == 1.0

@@ -147,17 +147,18 @@ def test_merdg_train_wandb_logs_every_epoch_and_replays_them_on_resume(offline_e
     hparams = {"epochs": 2, "batch_size": 12, "proj_hidden": 16, "fusion_hidden": 16}
     args = ["train", "--dataset", "synthetic", "--target", "d1", "--algorithm", "MERDG",
             "--hparams", json.dumps(hparams), "--dataset-option", "samples_per_domain=40",
-            "--dataset-option", "n_classes=3", "--wandb", "--out", str(out)]
-    real_epoch = training._run_epoch
+            "--dataset-option", "n_classes=3", "--wandb", "--checkpoint-every", "0",
+            "--out", str(out)]
+    real_epoch = training._train_and_evaluate
 
-    def one_epoch_then_stop(run, epoch):
-        if epoch == 1:
+    def one_epoch_then_stop(run, batches, lines, done, until):
+        if done > 0:  # the second epoch
             raise KeyboardInterrupt
-        return real_epoch(run, epoch)
+        return real_epoch(run, batches, lines, done, until)
 
-    monkeypatch.setattr(training, "_run_epoch", one_epoch_then_stop)
+    monkeypatch.setattr(training, "_train_and_evaluate", one_epoch_then_stop)
     assert main(args) == 130  # interrupted: one line, what was written is kept
-    monkeypatch.setattr(training, "_run_epoch", real_epoch)
+    monkeypatch.setattr(training, "_train_and_evaluate", real_epoch)
     assert main(args) == 0
     records = list(read_jsonl(out / "records.jsonl"))
     [path] = run_files(out)  # the interrupted attempt's W&B run was replaced

@@ -80,3 +80,38 @@ def test_von_neumann_entropy_by_hand():
     z = torch.randn(8, 3, requires_grad=True)
     von_neumann_entropy_loss(z).backward()
     assert z.grad is not None and torch.isfinite(z.grad).all()
+
+
+def test_mean_shift_of_two_and_three_samples_by_hand():
+    e = torch.tensor([[3.0, 0.0], [0.0, 2.0]])  # not unit rows: normalized first
+    unit = torch.nn.functional.normalize(e, dim=1)
+    expected = torch.nn.functional.normalize(0.5 * unit + 0.5 * unit[[1, 0]], dim=1)
+    assert torch.allclose(mean_shift_embeddings(e, k=8), expected)  # k capped at N - 1 = 1
+    three = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    # k = 2 (capped from 8): each sample's two others, weight 0.5 / 2 each
+    shifted = mean_shift_embeddings(three * 5.0)
+    expected = torch.nn.functional.normalize(0.5 * three + 0.25 * (1 - three), dim=1)
+    assert torch.allclose(shifted, expected)
+
+
+def test_mean_shift_default_k_is_eight():
+    torch.manual_seed(0)
+    e = torch.randn(12, 5)
+    assert torch.allclose(mean_shift_embeddings(e), mean_shift_embeddings(e, k=8))
+    assert not torch.allclose(mean_shift_embeddings(e), mean_shift_embeddings(e, k=9))
+
+
+def test_von_neumann_entropy_in_half_precision_and_the_eigenvalue_cut():
+    torch.manual_seed(0)
+    z = torch.randn(6, 4)
+    full = von_neumann_entropy_loss(z)
+    assert von_neumann_entropy_loss(z.bfloat16()).dtype == torch.float32
+    assert von_neumann_entropy_loss(z.bfloat16()).item() == pytest.approx(full.item(), abs=0.02)
+    # eigenvalues of E^T E / N: 1 and 5e-7 (cut), with N = 4 rows
+    e = torch.tensor([[2.0, 0.0], [0.0, 2 * math.sqrt(5e-7)], [0.0, 0.0], [0.0, 0.0]],
+                     dtype=torch.float64)
+    assert von_neumann_entropy_loss(e).item() == pytest.approx(0.0, abs=1e-9)
+    e[1, 1] = 2 * math.sqrt(0.25)  # eigenvalues 1 and 1/4
+    p = torch.tensor([0.8, 0.2], dtype=torch.float64)
+    assert von_neumann_entropy_loss(e).item() == pytest.approx((p * p.log()).sum().item(),
+                                                               rel=1e-8)

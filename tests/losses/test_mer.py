@@ -160,8 +160,10 @@ def test_single_sample_returns_connected_zero():
 
 
 def test_one_feature_has_no_spectral_term():
-    terms = mer_terms(torch.randn(10, 1, dtype=torch.float64))
-    assert terms.spectral.item() == 0.0 and terms.marginal.item() > 0.0
+    z = torch.tensor([[0.0], [0.5], [1.0]], dtype=torch.float64)  # unbiased var 0.25
+    terms = mer_terms(z)
+    assert terms.spectral.item() == 0.0
+    assert terms.marginal.item() == pytest.approx(1.0 - math.sqrt(0.25 + 1e-4), rel=1e-12)
 
 
 @pytest.mark.parametrize("bad", [torch.randn(4), torch.randn(2, 3, 4)])
@@ -202,3 +204,182 @@ def test_merloss_sums_over_sorted_modalities():
         MERLoss(reduction="max")
     with pytest.raises(ValueError, match="no features"):
         mer({})
+
+
+@pytest.mark.parametrize("n,d", [(24, 40), (60, 12)])  # the Gram and the covariance paths
+def test_modalities_of_one_shape_are_computed_in_one_batched_pass(n, d, monkeypatch):
+    """Modalities sharing a shape go through one batched factorization (two here: three of one
+    shape and one of another); each one's terms and gradients are those of its own batch."""
+    gen = torch.Generator().manual_seed(n * d)
+    feats = {m: (torch.randn(n, d, generator=gen, dtype=torch.float64) * scale + shift)
+             .requires_grad_() for m, scale, shift in
+             (("a", 0.5, 0.0), ("b", 2.0, 1.0), ("c", 1.0, -3.0))}
+    feats["d"] = torch.randn(n, d // 2, generator=gen, dtype=torch.float64).requires_grad_()
+    settings = {"alpha_marg": 0.7, "alpha_spec": 1.3, "marg_eps": 1e-3, "spec_eps": 1e-5}
+    factorizations = []
+    real = torch.linalg.cholesky_ex
+
+    def counted(m, **kw):
+        factorizations.append(tuple(m.shape))
+        return real(m, **kw)
+
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", counted)
+    terms = MERLoss(**settings).terms(feats)
+    k = min(n, d)
+    assert sorted(factorizations) == sorted([(3, k, k), (min(n, d // 2),) * 2])
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", real)
+    for m, z in feats.items():
+        alone = mer_terms(z, **settings)
+        for got, want in zip(terms[m], alone):
+            assert got.item() == pytest.approx(want.item(), rel=1e-12, abs=1e-12)
+        (grad,) = torch.autograd.grad(terms[m].loss, z, retain_graph=True)
+        (want,) = torch.autograd.grad(alone.loss, z)
+        assert torch.allclose(grad, want, rtol=1e-10, atol=1e-12)
+
+
+def test_batched_float32_terms_match_the_single_batch_ones():
+    gen = torch.Generator().manual_seed(0)
+    feats = {m: torch.randn(48, 128, generator=gen) * (i + 1) for i, m in enumerate("xyz")}
+    terms = MERLoss().terms(feats)
+    for m, z in feats.items():
+        alone = mer_terms(z)
+        assert terms[m].loss.item() == pytest.approx(alone.loss.item(), rel=1e-6)
+
+
+def test_logdet_of_a_stack_falls_back_only_where_cholesky_fails():
+    from merdg.losses.mer import _logdet_spd
+
+    spd = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    indefinite = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)  # det -3
+    out = _logdet_spd(torch.stack([spd, indefinite]))
+    assert out[0].item() == pytest.approx(math.log(1.75), rel=1e-12)
+    assert out[1].item() == pytest.approx(math.log(3.0), rel=1e-12)
+
+
+def test_non_finite_features_are_named_by_modality():
+    """Checked once per group of one shape (sorted names: audio+video, then flow)."""
+    from merdg.losses.mer import NonFiniteFeaturesError
+
+    feats = {"audio": torch.randn(8, 4), "video": torch.randn(8, 4), "flow": torch.randn(8, 3)}
+    feats["video"][1, 2] = float("nan")
+    feats["flow"][0, 0] = float("inf")
+    with pytest.raises(NonFiniteFeaturesError) as err:
+        MERLoss().terms(feats)
+    assert err.value.modalities == ("video",)
+    assert str(err.value) == ("modality 'video': MER-DG received non-finite features: 1 of 32 "
+                              "entries of the (8, 4) batch are NaN or Inf")
+    feats["video"][1, 2] = 0.0
+    with pytest.raises(NonFiniteFeaturesError, match="modality 'flow': .* 1 of 24 entries"):
+        MERLoss().terms(feats)
+
+
+def test_merloss_refuses_unknown_keywords():
+    with pytest.raises(TypeError, match=r"unknown keyword arguments \['alpha'\]"):
+        MERLoss(alpha=1.0)
+
+
+def test_batch_of_exactly_two_is_computed_by_hand():
+    """N = 2 is the smallest batch with statistics (N < 2 returns 0): both terms by hand.
+
+    Features j have values (0, c_j): unbiased var c_j^2 / 2, biased std s_j = c_j / 2, so the
+    standardized rows are -/+ a_j with a_j = s_j / (s_j + eps), and the 2 x 2 correlation
+    (divisor N - 1 = 1) is 2 a a^T + eps I, of determinant 2 eps |a|^2 + eps^2."""
+    eps = 1e-4
+    c = [1.0, 2.0]
+    z = torch.tensor([[0.0, 0.0], c], dtype=torch.float64)
+    marginal = sum(max(0.0, 1.0 - math.sqrt(cj ** 2 / 2 + eps)) for cj in c) / 2
+    a2 = sum(((cj / 2) / (cj / 2 + eps)) ** 2 for cj in c)
+    spectral = -math.log(2 * eps * a2 + eps ** 2) / 2
+    terms = mer_terms(z)
+    assert terms.marginal.item() == pytest.approx(marginal, rel=1e-12)
+    assert terms.spectral.item() == pytest.approx(spectral, rel=1e-10)
+    assert terms.loss.item() == pytest.approx(marginal + spectral, rel=1e-10)
+    for path in ("gram", "covariance"):
+        assert mer_terms(z, path=path).spectral.item() == pytest.approx(spectral, rel=1e-8)
+    single = mer_terms(z[:1])
+    assert single.loss.item() == 0.0 and single.marginal.item() == 0.0
+
+
+@pytest.mark.parametrize("diagonal", [[-1.0, 2.0], [2.0, -1.0]])
+def test_logdet_falls_back_to_the_absolute_determinant(diagonal):
+    """A symmetric matrix that is not positive definite (Cholesky fails): log |det|, positive
+    here, not its negative. x^T x / 1 + eps I with x = diag(sqrt(d + 2)) and eps = -2 is
+    diag(d)."""
+    x = torch.diag(torch.tensor(diagonal, dtype=torch.float64) + 2.0).sqrt()
+    expected = math.log(abs(diagonal[0] * diagonal[1]))
+    got = correlation_logdet(x, eps=-2.0, divisor=1.0, path="covariance")
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+    # positive definite: the Cholesky path, same definition
+    spd = correlation_logdet(torch.diag(torch.tensor([2.0, 3.0], dtype=torch.float64)), 0.0,
+                             1.0, path="covariance")
+    assert spd.item() == pytest.approx(math.log(36.0), rel=1e-12)
+
+
+def test_merloss_passes_its_weights_and_options_to_every_modality():
+    feats = {"a": torch.randn(16, 4, dtype=torch.float64),
+             "b": torch.randn(16, 4, dtype=torch.float64) * 0.2}
+    mer = MERLoss(alpha_marg=0.5, alpha_spec=2.0, std_target=3.0, reduction="sum")
+    expected = sum(0.5 * mer_terms(z, std_target=3.0).marginal
+                   + 2.0 * mer_terms(z).spectral for z in feats.values())
+    assert mer(feats).item() == pytest.approx(expected.item(), rel=1e-10)
+    for m, t in mer.terms(feats).items():
+        assert t.marginal.item() == pytest.approx(
+            mer_terms(feats[m], std_target=3.0).marginal.item(), rel=1e-12)
+
+
+def test_merloss_errors_name_the_modality():
+    mer = MERLoss()
+    with pytest.raises(ValueError, match=r"^modality 'video': MER-DG received non-finite"):
+        mer({"audio": torch.randn(4, 3), "video": torch.full((4, 3), float("nan"))})
+    with pytest.raises(TypeError, match=r"^modality 'audio': MER-DG expects floating-point"):
+        mer({"audio": torch.ones(4, 3, dtype=torch.long)})
+    with pytest.raises(ValueError, match=r"^MERLoss received no features: pass \{modality"):
+        mer({})
+    with pytest.raises(ValueError, match=r"^reduction must be 'sum' or 'mean', got "):
+        MERLoss(reduction="max")
+
+
+def test_mer_loss_forwards_its_keywords():
+    z = torch.randn(8, 3, dtype=torch.float64)
+    assert mer_loss(z, alpha_marg=0.0).item() == pytest.approx(mer_terms(z).spectral.item())
+
+
+def test_lower_level_defaults_are_the_official_ones():
+    from merdg.losses import marginal_entropy_loss, spectral_entropy_loss
+
+    z = torch.tensor([[0.0, 0.0], [0.4, 1.0], [0.8, 3.0]], dtype=torch.float64)
+    # variances 0.16 and 3 (unbiased): gamma = 1, eps = 1e-4
+    expected = (1 - math.sqrt(0.16 + 1e-4)) / 2
+    assert marginal_entropy_loss(z).item() == pytest.approx(expected, rel=1e-12)
+    assert spectral_entropy_loss(z).item() == pytest.approx(
+        mer_terms(z, spec_eps=1e-4, unbiased=True).spectral.item(), rel=1e-12)
+    assert spectral_entropy_loss(z).item() != pytest.approx(
+        spectral_entropy_loss(z, unbiased=False).item(), rel=1e-6)
+    assert spectral_entropy_loss(z).item() == pytest.approx(numpy_reference(z.numpy())[1],
+                                                            rel=1e-10)
+
+
+def test_each_epsilon_reaches_its_own_term():
+    z = torch.tensor([[0.0, 0.0], [0.4, 1.0], [0.8, 3.0]], dtype=torch.float64)
+    t = mer_terms(z, marg_eps=0.2, spec_eps=1e-4)
+    assert t.marginal.item() == pytest.approx((1 - math.sqrt(0.16 + 0.2)) / 2, rel=1e-12)
+    assert t.spectral.item() == pytest.approx(numpy_reference(z.numpy())[1], rel=1e-10)
+    assert mer_terms(z, spec_eps=0.1).spectral.item() == pytest.approx(
+        numpy_reference(z.numpy(), eps=0.1)[1], rel=1e-10)
+
+
+def test_single_sample_terms_are_all_zero_tensors():
+    t = mer_terms(torch.ones(1, 3))
+    assert all(isinstance(v, torch.Tensor) and v.item() == 0.0 for v in t)
+
+
+def test_input_errors_are_exact():
+    with pytest.raises(TypeError, match=r"^MER-DG expects a torch.Tensor, got list$"):
+        mer_terms([[1.0, 2.0]])
+    with pytest.raises(ValueError, match=r"^MER-DG expects features of shape \(batch, dim\), got "
+                       r"shape \(4,\); pool or flatten encoder outputs first \(see "
+                       r"merdg.FeatureTap's `pool`\)$"):
+        mer_terms(torch.ones(4))
+    with pytest.raises(ValueError, match=r"^MER-DG received non-finite features: 1 of 6 entries "
+                       r"of the \(2, 3\) batch are NaN or Inf$"):
+        mer_terms(torch.tensor([[0.0, 1.0, 2.0], [float("inf"), 1.0, 0.0]]))

@@ -108,6 +108,22 @@ class EvalOutput(NamedTuple):
     probe_logits: dict[str, Tensor]
 
 
+def _as_floats(objective: Objective) -> tuple[float, dict[str, float]]:
+    """The loss and the logged terms as Python floats, read from the device at once."""
+    names = list(objective.logs)
+    values = [objective.loss, *(objective.logs[k] for k in names)]
+    tensors = [v for v in values if isinstance(v, Tensor)]
+    if tensors and all(t.numel() == 1 and t.device == tensors[0].device for t in tensors):
+        same = all(t.dtype == tensors[0].dtype for t in tensors)  # else widened exactly
+        stacked = torch.stack([t.detach().reshape(()) if same else t.detach().reshape(())
+                               .double() for t in tensors])
+        read = iter(stacked.tolist())
+        values = [float(next(read)) if isinstance(v, Tensor) else float(v) for v in values]
+    else:
+        values = [float(v.detach()) if isinstance(v, Tensor) else float(v) for v in values]
+    return values[0], dict(zip(names, values[1:]))
+
+
 class Algorithm(nn.Module):
     """Base class: late-fusion training with detached unimodal probes.
 
@@ -140,8 +156,8 @@ class Algorithm(nn.Module):
         self.weight_decay = float(hparams["weight_decay"])
         self.grad_clip = float(hparams["grad_clip"])
         self.lr_schedule = hparams.get("lr_schedule", OPTIONAL_HPARAMS["lr_schedule"].default)
-        self.lr_decay_steps = int(hparams.get("lr_decay_steps",
-                                              OPTIONAL_HPARAMS["lr_decay_steps"].default))
+        # the schedule's length: lr_decay_steps, else the step budget (checked when resolved)
+        self.lr_decay_steps = int(hparams.get("lr_decay_steps") or hparams.get("steps") or 1)
         self.optimizer: torch.optim.Optimizer | None = None
         # autocast dtype of the forward pass (None: full precision); see set_precision
         self.autocast_dtype: torch.dtype | None = None
@@ -223,8 +239,9 @@ class Algorithm(nn.Module):
         """
         if self.optimizer is None:
             self.configure_optimizer()
-        if not torch.isfinite(objective.loss):
-            raise NonFiniteLossError({k: float(v.detach()) for k, v in objective.logs.items()})
+        loss, logs = _as_floats(objective)  # one synchronization for the loss and the terms
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(logs)
         self.optimizer.zero_grad(set_to_none=True)
         corrections = self.gradient_corrections(objective)
         objective.loss.backward()
@@ -234,7 +251,7 @@ class Algorithm(nn.Module):
             nn.utils.clip_grad_norm_(self.parameters(), self.grad_clip)
         self.schedule_lr()
         self.optimizer.step()
-        return {k: float(v.detach()) for k, v in objective.logs.items()}
+        return logs
 
     def optimizer_steps(self) -> int:
         """Optimizer steps taken so far (Adam's step count, which checkpoints keep)."""

@@ -11,16 +11,15 @@ regularizes them).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from merdg.algorithms.base import ALGORITHMS, Algorithm, NonFiniteLossError, Objective
 from merdg.algorithms.erm import ERM
 from merdg.datasets.base import Batch
 from merdg.hparams import HParam
-from merdg.losses.mer import MERLoss
+from merdg.losses.mer import MERLoss, NonFiniteFeaturesError
 
-__all__ = ["MER_HPARAMS", "MERDG", "with_mer"]
+__all__ = ["MER_HPARAMS", "MERDG", "MERTerm", "with_mer"]
 
 MER_HPARAMS: dict[str, HParam] = {
     "mer_lambda": HParam(3.0, "weight of the MER-DG loss (official: 3.0)",
@@ -55,56 +54,63 @@ def with_mer(base: type[Algorithm], name: str | None = None) -> type[Algorithm]:
     return _COMPOSED[base]
 
 
-def _compose(base: type[Algorithm], name: str) -> type[Algorithm]:
+class MERTerm:
+    """The MER-DG term, mixed in before an algorithm class by :func:`with_mer` (cooperative
+    ``super()`` calls reach the base algorithm). Defined at module level, not inside
+    :func:`with_mer`, so that every composed class shares these methods (and mutation testing,
+    which swaps functions at call time, reaches them: ``docs/testing.md``)."""
 
-    class WithMER(base):  # type: ignore[misc, valid-type]
-        HPARAMS = {**base.HPARAMS, **MER_HPARAMS}
-        MIN_BATCH = max(base.MIN_BATCH, 2)
-        MIN_BATCH_REASON = base.MIN_BATCH_REASON or (
-            "the MER-DG terms are batch statistics, 0 for a single sample: the run would be "
-            f"plain {base.__name__}")
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        hp = self.hparams
+        if hp["mer_target"] not in self.REPRESENTATION_KINDS:
+            raise ValueError(f"mer_target must be one of {list(self.REPRESENTATION_KINDS)}, "
+                             f"got {hp['mer_target']!r}")
+        self.mer_target = hp["mer_target"]
+        self.mer_lambda = float(hp["mer_lambda"])
+        self.mer = MERLoss(alpha_marg=float(hp["mer_alpha_marg"]),
+                           alpha_spec=float(hp["mer_alpha_spec"]),
+                           reduction=hp["mer_reduction"],
+                           marg_eps=float(hp["mer_eps"]), spec_eps=float(hp["mer_eps"]))
 
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            hp = self.hparams
-            if hp["mer_target"] not in self.REPRESENTATION_KINDS:
-                raise ValueError(f"mer_target must be one of {list(self.REPRESENTATION_KINDS)}, "
-                                 f"got {hp['mer_target']!r}")
-            self.mer_target = hp["mer_target"]
-            self.mer_lambda = float(hp["mer_lambda"])
-            self.mer = MERLoss(alpha_marg=float(hp["mer_alpha_marg"]),
-                               alpha_spec=float(hp["mer_alpha_spec"]),
-                               reduction=hp["mer_reduction"],
-                               marg_eps=float(hp["mer_eps"]), spec_eps=float(hp["mer_eps"]))
+    def requested_representations(self) -> tuple[str, ...]:
+        return (*super().requested_representations(), self.hparams["mer_target"])
 
-        def requested_representations(self) -> tuple[str, ...]:
-            return (*super().requested_representations(), self.hparams["mer_target"])
+    def mer_features(self, batch: Batch, objective: Objective) -> dict[str, Tensor]:
+        """What MER-DG regularizes: the algorithm's ``mer_target`` representations."""
+        return self.representations(objective, self.mer_target)
 
-        def mer_features(self, batch: Batch, objective: Objective) -> dict[str, Tensor]:
-            """What MER-DG regularizes: the algorithm's ``mer_target`` representations."""
-            return self.representations(objective, self.mer_target)
-
-        def objective(self, batch: Batch) -> Objective:
-            obj = super().objective(batch)
-            features = self.mer_features(batch, obj)
-            finite = torch.stack([torch.isfinite(z).all() for z in features.values()])
-            if not bool(finite.all()):  # the weights diverged: report it like a non-finite loss
-                bad = [m for m, ok in zip(features, finite.tolist()) if not ok]
-                raise NonFiniteLossError(
-                    {k: float(v.detach()) for k, v in obj.logs.items()},
-                    detail=f"the {self.mer_target} representations of {', '.join(bad)} that "
-                    "MER-DG regularizes hold NaN/Inf (the weights diverged)")
+    def objective(self, batch: Batch) -> Objective:
+        obj = super().objective(batch)
+        features = self.mer_features(batch, obj)
+        try:
             terms = self.mer.terms(features)
-            mer = self.mer.reduce(terms)
-            logs = dict(obj.logs, mer=mer)
-            for m, t in terms.items():
-                logs[f"mer_marg/{m}"] = t.marginal
-                logs[f"mer_spec/{m}"] = t.spectral
-            return obj._replace(loss=obj.loss + self.mer_lambda * mer, logs=logs)
+        except NonFiniteFeaturesError as err:  # the weights diverged: a non-finite loss
+            raise NonFiniteLossError(
+                {k: float(v.detach()) for k, v in obj.logs.items()},
+                detail=f"the {self.mer_target} representations of {', '.join(err.modalities)} "
+                "that MER-DG regularizes hold NaN/Inf (the weights diverged)") from None
+        mer = self.mer.reduce(terms)
+        logs = dict(obj.logs, mer=mer)
+        for m, t in terms.items():
+            logs[f"mer_marg/{m}"] = t.marginal
+            logs[f"mer_spec/{m}"] = t.spectral
+        return obj._replace(loss=obj.loss + self.mer_lambda * mer, logs=logs)
 
-    WithMER.__name__ = WithMER.__qualname__ = name
-    WithMER.__doc__ = f"{base.__name__} + lambda * MER-DG (Yarici & AlRegib, ICML 2026)."
-    return WithMER
+
+def _compose(base: type[Algorithm], name: str) -> type[Algorithm]:
+    reason = base.MIN_BATCH_REASON or (
+        "the MER-DG terms are batch statistics, 0 for a single sample: the run would be "
+        f"plain {base.__name__}")
+    # a base that already has the term (MERDG+MER) gets a second one, as before the mixin
+    term = MERTerm if not issubclass(base, MERTerm) else type("MERTerm", (MERTerm,), {})
+    return type(name, (term, base), {
+        "HPARAMS": {**base.HPARAMS, **MER_HPARAMS},
+        "MIN_BATCH": max(base.MIN_BATCH, 2),
+        "MIN_BATCH_REASON": reason,
+        "__qualname__": name,
+        "__module__": __name__,
+        "__doc__": f"{base.__name__} + lambda * MER-DG (Yarici & AlRegib, ICML 2026)."})
 
 
 MERDG = ALGORITHMS.register("MERDG")(with_mer(ERM, "MERDG"))

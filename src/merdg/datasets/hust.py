@@ -26,7 +26,8 @@ training and test windows; ``windows="disjoint"`` cuts non-overlapping windows i
 windows share a sample. Every window is scaled to [0, 1] on its own, ``(x - min) / (max - min +
 1e-8)`` (``HUSTmotor/utils/data_loader_1d.py``), and is a (window, 1) sequence.
 
-Protocol (``train_HUST_*.py``): a source domain's training windows are split per class into
+Protocol (``train_HUST_*.py``): 10,000 optimizer steps with an evaluation every 200 (hparams
+``steps``, ``eval_every``); a source domain's training windows are split per class into
 ``val_per_class`` (200) validation windows and the rest (600) for training, by a
 ``numpy.random.RandomState(split_seed)`` (8) that shuffles each class's windows in turn; the
 target is its 1200 test windows. The benchmark's generator runs on across the source domains of
@@ -383,9 +384,6 @@ class HUSTMotor(ArrayDomainDataset):
                                          "HUST --l2_decay 5e-4)"),
         "batch_size": training_default("batch_size", 128, "global batch (MMDG-Bench HUST "
                                        "--batch_size 128)"),
-        "epochs": training_default("epochs", 118, "training epochs: 118 x 85 steps of a "
-                                   "multi-source run (600 windows x 6 classes per source, 42 per "
-                                   "batch) is about MMDG-Bench's 10,000 iterations"),
         "fusion_hidden": training_default("fusion_hidden", 128, "width of the heads that use it "
                                           "(MBCD's unimodal heads, JAT's and GMP's projections: "
                                           "MMDG-Bench HUST 128); the fusion itself is linear"),
@@ -394,10 +392,14 @@ class HUSTMotor(ArrayDomainDataset):
                                         "from 2048)"),
         "fusion": optional_default("fusion", "linear", "fusion head: MMDG-Bench HUST's "
                                    "concatenation -> Linear(256, 6)"),
+        "steps": optional_default("steps", 10000, "optimizer steps (MMDG-Bench HUST --iteration "
+                                  "10000)"),
+        "eval_every": optional_default("eval_every", 200, "steps between evaluations "
+                                       "(MMDG-Bench HUST: every log_interval x 20 = 200 "
+                                       "iterations)"),
         "lr_schedule": optional_default("lr_schedule", "inverse", "MMDG-Bench HUST: lr / (1 + "
-                                        "10 (i - 1) / I) ** 0.75 at iteration i of I"),
-        "lr_decay_steps": optional_default("lr_decay_steps", 10000, "I of the schedule "
-                                           "(MMDG-Bench HUST --iteration 10000)"),
+                                        "10 (i - 1) / I) ** 0.75 at iteration i of I, the step "
+                                        "budget"),
     }
     ENCODERS: ClassVar[dict[str, dict[str, Any]]] = {
         m: {"name": "cnn1d", "channels": [8, 16, 32, 32], "kernels": [32, 8, 3, 3], "pool": 4}

@@ -672,12 +672,17 @@ class ManifestDataset(ArrayDomainDataset):
         be listed: the problem is then reported by the validation that follows)."""
         if cache_dir is None:
             return None
+        if any(resolve_in_root(self.root, r.files[modality], self.allow_outside_root)[1]
+               for r in rows):  # a verified entry never lets a refused path through
+            return None
         paths = [self.root / MANIFEST_NAME, *(self.root / r.files[modality] for r in rows)]
         try:
             files = content_digest(paths, self.root)
         except (OSError, ValueError):  # a missing file or one outside the root
             return None
         key = {"format": CACHE_FORMAT, "modality": modality,
+               # the path policy the entry's files were accepted under (absent: the default)
+               **({"allow_outside_root": True} if self.allow_outside_root else {}),
                "length_policy": self.length_policy, "length": _length_for(length, modality),
                "files": files, "samples": settings_key({"ids": [r.sample_id for r in rows]})}
         return MappedArrayCache(cache_dir, modality, key)

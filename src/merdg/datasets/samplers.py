@@ -72,9 +72,14 @@ class BalancedDomainBatchSampler(Sampler[list[int]]):
         self.offsets = [sum(self.sizes[:d]) for d in range(len(self.sizes))]
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Draw epoch ``epoch``'s batches from the next iteration on, beginning at its batch
+        ``start`` (a run resumed in the middle of an epoch skips the batches it trained on)."""
+        if not 0 <= start <= len(self):
+            raise ValueError(f"start batch {start} is outside an epoch of {len(self)} batches")
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
         return min(n // k for n, k in zip(self.sizes, self.per_domain))
@@ -84,7 +89,7 @@ class BalancedDomainBatchSampler(Sampler[list[int]]):
         for d, n in enumerate(self.sizes):
             g = torch.Generator().manual_seed(seed_hash("balanced", self.seed, self.epoch, d))
             perms.append((torch.randperm(n, generator=g) + self.offsets[d]).tolist())
-        for step in range(len(self)):
+        for step in range(self.start, len(self)):
             batch: list[int] = []
             for perm, k in zip(perms, self.per_domain):
                 chunk = perm[step * k : (step + 1) * k]

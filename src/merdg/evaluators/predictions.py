@@ -17,6 +17,7 @@ the L1 (MAE) the model is trained on.
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -108,6 +109,25 @@ def rank_shard(data: Dataset) -> Dataset:
     return subset(data, range(mdist.rank(), len(data), mdist.world_size()))
 
 
+# the loader-ready form of each split (built once: a split is evaluated after every epoch)
+_LOADABLE: weakref.WeakKeyDictionary[Dataset, tuple[int, int, Dataset]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _loadable(data: Dataset) -> Dataset:
+    """``data`` (this rank's shard) as a :class:`~merdg.datasets.base.DomainConcat`, which
+    fetches a batch of in-memory samples by indexing; cached per split and world layout."""
+    layout = (mdist.rank(), mdist.world_size())
+    try:
+        cached = _LOADABLE.get(data)
+    except TypeError:  # a dataset that cannot be weakly referenced: built every time
+        return DomainConcat([rank_shard(data)])
+    if cached is None or cached[:2] != layout:
+        cached = (*layout, DomainConcat([rank_shard(data)]))
+        _LOADABLE[data] = cached
+    return cached[2]
+
+
 @torch.inference_mode()
 def predict(algorithm: Algorithm, data: Dataset, device: torch.device, batch_size: int = 256,
             num_workers: int = 0, zero: Collection[str] = (),
@@ -117,8 +137,9 @@ def predict(algorithm: Algorithm, data: Dataset, device: torch.device, batch_siz
     Modalities in ``zero`` are zero-filled in the fusion, or, with ``translate``, imputed by
     the algorithm's ``evaluate_translated`` (SimMMDG, MOOSA).
     """
-    algorithm.eval()
-    loader = DataLoader(DomainConcat([rank_shard(data)]), batch_size=batch_size, shuffle=False,
+    if algorithm.training:  # a whole module tree to walk: once for consecutive passes
+        algorithm.eval()
+    loader = DataLoader(_loadable(data), batch_size=batch_size, shuffle=False,
                         collate_fn=collate, num_workers=num_workers)
     logits, predictions, labels, targets, loss = [], [], [], [], 0.0
     probes: dict[str, list[torch.Tensor]] = defaultdict(list)

@@ -28,7 +28,6 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,23 +113,6 @@ def load_job(path: str | Path) -> Job:
     return Job(config, saved.get("label", {}))
 
 
-@contextmanager
-def _log_to(path: Path):
-    """Send the merdg loggers' INFO messages to ``path`` while the block runs."""
-    logger = logging.getLogger("merdg")
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
-        handler.close()
-
-
 def run_job(path: str | Path) -> str:
     """Run (or resume) the job prepared in ``path``; returns its status afterwards.
 
@@ -141,7 +123,7 @@ def run_job(path: str | Path) -> str:
     if job.finished() and not job.missing_evaluations():
         return "done"
     job.run_dir.clear_failed()
-    with _log_to(job.run_dir.log_file):
+    with job.run_dir.logging_to_file():
         logging.getLogger("merdg").info("job %s: %s", job.path.name, job.describe())
         try:
             train(job.config, progress=False)

@@ -33,8 +33,9 @@ References:
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +43,7 @@ from torch import Tensor, nn
 from merdg import dist
 
 __all__ = [
+    "NonFiniteFeaturesError",
     "MERTerms",
     "MERLoss",
     "mer_loss",
@@ -53,6 +55,10 @@ __all__ = [
 
 # The Gram (N x N) path is taken when it is smaller than the D x D path.
 _AUTO = "auto"
+# the official values of mer_terms' keyword arguments
+_TERM_DEFAULTS: dict[str, Any] = {"alpha_marg": 1.0, "alpha_spec": 1.0, "std_target": 1.0,
+                                  "marg_eps": 1e-4, "spec_eps": 1e-4, "unbiased": True,
+                                  "path": _AUTO}
 
 
 class MERTerms(NamedTuple):
@@ -69,7 +75,20 @@ class MERTerms(NamedTuple):
     spectral: Tensor
 
 
-def _check_features(z: Tensor) -> None:
+class NonFiniteFeaturesError(ValueError):
+    """Features given to MER-DG hold NaN or Inf.
+
+    Attributes:
+        modalities: The modalities whose features are not finite (empty for one tensor).
+    """
+
+    def __init__(self, message: str, modalities: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.modalities = modalities
+
+
+def _check_features(z: Tensor, finite: bool = True) -> None:
+    """Type, shape and dtype of one modality's features; NaN/Inf too when ``finite``."""
     if not isinstance(z, Tensor):
         raise TypeError(f"MER-DG expects a torch.Tensor, got {type(z).__name__}")
     if z.ndim != 2:
@@ -79,13 +98,14 @@ def _check_features(z: Tensor) -> None:
         )
     if not z.dtype.is_floating_point:
         raise TypeError(f"MER-DG expects floating-point features, got dtype {z.dtype}")
-    finite = torch.isfinite(z)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
-        raise ValueError(
-            f"MER-DG received non-finite features: {bad} of {z.numel()} entries of the "
-            f"{tuple(z.shape)} batch are NaN or Inf"
-        )
+    if finite and not bool(torch.isfinite(z).all()):
+        raise NonFiniteFeaturesError(_non_finite_message(z))
+
+
+def _non_finite_message(z: Tensor) -> str:
+    bad = int((~torch.isfinite(z)).sum())
+    return (f"MER-DG received non-finite features: {bad} of {z.numel()} entries of the "
+            f"{tuple(z.shape)} batch are NaN or Inf")
 
 
 def _upcast(z: Tensor) -> Tensor:
@@ -97,54 +117,59 @@ def marginal_entropy_loss(z: Tensor, std_target: float = 1.0, eps: float = 1e-4)
     """Variance floor: mean over features of ``max(0, std_target - sqrt(var_unbiased + eps))``.
 
     Args:
-        z: Features with shape (batch_size, dim), batch_size >= 2 (already gathered).
+        z: Features with shape (batch_size, dim), batch_size >= 2 (already gathered), or a
+            stack of such batches, (modalities, batch_size, dim).
         std_target: The hinge's target standard deviation (official: 1.0).
         eps: Added to the unbiased variance inside the square root (official: 1e-4).
 
     Returns:
-        Scalar tensor.
+        Scalar tensor (one per batch of a stack: (modalities,)).
     """
-    std = torch.sqrt(z.var(dim=0, unbiased=True) + eps)  # (D,)
-    return torch.relu(std_target - std).mean()
+    std = torch.sqrt(z.var(dim=-2, unbiased=True) + eps)  # (..., D)
+    return torch.relu(std_target - std).mean(dim=-1)
 
 
 def _standardize(z: Tensor, eps: float) -> Tensor:
     """Center, then divide by the biased std + eps (clamped at eps), as the official code."""
-    x = z - z.mean(dim=0, keepdim=True)  # (N, D)
-    std = x.std(dim=0, unbiased=False) + eps  # (D,)
+    x = z - z.mean(dim=-2, keepdim=True)  # (..., N, D)
+    std = x.std(dim=-2, unbiased=False, keepdim=True) + eps  # (..., 1, D)
     return x / std.clamp_min(eps)
 
 
 def _logdet_spd(m: Tensor) -> Tensor:
-    """log det of a symmetric positive-definite matrix (Cholesky; slogdet if it fails)."""
+    """log det of symmetric positive-definite matrices (..., K, K) (Cholesky; slogdet for those
+    where it fails)."""
     chol, info = torch.linalg.cholesky_ex(m)
-    if bool(info == 0):
-        return 2.0 * torch.log(torch.diagonal(chol)).sum()
-    return torch.linalg.slogdet(m).logabsdet
+    logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(dim=-1)
+    failed = info != 0
+    if bool(failed.any()):
+        logdet = torch.where(failed, torch.linalg.slogdet(m).logabsdet, logdet)
+    return logdet
 
 
 def correlation_logdet(x: Tensor, eps: float, divisor: float, path: str = _AUTO) -> Tensor:
     """``log det(x^T x / divisor + eps I_D)`` for x of shape (N, D), exactly, by the cheaper path.
 
     Args:
-        x: Standardized features with shape (batch_size, dim).
+        x: Standardized features with shape (batch_size, dim), or a stack of them
+            (modalities, batch_size, dim).
         eps: The ridge added to the diagonal.
         divisor: The scalar dividing ``x^T x`` (official: N - 1).
         path: ``"auto"`` (Gram when N < D), ``"gram"`` (N x N) or ``"covariance"`` (D x D).
 
     Returns:
-        Scalar tensor.
+        Scalar tensor (one per batch of a stack).
     """
-    n, d = x.shape
+    n, d = x.shape[-2:]
     if path == _AUTO:
         path = "gram" if n < d else "covariance"
     if path == "covariance":
         eye = torch.eye(d, dtype=x.dtype, device=x.device)
-        return _logdet_spd(x.T @ x / divisor + eps * eye)
+        return _logdet_spd(x.mT @ x / divisor + eps * eye)
     if path == "gram":
         eye = torch.eye(n, dtype=x.dtype, device=x.device)
         # det(eps I_D + X^T X / c) = eps^(D - N) det(eps I_N + X X^T / c)  (Sylvester)
-        return (d - n) * math.log(eps) + _logdet_spd(x @ x.T / divisor + eps * eye)
+        return (d - n) * math.log(eps) + _logdet_spd(x @ x.mT / divisor + eps * eye)
     raise ValueError(f"path must be 'auto', 'gram' or 'covariance', got {path!r}")
 
 
@@ -154,17 +179,18 @@ def spectral_entropy_loss(
     """Minus the log-det of the feature correlation matrix (+ eps I), divided by D.
 
     Args:
-        z: Features with shape (batch_size, dim), batch_size >= 2 (already gathered).
+        z: Features with shape (batch_size, dim), batch_size >= 2 (already gathered), or a
+            stack of such batches, (modalities, batch_size, dim).
         eps: Used three times as in the official code: std + eps, clamp_min(eps), + eps I.
         unbiased: Divide ``x^T x`` by N - 1 (official) instead of N.
         path: See :func:`correlation_logdet`; ``"auto"`` picks the cheaper exact path.
 
     Returns:
-        Scalar tensor; 0 when dim < 2 (as the official code).
+        Scalar tensor (one per batch of a stack); 0 when dim < 2 (as the official code).
     """
-    n, d = z.shape
+    n, d = z.shape[-2:]
     if d < 2:
-        return z.sum() * 0.0
+        return z.sum(dim=(-2, -1)) * 0.0
     x = _standardize(z, eps)
     divisor = n - 1 if unbiased else n
     return -correlation_logdet(x, eps, divisor, path) / d
@@ -211,12 +237,20 @@ def mer_terms(
         z = _upcast(z)
         if gather_distributed:
             z = dist.gather(z)
-        if z.shape[0] < 2:
-            zero = z.sum() * 0.0
-            return MERTerms(zero, zero, zero)
-        marginal = marginal_entropy_loss(z, std_target, marg_eps)
-        spectral = spectral_entropy_loss(z, spec_eps, unbiased, path)
-        return MERTerms(alpha_marg * marginal + alpha_spec * spectral, marginal, spectral)
+        return _terms(z, alpha_marg, alpha_spec, std_target, marg_eps, spec_eps, unbiased, path)
+
+
+def _terms(z: Tensor, alpha_marg: float, alpha_spec: float, std_target: float, marg_eps: float,
+           spec_eps: float, unbiased: bool, path: str) -> MERTerms:
+    """:class:`MERTerms` of checked, upcast and gathered features (N, D), or of a stack of
+    them (M, N, D) with one value per batch in each term (every operation acts on the last
+    two dimensions, batch by batch: the numbers are those of each batch alone)."""
+    if z.shape[-2] < 2:
+        zero = z.sum(dim=(-2, -1)) * 0.0
+        return MERTerms(zero, zero, zero)
+    marginal = marginal_entropy_loss(z, std_target, marg_eps)
+    spectral = spectral_entropy_loss(z, spec_eps, unbiased, path)
+    return MERTerms(alpha_marg * marginal + alpha_spec * spectral, marginal, spectral)
 
 
 def mer_loss(z: Tensor, *, return_terms: bool = False, **kwargs) -> Tensor | MERTerms:
@@ -273,19 +307,63 @@ class MERLoss(nn.Module):
             raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
         self.reduction = reduction
         self.weights = dict(weights or {})
+        unknown = sorted(set(kwargs) - {*_TERM_DEFAULTS, "gather_distributed"})
+        if unknown:
+            raise TypeError(f"MERLoss got unknown keyword arguments {unknown}; those of "
+                            f"mer_terms are {sorted({*_TERM_DEFAULTS, 'gather_distributed'})}")
         self.kwargs = dict(alpha_marg=alpha_marg, alpha_spec=alpha_spec, **kwargs)
 
     def terms(self, features: Mapping[str, Tensor]) -> dict[str, MERTerms]:
-        """Per-modality :class:`MERTerms` (unweighted by ``weights``), keys sorted."""
+        """Per-modality :class:`MERTerms` (unweighted by ``weights``), keys sorted.
+
+        Modalities whose features share a shape (after gathering), dtype and device are
+        computed in one batched pass (one variance, one batched matrix product and Cholesky
+        factorization for all of them), each with the numbers of its own computation.
+
+        Raises:
+            NonFiniteFeaturesError: Features of some modalities hold NaN/Inf (named in the
+                message and in its ``modalities``); checked once, on the gathered batch.
+            ValueError, TypeError: Features that are not a 2-D floating-point tensor.
+        """
         if not features:
             raise ValueError("MERLoss received no features: pass {modality: (N, D) tensor}")
-        terms = {}
-        for m in sorted(features):
+        names = sorted(features)
+        for m in names:
             try:
-                terms[m] = mer_terms(features[m], **self.kwargs)
+                _check_features(features[m], finite=False)
             except (ValueError, TypeError) as err:
                 raise type(err)(f"modality {m!r}: {err}") from err
-        return terms
+        settings = dict(self.kwargs)
+        gather = settings.pop("gather_distributed", True)
+        device_type = features[names[0]].device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            ready = {m: _upcast(features[m]) for m in names}
+            if gather:
+                ready = {m: dist.gather(z) for m, z in ready.items()}
+            groups: dict[tuple[Any, ...], list[str]] = defaultdict(list)
+            for m in names:
+                z = ready[m]
+                groups[(tuple(z.shape), z.dtype, z.device)].append(m)
+            terms: dict[str, MERTerms] = {}
+            for group in groups.values():
+                terms.update(self._group_terms(group, ready, settings))
+        return {m: terms[m] for m in names}
+
+    @staticmethod
+    def _group_terms(group: list[str], ready: Mapping[str, Tensor],
+                     settings: dict[str, Any]) -> dict[str, MERTerms]:
+        """The terms of modalities whose features have one shape: (N, D) alone, or stacked
+        (M, N, D)."""
+        z = ready[group[0]] if len(group) == 1 else torch.stack([ready[m] for m in group])
+        if not bool(torch.isfinite(z).all()):
+            bad = tuple(m for m in group if not bool(torch.isfinite(ready[m]).all()))
+            raise NonFiniteFeaturesError(
+                "; ".join(f"modality {m!r}: {_non_finite_message(ready[m])}" for m in bad), bad)
+        terms = _terms(z, **{**_TERM_DEFAULTS, **settings})
+        if len(group) == 1:
+            return {group[0]: terms}
+        parts = zip(terms.loss.unbind(0), terms.marginal.unbind(0), terms.spectral.unbind(0))
+        return {m: MERTerms(*part) for m, part in zip(group, parts)}
 
     def reduce(self, terms: Mapping[str, MERTerms]) -> Tensor:
         """Combine per-modality terms into the scalar loss (weights, then sum or mean)."""

@@ -35,8 +35,8 @@ from merdg.run.config import identity_differences
 from merdg.run.records import writing
 
 __all__ = ["CheckpointDamagedError", "CheckpointMismatchError", "epoch_payload", "load_checkpoint",
-           "read_verified", "restore_training_state", "rng_state", "set_rng_state",
-           "state_digest", "write_torch_file"]
+           "read_verified", "restore_rng", "restore_training_state", "rng_state",
+           "set_rng_state", "state_digest", "write_torch_file"]
 
 FORMAT = 1
 
@@ -212,27 +212,38 @@ def epoch_payload(identity: dict[str, Any], algorithm: Any, device: torch.device
     """
     states = mdist.all_gather_object(rng_state(device))
     return {
-        # records and identity as plain JSON data (what weights_only loading accepts)
+        # identity as plain data, records as one JSON text (what weights_only loading accepts;
+        # one string pickles in microseconds, where nested records took most of a write)
         "identity": identity, "epoch": len(records), "rng": states,
-        "records": json.loads(json.dumps(records, default=str)),
+        "steps": int(records[-1]["steps"]) if records else 0,
+        "records": json.dumps(records, default=str),
         "algorithm": algorithm.state_dict(), "optimizer": algorithm.optimizer.state_dict(),
         "selected": selected, "world_size": mdist.world_size()}
 
 
 def restore_training_state(checkpoint: dict[str, Any], algorithm: Any, device: torch.device,
-                           seed: int) -> list[dict[str, Any]]:
-    """Load weights, optimizer and this rank's RNG states; returns the records so far."""
+                           seed: int, rng: bool = True) -> list[dict[str, Any]]:
+    """Load weights, optimizer and (``rng``) this rank's RNG states; returns the records so
+    far."""
     algorithm.load_state_dict(checkpoint["algorithm"])
     algorithm.optimizer.load_state_dict(checkpoint["optimizer"])
+    if rng:
+        restore_rng(checkpoint, device, seed)
+    records = checkpoint["records"]
+    return json.loads(records) if isinstance(records, str) else records
+
+
+def restore_rng(checkpoint: dict[str, Any], device: torch.device, seed: int) -> None:
+    """This rank's RNG states from ``checkpoint`` (reseeded, with a warning, when it was
+    written by another number of ranks)."""
     states = checkpoint["rng"]
     if len(states) == mdist.world_size():
         set_rng_state(states[mdist.rank()], device)
-    else:
-        warnings.warn(f"the checkpoint holds the random state of {len(states)} ranks, this run "
-                      f"has {mdist.world_size()}: reseeding, so the rest of the run is not "
-                      "bit-identical to an uninterrupted one", stacklevel=3)
-        state = seed_hash("resume", seed, checkpoint["epoch"], mdist.rank())
-        random.seed(state)
-        np.random.seed(state)
-        torch.manual_seed(state)
-    return checkpoint["records"]
+        return
+    warnings.warn(f"the checkpoint holds the random state of {len(states)} ranks, this run "
+                  f"has {mdist.world_size()}: reseeding, so the rest of the run is not "
+                  "bit-identical to an uninterrupted one", stacklevel=3)
+    state = seed_hash("resume", seed, checkpoint["epoch"], mdist.rank())
+    random.seed(state)
+    np.random.seed(state)
+    torch.manual_seed(state)

@@ -149,6 +149,15 @@ class RunConfig(Settings):
         "epoch's) or 'none'; `merdg evaluate` and `merdg diagnose` need them (docs/evaluation.md "
         "gives the disk cost)", flag="--save-model", kind="str", choices=SAVE_MODEL,
         identity=False)
+    checkpoint_every: float = _setting(
+        60.0, help="seconds of training between checkpoints: one is written after the first "
+        "evaluation that ends at least this long after the previous one (0: after every "
+        "evaluation); a killed run resumes from the last, exactly as if it had not stopped",
+        flag="--checkpoint-every", kind="float", low=0.0, identity=False, metavar="SECONDS")
+    log_every: int = _setting(
+        0, help="log a line (step, loss, samples per second) every this many training steps "
+        "(0: every 30 seconds or so, at least once an epoch)", flag="--log-every", kind="int",
+        low=0, identity=False, metavar="STEPS")
     precision: str = _setting(
         "fp32", help="autocast precision of forward passes (MER-DG statistics stay float32)",
         flag="--precision", kind="str", choices=("fp32", "bf16", "fp16"))

@@ -54,6 +54,7 @@ from merdg.run.records import (
     WriteFailedError,
     append_jsonl,
     fsync_dir,
+    fsync_file,
     read_jsonl,
     write_json_atomic,
     write_jsonl_atomic,
@@ -421,6 +422,28 @@ class RunDir:
             self.evaluations_dir.rmdir()
 
     @contextmanager
+    def logging_to_file(self) -> Iterator[None]:
+        """Send the merdg loggers' INFO lines, timestamped, to ``log.txt`` (appended) while the
+        block runs; a handler already writing there (a job's) is used as it is."""
+        logger = logging.getLogger("merdg")
+        path = os.path.abspath(self.log_file)
+        if any(getattr(h, "baseFilename", None) == path for h in logger.handlers):
+            yield
+            return
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        previous = logger.level
+        logger.addHandler(handler)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(previous)
+            handler.close()
+
+    @contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the directory's exclusive lock while the block runs.
 
@@ -526,7 +549,9 @@ class RunDir:
             raise CheckpointDamagedError(f"{err}: {advice}") from err
 
     def append_record(self, record: dict[str, Any]) -> None:
-        append_jsonl(self.path / self.RECORDS, record, note=self._intact())
+        """Append one record (flushed, not fsynced: the checkpoint holds every record it
+        covers, and a resumed run rewrites this file from it; :meth:`finish` makes it durable)."""
+        append_jsonl(self.path / self.RECORDS, record, note=self._intact(), sync=False)
 
     def rewrite_records(self, records: list[dict[str, Any]]) -> None:
         """Make ``records.jsonl`` hold exactly ``records``."""
@@ -684,6 +709,8 @@ class RunDir:
             for tmp, target, _, _ in written:
                 with writing(target, intact, cleanup=tmp):
                     os.replace(tmp, target)
+        if self.records_file.exists():
+            fsync_file(self.records_file, note=self._intact())
         write_json_atomic(self.path / self.SUMMARY, summary, note=self._intact())
         with writing(self.path / self.DONE, self._intact()):
             (self.path / self.DONE).write_text("done\n")

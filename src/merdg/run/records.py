@@ -37,7 +37,7 @@ import merdg
 from merdg.evaluators import EVALUATORS, ORDER, CleanAccuracy
 from merdg.run.selection import SELECTION_RULES, select_epoch
 
-__all__ = ["EpochRecord", "WriteFailedError", "append_jsonl", "choose_evaluations",
+__all__ = ["EpochRecord", "WriteFailedError", "append_jsonl", "fsync_file", "choose_evaluations",
            "fsync_dir", "git_revision", "json_safe", "read_jsonl", "run_columns", "run_info_of",
            "run_metadata", "run_rows", "writing", "write_json_atomic", "write_jsonl_atomic"]
 
@@ -130,8 +130,9 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def append_jsonl(path: str | os.PathLike, record: dict[str, Any], note: str = "") -> None:
-    """Append one record as a line and flush it to disk.
+def append_jsonl(path: str | os.PathLike, record: dict[str, Any], note: str = "",
+                 sync: bool = True) -> None:
+    """Append one record as a line and flush it (and, with ``sync``, fsync it) to disk.
 
     Raises:
         WriteFailedError: The write failed (``note`` says what is intact); a half line may be
@@ -140,6 +141,17 @@ def append_jsonl(path: str | os.PathLike, record: dict[str, Any], note: str = ""
     with writing(path, note), open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(json_safe(record), sort_keys=True) + "\n")
         f.flush()
+        if sync:
+            os.fsync(f.fileno())
+
+
+def fsync_file(path: str | os.PathLike, note: str = "") -> None:
+    """Make what was written to ``path`` durable.
+
+    Raises:
+        WriteFailedError: The fsync failed.
+    """
+    with writing(path, note), open(path, "rb") as f:
         os.fsync(f.fileno())
 
 

@@ -25,10 +25,12 @@ and only rank 0 writes files (``docs/distributed.md``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +47,12 @@ from merdg.datasets.base import DomainConcat, collate
 from merdg.evaluation.chance import near_chance_probes
 from merdg.evaluators import canonical_evaluations
 from merdg.hparams import seed_hash
-from merdg.run.checkpoint import epoch_payload, restore_training_state, state_digest
+from merdg.run.checkpoint import (
+    epoch_payload,
+    restore_rng,
+    restore_training_state,
+    state_digest,
+)
 from merdg.run.config import RunConfig, init_kind
 from merdg.run.data_parallel import enable_data_parallel, mean_over_ranks, setup_distributed
 from merdg.run.directory import RunDir, RunDirConflictError
@@ -53,6 +60,7 @@ from merdg.run.evaluation import EvaluationStage, evaluate_run, missing_evaluati
 from merdg.run.hparams import resolve_run_hparams
 from merdg.run.initialization import check_initialization, init_file_digest, prepare_encoders
 from merdg.run.records import EpochRecord, run_metadata, run_rows
+from merdg.run.schedule import Schedule, TrainingBatches
 from merdg.run.selection import select_epoch
 from merdg.run.setup import (
     RunData,
@@ -70,6 +78,8 @@ __all__ = ["build_algorithm", "check_open_set", "resolve_device", "run_hparams",
            "source_splits", "summarize", "train"]
 
 log = logging.getLogger(__name__)
+
+_clock = time.monotonic  # what checkpoint_every is measured with (tests replace it)
 
 
 def seed_everything(seed: int) -> None:
@@ -141,6 +151,14 @@ class _Run:
     wandb: Any = None  # WandbLogger on the writing rank when config.wandb
     # the epoch source validation selects so far and its weights (CPU copy)
     selected: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "state": None})
+    # a resumed run's random state, set when training continues (TrainingBatches.start_at)
+    restore_rng: Callable[[], None] | None = None
+    checkpointed: int = 0  # records in the last checkpoint written
+    checkpoint_time: float = field(default_factory=lambda: _clock())  # when it was written
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule.of(self.hparams, len(self.sampler))
 
     @property
     def dataset(self) -> DomainDataset:
@@ -296,41 +314,50 @@ def _early_decision(out: RunDir | None, config: RunConfig, resume: bool,
 
 def _train(run: _Run, progress: bool, resume: bool, overwrite: bool) -> dict[str, Any]:
     config, out = run.config, run.out
-    records = _start(run, resume, overwrite)
-    if isinstance(records, dict):  # the run had already finished: its summary
-        return records
-    run.tensorboard = _tensorboard_logger(config, out)
-    try:
-        run.wandb = _wandb_logger(config, out)
-        return _train_epochs(run, records, progress)
-    finally:
-        for logger in _loggers(run):
-            logger.close()
+    with contextlib.ExitStack() as stack:
+        records = _start(run, resume, overwrite, stack)
+        if isinstance(records, dict):  # the run had already finished: its summary
+            return records
+        run.tensorboard = _tensorboard_logger(config, out)
+        try:
+            run.wandb = _wandb_logger(config, out)
+            return _train_loop(run, records, progress)
+        finally:
+            for logger in _loggers(run):
+                logger.close()
 
 
-def _train_epochs(run: _Run, records: list[dict[str, Any]], progress: bool) -> dict[str, Any]:
-    config, device, out = run.config, run.device, run.out
+def _train_loop(run: _Run, records: list[dict[str, Any]], progress: bool) -> dict[str, Any]:
+    """Train to the end of the schedule, one record per evaluation, then the end stage."""
+    config, device, out, schedule = run.config, run.device, run.out, run.schedule
     for logger in _loggers(run):  # a resumed run: the logs restart from the records
         for record in records:
             logger.log_record(record)
     enable_data_parallel(run.algorithm, device, run.sampler.per_domain)
-    epochs = int(run.hparams["epochs"])
     if not records:
-        log.info("%s -> %s: %s", config.algorithm, config.target,
-                 describe_epoch_plan(run.run_info["epoch_plan"]))
-    bar = tqdm(range(len(records), epochs), desc=f"{config.algorithm} -> {config.target}",
-               leave=False, initial=len(records), total=epochs,
-               disable=not progress or not mdist.is_main_process())
-    for epoch in bar:
-        records.append(_run_epoch(run, epoch))
+        log.info("%s -> %s: %s; %s", config.algorithm, config.target,
+                 describe_epoch_plan(run.run_info["epoch_plan"]), schedule.describe())
+    points = schedule.evaluation_steps()
+    step = int(records[-1]["steps"]) if records else 0
+    batches = TrainingBatches(run.loader, run.sampler, schedule.steps_per_epoch)
+    batches.start_at(step, run.restore_rng)
+    show = progress and mdist.is_main_process() and sys.stderr.isatty()
+    bar = tqdm(total=len(points), initial=len(records), leave=False, disable=not show,
+               desc=f"{config.algorithm} -> {config.target}", unit="eval")
+    lines = _ProgressLines(run)
+    for index in range(len(records), len(points)):
+        records.append(_train_and_evaluate(run, batches, lines, step, points[index]))
+        step = points[index]
         _keep_selected(run, records)
         if config.out_dir is not None:
-            _save_epoch(run, records)
-        _log_epoch(run, records[-1])  # after the checkpoint: logged epochs are never redone
+            _save(run, records)
+        _log_evaluation(run, records[-1])  # after the checkpoint: what is logged is kept
         for logger in _loggers(run):
             logger.log_record(records[-1])
+        bar.update()
         bar.set_postfix(val=f"{records[-1]['val']['acc']:.3f}",
                         target=f"{records[-1]['target']['acc']:.3f}")
+    bar.close()
     models, evaluations = _evaluate_models(run, records)
     selected = {k: v for e in evaluations if e["model"]["rule"] == "source_val"
                 for k, v in e["columns"].items()}
@@ -384,19 +411,25 @@ def _evaluate_models(run: _Run, records: list[dict[str, Any]]
     return models, evaluations
 
 
-def _save_epoch(run: _Run, records: list[dict[str, Any]]) -> None:
-    """Checkpoint after an epoch, then append the epoch's record (every rank calls this).
+def _save(run: _Run, records: list[dict[str, Any]]) -> None:
+    """After an evaluation (every rank calls this): a checkpoint when ``config.checkpoint_every``
+    seconds have passed since the last one (rank 0's clock decides for all), then the record.
 
     The order makes a kill at any moment harmless: the checkpoint (which holds every record so
     far) is replaced atomically first; on resume the records file is rewritten from it, so a
-    line written after the checkpoint, or half a line, never survives.
+    line written after the last checkpoint, or half a line, never survives.
     """
-    selected = dict(run.selected)
-    if selected["epoch"] == records[-1]["epoch"]:  # the weights saved as the model's
-        selected["state"] = None
-    payload = epoch_payload(run.identity, run.algorithm, run.device, records, selected)
+    due = _clock() - run.checkpoint_time >= run.config.checkpoint_every
+    if mdist.broadcast_object(due):
+        selected = dict(run.selected)
+        if selected["epoch"] == records[-1]["epoch"]:  # the weights saved as the model's
+            selected["state"] = None
+        payload = epoch_payload(run.identity, run.algorithm, run.device, records, selected)
+        if run.out is not None:
+            run.out.write_checkpoint(payload)
+        run.checkpointed = len(records)
+        run.checkpoint_time = _clock()
     if run.out is not None:
-        run.out.write_checkpoint(payload)
         run.out.append_record(records[-1])
 
 
@@ -449,8 +482,12 @@ def _build(run: _Run, resume: bool) -> None:
     run.run_info.update(run.stage.init(run.algorithm, run.device, run.run_info))
 
 
-def _start(run: _Run, resume: bool, overwrite: bool) -> list[dict[str, Any]] | dict[str, Any]:
+def _start(run: _Run, resume: bool, overwrite: bool, stack: contextlib.ExitStack
+           ) -> list[dict[str, Any]] | dict[str, Any]:
     """Records so far (resumed, or [] for a fresh start), or the summary of a finished run.
+
+    Once the run is known to be this one's, the writing rank's log lines also go to the run's
+    ``log.txt`` until ``stack`` closes.
 
     Rank 0 decides from the run directory (under its lock) and tells the other ranks, which
     then load the same checkpoint (multi-node runs need ``out_dir`` on a shared filesystem).
@@ -476,6 +513,8 @@ def _start(run: _Run, resume: bool, overwrite: bool) -> list[dict[str, Any]] | d
     if decision["kind"] == "finished":
         log.info("%s: already finished; returning its summary", run.config.out_dir)
         return decision["summary"]
+    if run.out is not None:
+        stack.enter_context(run.out.logging_to_file())
     if decision["kind"] == "fresh":
         if run.out is not None:  # config.json first: a run killed in its init stage resumes
             run.out.start({**run.run_info, "identity": run.identity}, keep_pretraining=resume)
@@ -495,12 +534,16 @@ def _start(run: _Run, resume: bool, overwrite: bool) -> list[dict[str, Any]] | d
         if checkpoint["epoch"] != decision["epoch"]:
             raise RuntimeError(f"rank {mdist.rank()} read epoch {checkpoint['epoch']} from "
                                f"{file}, rank 0 read epoch {decision['epoch']}")
-    records = restore_training_state(checkpoint, run.algorithm, run.device, run.config.seed)
+    records = restore_training_state(checkpoint, run.algorithm, run.device, run.config.seed,
+                                     rng=False)
+    run.restore_rng = lambda: restore_rng(checkpoint, run.device, run.config.seed)
+    run.checkpointed = len(records)
     run.selected = _restored_selection(checkpoint, run.algorithm, records)
     if run.out is not None:
         run.out.rewrite_records(records)
-    log.info("%s: resuming after epoch %d of %d", run.config.out_dir, decision["epoch"],
-             int(run.hparams["epochs"]))
+    total = len(run.schedule.evaluation_steps())
+    log.info("%s: resuming after %s of %d", run.config.out_dir,
+             _evaluation_name(run, int(decision["epoch"])), total)
     return records
 
 
@@ -554,50 +597,99 @@ def _seed_rank(seed: int) -> None:
         seed_everything(seed_hash("rank", seed, mdist.rank()))
 
 
-def _run_epoch(run: _Run, epoch: int) -> dict[str, Any]:
-    """Train one epoch, evaluate, and return the epoch's record."""
+def _train_and_evaluate(run: _Run, batches: TrainingBatches, lines: _ProgressLines,
+                        done: int, until: int) -> dict[str, Any]:
+    """Train from ``done`` to ``until`` steps, evaluate, and return the evaluation's record."""
     start = time.perf_counter()
     run.algorithm.train()
-    run.sampler.set_epoch(epoch)
     logs, n_samples = [], 0
-    for step, batch in enumerate(run.loader, 1):
+    for step in range(done + 1, until + 1):
+        batch = batches.next()
         try:
             logs.append(run.algorithm.update(batch.to(run.device)))
         except NonFiniteLossError as err:
-            raise _located(err, run, step, epoch) from None
+            raise _located(err, run, step) from None
         n_samples += len(batch)
+        lines.step(step, logs[-1], len(batch))
     train_logs = mean_over_ranks(_mean_logs(logs), n_samples, run.device)
     for logger in _loggers(run):
-        logger.log_steps(logs, epoch * len(run.loader))
+        logger.log_steps(logs, until - len(logs))
     evaluations = run.stage.epoch(run.algorithm, run.device)
     extra = {}
     if run.dataset.data_issues():  # samples skipped so far (on_error="skip")
         extra["data_issues"] = run.dataset.data_issues()
-    record = EpochRecord(epoch + 1, (epoch + 1) * len(run.loader), train_logs,
-                         evaluations["val"], evaluations["target"],
-                         time.perf_counter() - start, run.run_info if epoch == 0 else None, extra)
+    index = run.schedule.evaluation_steps().index(until) + 1
+    record = EpochRecord(index, until, train_logs, evaluations["val"], evaluations["target"],
+                         time.perf_counter() - start, run.run_info if index == 1 else None, extra)
     return record.to_dict()
 
 
-def _located(err: NonFiniteLossError, run: _Run, step: int, epoch: int) -> NonFiniteLossError:
+class _ProgressLines:
+    """Plain log lines during training: the step, the mean training terms since the last line
+    and the samples per second, every ``config.log_every`` steps (0: when 30 s have passed since
+    the last line; the evaluations log their own lines)."""
+
+    SECONDS = 30.0
+
+    def __init__(self, run: _Run) -> None:
+        self.run, self.every = run, int(run.config.log_every)
+        self.total = run.schedule.total_steps
+        self.logs: list[dict[str, float]] = []
+        self.samples, self.since = 0, time.perf_counter()
+
+    def step(self, step: int, logs: dict[str, float], samples: int) -> None:
+        self.logs.append(logs)
+        self.samples += samples
+        now = time.perf_counter()
+        due = (step % self.every == 0) if self.every else now - self.since >= self.SECONDS
+        if not due or step == self.total:
+            return
+        epoch, batch = self.run.schedule.position(step - 1)
+        terms = ", ".join(f"{k} {v:.4f}" for k, v in _mean_logs(self.logs).items()
+                          if "/" not in k)
+        log.info("step %d/%d (epoch %d, batch %d/%d): %s; %.0f samples/s", step, self.total,
+                 epoch + 1, batch + 1, self.run.schedule.steps_per_epoch, terms,
+                 self.samples / max(now - self.since, 1e-9))
+        self.logs, self.samples, self.since = [], 0, now
+
+
+def _located(err: NonFiniteLossError, run: _Run, step: int) -> NonFiniteLossError:
     """``err`` with the step and epoch where it happened and what to do."""
-    epochs = int(run.hparams["epochs"])
-    where = f"step {step} of {len(run.loader)} in epoch {epoch + 1} of {epochs}"
+    schedule = run.schedule
+    epoch, batch = schedule.position(step - 1)
+    where = (f"step {batch + 1} of {schedule.steps_per_epoch} in epoch {epoch + 1} of "
+             f"{schedule.epochs}")
+    if schedule.eval_every != schedule.steps_per_epoch or schedule.total_steps % \
+            schedule.steps_per_epoch:
+        where = f"step {step} of {schedule.total_steps} ({where})"
     change = "lower lr (or the weights of the loss terms)"
     if run.config.out_dir is None:
         return err.located(where, change)
-    if epoch == 0:
-        kept = "no epoch had finished, so nothing is kept to resume from"
+    if run.checkpointed == 0:
+        kept = "no checkpoint had been written, so nothing is kept to resume from"
     else:
-        kept = (f"the records and checkpoint of epoch {epoch} stay in {run.config.out_dir}; "
-                "with changed hparams, start over with --restart")
+        kept = (f"the records and checkpoint of {_evaluation_name(run, run.checkpointed)} "
+                f"stay in {run.config.out_dir}; with changed hparams, start over with --restart")
     return err.located(where, f"{change} ({kept})")
 
 
-def _log_epoch(run: _Run, record: dict[str, Any]) -> None:
+def _evaluation_name(run: _Run, index: int) -> str:
+    """``"epoch 3"`` (evaluations after every epoch) or ``"evaluation 3 (step 600)"``."""
+    schedule = run.schedule
+    if schedule.eval_every == schedule.steps_per_epoch:
+        return f"epoch {index}"
+    return f"evaluation {index} (step {schedule.evaluation_steps()[index - 1]})"
+
+
+def _log_evaluation(run: _Run, record: dict[str, Any]) -> None:
     terms = ", ".join(f"{k} {v:.4f}" for k, v in record["train"].items() if "/" not in k)
-    log.info("epoch %d/%s: %s; val acc %.4f, target acc %.4f", record["epoch"],
-             run.hparams["epochs"], terms, record["val"]["acc"], record["target"]["acc"])
+    schedule = run.schedule
+    index = int(record["epoch"])
+    total = len(schedule.evaluation_steps())
+    name = (f"epoch {index}/{total}" if schedule.eval_every == schedule.steps_per_epoch
+            else f"evaluation {index}/{total} (step {record['steps']}/{schedule.total_steps})")
+    log.info("%s: %s; val acc %.4f, target acc %.4f", name, terms, record["val"]["acc"],
+             record["target"]["acc"])
 
 
 def _load_reports(algorithm: Algorithm, dataset: DomainDataset) -> dict[str, Any]:
