@@ -210,6 +210,17 @@ OPTIONAL_HPARAMS: dict[str, HParam] = {
     "eval_every": HParam(0, "evaluate on source validation and the target every this many "
                          "steps, one record each (selection picks among them); 0: after every "
                          "epoch (DomainBed's checkpoint_freq)", kind="int", low=0),
+    "fusion": HParam("mlp", "fusion head on the concatenated embeddings: 'mlp' (the paper's "
+                     "Linear-ReLU-Dropout-Linear), 'linear' (one Linear layer) or 'residual' "
+                     "(Linear-ReLU, a residual block, Linear: MMDG-Bench's MMSA head)",
+                     kind="str", choices=("mlp", "linear", "residual")),
+    "lr_schedule": HParam("constant", "learning rate over the optimizer steps: 'constant' or "
+                          "'inverse', lr / (1 + 10 i / I) ** 0.75 after i of I = "
+                          "lr_decay_steps steps (MMDG-Bench's HUST scripts)", kind="str",
+                          choices=("constant", "inverse")),
+    "lr_decay_steps": HParam(None, "the step count I of the 'inverse' schedule (None: the step "
+                             "budget, steps; MMDG-Bench HUST: its 10,000 iterations)",
+                             kind="int", low=1, nullable=True),
 }
 
 

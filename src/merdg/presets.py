@@ -30,6 +30,19 @@ Where the release is ambiguous, the choice made here:
 
 The presets' values are applied by :func:`merdg.run.hparams.resolve_run_hparams`, between the
 algorithm's declared defaults and the user's overrides.
+
+**MMDG-Bench's HUST and MMSA configurations** (lihongzhao99/MMDG_Benchmark, arXiv 2605.06643;
+``docs/mmdg-bench.md``): ``mmdg-hust`` and ``mmdg-mmsa`` run any algorithm (``--algorithm``,
+or every one of a ``merdg bench``) and load no checkpoint. The benchmark's training
+configuration of each task family is the data set's own defaults (``hust``: 10,000 steps with an
+evaluation every 200, Adam 1e-3, weight decay 5e-4, batch 128, the inverse learning-rate
+decay, the 1-D CNNs and a linear fusion;
+``mmsa``: Adam 1e-4, batch 24, 15 epochs, gradient clip 0.8, the sequence Transformers and the
+residual fusion head); the presets add, per method, the values of the benchmark's task scripts
+that differ from the method's default elsewhere (the ones its search does not draw: HUST CMRF's
+``--sma_start_step 100`` and ``--mix_alpha 1.0``, HUST MBCD's look-ahead ``--alpha 1e-3``,
+``HUSTmotor/train_HUST_{CMRF,MBCD}.py``; the JAT projection width 128 of
+``MMSA/train_MMSA_JAT.py``).
 """
 
 from __future__ import annotations
@@ -38,7 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CHECKPOINT_FILES", "PRESETS", "Preset", "get_preset", "resolve_checkpoints"]
+__all__ = ["BENCHMARK_PRESETS", "CHECKPOINT_FILES", "PRESETS", "Preset", "get_preset",
+           "resolve_checkpoints"]
 
 MODALITY_SETS = {"va": ["video", "audio"], "vf": ["video", "flow"], "af": ["audio", "flow"],
                  "vaf": ["video", "audio", "flow"]}
@@ -69,26 +83,42 @@ class Preset:
     """One paper configuration.
 
     Attributes:
-        name: ``{dataset}-{modalities}-{method}``.
+        name: ``{dataset}-{modalities}-{method}`` (the paper's), ``mmdg-{dataset}``
+            (MMDG-Bench's).
         dataset: Registered dataset name.
         modalities: Modalities used.
-        algorithm: ``ERM`` (Fusion) or ``MERDG`` (Fusion + MER-DG).
+        algorithm: ``ERM`` (Fusion) or ``MERDG`` (Fusion + MER-DG); None: any (the run's).
         hparams: Hparam values that differ from the declared defaults.
         encoders: Encoder options (per modality) that differ from the dataset's defaults.
         eval_batch_size: Evaluation batch size (evaluation runs BN in eval mode, so it does not
             change the numbers).
+        algorithm_hparams: Hparam values of one algorithm (its registered name; ``X+MER``
+            takes those of ``X``) that differ from its declared defaults.
+        checkpoints: The preset loads the paper encoders' public checkpoints
+            (``--checkpoint-dir``).
+        about: Its description (default: the paper's method, modalities and dataset).
     """
 
     name: str
     dataset: str
     modalities: list[str]
-    algorithm: str
+    algorithm: str | None
     hparams: dict[str, Any] = field(default_factory=dict)
     encoders: dict[str, dict[str, Any]] = field(default_factory=dict)
     eval_batch_size: int = 16
+    algorithm_hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checkpoints: bool = True
+    about: str = ""
+
+    def hparams_for(self, algorithm: str) -> dict[str, Any]:
+        """The preset's hparam values for a run of ``algorithm``."""
+        base = algorithm[:-len("+MER")] if algorithm.endswith("+MER") else algorithm
+        return {**self.hparams, **self.algorithm_hparams.get(base, {})}
 
     @property
     def description(self) -> str:
+        if self.about:
+            return self.about
         method = "Fusion + MER-DG" if self.algorithm == "MERDG" else "Fusion"
         mods = "+".join({"video": "V", "audio": "A", "flow": "F"}[m] for m in self.modalities)
         return f"{method}, {mods}, {self.dataset}"
@@ -107,7 +137,20 @@ def _build_presets() -> dict[str, Preset]:
     return presets
 
 
-PRESETS: dict[str, Preset] = _build_presets()
+BENCHMARK_PRESETS = {
+    "mmdg-hust": Preset(
+        "mmdg-hust", "hust", ["acoustic", "vibration"], None, eval_batch_size=256,
+        algorithm_hparams={"CMRF": {"sma_start_step": 100, "mix_alpha": 1.0},
+                           "MBCD": {"inner_lr": 1e-3}},
+        checkpoints=False,
+        about="MMDG-Bench HUST (vibration + acoustic, any algorithm; docs/mmdg-bench.md)"),
+    "mmdg-mmsa": Preset(
+        "mmdg-mmsa", "mmsa", ["audio", "text", "vision"], None, eval_batch_size=256,
+        algorithm_hparams={"JAT": {"adv_proj_dim": 128}}, checkpoints=False,
+        about="MMDG-Bench MMSA (text + audio + vision, any algorithm; docs/mmdg-bench.md)"),
+}
+
+PRESETS: dict[str, Preset] = {**_build_presets(), **BENCHMARK_PRESETS}
 
 
 def get_preset(name: str) -> Preset:

@@ -1,9 +1,12 @@
-"""Tiny EPIC-Kitchens and HAC data sets in the exact distributed layouts, generated locally.
+"""Tiny data sets in the exact distributed layouts, generated locally.
 
-Used by the tests, the data-pipeline benchmark and smoke runs: real JPEG frame folders, mp4
-videos (H.264 through PyAV), 16-bit PCM wavs, MM-SADA split pickles with their 10 columns and
-HAC split csvs. The content is synthetic (moving patterns whose colour depends on the class,
-tones whose pitch depends on the class) so that a model can learn something from it.
+Used by the tests, the data-pipeline benchmark, smoke runs and the README: EPIC-Kitchens and HAC
+(real JPEG frame folders, mp4 videos (H.264 through PyAV), 16-bit PCM wavs, MM-SADA split
+pickles with their 10 columns and HAC split csvs), HUST (the 24 text files with header lines
+and 5 columns, or ``Motor_Vib.mat`` / ``Motor_Aud.mat``) and MMSA (``mosi.pkl``, ``mosei.pkl``,
+``sims.pkl`` with thuiar/MMSA's keys and dtypes). The content is synthetic (moving patterns
+whose colour depends on the class, tones whose pitch depends on the class, feature sequences
+whose mean follows the sentiment) so that a model can learn something from it.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["make_epic_fixture", "make_hac_fixture", "synthetic_frames", "synthetic_tone",
-           "write_jpegs", "write_mp4", "write_wav", "write_windowed_manifest"]
+__all__ = ["MMSA_SIZES", "make_epic_fixture", "make_hac_fixture", "make_hust_fixture",
+           "make_mmsa_fixture", "mmsa_split", "synthetic_frames", "synthetic_tone", "write_jpegs",
+           "write_mp4", "write_wav", "write_windowed_manifest"]
 
 
 def synthetic_frames(n: int, height: int, width: int, label: int = 0, seed: int = 0,
@@ -217,4 +221,136 @@ def write_windowed_manifest(root: str | Path, domains: int = 3, classes: int = 3
     with open(root / "manifest.csv", "w", encoding="utf-8") as f:
         f.write(",".join(rows[0]) + "\n")
         f.writelines(",".join(row.values()) + "\n" for row in rows)
+    return root
+
+
+# --- HUST ----------------------------------------------------------------------------------
+HUST_STATES = ("H", "BF", "BOW", "BROKEN", "MISAL", "UNBAL")
+HUST_CONDITIONS = ("5HZ", "10HZ", "20HZ", "30HZ")
+
+
+def _hust_recording(state: int, condition: int, rows: int, rng: np.random.Generator
+                    ) -> np.ndarray:
+    """(rows, 5): time, three vibration axes and sound; the health state sets the tones, the
+    working condition their speed (the domain shift)."""
+    t = np.arange(rows) / 1000.0
+    speed = 1.0 + 0.04 * condition
+    axes = [np.sin(2 * np.pi * (20 + 7 * state) * speed * t + k) * (1 + 0.2 * k)
+            + 0.3 * rng.standard_normal(rows) for k in range(3)]
+    sound = np.sin(2 * np.pi * (35 + 11 * state) * speed * t) + 0.4 * rng.standard_normal(rows)
+    return np.stack([t, *axes, sound], axis=1)
+
+
+def make_hust_fixture(root: str | Path, form: str = "txt", window: int = 64,
+                      train_windows: int = 20, test_windows: int = 10, seed: int = 0) -> Path:
+    """A tiny HUST release (see :mod:`merdg.datasets.hust`) in ``root``.
+
+    ``form="txt"``: the 24 ``{STATE}_{WC}.txt`` files, header lines (beginning with the words
+    the benchmark's parser skips: Title, Parameters, DAQ, Frequency, Channels, Time; the
+    release's exact header text is not documented) then rows of 5 tab-separated numbers, as
+    many as ``train_windows + test_windows`` windows of ``window`` samples need (read them with
+    the same ``window``, ``train_windows``, ``test_windows`` dataset options).
+    ``form="mat"``: ``Motor_Vib.mat`` and ``Motor_Aud.mat`` (``scipy.io.savemat``) with keys
+    ``load{d}_train`` (window x 6 train_windows) and ``load{d}_test`` (window x 6 test_windows),
+    one window per column, class-major, cut from the same recordings at consecutive starts.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    count = train_windows + test_windows
+    rows = window + count - 1 + 8
+    mats: dict[str, dict[str, list[np.ndarray]]] = {"vib": {}, "aud": {}}
+    for c_index, condition in enumerate(HUST_CONDITIONS):
+        for s_index, state in enumerate(HUST_STATES):
+            data = _hust_recording(s_index, c_index, rows, rng)
+            if form == "txt":
+                header = [f"Title:\tHUST motor {state} at {condition}",
+                          "Parameters:\tsynthetic fixture", "DAQ:\tmerdg.testing",
+                          "Frequency:\t1000 Hz", f"Channels:\t5 ({rows} rows)",
+                          "Time\tVibration X\tVibration Y\tVibration Z\tSound"]
+                body = "\n".join("\t".join(f"{v:.6f}" for v in row) for row in data)
+                (root / f"{state}_{condition}.txt").write_text("\n".join(header) + "\n" + body
+                                                               + "\n")
+                continue
+            vibration, sound = np.linalg.norm(data[:, 1:4], axis=1), data[:, 4]
+            for key, signal in (("vib", vibration), ("aud", sound)):
+                cuts = np.stack([signal[i:i + window] for i in range(count)])  # (count, W)
+                for split, part in (("train", cuts[:train_windows]),
+                                    ("test", cuts[train_windows:])):
+                    mats[key].setdefault(f"load{c_index + 1}_{split}", []).append(part)
+    if form == "mat":
+        from scipy.io import savemat
+
+        for key, name in (("vib", "Motor_Vib.mat"), ("aud", "Motor_Aud.mat")):
+            savemat(root / name, {k: np.vstack(v).T for k, v in mats[key].items()})
+    elif form != "txt":
+        raise ValueError(f"form must be 'txt' or 'mat', got {form!r}")
+    return root
+
+
+# --- MMSA ----------------------------------------------------------------------------------
+MMSA_SIZES = {"mosi": (768, 5, 20), "mosei": (768, 74, 35), "sims": (768, 33, 709)}
+"""thuiar/MMSA's feature sizes (text, audio, vision) per data set: a cross-data-set run needs
+one extraction for all three (``docs/mmdg-bench.md``)."""
+
+
+def mmsa_split(n: int, sizes: tuple[int, int, int], lengths: tuple[int, int, int],
+               rng: np.random.Generator, label_scale: float = 3.0,
+               name: str = "x") -> dict[str, object]:
+    """One split of a thuiar/MMSA pickle: ``text``, ``audio``, ``vision`` (n, length, size)
+    float32 zero-padded at the end, ``text_bert`` (n, 3, length) of token ids, mask and segment
+    ids, ``audio_lengths`` / ``vision_lengths``, ``regression_labels`` (n,) float32 in
+    [-label_scale, label_scale] (a few exactly 0), ``classification_labels``, ``id``,
+    ``raw_text``, ``annotations``. The features of each step lean with the sentiment."""
+    labels = np.round(rng.uniform(-label_scale, label_scale, n), 1).astype(np.float32)
+    labels[::5] = 0.0  # some exactly 0: neither positive nor negative
+    split: dict[str, object] = {}
+    for key, size, length in zip(("text", "audio", "vision"), sizes, lengths):
+        valid = rng.integers(max(length // 2, 1), length + 1, n)
+        valid[0] = length
+        features = rng.standard_normal((n, length, size)).astype(np.float32)
+        features += 0.8 * (labels / label_scale)[:, None, None]
+        features[np.arange(length)[None, :] >= valid[:, None]] = 0.0  # zero padding
+        split[key] = features
+        if key == "text":
+            mask = (np.arange(length)[None, :] < valid[:, None]).astype(np.float32)
+            ids = rng.integers(100, 2000, (n, length)).astype(np.float32) * mask
+            split["text_bert"] = np.stack([ids, mask, np.zeros_like(mask)], axis=1)
+        else:
+            split[f"{key}_lengths"] = valid.astype(np.int64).tolist()
+    split["regression_labels"] = labels
+    split["classification_labels"] = np.sign(labels).astype(np.float32) + 1
+    split["id"] = np.array([f"{name}$_${i}" for i in range(n)], dtype=object)
+    split["raw_text"] = np.array([f"utterance {i}" for i in range(n)], dtype=object)
+    split["annotations"] = np.array(["Negative" if v < 0 else "Neutral" if v == 0 else
+                                     "Positive" for v in labels], dtype=object)
+    return split
+
+
+def make_mmsa_fixture(root: str | Path, sizes: tuple[int, int, int] = (16, 6, 5),
+                      lengths: tuple[int, int, int] = (8, 10, 6),
+                      counts: tuple[int, int, int] = (24, 12, 12),
+                      per_dataset_sizes: bool = False, seed: int = 0) -> Path:
+    """``mosi.pkl``, ``mosei.pkl`` and ``sims.pkl`` in ``root``: ``{"train", "valid", "test"}``
+    of :func:`mmsa_split` (``counts`` samples each), as thuiar/MMSA-FET writes them (numpy
+    arrays, lists and strings; pickle protocol 4). CH-SIMS' labels lie in [-1, 1].
+
+    Args:
+        sizes: Feature sizes (text, audio, vision) of every file (one consistent extraction,
+            as the benchmark needs).
+        per_dataset_sizes: Use thuiar/MMSA's own sizes per data set instead
+            (:data:`MMSA_SIZES`): the standard pickles, which a cross-data-set run refuses.
+    """
+    import pickle
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for k, name in enumerate(("mosi", "mosei", "sims")):
+        rng = np.random.default_rng([seed, k])
+        dims = MMSA_SIZES[name] if per_dataset_sizes else sizes
+        scale = 1.0 if name == "sims" else 3.0
+        data = {split: mmsa_split(n, dims, lengths, rng, scale, f"{name}_{split}")
+                for split, n in zip(("train", "valid", "test"), counts)}
+        with open(root / f"{name}.pkl", "wb") as f:
+            pickle.dump(data, f, protocol=4)
     return root

@@ -42,6 +42,26 @@ def test_ema_update_math():
     assert "average.weight" in ema.state_dict() and "_source" not in dict(ema.named_modules())
 
 
+def test_ema_warmup_ramps_the_decay_up_to_beta_and_tracks_the_initial_share():
+    student = nn.Linear(1, 1)
+    _set(student, 0.0)
+    ema = MovingAverage(student, "ema", beta=0.95, warmup=True)
+    # TensorFlow's num_updates rule: min(beta, (1 + t) / (10 + t)) at the (t + 1)-th update
+    expected = [min(0.95, (1 + t) / (10 + t)) for t in range(200)]
+    assert [ema.decay(t) for t in range(200)] == pytest.approx(expected)
+    assert ema.decay(0) == pytest.approx(0.1) and ema.decay(199) == 0.95
+    average, share = 0.0, 1.0
+    for t in range(200):
+        _set(student, float(t + 1))
+        ema.update()
+        average = expected[t] * average + (1 - expected[t]) * (t + 1)
+        share *= expected[t]
+        assert ema.init_share() == pytest.approx(share, rel=1e-9, abs=1e-300)
+    assert ema.average.weight.item() == pytest.approx(average)
+    plain = MovingAverage(student, "ema", beta=0.95)  # off by default: the constant decay
+    assert plain.decay(0) == 0.95
+
+
 def test_sma_copies_until_start_then_averages_uniformly():
     student = nn.Linear(1, 1)
     sma = MovingAverage(student, "sma", start_step=2)

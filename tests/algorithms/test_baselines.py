@@ -158,8 +158,11 @@ def test_simmmdg_rejects_odd_embedding_widths(tiny_hparams):
 
 
 def test_mbcd_logs_the_share_of_initial_weights_left_in_its_teacher(tiny_hparams):
-    algo, batch = setup("MBCD", tiny_hparams, ema_beta=0.9)
+    algo, batch = setup("MBCD", tiny_hparams, ema_beta=0.9, ema_warmup=False)
     shares = [algo.update(batch)["teacher_init_share"] for _ in range(3)]
     assert shares == pytest.approx([0.9, 0.81, 0.729])
+    warmed, batch = setup("MBCD", tiny_hparams, ema_beta=0.999)  # the default: warm-up on
+    shares = [warmed.update(batch)["teacher_init_share"] for _ in range(3)]
+    assert shares == pytest.approx([1 / 10, 1 / 10 * 2 / 11, 1 / 10 * 2 / 11 * 3 / 12])
     cmrf, batch = setup("CMRF", tiny_hparams)
     assert "teacher_init_share" not in cmrf.update(batch)  # the SMA holds no initial weights

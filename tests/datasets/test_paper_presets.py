@@ -30,7 +30,7 @@ def resolved(preset_name, epic_root, **settings):
 
 
 def test_presets_cover_the_paper_runs(epic_root):
-    assert len(PRESETS) == 16
+    assert len(PRESETS) == 16 + 2  # and MMDG-Bench's mmdg-hust, mmdg-mmsa
     for dataset in ("epic", "hac"):
         for mods in ("va", "vf", "af", "vaf"):
             fusion, mer = PRESETS[f"{dataset}-{mods}-fusion"], PRESETS[f"{dataset}-{mods}-merdg"]

@@ -47,6 +47,9 @@ INPUTS = {
     "timeseries": (lambda: torch.randn(200, 3, generator=gen(2)).cumsum(0) * 0.1
                    + torch.tensor([1.0, -2.0, 0.5]), {"spread": torch.tensor([0.5, 1.0, 2.0])}),
     "array": (lambda: torch.randn(512, generator=gen(3)), {"spread": torch.ones(512) * 0.7}),
+    # 40 tokens of 16 features, then 24 padded steps (zeros)
+    "text": (lambda: torch.cat([torch.randn(40, 16, generator=gen(4)) + 3,
+                                torch.zeros(24, 16)]), {"spread": torch.ones(16) * 0.5}),
 }
 DETERMINISTIC = {("video", "brightness"), ("video", "contrast"), ("video", "jpeg_compression"),
                  ("video", "defocus_blur"), ("flow", "magnitude_scaling"), ("audio", "gain"),
@@ -354,6 +357,33 @@ def test_array_dropout_scaling_and_spikes():
     spiked = run("array", "spikes", torch.zeros(20000), 3, spread=0.5)
     assert float((spiked != 0).float().mean()) == pytest.approx(0.05, abs=0.005)
     assert set(spiked[spiked != 0].abs().tolist()) == {2.5}
+
+
+# --- text: feature sequences, zero-padded ------------------------------------------------------
+def test_text_noise_has_the_snr_and_leaves_the_padding_at_zero():
+    make, context = INPUTS["text"]
+    x = make()
+    for severity, snr in zip(SEVERITIES, (20, 15, 10, 5, 0)):
+        out = run("text", "gaussian_noise", x, severity, **context)
+        assert torch.equal(out[40:], torch.zeros(24, 16))  # the padding mask is unchanged
+        noise = (out - x)[:40]
+        assert float(noise.std()) == pytest.approx(0.5 * 10 ** (-snr / 20), rel=0.1)
+
+
+def test_text_token_drop_removes_the_share_keeps_the_first_and_the_order():
+    x = torch.zeros(12, 2)
+    x[:11, 0] = torch.arange(1.0, 12.0)  # 11 tokens numbered 1..11, one padded step
+    x[:11, 1] = 1.0
+    for severity, share in zip(SEVERITIES, (0.1, 0.2, 0.3, 0.5, 0.7)):
+        out = run("text", "token_drop", x, severity, seed=severity)
+        kept = out[:, 0][out.abs().amax(1) > 0]
+        assert len(kept) == 11 - round(share * 10)
+        assert kept[0] == 1.0 and torch.all(kept[1:] > kept[:-1])  # first kept, in order
+        assert set(kept.tolist()) <= set(range(1, 12))
+        assert torch.equal(out[len(kept):], torch.zeros(12 - len(kept), 2))  # zeros after
+    one = torch.zeros(5, 2)
+    one[0] = 1.0
+    assert torch.equal(run("text", "token_drop", one, 5), one)  # nothing to drop
 
 
 def test_docs_table_and_text_table_list_every_corruption():

@@ -133,9 +133,12 @@ def test_every_evaluator_declares_its_contract():
 
 
 def test_which_evaluators_a_run_gets():
-    closed = SimpleNamespace(open_set=False, modalities=["a", "b"],
+    closed = SimpleNamespace(open_set=False, modalities=["a", "b"], task="classification",
                              algorithm_has=lambda method: False)
-    single = SimpleNamespace(open_set=True, modalities=["a"], algorithm_has=lambda m: False)
+    single = SimpleNamespace(open_set=True, modalities=["a"], task="classification",
+                             algorithm_has=lambda m: False)
+    regression = SimpleNamespace(open_set=False, modalities=["a", "b"], task="regression",
+                                 algorithm_has=lambda m: False)
     names = lambda evaluators: [e.name for e in evaluators]  # noqa: E731
     assert names(run_evaluators({}, closed)) == ["clean", "selective"]
     asked = canonical_evaluations({"missing": {}, "corruptions": {"corruptions": "all"}})
@@ -147,6 +150,8 @@ def test_which_evaluators_a_run_gets():
     assert names(run_evaluators(asked, closed, "model")) == ["selective", "missing",
                                                             "corruptions"]
     assert names(run_evaluators({"encoder_probes": {}}, closed, "init")) == ["encoder_probes"]
+    # a regression model has no class probabilities: no selective prediction
+    assert names(run_evaluators(asked, regression)) == ["clean", "missing", "corruptions"]
 
 
 def test_an_evaluation_file_is_named_by_its_settings():

@@ -6,7 +6,14 @@ Baselines, one module per family: :mod:`~merdg.algorithms.simmmdg` (SimMMDG, MOO
 """
 
 from merdg.algorithms.adversarial import GMP, JAT
-from merdg.algorithms.base import ALGORITHMS, Algorithm, EvalOutput, NonFiniteLossError, Objective
+from merdg.algorithms.base import (
+    ALGORITHMS,
+    Algorithm,
+    EvalOutput,
+    NonFiniteLossError,
+    Objective,
+    check_task,
+)
 from merdg.algorithms.contrastive import CMC, NEL
 from merdg.algorithms.erm import ERM
 from merdg.algorithms.mer import MER_HPARAMS, MERDG, with_mer
@@ -33,6 +40,7 @@ __all__ = [
     "Objective",
     "RNANet",
     "SimMMDG",
+    "check_task",
     "get_algorithm_class",
     "with_mer",
 ]

@@ -98,6 +98,9 @@ _ADV_PROJ = HParam(None, "width of the projections before the discriminators (No
 class JAT(_Adversarial):
     """Modality-domain joint adversarial training (MDJA)."""
 
+    REGRESSION = ("L1 of the fused output; entropy-weighted unimodal CE on the sign class; the "
+                  "modality and domain discriminators are label-free")
+
     HPARAMS = {
         "alpha_rev": HParam(0.1, "GRL scale before the modality discriminator (0.1)",
                             ("uniform", 0.0, 1.0), kind="float", low=0),
@@ -116,7 +119,7 @@ class JAT(_Adversarial):
         super().__init__(net, num_domains, hparams)
         hp = self.hparams
         self.alpha_rev, self.alpha_rev2 = float(hp["alpha_rev"]), float(hp["alpha_rev2"])
-        self.weights = {"ce": 1.0, "probe_ce": 1.0, "uni_ce": float(hp["cls_loss"]),
+        self.weights = {self.fused_term: 1.0, "probe_ce": 1.0, "uni_ce": float(hp["cls_loss"]),
                         "modal_adv": float(hp["modal_adv_loss"]),
                         "domain_local": float(hp["domain_adv_loss"]),
                         "domain_global": float(hp["domain_adv_loss"])}
@@ -131,7 +134,7 @@ class JAT(_Adversarial):
         out = self.net(batch.x)
         z = out.embeddings
         class_logits = {m: self.heads[m](z[m]) for m in self.modalities}
-        terms = {"ce": F.cross_entropy(out.logits, batch.y),
+        terms = {self.fused_term: self.fused_loss(out.logits, batch),
                  "probe_ce": self.probe_loss(out, batch.y),
                  "modal_adv": self.modality_term(z)}
         confusion = class_logits
@@ -165,6 +168,9 @@ class JAT(_Adversarial):
 class GMP(_Adversarial):
     """Gradient modulation and projection between each modality's semantic and domain tasks."""
 
+    REGRESSION = ("L1 of the fused output; unimodal CE on the sign class, whose true-class "
+                  "confidences modulate the gradients; the domain discriminator is label-free")
+
     HPARAMS = {
         "alpha_rev": HParam(0.3, "GRL scale before the domain discriminator (0.3)",
                             ("uniform", 0.0, 1.0), kind="float", low=0),
@@ -184,7 +190,7 @@ class GMP(_Adversarial):
         hp = self.hparams
         self.alpha_rev, self.alpha_k = float(hp["alpha_rev"]), float(hp["alpha_k"])
         self.alpha_p = float(hp["alpha_p"])
-        self.weights = {"ce": 1.0, "probe_ce": 1.0, "uni_ce": float(hp["cls_loss"]),
+        self.weights = {self.fused_term: 1.0, "probe_ce": 1.0, "uni_ce": float(hp["cls_loss"]),
                         "domain": float(hp["domain_adv_loss_local"])}
 
     def objective(self, batch: Batch) -> Objective:
@@ -199,7 +205,7 @@ class GMP(_Adversarial):
                 dom_logits = self.domain_logits(m, z[m], self.alpha_rev)
                 dom_terms[m] = F.cross_entropy(dom_logits, batch.domain)
                 dom_conf[m] = true_class_confidence(dom_logits, batch.domain)
-        terms = {"ce": F.cross_entropy(out.logits, batch.y),
+        terms = {self.fused_term: self.fused_loss(out.logits, batch),
                  "probe_ce": self.probe_loss(out, batch.y),
                  "uni_ce": torch.stack(list(cls_terms.values())).sum()}
         if self.domain_adversarial:

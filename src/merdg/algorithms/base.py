@@ -7,10 +7,21 @@ logits used for accuracy. ``forward(batch)`` is ``objective(batch)``, so a data-
 
 A new algorithm is one class decorated with ``@ALGORITHMS.register("Name")`` that declares its
 hyperparameters in ``HPARAMS`` and overrides ``objective`` (and, if it adds networks, calls
-``super().__init__`` first). Terms that regularize representations (MER-DG) are composed onto
-any algorithm through the neutral hooks :meth:`Algorithm.representations` and
-:meth:`Algorithm.requested_representations` (:func:`merdg.algorithms.mer.with_mer`); the
-registry lookup that resolves ``"X+MER"`` is :func:`merdg.algorithms.get_algorithm_class`.
+``super().__init__`` first).
+
+**Regression tasks** (MOSI/MOSEI/CH-SIMS sentiment intensity): the fused network has one
+output, and the fused term is the L1 loss against the batch's ``target``
+(:meth:`Algorithm.fused_loss`, logged as ``l1``; cross-entropy ``ce`` for classification), as
+MMDG-Bench's MMSA scripts train (``L1Loss``). Every class-based term (probes, unimodal heads,
+SupCon labels, ...) reads ``batch.y``, which a regression batch fills with the target's sign
+class (negative / zero / positive), as the benchmark's contrastive terms do. An algorithm says
+how it runs on regression in :attr:`Algorithm.REGRESSION` (one line), or refuses it with
+:attr:`Algorithm.REGRESSION_REFUSAL` (:func:`check_task`).
+
+Terms that regularize representations (MER-DG) are composed onto any algorithm through the
+neutral hooks :meth:`Algorithm.representations` and :meth:`Algorithm.requested_representations`
+(:func:`merdg.algorithms.mer.with_mer`); the registry lookup that resolves ``"X+MER"`` is
+:func:`merdg.algorithms.get_algorithm_class`.
 """
 
 from __future__ import annotations
@@ -25,11 +36,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from merdg.datasets.base import Batch
-from merdg.hparams import HParam
+from merdg.hparams import OPTIONAL_HPARAMS, HParam
 from merdg.models.multimodal_net import ModelOutput, MultimodalNet
 from merdg.registry import Registry
 
-__all__ = ["ALGORITHMS", "Algorithm", "EvalOutput", "NonFiniteLossError", "Objective"]
+__all__ = ["ALGORITHMS", "Algorithm", "EvalOutput", "NonFiniteLossError", "Objective",
+           "check_task"]
 
 
 class NonFiniteLossError(FloatingPointError, ValueError):
@@ -129,15 +141,23 @@ class Algorithm(nn.Module):
     MIN_BATCH_REASON: ClassVar[str] = ""
     # an open-set method (MOOSA-OS): runs only in the open-set setting (RunConfig.open_set)
     OPEN_SET_ONLY: ClassVar[bool] = False
+    # how it runs on a regression task (one line; None: it does not, REGRESSION_REFUSAL says why)
+    REGRESSION: ClassVar[str | None] = ("L1 of the fused output; the probes' CE on the "
+                                        "target's sign class")
+    REGRESSION_REFUSAL: ClassVar[str] = ""
 
     def __init__(self, net: MultimodalNet, num_domains: int, hparams: Mapping[str, Any]) -> None:
         super().__init__()
         self.net = net
+        self.task = net.task
         self.num_domains = num_domains
         self.hparams = dict(hparams)
         self.lr = float(hparams["lr"])
         self.weight_decay = float(hparams["weight_decay"])
         self.grad_clip = float(hparams["grad_clip"])
+        self.lr_schedule = hparams.get("lr_schedule", OPTIONAL_HPARAMS["lr_schedule"].default)
+        # the schedule's length: lr_decay_steps, else the step budget (checked when resolved)
+        self.lr_decay_steps = int(hparams.get("lr_decay_steps") or hparams.get("steps") or 1)
         self.optimizer: torch.optim.Optimizer | None = None
         # autocast dtype of the forward pass (None: full precision); see set_precision
         self.autocast_dtype: torch.dtype | None = None
@@ -184,6 +204,20 @@ class Algorithm(nn.Module):
     def forward(self, batch: Batch) -> Objective:
         return self.objective(batch)
 
+    @property
+    def fused_term(self) -> str:
+        """The name of the fused loss term: ``"ce"`` (classification) or ``"l1"``
+        (regression)."""
+        return "l1" if self.task == "regression" else "ce"
+
+    def fused_loss(self, logits: Tensor, batch: Batch) -> Tensor:
+        """The task's loss of the fused output: cross-entropy against ``batch.y``, or, for a
+        regression task, the mean absolute error of the one output against ``batch.target``
+        (MMDG-Bench's MMSA ``L1Loss``)."""
+        if self.task == "regression":
+            return F.l1_loss(logits[:, 0].float(), batch.target)
+        return F.cross_entropy(logits, batch.y)
+
     def probe_loss(self, out: ModelOutput, y: Tensor) -> Tensor:
         """Mean CE of the detached unimodal probes (trains only the probes)."""
         losses = [F.cross_entropy(out.probe_logits[m], y) for m in self.modalities]
@@ -215,8 +249,27 @@ class Algorithm(nn.Module):
             param.grad = extra if param.grad is None else param.grad.add_(extra)
         if self.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.parameters(), self.grad_clip)
+        self.schedule_lr()
         self.optimizer.step()
         return logs
+
+    def optimizer_steps(self) -> int:
+        """Optimizer steps taken so far (Adam's step count, which checkpoints keep)."""
+        for state in self.optimizer.state.values():
+            if "step" in state:
+                return int(state["step"])
+        return 0
+
+    def schedule_lr(self) -> None:
+        """Set the learning rate of the coming step: the ``"inverse"`` schedule of MMDG-Bench's
+        HUST scripts, ``lr_i = lr / (1 + 10 (i - 1) / I) ** 0.75`` at step i of ``I =
+        lr_decay_steps`` (``HUSTmotor/train_HUST_*.py`` of lihongzhao99/MMDG_Benchmark), on
+        every parameter group's initial rate; nothing for ``"constant"``."""
+        if self.lr_schedule == "constant":
+            return
+        factor = (1.0 + 10.0 * self.optimizer_steps() / self.lr_decay_steps) ** -0.75
+        for group in self.optimizer.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
 
     def gradient_corrections(self, objective: Objective) -> list[tuple[nn.Parameter, Tensor]]:
         """Extra gradients that :meth:`apply_update` adds after ``objective.loss.backward()``.
@@ -268,6 +321,17 @@ class Algorithm(nn.Module):
             return {m: F.normalize(z, dim=1) for m, z in proj.items()}
         raise ValueError(f"unknown representation kind {kind!r}; choose from "
                          f"{list(self.REPRESENTATION_KINDS)}")
+
+
+def check_task(name: str, algorithm: type[Algorithm], task: str) -> None:
+    """Refuse an algorithm that does not run on the data set's task.
+
+    Raises:
+        ValueError: One line naming the algorithm and why (its ``REGRESSION_REFUSAL``).
+    """
+    if task == "regression" and algorithm.REGRESSION is None:
+        raise ValueError(f"{name} does not run on a regression task: "
+                         f"{algorithm.REGRESSION_REFUSAL}")
 
 
 ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm")

@@ -71,7 +71,12 @@ def all_reduce_mean(x: Tensor) -> Tensor:
 class MovingAverage(nn.Module):
     """A frozen copy of ``module`` whose weights track an average of ``module``'s weights.
 
-    ``"ema"`` (MBCD): ``avg = beta * avg + (1 - beta) * current`` after every step.
+    ``"ema"`` (MBCD): ``avg = beta_t * avg + (1 - beta_t) * current`` after every step, with
+    ``beta_t = beta`` or, with ``warmup``, ``beta_t = min(beta, (1 + t) / (10 + t))`` at the
+    (t + 1)-th update (t = 0, 1, ...: TensorFlow's ``tf.train.ExponentialMovingAverage`` with
+    ``num_updates``): the average forgets its random initialization within a few dozen steps,
+    then averages about the last ``(10 + t) / 9`` steps, until ``beta`` takes over after
+    ``(10 beta - 1) / (1 - beta)`` steps (8991 for 0.999), so the published ``beta`` is its limit.
     ``"sma"`` (CMRF): the copy follows ``module`` exactly up to ``start_step`` optimizer steps,
     then becomes the uniform mean of the weights from step ``start_step`` on. Buffers (BatchNorm
     statistics) are averaged like parameters, as the official code averages state dicts; integer
@@ -80,17 +85,19 @@ class MovingAverage(nn.Module):
     Args:
         module: The student module (kept by reference, not registered as a submodule).
         mode: ``"ema"`` or ``"sma"``.
-        beta: EMA decay.
+        beta: EMA decay (the limit of the warm-up).
         start_step: First step of the SMA.
+        warmup: Ramp the EMA decay up from 0.1 (see above); ignored by the SMA.
     """
 
     def __init__(self, module: nn.Module, mode: str = "ema", beta: float = 0.999,
-                 start_step: int = 0) -> None:
+                 start_step: int = 0, warmup: bool = False) -> None:
         super().__init__()
         if mode not in ("ema", "sma"):
             raise ValueError(f"moving-average mode must be 'ema' or 'sma', got {mode!r}")
         self.__dict__["_source"] = module
         self.mode, self.beta, self.start_step = mode, float(beta), int(start_step)
+        self.warmup = bool(warmup)
         self.average = copy.deepcopy(module).requires_grad_(False).eval()
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
@@ -101,24 +108,43 @@ class MovingAverage(nn.Module):
     @torch.no_grad()
     def update(self) -> None:
         """Fold the source's current weights into the average (call after each optimizer step)."""
-        self.step += 1
         current = self.__dict__["_source"].state_dict()
+        updates = int(self.step)  # before this one
+        self.step += 1
         if self.mode == "ema":
-            self._blend(current, self.beta)
+            self._blend(current, self.decay(updates))
         elif int(self.step) > self.start_step:
             self.count += 1
             self._blend(current, int(self.count) / (int(self.count) + 1.0))
         else:
             self._blend(current, 0.0)
 
-    def init_share(self) -> float:
-        """Weight the initial weights still have in the average: ``beta ** steps`` for the EMA.
+    def decay(self, updates: int) -> float:
+        """The EMA decay of the update after ``updates`` earlier ones."""
+        if not self.warmup:
+            return self.beta
+        return min(self.beta, (1.0 + updates) / (10.0 + updates))
 
-        An EMA teacher evaluated while this is large is mostly the (random) initialization: it
-        falls below 5 % only after about ``3 / (1 - beta)`` steps (3000 for beta = 0.999). The SMA
-        is a copy, then a mean of trained weights: 0.
+    def init_share(self) -> float:
+        """Weight the initial weights still have in the average: the product of the decays so
+        far (``beta ** steps`` without warm-up).
+
+        Without warm-up an EMA teacher evaluated while this is large is mostly the (random)
+        initialization: it falls below 5 % only after about ``3 / (1 - beta)`` steps (3000 for
+        beta = 0.999); with it, below 1e-6 after 25 steps. The SMA is a copy, then a mean of
+        trained weights: 0.
         """
-        return self.beta ** int(self.step) if self.mode == "ema" else 0.0
+        if self.mode != "ema":
+            return 0.0
+        steps = int(self.step)
+        if not self.warmup:
+            return self.beta ** steps
+        # prod_{u < k} (1 + u) / (10 + u) = 9! k! / (k + 9)!, for the k steps before beta caps it
+        ramp = steps if self.beta >= 1 else max(0, math.ceil((10 * self.beta - 1)
+                                                             / (1 - self.beta)))
+        capped = min(steps, ramp)  # (1 + u) / (10 + u) >= beta from u = ramp on
+        log_ramp = math.lgamma(10) + math.lgamma(capped + 1) - math.lgamma(capped + 10)
+        return math.exp(log_ramp) * self.beta ** (steps - capped)
 
     def _blend(self, current: Mapping[str, Tensor], keep: float) -> None:
         for name, avg in self.average.state_dict().items():

@@ -63,6 +63,8 @@ class CMC(Algorithm):
 
     MIN_BATCH = 2
     MIN_BATCH_REASON = "the contrastive term needs other samples as negatives (0 for one)"
+    REGRESSION = ("L1 of the fused output; the contrast between modalities is label-free "
+                  "(supervised=true: SupCon on the sign class); probes on the sign class")
 
     HPARAMS = {
         "alpha_contrast": HParam(1.0, "weight of the contrastive term", ("uniform", 0.0, 5.0),
@@ -79,7 +81,7 @@ class CMC(Algorithm):
         super().__init__(net, num_domains, hparams)
         self.temperature = float(self.hparams["temperature"])
         self.supervised = bool(self.hparams["supervised"])
-        self.weights = {"ce": 1.0, "probe_ce": 1.0,
+        self.weights = {self.fused_term: 1.0, "probe_ce": 1.0,
                         "contrast": float(self.hparams["alpha_contrast"])}
 
     def objective(self, batch: Batch) -> Objective:
@@ -91,7 +93,7 @@ class CMC(Algorithm):
             contrast = supcon_loss(stacked, batch.y, self.temperature)
         else:
             contrast = multiview_info_nce_loss(views, self.temperature)
-        terms = {"ce": F.cross_entropy(out.logits, batch.y),
+        terms = {self.fused_term: self.fused_loss(out.logits, batch),
                  "probe_ce": self.probe_loss(out, batch.y), "contrast": contrast}
         return Objective(weighted_sum(terms, self.weights), terms, out, {"projections": proj})
 
@@ -102,6 +104,8 @@ class NEL(Algorithm):
 
     MIN_BATCH = 2
     MIN_BATCH_REASON = "its contrastive terms need other samples as negatives"
+    REGRESSION = ("L1 of the fused output on both views; SupCon on the sign class; the "
+                  "mean-shift InfoNCE and von Neumann entropy are label-free")
 
     HPARAMS = {
         "alpha": HParam(0.7, "weight of L_UNC; 1 - alpha weights L_C (official 0.7)",
@@ -124,7 +128,7 @@ class NEL(Algorithm):
         hp = self.hparams
         beta = hp["beta"] if hp["beta"] is not None else 1.0 / int(hp["batch_size"])
         alpha = float(hp["alpha"])
-        self.weights = {"ce": 1.0, "probe_ce": 1.0, "unc": alpha, "supcon": 1.0 - alpha,
+        self.weights = {self.fused_term: 1.0, "probe_ce": 1.0, "unc": alpha, "supcon": 1.0 - alpha,
                         "nee": float(beta)}
         self.temp_s, self.temp_u = float(hp["temp_s"]), float(hp["temp_u"])
         self.k, self.view_dropout = int(hp["k"]), float(hp["view_dropout"])
@@ -142,6 +146,8 @@ class NEL(Algorithm):
     def objective(self, batch: Batch) -> Objective:
         n = len(batch)
         y = torch.cat([batch.y, batch.y])
+        target = None if batch.target is None else torch.cat([batch.target, batch.target])
+        both = Batch({}, y, torch.cat([batch.domain, batch.domain]), target)  # labels of 2N
         out = self.net(self.two_views(batch.x))
         proj = {m: self.projectors[m](out.embeddings[m]) for m in self.modalities}
         views = torch.stack([proj[m] for m in self.modalities], dim=1)  # (2N, M, proj_dim)
@@ -149,7 +155,7 @@ class NEL(Algorithm):
                               dim=1)  # (2N, M, proj_dim)
         fused = torch.cat([out.embeddings[m] for m in self.modalities], dim=1)
         terms = {
-            "ce": F.cross_entropy(out.logits, y),
+            self.fused_term: self.fused_loss(out.logits, both),
             "probe_ce": self.probe_loss(out, y),
             "unc": info_nce_loss(shifted[:n].reshape(n, -1), shifted[n:].reshape(n, -1),
                                  self.temp_u),

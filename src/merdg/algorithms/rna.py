@@ -19,8 +19,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch.nn.functional as F
-
 from merdg.algorithms.base import ALGORITHMS, Algorithm, Objective
 from merdg.algorithms.building_blocks import weighted_sum
 from merdg.datasets.base import Batch
@@ -35,6 +33,9 @@ __all__ = ["RNANet"]
 class RNANet(Algorithm):
     """Relative norm alignment: equal mean embedding norms across modalities."""
 
+    REGRESSION = ("L1 of the fused output; relative norm alignment is label-free; probes on "
+                  "the sign class")
+
     HPARAMS = {
         "alpha_rna": HParam(1.0, "weight of the RNA loss (MMDG-Bench 1.0)", ("uniform", 0.0, 3.0),
                             kind="float", low=0),
@@ -42,12 +43,13 @@ class RNANet(Algorithm):
 
     def __init__(self, net: MultimodalNet, num_domains: int, hparams: Mapping[str, Any]) -> None:
         super().__init__(net, num_domains, hparams)
-        self.weights = {"ce": 1.0, "probe_ce": 1.0, "rna": float(self.hparams["alpha_rna"])}
+        self.weights = {self.fused_term: 1.0, "probe_ce": 1.0,
+                        "rna": float(self.hparams["alpha_rna"])}
 
     def objective(self, batch: Batch) -> Objective:
         out = self.net(batch.x)
         ordered = {m: out.embeddings[m] for m in self.modalities}
-        terms = {"ce": F.cross_entropy(out.logits, batch.y),
+        terms = {self.fused_term: self.fused_loss(out.logits, batch),
                  "probe_ce": self.probe_loss(out, batch.y),
                  "rna": relative_norm_alignment_loss(ordered)}
         return Objective(weighted_sum(terms, self.weights), terms, out, {})

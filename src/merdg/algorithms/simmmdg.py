@@ -89,6 +89,8 @@ class SimMMDG(Algorithm):
 
     MIN_BATCH = 2
     MIN_BATCH_REASON = "its projection heads use BatchNorm and SupCon needs other samples"
+    REGRESSION = ("L1 of the fused output; SupCon on the sign class (as MMDG-Bench's MMSA "
+                  "script); translation and the feature-splitting distance are label-free")
 
     HPARAMS = {
         "alpha_trans": HParam(0.1, "weight of the cross-modal translation loss (official 0.1)",
@@ -111,7 +113,7 @@ class SimMMDG(Algorithm):
                              f"embedding widths {odd} are odd")
         hp = self.hparams
         self.temperature = float(hp["temperature"])
-        self.weights = {"ce": 1.0, "probe_ce": 1.0, "trans": float(hp["alpha_trans"]),
+        self.weights = {self.fused_term: 1.0, "probe_ce": 1.0, "trans": float(hp["alpha_trans"]),
                         "supcon": float(hp["alpha_contrast"]),
                         "dist": float(hp["explore_loss_coeff"])}
         hidden = int(hp["trans_hidden"] or hp["proj_hidden"])
@@ -143,7 +145,7 @@ class SimMMDG(Algorithm):
         shared = {m: self.shared_projectors[m](split_halves(z[m])[0]) for m in self.modalities}
         views = torch.stack([shared[m] for m in self.modalities], dim=1)  # (N, M, proj_dim)
         terms = {
-            "ce": F.cross_entropy(out.logits, batch.y),
+            self.fused_term: self.fused_loss(out.logits, batch),
             "probe_ce": self.probe_loss(out, batch.y),
             "trans": self.translation_term(z),
             "supcon": supcon_loss(views, batch.y, self.temperature),
@@ -187,6 +189,11 @@ class MOOSA(SimMMDG):
 
     Built on SimMMDG's shared/specific split and SupCon, as the release.
     """
+
+    REGRESSION = None
+    REGRESSION_REFUSAL = ("its entropy-weighted CE weighs the fused head against the unimodal "
+                          "class heads and its entropy minimization reads the fused class "
+                          "probabilities, which a one-output regression head does not have")
 
     HPARAMS = {
         # SimMMDG's terms are kept at their defaults (MMDG-Bench searches only MOOSA's own)

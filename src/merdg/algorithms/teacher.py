@@ -23,7 +23,8 @@ The SMA teacher is evaluated.
 MLP heads with CE :math:`L_k`; the fused prediction uses embeddings computed one SGD step of
 ``inner_lr`` down each :math:`L_k` (first-order look-ahead: the gradient-consistency term
 :math:`-\eta\,\nabla L_k \cdot \nabla L_{mm}`), with adaptive modality dropout of the more
-confident modalities; an EMA teacher distils into the fused and unimodal predictions:
+confident modalities; an EMA teacher (its decay warmed up, ``ema_warmup``) distils into the
+fused and unimodal predictions:
 
 .. math::
 
@@ -94,6 +95,9 @@ class CMRF(_TeacherEvaluated):
 
     MIN_BATCH = 2
     MIN_BATCH_REASON = "its projection heads use BatchNorm and SupCon needs other samples"
+    REGRESSION = ("L1 of the fused output; linear unimodal heads with CE and SupCon on the sign "
+                  "class (MMDG-Bench's MMSA CMRF: 3 tanh regressor heads with L1); the mixup "
+                  "distillation is label-free; the SMA teacher is evaluated")
 
     HPARAMS = {
         "distill_coef": HParam(3.0, "weight of the mixup distillation (official 3.0)",
@@ -116,7 +120,7 @@ class CMRF(_TeacherEvaluated):
     def __init__(self, net: MultimodalNet, num_domains: int, hparams: Mapping[str, Any]) -> None:
         super().__init__(net, num_domains, hparams)
         hp = self.hparams
-        self.weights = {"ce": 1.0, "probe_ce": 1.0, "uni_ce": float(hp["mix_coef"]),
+        self.weights = {self.fused_term: 1.0, "probe_ce": 1.0, "uni_ce": float(hp["mix_coef"]),
                         "supcon": float(hp["alpha_contrast"]),
                         "distill": float(hp["distill_coef"])}
         self.mix_alpha, self.temperature = float(hp["mix_alpha"]), float(hp["temperature"])
@@ -140,7 +144,7 @@ class CMRF(_TeacherEvaluated):
         uni = [self.modality_weight[m] * F.cross_entropy(self.heads[m](z[m]), batch.y)
                for m in self.modalities]
         views = torch.stack([proj[m] for m in self.modalities], dim=1)  # (N, M, proj_dim)
-        terms = {"ce": F.cross_entropy(out.logits, batch.y),
+        terms = {self.fused_term: self.fused_loss(out.logits, batch),
                  "probe_ce": self.probe_loss(out, batch.y),
                  "uni_ce": torch.stack(uni).sum(),
                  "supcon": supcon_loss(views, batch.y, self.temperature),
@@ -168,11 +172,21 @@ class CMRF(_TeacherEvaluated):
 class MBCD(_TeacherEvaluated):
     """MBCD: look-ahead fusion, adaptive modality dropout, EMA-teacher distillation."""
 
+    REGRESSION = None
+    REGRESSION_REFUSAL = ("its teacher distillation (KL of class probabilities) and modality "
+                          "confidences read the fused class probabilities; MMDG-Bench's MMSA "
+                          "MBCD replaces them with regressor heads and MSE distillation, which "
+                          "merdg does not implement")
+
     HPARAMS = {
-        "ema_beta": HParam(0.999, "EMA decay of the teacher (MMDG-Bench 0.999); the evaluated "
-                           "teacher keeps beta**steps of its random init (logged as "
-                           "teacher_init_share): lower it for runs shorter than 3/(1-beta) steps",
-                           ("uniform", 0.9, 1.0), kind="float", low=0, high=1),
+        "ema_beta": HParam(0.999, "EMA decay of the teacher (MMDG-Bench 0.999), the limit of "
+                           "its warm-up (ema_warmup)", ("uniform", 0.9, 1.0), kind="float",
+                           low=0, high=1),
+        "ema_warmup": HParam(True, "ramp the teacher's decay as min(ema_beta, (1+t)/(10+t)) "
+                             "(TensorFlow's ExponentialMovingAverage with num_updates), so a "
+                             "run of any length evaluates an average of trained weights; false: "
+                             "the published constant decay, whose teacher keeps ema_beta**steps "
+                             "of its random init (logged as teacher_init_share)", kind="bool"),
         "kl_mm_coeff": HParam(1.0, "weight of KL(teacher || fused) (1.0)", ("uniform", 0.0, 2.0),
                               kind="float", low=0),
         "kl_um_coeff": HParam(1.0, "weight of KL(teacher || unimodal) (1.0)",
@@ -187,14 +201,14 @@ class MBCD(_TeacherEvaluated):
             net.encoders[m] = LayerNormEncoder(net.encoders[m])
         super().__init__(net, num_domains, hparams)
         hp = self.hparams
-        self.weights = {"ce": 1.0, "probe_ce": 1.0, "uni_ce": 1.0,
+        self.weights = {self.fused_term: 1.0, "probe_ce": 1.0, "uni_ce": 1.0,
                         "kd_mm": float(hp["kl_mm_coeff"]), "kd_um": float(hp["kl_um_coeff"])}
         self.drop_base, self.inner_lr = float(hp["modality_drop_base"]), float(hp["inner_lr"])
         self.heads = nn.ModuleDict({
             m: FusionClassifier(d, net.num_classes, int(hp["fusion_hidden"]), 0.5)
             for m, d in net.dims.items()})
         self.teacher = MovingAverage(nn.ModuleDict({"net": net}), "ema",
-                                     beta=float(hp["ema_beta"]))
+                                     beta=float(hp["ema_beta"]), warmup=bool(hp["ema_warmup"]))
 
     def objective(self, batch: Batch) -> Objective:
         z = self.net.embed(batch.x)
@@ -207,7 +221,7 @@ class MBCD(_TeacherEvaluated):
             teacher_out = self.teacher.average["net"](batch.x)
             teacher_log_p = F.log_softmax(teacher_out.logits.float(), dim=1)
         out = ModelOutput(logits, z, self.net.probe(z))
-        terms = {"ce": F.cross_entropy(logits, batch.y),
+        terms = {self.fused_term: self.fused_loss(logits, batch),
                  "probe_ce": self.probe_loss(out, batch.y),
                  "uni_ce": torch.stack(list(ce_k.values())).sum(),
                  "kd_mm": _kl(teacher_log_p, logits),

@@ -113,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         for name in ALGORITHMS:
             cls = ALGORITHMS.get(name)
             print(f"{name}: {_first_line(cls)}")
+            print("    on regression: " + (cls.REGRESSION or
+                                           f"refused ({cls.REGRESSION_REFUSAL})"))
             for hp_name, hp in cls.HPARAMS.items():
                 print(f"    {hp_name} = {hp.default!r}  ({hp.describe()}; search "
                       f"{describe_search(hp)})  -- {hp.help}")

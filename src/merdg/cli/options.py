@@ -209,12 +209,17 @@ def add_run_options(parser: argparse.ArgumentParser, axes: bool = True,
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`RunConfig` fields given on the command line (parsed), with the evaluators'
-    settings as ``evaluations``, plus ``data_root`` from ``$MERDG_DATA_ROOT`` when not given."""
+    settings as ``evaluations``, plus ``data_root`` from ``$MERDG_DATA_ROOT`` when not given,
+    and the dataset of ``--preset`` when ``--dataset`` is not given."""
     settings = {}
     for name, opt, _ in run_options():
         value = _parsed(getattr(args, PREFIX + name, None), opt)
         if value is not None:
             settings[name] = value
+    if "preset" in settings and "dataset" not in settings:
+        from merdg.presets import get_preset
+
+        settings["dataset"] = get_preset(settings["preset"]).dataset
     evaluations = evaluation_settings(args)
     if evaluations:
         settings["evaluations"] = canonical_evaluations(evaluations)

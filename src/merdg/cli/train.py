@@ -67,10 +67,12 @@ def _with_preset(settings: dict) -> dict:
     if "modalities" in settings:
         raise ValueError("a preset fixes the modalities; pick the preset of the modality set")
     sources = "+".join(settings.get("sources") or ["all"])
-    out = (f"runs/{preset.name}/{sources}-to-{settings.get('target')}/"
+    algorithm = settings.get("algorithm", preset.algorithm or "ERM")
+    name = preset.name if preset.algorithm else f"{preset.name}/{algorithm}"
+    out = (f"runs/{name}/{sources}-to-{settings.get('target')}/"
            f"seed{settings.get('seed', 0)}")
     return {"dataset": preset.dataset, "modalities": list(preset.modalities),
-            "algorithm": preset.algorithm, "eval_batch_size": preset.eval_batch_size,
+            "algorithm": algorithm, "eval_batch_size": preset.eval_batch_size,
             "out_dir": out, **settings}
 
 

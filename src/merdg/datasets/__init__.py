@@ -5,7 +5,9 @@ import inspect
 from merdg.datasets import (  # noqa: F401  (each module registers its datasets)
     epic_kitchens,  # "epic-kitchens": EPIC-Kitchens D1/D2/D3 (MM-SADA splits)
     hac,  # "hac": human / animal / cartoon
+    hust,  # "hust": HUST motor-fault diagnosis (MMDG-Bench), vibration + acoustic
     manifest,  # "manifest": bring-your-own-data manifest.csv + .npy files
+    mmsa,  # "mmsa": MOSI / MOSEI / CH-SIMS sentiment regression (MMDG-Bench)
     synthetic,  # "synthetic": the built-in benchmark
     utd_mhad,  # "utd-mhad": the UTD-MHAD release
 )

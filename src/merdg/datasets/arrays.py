@@ -97,7 +97,8 @@ class ArrayDomainDataset(DomainDataset):
 
     def set_samples(self, x: Mapping[str, Tensor], y: Tensor, sample_domains: Sequence[str],
                     domains: Sequence[str], class_names: Sequence[str],
-                    lengths: Mapping[str, Tensor] | None = None) -> None:
+                    lengths: Mapping[str, Tensor] | None = None,
+                    targets: Tensor | None = None) -> None:
         """Install the samples.
 
         Args:
@@ -110,11 +111,13 @@ class ArrayDomainDataset(DomainDataset):
             lengths: ``{modality: (n,)}`` valid steps of zero-padded sequences (modalities
                 absent here are not padded): normalization is fitted on the valid steps only,
                 and the padded steps stay exactly 0 after it.
+            targets: Regression targets (n,) of a regression task (``y``: their sign classes).
         """
         self.domains, self.class_names = list(domains), list(class_names)
         self.num_classes = len(self.class_names)
         self._raw = {m: x[m] for m in self.modalities}
         self._y = y.long()
+        self._target = None if targets is None else targets.float()
         self._lengths = {m: v.long() for m, v in (lengths or {}).items() if m in self.modalities}
         index = {d: i for i, d in enumerate(self.domains)}
         unknown = sorted(set(sample_domains) - set(index))
@@ -241,7 +244,12 @@ class ArrayDomainDataset(DomainDataset):
         """``domain``'s samples, read (and standardized) when fetched: splits and their sizes
         are available before :meth:`fit_normalization`, the samples only after it."""
         idx = self.domain_indices(domain)
-        return IndexedSamples(self.fetch, idx, self._y[idx])
+        return self.samples_at(idx)
+
+    def samples_at(self, idx: Tensor) -> IndexedSamples:
+        """The samples at positions ``idx`` (with their regression targets, if any)."""
+        target = None if self._target is None else self._target[idx]
+        return IndexedSamples(self.fetch, idx, self._y[idx], target)
 
     def labels(self, domain: str) -> list[int]:
         return self._y[self.domain_indices(domain)].tolist()

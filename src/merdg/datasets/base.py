@@ -10,6 +10,15 @@ asks it for a domain's ``"train"``, ``"val"`` or ``"test"`` part:
 - datasets with official splits (EPIC-Kitchens, HAC) override :meth:`DomainDataset.split`.
 
 Training-time augmentation is chosen by the role: only ``"train"`` parts augment.
+
+**Tasks.** A dataset is a classification task (``TASK = "classification"``: ``y`` is the class)
+or a regression task (``TASK = "regression"``, e.g. sentiment intensity in MOSI/MOSEI/CH-SIMS):
+each sample then also carries its real-valued ``target``, and ``y`` is the target's sign class
+(:data:`SIGN_CLASSES`: negative, zero, positive; :func:`sign_classes`), which class-based
+terms (probes, unimodal heads, contrastive labels) use, as MMDG-Bench's MMSA methods do
+(``_sentiment_to_class`` in ``MMSA/models/CMRF_Model.py`` of lihongzhao99/MMDG_Benchmark).
+Samples are ``(x, y)`` or, for regression, ``(x, y, target)``; :class:`Batch` holds
+``target`` (None for classification).
 """
 
 from __future__ import annotations
@@ -36,15 +45,21 @@ __all__ = [
     "DomainConcat",
     "DomainDataset",
     "IndexedSamples",
+    "SIGN_CLASSES",
+    "TASKS",
     "TensorSamples",
     "UNKNOWN",
     "ValueConvention",
     "collate",
     "holdout_indices",
+    "sign_classes",
 ]
 
 ROLES = ("train", "val", "test")
-MODALITY_KINDS = ("video", "flow", "audio", "timeseries", "array")
+TASKS = ("classification", "regression")
+SIGN_CLASSES = ("negative", "zero", "positive")
+"""The classes of a regression target's sign (:func:`sign_classes`)."""
+MODALITY_KINDS = ("video", "flow", "audio", "timeseries", "array", "text")
 """What a modality's samples are, for the corruptions of :mod:`merdg.evaluation`:
 
 - ``"video"``: RGB frames (3, T, H, W);
@@ -52,7 +67,11 @@ MODALITY_KINDS = ("video", "flow", "audio", "timeseries", "array")
 - ``"audio"``: a mono waveform (n,), which in merdg only exists inside a dataset's reading
   pipeline (the network sees its log spectrogram);
 - ``"timeseries"``: a (T, C) sequence (inertial sensors, skeleton joints);
-- ``"array"``: any other array (feature vectors, depth clips).
+- ``"array"``: any other array (feature vectors, depth clips);
+- ``"text"``: a precomputed feature sequence (T, D) zero-padded at the end: one feature
+  vector per token (BERT, GloVe) or, in MMSA's audio and vision files, per frame; the steps
+  whose features are all 0 are padding (masked by the sequence encoders, left alone by the
+  corruptions).
 """
 UNKNOWN = -1
 """Label of a sample whose class the model does not know (an unknown class of an open-set
@@ -107,6 +126,12 @@ class ValueConvention:
         return {} if self.spread is None else {"spread": self.spread}
 
 
+def sign_classes(values: Tensor) -> Tensor:
+    """The sign class of each regression target (:data:`SIGN_CLASSES`): 0 negative, 1 zero,
+    2 positive; (N,) float -> (N,) int64."""
+    return (torch.sign(values.float()) + 1).long()
+
+
 def kind_of_shape(shape: Sequence[int]) -> str:
     """Default kind of samples of ``shape``: (T, C) sequences are ``"timeseries"``, anything
     else ``"array"`` (RGB video, flow and audio are only declared by datasets that know them)."""
@@ -119,61 +144,87 @@ class Batch:
 
     Attributes:
         x: ``{modality: (N, ...)}``.
-        y: Labels, shape (N,), int64.
+        y: Labels, shape (N,), int64 (a regression task: the targets' sign classes).
         domain: Index of each sample's domain among the run's source domains (or the target's
             position), shape (N,), int64.
+        target: Regression targets, shape (N,), float32; None for classification.
     """
 
     x: dict[str, Tensor]
     y: Tensor
     domain: Tensor
+    target: Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         x = {m: v.to(device, non_blocking=True) for m, v in self.x.items()}
+        target = None if self.target is None else self.target.to(device, non_blocking=True)
         return Batch(x, self.y.to(device, non_blocking=True),
-                     self.domain.to(device, non_blocking=True))
+                     self.domain.to(device, non_blocking=True), target)
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
 
-def collate(samples: Sequence[tuple[Mapping[str, Tensor], int, int]] | Batch) -> Batch:
-    """Stack ``(x, y, domain)`` samples into a :class:`Batch` (a ready Batch passes through)."""
+def collate(samples: Sequence[tuple[Any, ...]] | Batch) -> Batch:
+    """Stack ``(x, y, domain)`` samples (``(x, y, domain, target)`` for regression) into a
+    :class:`Batch` (a ready Batch passes through)."""
     if isinstance(samples, Batch):
         return samples
     modalities = samples[0][0].keys()
     x = {m: torch.stack([torch.as_tensor(s[0][m]) for s in samples]) for m in modalities}
     y = torch.tensor([int(s[1]) for s in samples], dtype=torch.long)
     d = torch.tensor([int(s[2]) for s in samples], dtype=torch.long)
-    return Batch(x, y, d)
+    target = (torch.tensor([float(s[3]) for s in samples], dtype=torch.float32)
+              if len(samples[0]) > 3 else None)
+    return Batch(x, y, d, target)
+
+
+def _item(x: dict[str, Tensor], y: Tensor, target: Tensor | None, i: int) -> tuple[Any, ...]:
+    """One sample: ``(x, y)``, or ``(x, y, target)`` for regression."""
+    if target is None:
+        return x, int(y[i])
+    return x, int(y[i]), float(target[i])
+
+
+def _targets(parts: Sequence[Dataset]) -> Tensor | None:
+    """The parts' regression targets concatenated (None unless every part has them)."""
+    targets = [getattr(p, "target", None) for p in parts]
+    if not targets or any(t is None for t in targets):
+        return None
+    return torch.cat(targets)
 
 
 class TensorSamples(Dataset):
-    """In-memory samples: ``x[m]`` has shape (n, ...) and ``y`` shape (n,).
+    """In-memory samples: ``x[m]`` has shape (n, ...) and ``y`` shape (n,) (``target`` (n,)
+    for regression).
 
     Supports batched fetching (``__getitems__``), so in-memory benchmarks skip per-sample
     collation.
     """
 
-    def __init__(self, x: Mapping[str, Tensor], y: Tensor) -> None:
+    def __init__(self, x: Mapping[str, Tensor], y: Tensor, target: Tensor | None = None) -> None:
         sizes = {m: v.shape[0] for m, v in x.items()}
         if any(n != y.shape[0] for n in sizes.values()):
             raise ValueError(f"modality sizes {sizes} differ from {y.shape[0]} labels")
+        if target is not None and target.shape != y.shape:
+            raise ValueError(f"{tuple(target.shape)} regression targets for {y.shape[0]} labels")
         self.x = dict(x)
         self.y = y.long()
+        self.target = None if target is None else target.float()
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    def __getitem__(self, i: int) -> tuple[dict[str, Tensor], int]:
-        return {m: v[i] for m, v in self.x.items()}, int(self.y[i])
+    def __getitem__(self, i: int) -> tuple[Any, ...]:
+        return _item({m: v[i] for m, v in self.x.items()}, self.y, self.target, i)
 
     def take(self, indices: Sequence[int]) -> tuple[dict[str, Tensor], Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return {m: v[idx] for m, v in self.x.items()}, self.y[idx]
 
     def subset(self, indices: Sequence[int]) -> TensorSamples:
-        return TensorSamples(*self.take(indices))
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return TensorSamples(*self.take(idx), None if self.target is None else self.target[idx])
 
 
 class IndexedSamples(Dataset):
@@ -187,20 +238,24 @@ class IndexedSamples(Dataset):
         fetch: Rows of the shared arrays -> batch of every modality.
         index: Positions of this dataset's samples in the shared arrays, shape (n,).
         y: Labels, shape (n,).
+        target: Regression targets, shape (n,) (None for classification).
     """
 
     def __init__(self, fetch: Callable[[Tensor], dict[str, Tensor]], index: Tensor,
-                 y: Tensor) -> None:
+                 y: Tensor, target: Tensor | None = None) -> None:
         if index.shape[0] != y.shape[0]:
             raise ValueError(f"{index.shape[0]} positions for {y.shape[0]} labels")
+        if target is not None and target.shape != y.shape:
+            raise ValueError(f"{tuple(target.shape)} regression targets for {y.shape[0]} labels")
         self.fetch, self.index, self.y = fetch, index.long(), y.long()
+        self.target = None if target is None else target.float()
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    def __getitem__(self, i: int) -> tuple[dict[str, Tensor], int]:
+    def __getitem__(self, i: int) -> tuple[Any, ...]:
         x = self.fetch(self.index[i].reshape(1))
-        return {m: v[0] for m, v in x.items()}, int(self.y[i])
+        return _item({m: v[0] for m, v in x.items()}, self.y, self.target, i)
 
     @property
     def x(self) -> dict[str, Tensor]:
@@ -213,7 +268,8 @@ class IndexedSamples(Dataset):
 
     def subset(self, indices: Sequence[int]) -> IndexedSamples:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return IndexedSamples(self.fetch, self.index[idx], self.y[idx])
+        return IndexedSamples(self.fetch, self.index[idx], self.y[idx],
+                              None if self.target is None else self.target[idx])
 
 
 class _Subset(Dataset):
@@ -237,7 +293,8 @@ def subset(base: Dataset, indices: Sequence[int]) -> Dataset:
 
 
 class DomainConcat(Dataset):
-    """Concatenation of per-domain datasets; items are ``(x, y, domain index)``.
+    """Concatenation of per-domain datasets; items are ``(x, y, domain index)`` (and the
+    regression ``target`` after them when the parts have one).
 
     When every part is a :class:`TensorSamples`, the parts are concatenated once and
     ``__getitems__`` fetches a whole batch by indexing (no per-sample collation); when every part
@@ -255,35 +312,39 @@ class DomainConcat(Dataset):
             y = torch.cat([p.y for p in self.parts])
             d = torch.cat([torch.full((len(p),), k, dtype=torch.long)
                            for k, p in enumerate(self.parts)])
-            self.tensors = Batch(x, y, d)
+            self.tensors = Batch(x, y, d, _targets(self.parts))
         self.indexed: IndexedSamples | None = None  # positions into the parts' shared arrays
         if self.parts and all(isinstance(p, IndexedSamples) and p.fetch == self.parts[0].fetch
                               for p in self.parts):
             self.indexed = IndexedSamples(self.parts[0].fetch,
                                           torch.cat([p.index for p in self.parts]),
-                                          torch.cat([p.y for p in self.parts]))
+                                          torch.cat([p.y for p in self.parts]),
+                                          _targets(self.parts))
             self.domain = torch.cat([torch.full((len(p),), k, dtype=torch.long)
                                      for k, p in enumerate(self.parts)])
 
     def __len__(self) -> int:
         return self.offsets[-1]
 
-    def __getitem__(self, i: int) -> tuple[dict[str, Tensor], int, int]:
+    def __getitem__(self, i: int) -> tuple[Any, ...]:
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} samples")
         d = bisect_right(self.offsets, i) - 1
-        x, y = self.parts[d][i - self.offsets[d]]
-        return x, y, d
+        x, y, *target = self.parts[d][i - self.offsets[d]]
+        return (x, y, d, *target)
 
     def __getitems__(self, indices: Sequence[int]) -> Batch | list:
         if self.indexed is not None:
             idx = torch.as_tensor(indices, dtype=torch.long)
-            return Batch(*self.indexed.take(idx), self.domain[idx])
+            target = self.indexed.target
+            return Batch(*self.indexed.take(idx), self.domain[idx],
+                         None if target is None else target[idx])
         if self.tensors is None:
             return [self[int(i)] for i in indices]
         idx = torch.as_tensor(indices, dtype=torch.long)
         t = self.tensors
-        return Batch({m: v[idx] for m, v in t.x.items()}, t.y[idx], t.domain[idx])
+        return Batch({m: v[idx] for m, v in t.x.items()}, t.y[idx], t.domain[idx],
+                     None if t.target is None else t.target[idx])
 
 
 def holdout_indices(n: int, fraction: float, seed: int, domain: str,
@@ -395,14 +456,19 @@ class DomainDataset:
         OPEN_SET_KNOWN_CLASSES: Labels of the known classes of the dataset's published open-set
             split (the other classes are unknown, seen in the target only); None when no split
             is published (see :mod:`merdg.evaluation.open_set`).
+        TASK: ``"classification"`` or ``"regression"`` (module docstring).
+        OMITTED_TASKS: (sources, target) pairs that ``merdg bench --setting`` leaves out
+            because the published benchmark does not run them (sources spelled out, sorted).
     """
 
     ALL_MODALITIES: ClassVar[tuple[str, ...]] = ()
+    TASK: ClassVar[str] = "classification"
     HPARAMS: ClassVar[dict[str, HParam]] = {}
     ENCODERS: ClassVar[dict[str, dict[str, Any]]] = {}
     HAS_OFFICIAL_SPLITS: ClassVar[bool] = False
     BENCH_MODALITY_SETS: ClassVar[tuple[tuple[str, ...], ...]] = ()
     OPEN_SET_KNOWN_CLASSES: ClassVar[tuple[int, ...] | None] = None
+    OMITTED_TASKS: ClassVar[tuple[tuple[tuple[str, ...], str], ...]] = ()
 
     domains: list[str]
     modalities: list[str]

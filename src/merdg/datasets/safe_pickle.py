@@ -1,4 +1,4 @@
-"""Read a pandas DataFrame pickle without letting the file run code.
+"""Read a pandas DataFrame pickle, or a pickle of numpy arrays, without letting the file run code.
 
 The MM-SADA split files of EPIC-Kitchens are pandas pickles. ``pandas.read_pickle`` (like
 ``pickle.load``) calls whatever the file names: a crafted ``D1_train.pkl`` can run any command.
@@ -16,6 +16,10 @@ The MM-SADA split files of EPIC-Kitchens are pandas pickles. ``pandas.read_pickl
 - numpy's array placeholder (``_reconstruct``) must be empty, as numpy writes it, so the array
   sizes come from data that is in the file; a ``RangeIndex`` (sized by three numbers, not by
   data) may not exceed :data:`MAX_INDEX_LENGTH`; files over :data:`MAX_BYTES` are refused.
+
+MMSA's feature files (``mosi.pkl``, ``mosei.pkl``, ``sims.pkl``: dicts of numpy arrays, lists
+and strings) are read by :func:`load_arrays` with the same checks and the numpy globals only
+(:data:`ARRAY_GLOBALS`); a torch tensor or any class in them is refused.
 
 Residual risk (documented in ``docs/reliability.md``): the allowed pandas and numpy functions run
 on values chosen by the file. They can fail, or build a malformed DataFrame that a later step
@@ -35,8 +39,8 @@ from typing import Any
 from merdg.datasets.preprocessing import DataError
 from merdg.datasets.untrusted import one_line
 
-__all__ = ["ALLOWED_GLOBALS", "MAX_BYTES", "MAX_INDEX_LENGTH", "UnsafePickleError",
-           "load_dataframe"]
+__all__ = ["ALLOWED_GLOBALS", "ARRAY_GLOBALS", "MAX_BYTES", "MAX_INDEX_LENGTH",
+           "UnsafePickleError", "load_arrays", "load_dataframe"]
 
 MAX_BYTES = 64 * 2**20  # the MM-SADA split files are ~0.1 MB
 MAX_INDEX_LENGTH = 10_000_000  # rows or columns of a RangeIndex (MM-SADA: < 10k rows)
@@ -77,6 +81,11 @@ ALLOWED_GLOBALS: dict[tuple[str, str], str] = {
     ("__builtin__", "slice"): "call",
     ("_codecs", "encode"): "call",
 }
+
+# the globals a pickle of plain containers and numpy arrays needs (MMSA's feature pickles)
+ARRAY_GLOBALS: dict[tuple[str, str], str] = {
+    key: role for key, role in ALLOWED_GLOBALS.items()
+    if key[0].startswith(("numpy", "builtins", "__builtin__", "_codecs"))}
 
 _MOVED = {  # old location -> where the installed pandas has it
     ("pandas.core.frame", "DataFrame"): ("pandas", "DataFrame"),
@@ -147,13 +156,13 @@ def _base_unpickler() -> type:
     return Unpickler
 
 
-_Base = _base_unpickler()
+class _Restricted:
+    """The checks of the module docstring, mixed into an unpickler class (:func:`_unpickler`):
+    allowed globals only (``ALLOWED``), each in its role; ``WHAT`` names the kind of pickle in
+    refusals."""
 
-
-class _DataFrameUnpickler(_Base):
-    """See the module docstring: allowed globals only, each in its role."""
-
-    dispatch = dict(_Base.dispatch)
+    ALLOWED: dict[tuple[str, str], str] = {}
+    WHAT = ""
 
     def __init__(self, file: io.BufferedIOBase) -> None:
         super().__init__(file)
@@ -161,10 +170,10 @@ class _DataFrameUnpickler(_Base):
         self.names: dict[int, str] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        role = ALLOWED_GLOBALS.get((module, name))
+        role = self.ALLOWED.get((module, name))
         if role is None:
             raise UnsafePickleError(f"refused to load {one_line(module)}.{one_line(name)}, "
-                                    "which a pandas DataFrame pickle never needs")
+                                    f"which {self.WHAT} never needs")
         obj = _WRAPPED.get(name) or _locate(module, name)
         self.roles[id(obj)] = role
         self.names[id(obj)] = f"{module}.{name}"
@@ -202,12 +211,27 @@ class _DataFrameUnpickler(_Base):
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError("refused a persistent id (an object defined outside the file)")
 
-    dispatch[pickle.REDUCE[0]] = load_reduce
-    dispatch[pickle.NEWOBJ[0]] = load_newobj
-    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
-    dispatch[pickle.BUILD[0]] = load_build
-    dispatch[pickle.INST[0]] = load_inst
-    dispatch[pickle.OBJ[0]] = load_obj
+
+def _unpickler(base: type, allowed: dict[tuple[str, str], str], what: str) -> type:
+    """An unpickler class on ``base`` (a pure-Python unpickler, whose ``dispatch`` table can be
+    overridden) with the :class:`_Restricted` checks."""
+
+    class Unpickler(_Restricted, base):
+        ALLOWED, WHAT = allowed, what
+        dispatch = dict(base.dispatch)
+        dispatch[pickle.REDUCE[0]] = _Restricted.load_reduce
+        dispatch[pickle.NEWOBJ[0]] = _Restricted.load_newobj
+        dispatch[pickle.NEWOBJ_EX[0]] = _Restricted.load_newobj_ex
+        dispatch[pickle.BUILD[0]] = _Restricted.load_build
+        dispatch[pickle.INST[0]] = _Restricted.load_inst
+        dispatch[pickle.OBJ[0]] = _Restricted.load_obj
+
+    return Unpickler
+
+
+_DataFrameUnpickler = _unpickler(_base_unpickler(), ALLOWED_GLOBALS, "a pandas DataFrame pickle")
+_ArrayUnpickler = _unpickler(pickle._Unpickler, ARRAY_GLOBALS,
+                             "a pickle of numpy arrays, lists, dicts, strings and numbers")
 
 
 def load_dataframe(path: str | Path) -> Any:
@@ -239,3 +263,30 @@ def load_dataframe(path: str | Path) -> Any:
     if not isinstance(frame, pd.DataFrame):
         raise DataError(f"{path}: holds a {type(frame).__name__}, not a pandas DataFrame")
     return frame
+
+
+def load_arrays(path: str | Path) -> Any:
+    """The containers (dicts, lists, tuples), numpy arrays, strings and numbers pickled in
+    ``path``, read without running code from the file (:data:`ARRAY_GLOBALS`: numpy's array,
+    dtype and scalar rebuilders only; no size limit beyond the file's, since an array's data
+    comes from the file). Torch tensors, pandas objects and any class are refused.
+
+    Raises:
+        UnsafePickleError: The pickle refers to another global (named with the file).
+        DataError: Not a pickle, truncated, or unreadable (the file named).
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return _ArrayUnpickler(f).load()
+    except UnsafePickleError as err:
+        hint = ("; a torch tensor: save the features as numpy arrays (MMSA-FET: "
+                "return_type='np')" if "torch" in str(err) else "")
+        raise UnsafePickleError(f"{path}: {err}{hint}; nothing from the file was run (merdg "
+                                "reads pickles with a restricted unpickler, see "
+                                "docs/reliability.md)") from None
+    except OSError as err:
+        raise DataError(f"{path}: unreadable ({err.strerror or err})") from err
+    except Exception as err:  # truncated, corrupt, or not a pickle: many types; name the file
+        raise DataError(f"{path}: not a readable pickle "
+                        f"({type(err).__name__}: {one_line(err)})") from err

@@ -119,6 +119,10 @@ def collect_outputs(run: LoadedRun, options: DiagnoseOptions) -> dict[str, Domai
 
 
 def _acc(logits: Tensor, y: Tensor) -> float:
+    """Top-1 accuracy; one output (a regression model, ``y`` its targets' sign classes):
+    Acc-2, output > 0 against a positive target."""
+    if logits.shape[1] == 1:
+        return float(((logits[:, 0] > 0) == (y == 2)).float().mean())
     return float((logits.argmax(1) == y).float().mean())
 
 

@@ -9,7 +9,9 @@ ONE sample of one modality, in the value convention of its kind (``docs/robustne
 - ``"audio"``: a mono waveform (n,) in [-1, 1]; context ``sample_rate`` (Hz);
 - ``"timeseries"``: a (T, C) sequence in the dataset's units; context ``spread``, the source
   domains' std per channel (broadcastable to the sample);
-- ``"array"``: any array in the dataset's units; context ``spread`` likewise.
+- ``"array"``: any array in the dataset's units; context ``spread`` likewise;
+- ``"text"``: a feature sequence (T, D) as read, padded steps exactly 0 (they stay 0); context
+  ``spread``, the source domains' std per feature over the valid steps.
 
 plus ``"missing"`` for every kind, which zero-fills the network's input (see
 :data:`MISSING`). All randomness comes from ``generator`` (nothing touches the global random
@@ -753,6 +755,52 @@ def array_scaling(x: Tensor, severity: int, generator: torch.Generator,
     """Scaling (Um et al., arXiv 1706.00527, section 3, with a fixed rather than random factor):
     ``s x``. Ladder ours."""
     return x * _level(ARRAY_SCALE, severity)
+
+
+# --- text: feature sequences (T, D), zero-padded at the end ----------------------------------
+def valid_steps(x: Tensor) -> Tensor:
+    """(T,) bool: the steps of a feature sequence (T, D) that are not padding (padding: every
+    feature exactly 0)."""
+    return x.abs().amax(dim=-1) > 0
+
+
+@register("text", "gaussian_noise", "SNR (dB) relative to the feature's spread", SNR_DB,
+          "additive Gaussian noise on the features of every token (padding untouched)",
+          "feature noise; " + AURORA)
+def text_gaussian_noise(x: Tensor, severity: int, generator: torch.Generator,
+                        **context: Any) -> Tensor:
+    """Feature noise: ``x + N(0, sigma^2)`` on the valid steps, ``sigma`` the feature's source
+    spread times ``10^(-SNR/20)`` (SNR 20 .. 0 dB); padded steps stay 0, so the padding mask is
+    unchanged."""
+    sigma = _snr_sigma(_level(SNR_DB, severity)) * _spread(context, x)
+    noise = sigma * _randn(x, generator)
+    return x + noise * valid_steps(x)[:, None].to(x.dtype)
+
+
+TOKEN_DROP = (0.1, 0.2, 0.3, 0.5, 0.7)
+
+
+@register("text", "token_drop", "share of tokens dropped", TOKEN_DROP,
+          "tokens removed from the sequence (the first kept), the rest moved up, zeros after",
+          "ours (word dropout as a test-time corruption)")
+def text_token_drop(x: Tensor, severity: int, generator: torch.Generator,
+                    **context: Any) -> Tensor:
+    """Token drop: ``round(p (L - 1))`` of the valid steps 1 .. L-1 are removed (``L`` valid
+    steps); the kept ones keep their order and move up, and the sequence is padded with zeros
+    to its length. Step 0 is always kept: BERT's ``[CLS]`` token, the step that step-0 sequence
+    encoders (MMDG-Bench's MMSA model) read. Ladder ours."""
+    share = _level(TOKEN_DROP, severity)
+    valid = torch.nonzero(valid_steps(x)).flatten()
+    if len(valid) < 2:
+        return x.clone()
+    drop = int(round(share * (len(valid) - 1)))
+    order = torch.randperm(len(valid) - 1, generator=generator)[:drop] + 1
+    keep = torch.ones(len(valid), dtype=torch.bool)
+    keep[order] = False
+    out = torch.zeros_like(x)
+    kept = valid[keep]
+    out[:len(kept)] = x[kept]
+    return out
 
 
 # --- missing: every kind --------------------------------------------------------------------

@@ -351,14 +351,17 @@ def paired_difference_markdown(results: Sequence[PairedDifference], scale: float
 
 def describe_paired_differences(results: Sequence[PairedDifference], scale: float = 100.0,
                                 unit: str = "points", what: str | None = None,
-                                pairs: str = "(target, seed)") -> str:
+                                pairs: str = "(target, seed)",
+                                higher_better: bool = True) -> str:
     """The comparison in words: which differences are beyond noise, which are not.
 
     Args:
         results: From :func:`paired_differences`.
-        scale / unit: Differences are multiplied by ``scale`` and called ``unit``.
+        scale / unit: Differences are multiplied by ``scale`` and called ``unit`` ("" for
+            the metric's own units).
         what: The metric in words (default: its row key).
         pairs: What a pair is, in words.
+        higher_better: A larger value is better (an accuracy); False for an error (MAE).
     """
     if not results:
         return "No algorithm to compare with the reference."
@@ -373,8 +376,10 @@ def describe_paired_differences(results: Sequence[PairedDifference], scale: floa
             lines.append(f"- {r.algorithm}{where}: not compared, {verdict} with "
                          f"{r.reference} ({r.n_pairs}).")
             continue
-        direction = "better" if r.mean > 0 else "worse" if r.mean < 0 else "equal"
-        lines.append(f"- {r.algorithm}{where}: {abs(r.mean) * scale:.2f} {unit} {direction} "
+        gain = r.mean if higher_better else -r.mean
+        direction = "better" if gain > 0 else "worse" if gain < 0 else "equal"
+        amount = f"{abs(r.mean) * scale:.2f}" + (f" {unit}" if unit else "")
+        lines.append(f"- {r.algorithm}{where}: {amount} {direction} "
                      f"than {r.reference} on average over {r.n_pairs} pairs, "
                      f"CI [{_pct(r.t_low, scale)}, {_pct(r.t_high, scale)}]: {verdict}.")
         if r.only_algorithm or r.only_reference:

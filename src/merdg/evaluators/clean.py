@@ -11,6 +11,14 @@ An epoch record holds ``{"val": {...}, "target": {...}}`` (:meth:`CleanAccuracy.
 its row columns are :attr:`CleanAccuracy.columns`. The report shows source-validation and
 probe accuracies and flags encoders whose probe is within noise of chance
 (:mod:`merdg.evaluation.chance`).
+
+**Regression tasks** (MOSI / MOSEI / CH-SIMS): ``acc`` is Acc-2 and ``loss`` the L1 (MAE), so
+the selection rules choose on source-validation Acc-2 (MMDG-Bench's MMSA scripts and its
+search, whose ties go to the lower validation L1 loss, as :func:`merdg.experiments.search
+.choose_trial`), and the records add ``mae``, ``f1``, ``acc7``, ``acc5`` and ``corr``
+(:mod:`merdg.evaluation.regression`; pooled over the source domains for validation). Their
+columns (:attr:`CleanAccuracy.REGRESSION_COLUMNS`) are in every row, table, paired comparison
+and report of a regression run; the probes predict the target's sign class.
 """
 
 from __future__ import annotations
@@ -19,11 +27,24 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from merdg.evaluation.regression import regression_metrics
 from merdg.evaluators.base import EPOCH, EVALUATORS, Column, Evaluator, ResultView
 from merdg.evaluators.encoder_probes import chance_probes
 from merdg.evaluators.predictions import Predictions, predict
 
-__all__ = ["CleanAccuracy", "evaluate", "merge_splits", "near_chance_lines", "split_metrics"]
+__all__ = ["ACC2_WORDS", "CleanAccuracy", "evaluate", "merge_splits", "near_chance_lines",
+           "regression_entries", "split_metrics"]
+
+ACC2_WORDS = "target Acc-2 (prediction > 0 vs label > 0)"
+"""What the ``target_acc`` column of a regression run is, in words (table titles)."""
+REGRESSION_ENTRIES = ("mae", "f1", "acc7", "acc5", "corr")  # record entries beyond acc (Acc-2)
+
+
+def regression_entries(outputs: Predictions) -> dict[str, Any]:
+    """A regression split's ``mae``, ``f1``, ``acc7``, ``acc5`` and ``corr``
+    (:func:`merdg.evaluation.regression.regression_metrics`)."""
+    metrics = regression_metrics(outputs.logits[:, 0], outputs.targets)
+    return {k: metrics[k] for k in REGRESSION_ENTRIES}
 
 
 def split_metrics(outputs: Predictions) -> dict[str, Any]:
@@ -42,6 +63,8 @@ def split_metrics(outputs: Predictions) -> dict[str, Any]:
                             for m, p in sorted(outputs.probe_predictions.items())}}
     if n < len(known):
         result["n_unknown"] = int(len(known) - n)
+    if outputs.regression:
+        result.update(regression_entries(outputs))
     return result
 
 
@@ -81,14 +104,25 @@ class CleanAccuracy(Evaluator):
     TARGET_ACC = Column("target_acc", "target acc")
     TARGET_PROBE = Column("target_probe_acc", "probe", family=True)
     VAL_PROBE = Column("val_probe_acc", "source-val probe", family=True)
+    REGRESSION_COLUMNS = (  # of regression runs; target_acc and val_acc are Acc-2 there
+        Column("target_mae", "target MAE", "lower", False),
+        Column("target_f1", "target F1"), Column("target_acc7", "target Acc-7"),
+        Column("target_acc5", "target Acc-5"), Column("target_corr", "target Corr", percent=False),
+        Column("val_mae", "source-val MAE", "lower", False), Column("val_f1", "source-val F1"),
+        Column("val_acc7", "source-val Acc-7"), Column("val_acc5", "source-val Acc-5"),
+        Column("val_corr", "source-val Corr", percent=False))
     columns = (VAL_ACC, TARGET_ACC, Column("val_loss", "source-val loss", "lower", False),
-               Column("val_n", "source-val samples", None, False), TARGET_PROBE, VAL_PROBE)
+               Column("val_n", "source-val samples", None, False), TARGET_PROBE, VAL_PROBE,
+               *REGRESSION_COLUMNS)
 
     def measure_epoch(self, context: Any) -> dict[str, Any]:
         """``{"val": pooled source validation with ``per_domain``, "target": ...}``; the
         source domains are evaluated in order, then the target (the passes' order is part of
         the run's random stream)."""
-        val = merge_splits({d: split_metrics(p) for d, p in context.val_predictions().items()})
+        parts = context.val_predictions()
+        val = merge_splits({d: split_metrics(p) for d, p in parts.items()})
+        if next(iter(parts.values())).regression:  # F1 and Corr do not average: pool first
+            val.update(regression_entries(context.pooled_val_predictions()))
         return {"val": val, "target": split_metrics(context.target_predictions())}
 
     def epoch_columns(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -97,11 +131,36 @@ class CleanAccuracy(Evaluator):
                "val_n": val.get("n")}
         out.update({self.TARGET_PROBE.key(m): v for m, v in target["probe_acc"].items()})
         out.update({self.VAL_PROBE.key(m): v for m, v in val["probe_acc"].items()})
+        for split, entries in (("target", target), ("val", val)):
+            out.update({f"{split}_{k}": entries[k] for k in REGRESSION_ENTRIES if k in entries})
         return out
 
+    def target_regression_columns(self, view: ResultView) -> list[Column]:
+        """The target's regression columns the rows hold (none for classification runs)."""
+        return [c for c in self.REGRESSION_COLUMNS
+                if c.name.startswith("target_") and view.has(c)]
+
+    def headline(self, view: ResultView) -> str:
+        """Regression runs: a table and the paired differences of each target metric beyond
+        Acc-2 (the main table)."""
+        parts = []
+        for column in self.target_regression_columns(view):
+            parts += [view.main_tables(column, column.label),
+                      view.paired(column, column.label)]
+        return "\n".join(p for p in parts if p)
+
     def report(self, view: ResultView) -> list[str]:
-        lines = ["Same selected epochs, source-validation accuracy:", "",
-                 view.main_tables(self.VAL_ACC, "source-validation accuracy")]
+        lines = []
+        columns = self.target_regression_columns(view)
+        if columns:
+            lines += ["The regression metrics of the same selected epochs (MAE and Corr as "
+                      "plain numbers, the others in %), averaged over the targets (each metric's "
+                      "table and paired differences are with the main table above):", "",
+                      view.average_tables([("target_acc", "Acc-2")]
+                                          + [(c.name, c.label.replace("target ", ""),
+                                              c.percent) for c in columns], "regression")]
+        lines += ["Same selected epochs, source-validation accuracy:", "",
+                  view.main_tables(self.VAL_ACC, "source-validation accuracy")]
         modalities = view.members(self.TARGET_PROBE)
         if modalities:
             columns = [("target_acc", "fused")] + [(self.TARGET_PROBE.key(m), m)

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from merdg.algorithms import Algorithm, get_algorithm_class
-from merdg.datasets import DomainDataset
+from merdg.datasets import DATASETS, DomainDataset
 from merdg.evaluators.predictions import Predictions, pool, predict
 
 __all__ = ["EvaluationContext", "RunSpec", "leaves_random_state"]
@@ -60,6 +60,13 @@ class RunSpec:
     @property
     def target(self) -> str:
         return self.config.target
+
+    @property
+    def task(self) -> str:
+        """The dataset's task (``"classification"`` or ``"regression"``)."""
+        if self.dataset is not None:
+            return self.dataset.TASK
+        return DATASETS.get(self.config.dataset).TASK
 
     @property
     def open_set(self) -> bool:

@@ -104,7 +104,7 @@ class CorruptedSamples(Dataset):
     """``base`` with ``corruptions`` applied to every sample in ``__getitem__``.
 
     Args:
-        base: Items ``(x: {modality: Tensor}, y)``.
+        base: Items ``(x: {modality: Tensor}, y)`` (``(x, y, target)`` for regression).
         corruptions: Specs, at most one per modality.
         conventions: ``{modality: ValueConvention}`` for the corrupted modalities.
         seed: Seed of the corruptions' randomness.
@@ -142,14 +142,14 @@ class CorruptedSamples(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, i: int) -> tuple[dict[str, Tensor], int]:
+    def __getitem__(self, i: int) -> tuple[Any, ...]:
         pipeline = {b.spec.modality: b.function(i) for b in self.bound if b.in_pipeline}
-        x, y = self.base.corrupted_item(i, pipeline) if pipeline else self.base[i]
+        x, *label = self.base.corrupted_item(i, pipeline) if pipeline else self.base[i]
         x = dict(x)  # never modify the base's own dict
         for b in self.bound:
             if not b.in_pipeline:
                 x[b.spec.modality] = b.apply(x[b.spec.modality], i)
-        return x, y
+        return (x, *label)  # (x, y), or (x, y, target) for regression
 
 
 def corrupted_view(dataset: Any, data: Dataset,
@@ -204,6 +204,7 @@ RELATIVE = Column("target_corruption_relative", "% of clean")
 PER_SEVERITY = Column("target_corruption_severity", "severity", family=True)
 PER_MODALITY = Column("target_corruption_modality", "corrupted", family=True)
 EACH = Column("target_corruption", "corruption", family=True)  # members "<m>:<name>:<s>"
+MAE = Column("target_corruption_mae", "corrupted MAE (mean)", "lower", False)  # regression
 
 
 @EVALUATORS.register("corruptions")
@@ -214,7 +215,7 @@ class Corruptions(Evaluator):
     description = ("target accuracy under corruptions of each modality at several severities "
                    "(mean corruption accuracy, per severity, per modality)")
     Settings = CorruptionSettings
-    columns = (ACC, RELATIVE, PER_SEVERITY, PER_MODALITY, EACH, ZERO_FILLED)
+    columns = (ACC, RELATIVE, PER_SEVERITY, PER_MODALITY, EACH, ZERO_FILLED, MAE)
 
     @classmethod
     def normalize(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -248,17 +249,27 @@ class Corruptions(Evaluator):
         start = time.perf_counter()
         specs = self.plan(context.run)
         clean = context.target_predictions().accuracy()
+        regression = context.target_predictions().regression
         accuracies: dict[CorruptionSpec, float] = {}
+        errors: dict[CorruptionSpec, float] = {}  # regression: the MAE of each
         for spec in specs:
             if spec.corruption == MISSING:  # the zero-filled missing-modality accuracy
                 accuracies[spec] = context.missing_accuracy(spec.modality)
+                if regression:
+                    errors[spec] = _mae(context.predict(context.target_set,
+                                                        zero=[spec.modality]))
                 continue
             view = corrupted_view(context.dataset, context.target_set, spec,
                                   self.settings.corruption_seed)
-            accuracies[spec] = context.predict(view).accuracy()
+            predictions = context.predict(view)
+            accuracies[spec] = predictions.accuracy()
+            if regression:
+                errors[spec] = _mae(predictions)
         summary = summarize_robustness(clean, accuracies)
         columns: dict[str, float | None] = {ACC.name: summary["mean_corruption_acc"],
                                             RELATIVE.name: summary["relative"]}
+        if regression:  # the mean over the evaluations, as the mean corruption accuracy
+            columns[MAE.name] = float(np.mean(list(errors.values())))
         columns.update({PER_SEVERITY.key(s): v for s, v in summary["per_severity"].items()})
         columns.update({PER_MODALITY.key(m): v for m, v in summary["per_modality"].items()})
         nested: dict[str, dict[str, dict[str, float]]] = {}
@@ -307,14 +318,18 @@ class Corruptions(Evaluator):
         keys = [("target_acc", "clean"), (ACC.name, ACC.label), (RELATIVE.name, RELATIVE.label)]
         keys += [(PER_SEVERITY.key(s), f"severity {s}") for s in view.members(PER_SEVERITY)]
         keys += [(PER_MODALITY.key(m), f"{m} corrupted") for m in view.members(PER_MODALITY)]
-        text = (f"**Target accuracy (%) under corruptions (--corruptions), "
-                f"{view.spread_words} over replicates (targets averaged within a replicate); "
-                "epochs: "
+        what = "Target accuracy (%)"
+        if view.has(MAE):  # regression runs (accuracy: Acc-2)
+            keys += [("target_mae", "clean MAE", False), (MAE.name, MAE.label, False)]
+            what = "Target Acc-2 (%; the MAE columns as plain numbers)"
+        text = (f"**{what} under corruptions (--corruptions), {view.spread_words} over "
+                "replicates (targets averaged within a replicate); epochs: "
                 f"{view.epochs_words}. `corrupted (mean)` averages every (modality, "
                 "corruption, severity) evaluated, `missing` once; `% of clean` is that mean "
                 "over the clean accuracy of the same run; `severity s` averages the graded "
                 "corruptions at s.**\n\n" + view.average_tables(keys, "robustness"))
-        paired = view.paired(ACC, "mean corruption accuracy")
+        paired = "\n".join(p for p in (view.paired(ACC, "mean corruption accuracy"),
+                                       view.paired(MAE, "mean corruption MAE")) if p)
         return text + ("\n" + paired if paired else "")
 
     def files(self, view: ResultView, out_dir: Path) -> list[Path]:
@@ -358,6 +373,11 @@ def _curve_labels(averages: Mapping[tuple[str, str, str], Any]) -> dict[tuple[st
     return {(table, mods, algo): " ".join(p for p in (table if several_tables else "",
                                                       mods if several_sets else "", algo) if p)
             for table, mods, algo in averages}
+
+
+def _mae(predictions: Any) -> float:
+    """The mean absolute error of a regression task's predictions."""
+    return float(np.mean(np.abs(predictions.logits[:, 0] - predictions.targets)))
 
 
 def severity_curves(view: ResultView

@@ -133,6 +133,10 @@ class OutOfDistribution(Evaluator):
         return parts, f"{name} ({', '.join(domains)})"
 
     def check(self, run: Any) -> None:
+        if run.task != "classification":
+            raise ValueError(f"--ood-dataset scores the maximum softmax probability and the "
+                             f"energy of class logits; {run.config.dataset} is a "
+                             f"{run.task} task, whose model has one output")
         self.ood_parts(run)
 
     def measure(self, context: Any) -> Measurement:

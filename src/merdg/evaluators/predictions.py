@@ -8,6 +8,11 @@ gathered, so every rank holds the whole split's outputs.
 Labels equal to :data:`~merdg.datasets.base.UNKNOWN` (-1: an unknown class of an open-set
 target) count in the open-set metrics only; accuracy, loss, probe accuracy and the
 selective-prediction metrics are over the known-class samples (:attr:`Predictions.known`).
+
+A regression task's predictions keep the one output and the true values (``targets``); its
+"predicted class" is the output's sign class (negative / zero / positive, as the labels), its
+accuracy Acc-2 (output > 0 against target > 0, :mod:`merdg.evaluation.regression`) and its loss
+the L1 (MAE) the model is trained on.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from merdg import dist as mdist
 from merdg.algorithms import Algorithm
-from merdg.datasets.base import UNKNOWN, DomainConcat, collate, subset
+from merdg.datasets.base import UNKNOWN, DomainConcat, collate, sign_classes, subset
 
 __all__ = ["Predictions", "pool", "predict", "rank_shard"]
 
@@ -34,11 +39,15 @@ class Predictions:
     """What the model said about every sample of a split.
 
     Attributes:
-        logits: Fused logits, (N, C) float32.
-        predictions: Argmax of the fused logits (in the forward pass' dtype), (N,).
-        labels: (N,) class indices; ``UNKNOWN`` for unknown classes of an open-set target.
+        logits: Fused logits, (N, C) float32 (a regression task: the output, (N, 1)).
+        predictions: Argmax of the fused logits (in the forward pass' dtype), (N,); a
+            regression task: the output's sign class.
+        labels: (N,) class indices; ``UNKNOWN`` for unknown classes of an open-set target; a
+            regression task: the target's sign class.
         probe_predictions: ``{modality: (N,)}`` argmax of each modality's probe.
-        loss_sum: Summed cross-entropy of the known-class samples (summed batch by batch).
+        loss_sum: Summed cross-entropy of the known-class samples (summed batch by batch); a
+            regression task: summed absolute error.
+        targets: A regression task's true values, (N,) float32; None for classification.
     """
 
     logits: np.ndarray
@@ -46,13 +55,19 @@ class Predictions:
     labels: np.ndarray
     probe_predictions: dict[str, np.ndarray]
     loss_sum: float
+    targets: np.ndarray | None = None
+
+    @property
+    def regression(self) -> bool:
+        return self.targets is not None
 
     @property
     def known(self) -> np.ndarray:
         return self.labels != UNKNOWN
 
     def accuracy(self) -> float:
-        """Top-1 accuracy over the known-class samples.
+        """Top-1 accuracy over the known-class samples (a regression task: Acc-2, the output
+        and the target on the same side of 0, zero targets counted as non-positive).
 
         Raises:
             ValueError: The split has no (known-class) sample.
@@ -62,6 +77,8 @@ class Predictions:
         if n == 0:
             raise ValueError("evaluation split is empty" if len(known) == 0 else
                              "evaluation split has no sample of a known class")
+        if self.regression:
+            return int(((self.logits[:, 0] > 0) == (self.targets > 0)).sum()) / n
         return int((self.predictions[known] == self.labels[known]).sum()) / n
 
 
@@ -69,10 +86,12 @@ def _concat(parts: Sequence[Predictions]) -> Predictions:
     parts = [p for p in parts if len(p.labels)] or list(parts[:1])
     probes = {m: np.concatenate([p.probe_predictions[m] for p in parts])
               for m in parts[0].probe_predictions}
+    targets = (None if parts[0].targets is None
+               else np.concatenate([p.targets for p in parts]))
     return Predictions(np.concatenate([p.logits for p in parts]),
                        np.concatenate([p.predictions for p in parts]),
                        np.concatenate([p.labels for p in parts]), probes,
-                       float(sum(p.loss_sum for p in parts)))
+                       float(sum(p.loss_sum for p in parts)), targets)
 
 
 def pool(parts: Sequence[Predictions]) -> Predictions:
@@ -122,20 +141,26 @@ def predict(algorithm: Algorithm, data: Dataset, device: torch.device, batch_siz
         algorithm.eval()
     loader = DataLoader(_loadable(data), batch_size=batch_size, shuffle=False,
                         collate_fn=collate, num_workers=num_workers)
-    logits, predictions, labels, loss = [], [], [], 0.0
+    logits, predictions, labels, targets, loss = [], [], [], [], 0.0
     probes: dict[str, list[torch.Tensor]] = defaultdict(list)
     for batch in loader:
         batch = batch.to(device)
         out = (algorithm.evaluate_translated(batch.x, zero) if translate
                else algorithm.evaluate(batch.x, zero=zero))
         known = batch.y != UNKNOWN
-        if bool(known.all()):
-            loss += float(F.cross_entropy(out.logits.float(), batch.y, reduction="sum"))
-        elif bool(known.any()):
-            loss += float(F.cross_entropy(out.logits.float()[known], batch.y[known],
-                                          reduction="sum"))
+        if batch.target is not None:  # regression: (B, 1) outputs
+            output = out.logits.float()[:, 0]
+            loss += float(F.l1_loss(output, batch.target, reduction="sum"))
+            predictions.append(sign_classes(output).cpu())
+            targets.append(batch.target.cpu())
+        else:
+            if bool(known.all()):
+                loss += float(F.cross_entropy(out.logits.float(), batch.y, reduction="sum"))
+            elif bool(known.any()):
+                loss += float(F.cross_entropy(out.logits.float()[known], batch.y[known],
+                                              reduction="sum"))
+            predictions.append(out.logits.argmax(1).cpu())  # top-1 over the whole split
         logits.append(out.logits.float().cpu())  # (B, C)
-        predictions.append(out.logits.argmax(1).cpu())  # top-1 over the whole split
         labels.append(batch.y.cpu())
         for m, probe_logits in out.probe_logits.items():
             probes[m].append(probe_logits.argmax(1).cpu())
@@ -143,7 +168,8 @@ def predict(algorithm: Algorithm, data: Dataset, device: torch.device, batch_siz
         torch.cat(logits).numpy() if logits else np.zeros((0, 0), np.float32),
         torch.cat(predictions).numpy() if predictions else np.zeros(0, np.int64),
         torch.cat(labels).numpy() if labels else np.zeros(0, np.int64),
-        {m: torch.cat(v).numpy() for m, v in sorted(probes.items())}, loss)
+        {m: torch.cat(v).numpy() for m, v in sorted(probes.items())}, loss,
+        torch.cat(targets).numpy() if targets else None)
     if mdist.is_distributed():
         return _concat(mdist.all_gather_object(local))
     return local

@@ -42,6 +42,12 @@ class SelectivePrediction(Evaluator):
                    "FPR@95TPR (MSP and energy), ECE")
     Settings = SelectiveSettings
     always = True
+
+    @classmethod
+    def applies(cls, run: Any) -> bool:
+        """Classification runs: a regression model has no class probabilities to score."""
+        return run.task == "classification"
+
     columns = (Column("aurc_msp", "AURC (MSP)", "lower"),
                Column("aurc_energy", "AURC (energy)", "lower"),
                Column("auroc_msp", "AUROC (MSP)"), Column("auroc_energy", "AUROC (energy)"),

@@ -204,15 +204,21 @@ class Task:
         return tuple(d for d in self.domains if d != self.target)
 
 
-def source_sets(setting: str, target: str, domains: Sequence[str]
+def source_sets(setting: str, target: str, domains: Sequence[str],
+                omitted: Sequence[tuple[Sequence[str], str]] = ()
                 ) -> list[tuple[str, ...] | None]:
-    """The source sets of ``target`` under ``setting`` (None: every other domain)."""
-    single = [(d,) for d in domains if d != target]
-    return {"multi": [None], "single": single, "all": [None, *single]}[setting]
+    """The source sets of ``target`` under ``setting`` (None: every other domain), without the
+    ``omitted`` (sources, target) pairs (the dataset's ``OMITTED_TASKS``)."""
+    others = tuple(d for d in domains if d != target)
+    left_out = {(tuple(sorted(s)), t) for s, t in omitted}
+    single = [(d,) for d in others if ((d,), target) not in left_out]
+    multi = [] if (tuple(sorted(others)), target) in left_out else [None]
+    return {"multi": multi, "single": single, "all": [*multi, *single]}[setting]
 
 
 def tasks(experiment: ExperimentConfig, domains: Sequence[str],
-          default_modality_sets: Sequence[Sequence[str]]) -> list[Task]:
+          default_modality_sets: Sequence[Sequence[str]],
+          omitted: Sequence[tuple[Sequence[str], str]] = ()) -> list[Task]:
     """Every (modality set, algorithm, sources -> target) of the experiment.
 
     Args:
@@ -220,12 +226,23 @@ def tasks(experiment: ExperimentConfig, domains: Sequence[str],
         domains: The dataset's domains (targets default to all of them; single-source runs
             take each of the others as their source).
         default_modality_sets: Used when the experiment names none.
+        omitted: (sources, target) pairs left out (the dataset's ``OMITTED_TASKS``: those
+            its published benchmark does not run).
+
+    Raises:
+        ValueError: A target given with ``--targets`` has no task left under the setting.
     """
     targets = experiment.targets or list(domains)
     modality_sets = experiment.modality_sets or [list(m) for m in default_modality_sets]
+    pairs = {t: source_sets(experiment.setting, t, domains, omitted) for t in targets}
+    empty = [t for t in experiment.targets or [] if not pairs[t]]
+    if empty:
+        raise ValueError(f"--setting {experiment.setting} has no task with target "
+                         f"{', '.join(empty)}: the data set's benchmark does not run it "
+                         "(merdg train --source ... --target ... trains it)")
     return [Task(tuple(sorted(mods)), algo, target, sources, tuple(domains))
             for mods in modality_sets for algo in experiment.algorithms for target in targets
-            for sources in source_sets(experiment.setting, target, domains)]
+            for sources in pairs[target]]
 
 
 def _pair(sources: Sequence[str] | None, target: str | None) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from merdg.evaluators import EVALUATORS, ORDER, Column, Evaluator, wanted_settings
-from merdg.evaluators.clean import near_chance_lines
+from merdg.evaluators.clean import ACC2_WORDS, near_chance_lines
 from merdg.experiments.plots import Panel, plot_accuracy_panels
 from merdg.experiments.results import (
     Cell,
@@ -106,7 +106,7 @@ def format_trial(cell: Cell | None) -> str:
 def table_title(dataset: str, rule: str, search: bool, settings: str | None = None,
                 what: str = "target accuracy", label: str = "",
                 trial_rules: Sequence[str] = ("source_val",), single_run: bool = False,
-                error: str = "std") -> str:
+                error: str = "std", percent: bool = True) -> str:
     """The title of a table: dataset (and setting label), metric, spread, how trials and
     epochs were chosen.
 
@@ -115,12 +115,14 @@ def table_title(dataset: str, rule: str, search: bool, settings: str | None = No
             when ``search``.
         single_run: Every cell holds one run (1 seed: no spread to show).
         error: What ``±`` is: ``"std"`` or ``"se"`` (:data:`ERRORS`).
+        percent: The metric is shown in % (else as is, e.g. an MAE).
     """
     chosen = " or ".join(TRIAL_RULES[r] for r in trial_rules or ("source_val",))
     spread = f"over the runs of the trial {chosen}" if search else "over seeds"
     spread = "1 seed, no spread" if single_run else f"{spread_words(error)} {spread}"
     where = f"{dataset} ({label})" if label else dataset
-    title = f"{where}: {what} (%), {spread}; epochs: {SELECTION_RULES[rule]}"
+    title = f"{where}: {what}{' (%)' if percent else ''}, {spread}; epochs: " \
+            f"{SELECTION_RULES[rule]}"
     return title + (f"; settings {settings}" if settings is not None else "")
 
 
@@ -143,8 +145,10 @@ def _tex(text: str) -> str:
     return text.replace("->", r"$\rightarrow$")
 
 
-def latex_table(table: Table, title: str = "", error: str = "std") -> str:
-    """A booktabs ``tabular``; a rule separates modality sets."""
+def latex_table(table: Table, title: str = "", error: str = "std", percent: bool = True
+                ) -> str:
+    """A booktabs ``tabular``; a rule separates modality sets (values in % for
+    ``percent``; ``±``: ``error``)."""
     columns = table_targets(table)
     lines = [f"% {title}"] if title else []
     lines += [r"\begin{tabular}{ll" + "c" * len(columns) + "}", r"\toprule",
@@ -155,7 +159,7 @@ def latex_table(table: Table, title: str = "", error: str = "std") -> str:
         if previous is not None and mods != previous:
             lines.append(r"\midrule")
         first = _tex(mods) if mods != previous else ""
-        values = [format_cell(cells.get(c), "$\\pm$", error=error) for c in columns]
+        values = [format_cell(cells.get(c), "$\\pm$", percent, error) for c in columns]
         lines.append(" & ".join([first, _tex(algo), *values]) + r" \\")
         previous = mods
     lines += [r"\bottomrule", r"\end{tabular}"]
@@ -196,33 +200,43 @@ def cells_csv(tables: dict[tuple[str, str], Table]) -> str:
     return rows_to_csv(out)
 
 
+def regression_datasets(rows: Sequence[dict[str, Any]]) -> set[str]:
+    """The datasets whose runs are regression tasks (their ``target_acc`` is Acc-2)."""
+    return {r["dataset"] for r in rows if r.get("task") == "regression"}
+
+
 def tables_text(rows: Sequence[dict[str, Any]], rule: str = "source_val",
-                metric: str = "target_acc", what: str = "target accuracy", error: str = "std"
-                ) -> tuple[str, str, dict]:
+                metric: str = "target_acc", what: str = "target accuracy", error: str = "std",
+                percent: bool = True) -> tuple[str, str, dict]:
     """Markdown and LaTeX of the per-target tables of ``metric`` (``±``: ``error``), and the
-    tables themselves."""
+    tables themselves (values in % for ``percent``; a regression data set's ``target_acc`` is
+    titled Acc-2)."""
     tables = build_tables(rows, rule, metric)
     search = has_search(rows)
     per_setting: dict[tuple[str, str], int] = defaultdict(int)
     for dataset, settings in tables:
         per_setting[(dataset, setting_label(settings)[0])] += 1
     md, tex = [], []
+    regression = regression_datasets(rows)
+    fmt = lambda cell: format_cell(cell, percent=percent, error=error)  # noqa: E731
     for (dataset, settings), table in sorted(tables.items(), key=lambda kv: table_order(kv[0])):
         label, rest = setting_label(settings)
         measured = what
+        if metric == "target_acc" and dataset in regression:
+            measured = ACC2_WORDS
         if metric == "target_acc" and "open-set" in label:
             measured = f"{what} on the known classes (no rejection)"
         trial_rules = trial_rules_of(table)
         single_run = all(c.n == 1 for cells in table.values() for c in cells.values())
         title = table_title(dataset, rule, search,
                             rest if per_setting[(dataset, label)] > 1 else None, measured,
-                            label, trial_rules, single_run, error)
-        md.append(markdown_table(table, title, lambda c: format_cell(c, error=error)))
+                            label, trial_rules, single_run, error, percent)
+        md.append(markdown_table(table, title, fmt))
         if search:
             chosen = " or ".join(TRIAL_RULES[r] for r in trial_rules)
             md.append(markdown_table(table, f"chosen trial (hparams_seed; {chosen}) and its "
                                      "number of runs", format_trial))
-        tex.append(latex_table(table, title, error))
+        tex.append(latex_table(table, title, error, percent))
     return "\n".join(md), "\n".join(tex), tables
 
 
@@ -236,32 +250,41 @@ def table_heading(key: tuple[str, str], keys: Sequence[tuple[str, str]]) -> str:
 
 
 def _paired_title(key: tuple[str, str], metric_words: str, reference: str,
-                  show_settings: bool) -> str:
+                  show_settings: bool, percent: bool = True) -> str:
     dataset, settings = key
     label, rest = setting_label(settings)
     where = f"{dataset} ({label})" if label else dataset
     extra = f"; settings {rest}" if show_settings else ""
+    unit = "percentage points" if percent else "its own units"
     return (f"**{where}: paired difference in {metric_words} against {reference} "
-            "(percentage points) over matched (column, seed) pairs of the table's runs; 95% "
+            f"({unit}) over matched (column, seed) pairs of the table's runs; 95% "
             f"paired t-interval (verdict) and paired bootstrap interval{extra}**")
 
 
 def paired_section(rows: Sequence[dict[str, Any]], reference: str, rule: str = "source_val",
                    words: bool = False, metric: str = "target_acc",
-                   metric_words: str = "target accuracy") -> str:
+                   metric_words: str = "target accuracy", percent: bool = True,
+                   higher_better: bool = True) -> str:
     """Markdown of the paired-difference tables of ``metric`` against ``reference``, on the
     main table's (column, replicate) pairs; ``words`` adds the sentences saying which
-    differences are beyond noise. Tables with a single algorithm are left out."""
+    differences are beyond noise (better or worse by ``higher_better``). Differences are in
+    percentage points for ``percent`` metrics, else in the metric's units (an MAE). Tables
+    with a single algorithm are left out; a regression data set's ``target_acc`` is called
+    Acc-2."""
     parts = []
     tables = paired_tables(rows, reference, metric, rule)
     labels = [(t.key[0], setting_label(t.key[1])[0]) for t in tables]
+    regression = regression_datasets(rows)
+    scale = 100.0 if percent else 1.0
     for table, label in zip(tables, labels):
         if not table.results and not table.note:
             continue
-        title = _paired_title(table.key, metric_words, reference, labels.count(label) > 1)
-        parts += [title, "", table.markdown()]
+        what = (ACC2_WORDS if metric == "target_acc" and table.key[0] in regression
+                else metric_words)
+        title = _paired_title(table.key, what, reference, labels.count(label) > 1, percent)
+        parts += [title, "", table.markdown(scale)]
         if words:
-            parts += [table.words(metric_words)]
+            parts += [table.words(what, scale, higher_better)]
     return "\n".join(parts)
 
 
@@ -305,7 +328,8 @@ class ExperimentView:
     def main_tables(self, column: Column, what: str) -> str:
         if not self.has(column):
             return ""
-        return tables_text(self.rows, self.rule, column.name, what, self.error)[0]
+        return tables_text(self.rows, self.rule, column.name, what, self.error,
+                           column.percent)[0]
 
     def average_tables(self, columns: Sequence[tuple], what: str) -> str:
         """One markdown table per (dataset, settings) table (headed when there are several);
@@ -332,7 +356,8 @@ class ExperimentView:
     def paired(self, column: Column, what: str, words: bool = False) -> str:
         if not self.has(column):
             return ""
-        return paired_section(self.rows, self.reference, self.rule, words, column.name, what)
+        return paired_section(self.rows, self.reference, self.rule, words, column.name, what,
+                              column.percent, column.better != "lower")
 
     def averages(self, keys: Sequence[str]) -> dict[tuple[str, str, str], list[Cell | None]]:
         tables = average_cells(self.rows, keys, self.rule)

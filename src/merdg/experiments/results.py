@@ -463,12 +463,16 @@ class PairedTable:
         return (self.note + "\n" if self.note
                 else paired_difference_markdown(self.results, scale=scale))
 
-    def words(self, what: str | None = None, scale: float = 100.0) -> str:
-        """The comparison in words (``what``: the metric in words)."""
+    def words(self, what: str | None = None, scale: float = 100.0,
+              higher_better: bool = True) -> str:
+        """The comparison in words (``what``: the metric in words; differences times
+        ``scale``, in points for 100, else in the metric's units)."""
         if self.note:
             return self.note + "\n"
         return describe_paired_differences(self.results, scale=scale, what=what,
-                                           pairs="(column, seed)")
+                                           pairs="(column, seed)",
+                                           unit="points" if scale == 100.0 else "",
+                                           higher_better=higher_better)
 
 
 def paired_tables(rows: Sequence[dict[str, Any]], reference: str = "ERM",

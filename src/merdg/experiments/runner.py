@@ -90,7 +90,7 @@ def experiment_tasks(experiment: ExperimentConfig,
     if experiment.targets:
         dataset.check_domains(experiment.targets)
     defaults = [list(m) for m in dataset.BENCH_MODALITY_SETS] or [list(dataset.modalities)]
-    return tasks(experiment, dataset.domains, defaults)
+    return tasks(experiment, dataset.domains, defaults, dataset.OMITTED_TASKS)
 
 
 def check_experiment(experiment: ExperimentConfig) -> list[Task]:

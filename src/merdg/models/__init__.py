@@ -3,6 +3,7 @@
 from merdg.models import (  # noqa: F401  (each module registers its encoders)
     cnn3d,  # "cnn3d": small 3-D CNN for depth clips
     paper_encoders,  # the paper's SlowFast / SlowOnly / VGGSound ResNet-18
+    transformer,  # "sequence_transformer": feature sequences (text), MMDG-Bench's MMSA encoder
 )
 from merdg.models.encoders import ENCODERS, build_encoder
 from merdg.models.heads import FusionClassifier, ProjectionHead

@@ -22,8 +22,8 @@ from merdg.registry import Registry
 
 ENCODERS: Registry[type[nn.Module]] = Registry("encoder")
 
-__all__ = ["ENCODERS", "MLPEncoder", "TemporalConvEncoder", "build_encoder",
-           "check_encoder_spec"]
+__all__ = ["ENCODERS", "MLPEncoder", "PooledConvEncoder", "TemporalConvEncoder",
+           "build_encoder", "check_encoder_spec"]
 
 
 def check_encoder_spec(spec: Mapping[str, Any], where: str = "encoder spec") -> None:
@@ -185,3 +185,53 @@ class TemporalConvEncoder(nn.Module):
                 h = h * valid.unsqueeze(1)
         pooled = h.sum(dim=2) / valid.sum(dim=1, keepdim=True).clamp(min=1.0)
         return self.dropout(pooled)  # (N, C')
+
+
+@ENCODERS.register("cnn1d")
+class PooledConvEncoder(nn.Module):
+    """1-D CNN for windows of shape (N, T, C): MMDG-Bench's HUST encoder (``sharedNet1`` /
+    ``sharedNet2`` in ``HUSTmotor/models/ERM_Model.py`` of lihongzhao99/MMDG_Benchmark).
+
+    Each block is Conv1d(kernel k_i, stride 1, no padding) - BatchNorm1d - ReLU - MaxPool1d(2,
+    stride 1), the last block's pooling an adaptive max-pool to ``pool`` steps; the embedding is
+    the flattened last feature map, ``channels[-1] * pool`` wide (32 x 4 = 128 by default). The
+    defaults are the benchmark's: channels 8, 16, 32, 32 with kernels 32, 8, 3, 3 (1024 steps
+    -> 993 -> 992 -> 985 -> 984 -> 982 -> 981 -> 979 -> 4).
+
+    Args:
+        input_shape: (T, C) of one sample.
+        channels: Output channels of each block.
+        kernels: Kernel size of each block (as many as ``channels``).
+        pool: Steps the adaptive max-pool keeps.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...],
+                 channels: Sequence[int] = (8, 16, 32, 32),
+                 kernels: Sequence[int] = (32, 8, 3, 3), pool: int = 4) -> None:
+        super().__init__()
+        if len(input_shape) != 2:
+            raise ValueError(f"cnn1d expects samples of shape (T, C), got {tuple(input_shape)}")
+        if len(channels) != len(kernels) or not channels:
+            raise ValueError(f"cnn1d: {len(channels)} channels for {len(kernels)} kernels; give "
+                             "one kernel size per block")
+        steps, c_in = input_shape
+        shortest = sum(k - 1 for k in kernels) + len(kernels) - 1 + pool
+        if steps < shortest:
+            raise ValueError(f"cnn1d: windows of {steps} steps are too short for kernels "
+                             f"{list(kernels)} and pool {pool} (at least {shortest})")
+        blocks: list[nn.Module] = []
+        for i, (c_out, k) in enumerate(zip(channels, kernels)):
+            last = i == len(channels) - 1
+            blocks += [nn.Conv1d(c_in, c_out, k), nn.BatchNorm1d(c_out), nn.ReLU(),
+                       nn.AdaptiveMaxPool1d(pool) if last else nn.MaxPool1d(2, stride=1)]
+            c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.out_dim = int(channels[-1]) * int(pool)
+
+    def block_names(self) -> list[tuple[str, str]]:
+        """One (convolution, BatchNorm) pair per block, in forward order."""
+        return conv_bn_blocks(self.blocks, "blocks")
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.blocks(x.transpose(1, 2))  # (N, T, C) -> (N, C, T) -> (N, C', pool)
+        return h.flatten(1)  # (N, C' * pool)

@@ -1,9 +1,11 @@
 """Late-fusion multimodal network: one encoder per modality, concatenation, the paper's classifier.
 
-``forward`` returns the fused logits, each modality's embedding and the logits of a per-modality
-linear probe. The probes read *detached* embeddings: they measure what each encoder's features
-hold about the label (unimodal accuracy, ``docs/diagnostics.md``) without changing training.
-Projection heads (MER-DG's input) are computed on demand by :meth:`MultimodalNet.project`.
+``forward`` returns the fused logits (one output per class; one value for a regression task),
+each modality's embedding and the logits of a per-modality linear probe (one per class; a
+regression task's sign classes). The probes read *detached* embeddings: they measure what each
+encoder's features hold about the label (unimodal accuracy, ``docs/diagnostics.md``) without
+changing training. Projection heads (MER-DG's input) are computed on demand by
+:meth:`MultimodalNet.project`.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from merdg.models.heads import FusionClassifier, ProjectionHead
+from merdg.models.heads import ProjectionHead, fusion_head
 
 
 class ModelOutput(NamedTuple):
     """Outputs of :class:`MultimodalNet`.
 
     Attributes:
-        logits: Fused logits, shape (N, num_classes).
+        logits: Fused logits, shape (N, num_classes); a regression task's prediction, (N, 1).
         embeddings: ``{modality: (N, D_m)}`` encoder outputs (the fusion's inputs).
         probe_logits: ``{modality: (N, num_classes)}`` logits of the detached linear probes.
     """
@@ -36,13 +38,16 @@ class MultimodalNet(nn.Module):
 
     Args:
         encoders: ``{modality: encoder}``; each encoder has an ``out_dim`` attribute.
-        num_classes: Number of classes.
+        num_classes: Number of classes (of the probes; a regression task: its sign classes).
         order: Concatenation order of the modalities (default: sorted names). The official code
             concatenates [video, audio, flow]; give that order to load its fusion weights.
         fusion_hidden: Hidden width of the fusion classifier (official 512).
         dropout: Dropout of the fusion classifier (official 0.5).
         proj_hidden: Hidden width of the projection heads (official 2048).
         proj_dim: Output width of the projection heads (official 128).
+        task: ``"classification"`` (one fused output per class) or ``"regression"`` (one).
+        fusion: The fusion head (:func:`merdg.models.heads.fusion_head`: ``"mlp"``, the
+            paper's; ``"linear"``; ``"residual"``).
     """
 
     def __init__(
@@ -54,6 +59,8 @@ class MultimodalNet(nn.Module):
         dropout: float = 0.5,
         proj_hidden: int = 2048,
         proj_dim: int = 128,
+        task: str = "classification",
+        fusion: str = "mlp",
     ) -> None:
         super().__init__()
         self.modalities = list(order) if order is not None else sorted(encoders)
@@ -61,9 +68,13 @@ class MultimodalNet(nn.Module):
             raise ValueError(f"order {self.modalities} does not match encoders {sorted(encoders)}")
         self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
         self.dims = {m: int(encoders[m].out_dim) for m in self.modalities}
+        if task not in ("classification", "regression"):
+            raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
         self.num_classes = num_classes
-        self.classifier = FusionClassifier(sum(self.dims.values()), num_classes, fusion_hidden,
-                                           dropout)
+        self.task = task
+        outputs = 1 if task == "regression" else num_classes
+        self.classifier = fusion_head(fusion, sum(self.dims.values()), outputs, fusion_hidden,
+                                      dropout)
         self.projectors = nn.ModuleDict(
             {m: ProjectionHead(d, proj_hidden, proj_dim) for m, d in self.dims.items()}
         )

@@ -36,7 +36,7 @@ def _preset_of(config: RunConfig, dataset: DomainDataset) -> Preset | None:
     if sorted(dataset.modalities) != sorted(preset.modalities):
         raise ValueError(f"preset {preset.name} fixes the modalities to "
                          f"{'+'.join(preset.modalities)}; pick the preset of the modality set")
-    if config.checkpoint_dir is None and init_kind(config.init) != "file":
+    if preset.checkpoints and config.checkpoint_dir is None and init_kind(config.init) != "file":
         raise ValueError("presets load the public pretrained checkpoints: pass --checkpoint-dir "
                          "DIR (docs/paper-setting.md lists the files), or --checkpoint-dir none "
                          "to start from random weights")
@@ -106,7 +106,7 @@ def resolve_run_hparams(config: RunConfig, dataset: DomainDataset,
     training = dict(TRAINING_HPARAMS)
     # an optional hparam is resolved when the user or the preset sets it (or the dataset
     # declares it, below): other runs' resolved hparams stay as they were
-    chosen = {**(preset.hparams if preset else {}), **config.hparams}
+    chosen = {**(preset.hparams_for(config.algorithm) if preset else {}), **config.hparams}
     training.update({k: hp for k, hp in OPTIONAL_HPARAMS.items() if k in chosen})
     unimodal = init_kind(config.init) == "unimodal"
     if unimodal:
@@ -118,7 +118,7 @@ def resolve_run_hparams(config: RunConfig, dataset: DomainDataset,
                              f"which runs with --init unimodal only (this run: --init "
                              f"{config.init})")
     hparams = resolve_hparams(training, dataset.HPARAMS, algorithm_cls.HPARAMS,
-                              preset=preset.hparams if preset else None,
+                              preset=preset.hparams_for(config.algorithm) if preset else None,
                               overrides=config.hparams, hparams_seed=config.hparams_seed,
                               layer_names=("training", "dataset", "algorithm"),
                               provenance=provenance)
@@ -129,17 +129,33 @@ def resolve_run_hparams(config: RunConfig, dataset: DomainDataset,
                 if provenance is not None:
                     provenance[name] += f" (= {name[len('pretrain_'):]})"
     _check_batch(config.algorithm, algorithm_cls, hparams["batch_size"])
-    _check_budget(config.hparams)
+    _check_budget(config.hparams, hparams, provenance)
+    _check_schedule(hparams)
     hparams["encoders"] = resolve_encoders(config, dataset, preset)
     return hparams
 
 
-def _check_budget(overrides: dict[str, Any]) -> None:
-    """A run is as long as its epochs or its step budget, not both."""
+def _check_budget(overrides: dict[str, Any], hparams: dict[str, Any],
+                  provenance: dict[str, str] | None = None) -> None:
+    """A run is as long as its epochs or its step budget, not both: epochs given by the user
+    do not apply when a step budget is set (by the user, or by the dataset: ``hust``)."""
     if overrides.get("steps") and "epochs" in overrides:
         raise ValueError(f"hparams epochs = {overrides['epochs']} and steps = "
                          f"{overrides['steps']} (--hparams) both set the run's length; set one "
                          "(steps > 0 replaces epochs)")
+    if "epochs" in overrides and "steps" not in overrides and hparams.get("steps"):
+        raise ValueError(f"hparams epochs = {overrides['epochs']} (--hparams) does not apply: "
+                         f"this run has a step budget, steps = {hparams['steps']} (its "
+                         "dataset's or preset's); set steps instead, or steps = 0 with epochs")
+
+
+def _check_schedule(hparams: dict[str, Any]) -> None:
+    """The 'inverse' learning-rate schedule needs its length: lr_decay_steps or a step
+    budget."""
+    if hparams.get("lr_schedule") == "inverse" and not (hparams.get("lr_decay_steps")
+                                                        or hparams.get("steps")):
+        raise ValueError("hparam lr_schedule = 'inverse' needs its length: set lr_decay_steps, "
+                         "or a step budget (steps)")
 
 
 def _check_batch(name: str, algorithm_cls: type, batch_size: int) -> None:

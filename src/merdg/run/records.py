@@ -284,7 +284,8 @@ def run_columns(run: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
     ``algorithm``, ``target``, ``seed``, ``hparams_seed``, ``sources``, ``setting``: ``multi``
     or ``single``, ``column``: the table column, the target or ``source->target``,
     ``source_domains``, ``left_out`` for an inner run of a leave-one-domain-out search), what
-    one epoch was (``steps_per_epoch``, ``seen_per_epoch``), ``num_classes``,
+    one epoch was (``steps_per_epoch``, ``seen_per_epoch``), ``num_classes``, ``task``
+    (``classification``, or ``regression`` when the clean evaluation holds an MAE),
     ``train_time_s`` and ``path``."""
     cfg = run["config"]
     sources = list(run.get("sources") or cfg.get("sources") or [])  # older: config only
@@ -301,6 +302,7 @@ def run_columns(run: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
         out["left_out"] = left_out
     if run.get("num_classes"):
         out["num_classes"] = run["num_classes"]
+    out["task"] = "regression" if "mae" in records[0].get("target", {}) else "classification"
     plan = run.get("epoch_plan")
     if plan:
         out["steps_per_epoch"] = plan["steps_per_epoch"]

@@ -16,11 +16,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from merdg.algorithms import Algorithm, get_algorithm_class
+from merdg.algorithms import Algorithm, check_task, get_algorithm_class
 from merdg.datasets import BalancedDomainBatchSampler, DomainDataset, build_dataset
 from merdg.datasets.open_set import known_class_part, open_set_part
 from merdg.evaluation.open_set import resolve_known_classes
 from merdg.evaluators import RunSpec
+from merdg.hparams import OPTIONAL_HPARAMS
 from merdg.models import MultimodalNet, build_encoder
 from merdg.run.config import RunConfig
 
@@ -59,20 +60,29 @@ def build_algorithm(dataset: DomainDataset, algorithm: str, num_domains: int,
                         order=dataset.fusion_order(),
                         fusion_hidden=int(hparams["fusion_hidden"]),
                         dropout=float(hparams["dropout"]),
-                        proj_hidden=int(hparams["proj_hidden"]), proj_dim=int(hparams["proj_dim"]))
+                        proj_hidden=int(hparams["proj_hidden"]), proj_dim=int(hparams["proj_dim"]),
+                        task=dataset.TASK,
+                        fusion=hparams.get("fusion", OPTIONAL_HPARAMS["fusion"].default))
     algo = get_algorithm_class(algorithm)(net, num_domains, hparams).to(device)
     algo.configure_optimizer()
     return algo
 
 
 def check_open_set(config: RunConfig, dataset: DomainDataset) -> tuple[int, ...] | None:
-    """The known classes of an open-set run (None for a closed-set one), checked.
+    """The known classes of an open-set run (None for a closed-set one), checked, with the
+    algorithm against the dataset's task.
 
     Raises:
         ValueError: One line: no published split and no ``--known-classes``, a bad class list,
-            or an algorithm that needs ``--open-set`` (MOOSA-OS) in a closed-set run.
+            an algorithm that needs ``--open-set`` (MOOSA-OS) in a closed-set run, an
+            algorithm that does not run on a regression task
+            (:func:`merdg.algorithms.check_task`), or ``--open-set`` on a regression task.
     """
     algorithm = get_algorithm_class(config.algorithm)
+    check_task(config.algorithm, algorithm, dataset.TASK)
+    if config.open_set and dataset.TASK == "regression":
+        raise ValueError(f"--open-set needs classes to leave out; {config.dataset} is a "
+                         "regression task")
     if not config.open_set:
         if algorithm.OPEN_SET_ONLY:
             raise ValueError(f"{config.algorithm} is an open-set method; run it with "
