@@ -3,7 +3,6 @@ stage's bookkeeping with stand-in evaluators (which run at which time, what they
 the random state left untouched), which evaluations a finished run lacks, and ``merdg
 evaluate`` on one tiny trained run (one epoch, trained once for the module)."""
 
-import copy
 import dataclasses
 import datetime
 import hashlib
