@@ -55,8 +55,8 @@ def three_epochs():
 SHARED = {"dataset": "synthetic", "modalities": "m0+m1", "algorithm": "MERDG", "target": "d3",
           "seed": 7, "hparams_seed": 2, "sources": "d0+d1", "setting": "multi", "column": "d3",
           "source_domains": '["d0", "d1"]', "path": "runs/a", "left_out": "d2",
-          "num_classes": 3, "steps_per_epoch": 5, "seen_per_epoch": '{"d0": 10}',
-          "train_time_s": 7.75}
+          "num_classes": 3, "task": "classification", "steps_per_epoch": 5,
+          "seen_per_epoch": '{"d0": 10}', "train_time_s": 7.75}
 
 
 def clean(epoch, val, target):
@@ -113,7 +113,7 @@ def test_run_columns_of_single_source_older_and_plain_runs():
         "dataset": "synthetic", "modalities": "m0", "algorithm": "MERDG", "target": "d3",
         "seed": 7, "hparams_seed": 2, "sources": "d1", "setting": "single",
         "column": "d1->d3", "source_domains": '["d1"]', "path": "p", "left_out": "d0",
-        "train_time_s": 2.5}
+        "task": "classification", "train_time_s": 2.5}
     # an older run: the sources only in the config; no domains, classes or plan; all sources
     older = {"config": {**RUN["config"], "sources": None}, "modalities": ["m0", "m1"],
              "domains": ["d0", "d1", "d2", "d3"], "num_classes": 0}
@@ -121,7 +121,8 @@ def test_run_columns_of_single_source_older_and_plain_runs():
     assert columns == {**{k: SHARED[k] for k in ("dataset", "modalities", "algorithm",
                                                    "target", "seed", "hparams_seed")},
                        "sources": "", "setting": "multi", "column": "d3",
-                       "source_domains": "[]", "path": "", "train_time_s": 0}
+                       "source_domains": "[]", "path": "", "task": "classification",
+                       "train_time_s": 0}
     # sources in the config only, two domains unseen: no single left-out domain
     two_unseen = {"config": {**RUN["config"], "sources": ["d0"]}, "sources": ["d0"],
                   "modalities": ["m0"],
@@ -131,6 +132,9 @@ def test_run_columns_of_single_source_older_and_plain_runs():
     assert "left_out" not in columns
     # no domains recorded: no left-out domain
     assert "left_out" not in run_columns({**RUN, "domains": []}, [])
+    # the task: regression when the first record's clean evaluation holds an MAE
+    assert run_columns(RUN, [{"target": {"acc": 0.5, "mae": 0.75}}])["task"] == "regression"
+    assert run_columns(RUN, [{"target": {"acc": 0.5}}])["task"] == "classification"
 
 
 def test_epoch_record_round_trip_and_its_errors():

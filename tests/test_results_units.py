@@ -350,7 +350,9 @@ def test_paired_tables_by_hand():
     assert "accuracy in words" in table.words("accuracy in words")
     assert "| m0+m1 | MERDG | ERM | 5 (1 unmatched) | +12.50 |" in table.markdown()
     assert "| m0+m1 | MERDG | ERM | 5 (1 unmatched) | +1.25 |" in table.markdown(scale=10.0)
-    assert "- MERDG (m0+m1): 1.25 points better" in table.words(scale=10.0)
+    # in % the difference is in points; at another scale (an MAE) in the metric's own units
+    assert "- MERDG (m0+m1): 12.50 points better" in table.words()
+    assert "- MERDG (m0+m1): 1.25 better than ERM" in table.words(scale=10.0)
 
 
 def test_paired_tables_against_another_reference_and_metric():

@@ -302,7 +302,8 @@ def run_columns(run: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
         out["left_out"] = left_out
     if run.get("num_classes"):
         out["num_classes"] = run["num_classes"]
-    out["task"] = "regression" if "mae" in records[0].get("target", {}) else "classification"
+    regression = bool(records) and "mae" in records[0].get("target", {})
+    out["task"] = "regression" if regression else "classification"
     plan = run.get("epoch_plan")
     if plan:
         out["steps_per_epoch"] = plan["steps_per_epoch"]
