@@ -1,18 +1,29 @@
 """The regime study of docs/regimes.md: does MER-DG help when the encoders start pretrained?
 
-For each dataset (the built-in benchmark; UTD-MHAD inertial+skeleton) and each regime (encoders
-from scratch, pretrained alone on the sources (``--init unimodal``), pretrained on an external
-corpus (``--init FILE``, built-in benchmark only), each with nothing frozen and with every
-encoder block but the last frozen), every target domain:
+For each study part and each regime (encoders from scratch, pretrained alone on the sources
+(``--init unimodal``), pretrained on an external corpus (``--init FILE``), with nothing frozen or
+with every encoder block but the last frozen), every target domain:
 
 - a bench: ERM, MERDG (official lambda = 3), SimMMDG, SimMMDG+MER;
 - a sweep: MERDG with lambda chosen by leave-one-domain-out cross-validation on the sources
   (``merdg sweep --selection lodo``; the target is never used);
 
-every run measuring each encoder alone at initialization and after its last epoch
-(``--encoder-probes last``). Then ``report`` writes the tables (target accuracy, paired
-differences with 95% t-intervals, the mechanism's probe accuracy and effective rank) and the
-figures. Every step is resumable: run the same command again to continue.
+every run measuring each encoder alone at initialization and on the selected model
+(``--encoder-probes``). Then ``report`` writes the tables (target accuracy, paired differences
+with 95% t-intervals, the mechanism's probe accuracy and effective rank) and the figures. Every
+step is resumable: run the same command again to continue (with more ``--seeds``, the runs of
+the seeds already done are kept).
+
+The parts (``--datasets``; docs/regimes.md sections 6 and 7):
+
+- ``synthetic``: the built-in benchmark, 6 regimes; external = the shortcut-free
+  ``synthetic-pretrain`` corpus;
+- ``utd-mhad``: UTD-MHAD inertial+skeleton, subject-pair domains, scratch and unimodal regimes;
+- ``utd-pre1234`` / ``utd-pre5678``: UTD-MHAD inertial+skeleton, encoders pretrained (``merdg
+  pretrain``) on subjects 1-4 / 5-8, the other four subjects the domains (``where=subject:...``,
+  ``domains=each``); regimes scratch, unimodal, external, external frozen;
+- ``synthetic-shortcut``: the built-in benchmark with encoders pretrained on a corpus that
+  carries a shortcut of its own (``shortcut_strength`` 0.9, the benchmark's); external regimes.
 
     /usr/bin/time -v python benchmarks/regimes_study.py run \\
         --out regimes-study --data-root DATA_DIR
@@ -55,23 +66,63 @@ REGIMES = {  # name: (init, freeze); "external" is the corpus file
 }
 
 
+UTD_MODALITIES = ["inertial", "skeleton"]
+SUBJECT_HALVES = {"utd-pre1234": ("s1,s2,s3,s4", "s5,s6,s7,s8"),
+                  "utd-pre5678": ("s5,s6,s7,s8", "s1,s2,s3,s4")}  # part: (pretrain, domains)
+HALF_REGIMES = ["scratch", "unimodal", "external", "external, frozen"]
+CORPUS_SHORTCUT = 0.9  # the corpus's shortcut strength in "synthetic-shortcut" (the benchmark's)
+# the encoder probes' recipe on the UTD-MHAD halves: the official one (25 epochs, lr 1e-3, batch
+# 256) takes 2 steps per epoch on their 258 training samples and stays near chance
+# (merdg.evaluators.encoder_probes; docs/regimes.md section 7)
+SMALL_DATA_PROBES = {"probe_epochs": 100, "probe_lr": 1e-2, "probe_batch_size": 64}
+
+
 def datasets(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Per dataset: run settings, modality set and regimes."""
+    """Per study part: run settings, modality set, regimes and how its external encoders are
+    pretrained (``corpus``: dataset, options and epochs of :func:`external_encoders`)."""
+    synthetic_corpus = {"dataset": "synthetic-pretrain", "options": {},
+                        "epochs": args.corpus_epochs}
     out = {
         "synthetic": {"settings": {"dataset": "synthetic"}, "modalities": None,
                       "hparams": {}, "pretrain": {"pretrain_epochs": args.synthetic_pretrain},
-                      "regimes": list(REGIMES)},
+                      "regimes": list(REGIMES), "corpus": synthetic_corpus},
         "utd-mhad": {"settings": {"dataset": "utd-mhad", "data_root": args.data_root},
-                     "modalities": ["inertial", "skeleton"],
+                     "modalities": UTD_MODALITIES,
                      "hparams": {"epochs": args.utd_epochs},
                      "pretrain": {"pretrain_epochs": args.utd_pretrain},
                      "regimes": [r for r in REGIMES if not r.startswith("external")]},
+        "synthetic-shortcut": {
+            "settings": {"dataset": "synthetic"}, "modalities": None, "hparams": {},
+            "pretrain": {"pretrain_epochs": args.synthetic_pretrain},
+            "regimes": ["external", "external, frozen"],
+            "corpus": {**synthetic_corpus,
+                       "options": {"shortcut_strength": CORPUS_SHORTCUT}}},
     }
+    for name, (pretrain_subjects, domain_subjects) in SUBJECT_HALVES.items():
+        out[name] = {
+            "settings": {"dataset": "utd-mhad", "data_root": args.data_root,
+                         "dataset_options": {"domains": "each",
+                                             "where": f"subject:{domain_subjects}"}},
+            "modalities": UTD_MODALITIES, "hparams": {"epochs": args.utd_epochs},
+            "pretrain": {"pretrain_epochs": args.utd_pretrain}, "regimes": HALF_REGIMES,
+            "probes": SMALL_DATA_PROBES,
+            "corpus": {"dataset": "utd-mhad", "root": args.data_root,
+                       "modalities": UTD_MODALITIES, "epochs": args.utd_corpus_epochs,
+                       "options": {"domains": "each",
+                                   "where": f"subject:{pretrain_subjects}"}}}
     if args.smoke:  # a minute-long check of the whole pipeline, not a result
-        out["synthetic"]["settings"]["dataset_options"] = SMOKE_OPTIONS
+        for name in ("synthetic", "synthetic-shortcut"):
+            out[name]["settings"]["dataset_options"] = SMOKE_OPTIONS
+            out[name]["corpus"]["options"] = {**out[name]["corpus"]["options"],
+                                              **SMOKE_OPTIONS, "corpus_domains": 2}
         for spec in out.values():
             spec["hparams"] = {**spec["hparams"], "epochs": 1}
             spec["pretrain"] = {"pretrain_epochs": 1}
+            if "corpus" in spec:
+                spec["corpus"]["epochs"] = 1
+    for spec in out.values():
+        if args.regimes:
+            spec["regimes"] = [r for r in spec["regimes"] if r in args.regimes]
     return {k: v for k, v in out.items() if k in args.datasets}
 
 
@@ -79,16 +130,19 @@ def slug(regime: str) -> str:
     return regime.replace(", ", "-")
 
 
-def external_encoders(root: Path, epochs: int, smoke: bool = False) -> Path:
-    """The built-in benchmark's encoders pretrained on the synthetic-pretrain corpus (what
-    ``merdg pretrain --out FILE --epochs EPOCHS`` writes)."""
-    path = root / "synthetic" / "external_encoders.pt"
+def external_encoders(root: Path, name: str, corpus: dict[str, Any]) -> Path:
+    """The part's encoders pretrained on its external corpus: what ``merdg pretrain --dataset
+    DATASET --dataset-option KEY=VALUE ... --epochs EPOCHS --out FILE`` writes (for UTD-MHAD
+    with ``--modalities inertial skeleton``)."""
+    path = root / name / "external_encoders.pt"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        options = {**SMOKE_OPTIONS, "corpus_domains": 2} if smoke else {}
-        result = pretrain_encoders(build_dataset("synthetic-pretrain", **options), path,
-                                   epochs=epochs)
-        print(f"external encoders: {path}, selected {result.selected}", flush=True)
+        t = time.perf_counter()
+        dataset = build_dataset(corpus["dataset"], corpus.get("root"), **corpus["options"])
+        result = pretrain_encoders(dataset, path, modalities=corpus.get("modalities"),
+                                   epochs=corpus["epochs"], dataset_options=corpus["options"])
+        print(f"external encoders: {path}, selected {result.selected} "
+              f"({time.perf_counter() - t:.1f} s)", flush=True)
     return path
 
 
@@ -98,15 +152,17 @@ def base_config(spec: dict[str, Any], regime: str, external: Path | None) -> Run
         init = str(external)
     hparams = {**spec["hparams"], **(spec["pretrain"] if init == "unimodal" else {})}
     return RunConfig(**spec["settings"], init=init, freeze=freeze, hparams=hparams,
-                     evaluations={"encoder_probes": {}}, split_seed=0)
+                     evaluations={"encoder_probes": spec.get("probes", {})}, split_seed=0)
 
 
 def experiments(args: argparse.Namespace, phase: str) -> list[ExperimentConfig]:
-    """The experiments of one phase: ``core`` (ERM, MERDG), ``lodo``, ``simmmdg``."""
+    """The experiments of one phase: ``core`` (ERM, MERDG; ``--seeds``), ``lodo`` and
+    ``simmmdg`` (``--secondary-seeds``)."""
     root = Path(args.out)
+    seeds = args.seeds if phase == "core" else (args.secondary_seeds or args.seeds)
     out = []
     for name, spec in datasets(args).items():
-        external = external_encoders(root, args.corpus_epochs, args.smoke) if any(
+        external = external_encoders(root, name, spec["corpus"]) if any(
             r.startswith("external") for r in spec["regimes"]) else None
         mods = [spec["modalities"]] if spec["modalities"] else None
         for regime in spec["regimes"]:
@@ -114,13 +170,13 @@ def experiments(args: argparse.Namespace, phase: str) -> list[ExperimentConfig]:
             where = root / name / slug(regime)
             if phase == "lodo":
                 out.append(ExperimentConfig(base, str(where / "lodo"), algorithms=["MERDG"],
-                                            modality_sets=mods, seeds=args.seeds,
+                                            modality_sets=mods, seeds=seeds,
                                             trials=args.trials, selection="lodo",
                                             layout="hashed"))
             else:
                 algorithms = BENCH[:2] if phase == "core" else BENCH[2:]
                 out.append(ExperimentConfig(base, str(where / "bench"), algorithms=algorithms,
-                                            modality_sets=mods, seeds=args.seeds))
+                                            modality_sets=mods, seeds=seeds))
     return out
 
 
@@ -134,6 +190,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"{phase} {experiment.out_dir}: {result.status} "
                   f"({(time.perf_counter() - t) / 60:.1f} min)", flush=True)
     print(f"study: {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,7 +387,7 @@ def report(args: argparse.Namespace) -> None:
     for name, spec in specs.items():
         path = plot_mechanism(numbers, name, spec["regimes"], figures / f"mechanism_{name}.png")
         print(f"figure: {path}")
-    print(f"figure: {plot_differences(numbers, specs, figures / 'differences.png')}")
+    print(f"figure: {plot_differences(numbers, specs, figures / args.differences_figure)}")
     json.dump({n: {f"{k[0]} | {k[1]}": v.as_dict() for k, v in d.items() if len(k) == 2}
                for n, d in numbers.items()}, open(Path(args.out) / "differences.json", "w"),
               indent=1)
@@ -341,16 +398,26 @@ def main() -> None:
     p.add_argument("command", choices=["run", "report"])
     p.add_argument("--out", required=True, help="study directory")
     p.add_argument("--data-root", help="UTD-MHAD release directory (DATA_DIR)")
-    p.add_argument("--datasets", nargs="+", default=["synthetic", "utd-mhad"])
+    p.add_argument("--datasets", nargs="+", default=["synthetic", "utd-mhad"],
+                   choices=["synthetic", "utd-mhad", "utd-pre1234", "utd-pre5678",
+                            "synthetic-shortcut"], help="study parts (see above)")
+    p.add_argument("--regimes", nargs="+", choices=list(REGIMES),
+                   help="only these regimes of each part (default: all of the part's)")
     p.add_argument("--phases", nargs="+", default=["core", "lodo", "simmmdg"],
                    choices=["core", "lodo", "simmmdg"])
-    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--seeds", type=int, default=1, help="seeds of ERM and MERDG (core)")
+    p.add_argument("--secondary-seeds", type=int, help="seeds of the LODO sweeps and of "
+                   "SimMMDG, SimMMDG+MER (default: --seeds)")
     p.add_argument("--trials", type=int, default=2, help="lambda trials besides lambda = 3")
     p.add_argument("--utd-epochs", type=int, default=20)
     p.add_argument("--utd-pretrain", type=int, default=10, help="unimodal pretraining epochs")
     p.add_argument("--synthetic-pretrain", type=int, default=15)
     p.add_argument("--corpus-epochs", type=int, default=15, help="external pretraining epochs")
+    p.add_argument("--utd-corpus-epochs", type=int, default=20,
+                   help="external pretraining epochs on the other half of the subjects")
     p.add_argument("--figures", default="docs/regimes")
+    p.add_argument("--differences-figure", default="differences.png",
+                   help="file name of the paired-differences figure in --figures")
     p.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch: checks the "
                    "pipeline in a minute (not a result)")
     args = p.parse_args()
