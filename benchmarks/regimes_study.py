@@ -223,14 +223,88 @@ def mean_std(values: list[float]) -> str:
     return f"{s.mean:.2f} ± {s.std:.2f}" if s.n > 1 else f"{s.mean:.2f}"
 
 
+def seed_std(values: dict[tuple[str, int], float]) -> str:
+    """Mean over targets of the standard deviation over seeds (points): the spread that the
+    training randomness alone gives."""
+    by_target = defaultdict(list)
+    for (target, _), v in values.items():
+        by_target[target].append(100 * v)
+    stds = [np.std(v, ddof=1) for v in by_target.values() if len(v) > 1]
+    return f"{np.mean(stds):.2f}" if stds else ""
+
+
+def difference_cells(d: Any, scale: float = 100) -> str:
+    return (f"{scale * d.mean:+.2f} [{scale * d.t_low:+.2f}, {scale * d.t_high:+.2f}] "
+            f"(n {d.n_pairs})")
+
+
+def mechanism_rows(name: str, regime: str, rows: list[dict], numbers: dict
+                   ) -> tuple[list[str], list[str]]:
+    """Per modality: the long rows (each algorithm's probe accuracy and effective rank at
+    initialization and on the selected model) and the paired rows (MER-DG minus ERM after
+    training, on the same (target, seed) pairs, whose encoders started the same)."""
+    long_rows, paired = [], []
+    mods = sorted({k.split("/", 1)[1] for r in rows for k in r if k.startswith("init_probe_acc/")})
+    for m in mods:
+        measured = {}
+        for algo in BENCH:
+            # the selected model's measurement (runs of earlier versions measured the last
+            # epoch's, which their rows hold under the "last" rule)
+            rule = "source_val" if bench_values(rows, algo, f"encoder_probe_acc/{m}") else "last"
+            keys = [f"{c}/{m}" for c in ("init_probe_acc", "encoder_probe_acc", "init_erank",
+                                         "encoder_erank")]
+            vals = [bench_values(rows, algo, k, rule) for k in keys]
+            if not vals[1]:
+                continue
+            measured[algo] = vals
+            a0, a1, r0, r1 = (np.mean(list(v.values())) for v in vals)
+            numbers[name].setdefault("mechanism", {})[(regime, algo, m)] = (a0, a1, r0, r1)
+            long_rows.append(f"| {name} | {regime} | {algo} | {m} | {100 * a0:.1f} | "
+                             f"{100 * a1:.1f} | {100 * (a1 - a0):+.1f} | {r0:.1f} | "
+                             f"{r1:.1f} | {r1 - r0:+.1f} |")
+        if "ERM" in measured and "MERDG" in measured:
+            erm, mer = measured["ERM"], measured["MERDG"]
+            same_start = all(abs(erm[0][k] - mer[0][k]) < 1e-9 for k in set(erm[0]) & set(mer[0]))
+            probe = paired_difference(mer[1], erm[1], algorithm="MERDG", reference="ERM")
+            rank = paired_difference(mer[3], erm[3], algorithm="MERDG", reference="ERM")
+            numbers[name].setdefault("mechanism_paired", {})[(regime, m)] = (probe, rank)
+            paired.append(
+                f"| {name} | {regime} | {m} | {100 * np.mean(list(erm[0].values())):.1f} | "
+                f"{100 * np.mean(list(erm[1].values())):.1f} | "
+                f"{100 * np.mean(list(mer[1].values())):.1f} | {difference_cells(probe)} | "
+                f"{np.mean(list(erm[2].values())):.1f} | {np.mean(list(erm[3].values())):.1f} | "
+                f"{np.mean(list(mer[3].values())):.1f} | {difference_cells(rank, 1)} |"
+                + ("" if same_start else " (starts differ)"))
+    return long_rows, paired
+
+
+def per_target_rows(name: str, regime: str, values: dict[str, dict]) -> list[str]:
+    """MER-DG minus ERM per target, over seeds."""
+    out = []
+    targets = sorted({t for t, _ in values["MERDG"]} & {t for t, _ in values["ERM"]})
+    for target in targets:
+        mer = {k: v for k, v in values["MERDG"].items() if k[0] == target}
+        erm = {k: v for k, v in values["ERM"].items() if k[0] == target}
+        d = paired_difference(mer, erm, algorithm="MERDG", reference="ERM")
+        out.append(f"| {name} | {regime} | {target} | {mean_std(list(erm.values()))} | "
+                   f"{mean_std(list(mer.values()))} | {difference_cells(d)} |")
+    return out
+
+
 def study_tables(args: argparse.Namespace) -> tuple[str, dict]:
-    """Markdown of the accuracy table and the mechanism table; the numbers for the plots."""
+    """Markdown of the accuracy tables and the mechanism tables; the numbers for the plots."""
     root = Path(args.out)
-    acc = ["| dataset | regime | algorithm | n | target acc. (%) | Δ vs reference (points) | "
-           "95% CI (t) | verdict |", "|---|---|---|---|---|---|---|---|"]
+    acc = ["| dataset | regime | algorithm | n | target acc. (%) | seed std | "
+           "Δ vs reference (points) | 95% CI (t) | verdict |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    per_target = ["| dataset | regime | target | ERM (%) | MERDG (%) | Δ [95% CI] (n) |",
+                  "|---|---|---|---|---|---|"]
     mech = ["| dataset | regime | algorithm | modality | probe acc. at init (%) | after (%) | "
             "change | eff. rank at init | after | change |",
             "|---|---|---|---|---|---|---|---|---|---|"]
+    mech_paired = ["| dataset | regime | modality | probe at init (%) | after ERM | after MERDG "
+                   "| Δ MERDG − ERM [95% CI] (n) | eff. rank at init | after ERM | after MERDG "
+                   "| Δ [95% CI] (n) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     numbers: dict = defaultdict(dict)
     lambdas_text = []
     for name, spec in datasets(args).items():
@@ -246,7 +320,7 @@ def study_tables(args: argparse.Namespace) -> tuple[str, dict]:
                 if not values[algo]:
                     continue
                 cells = [name, regime, algo, str(len(values[algo])),
-                         mean_std(list(values[algo].values()))]
+                         mean_std(list(values[algo].values())), seed_std(values[algo])]
                 reference = REFERENCE.get(algo)
                 if reference and values[reference]:
                     d = paired_difference(values[algo], values[reference], algorithm=algo,
@@ -257,40 +331,30 @@ def study_tables(args: argparse.Namespace) -> tuple[str, dict]:
                 else:
                     cells += ["", "", ""]
                 acc.append("| " + " | ".join(cells) + " |")
-            for algo in BENCH:
-                mods = sorted({k.split("/", 1)[1] for r in rows for k in r
-                               if k.startswith("init_probe_acc/") and r["algorithm"] == algo})
-                for m in mods:
-                    # the selected model's measurement (runs of earlier versions measured the
-                    # last epoch's, which their rows hold under the "last" rule)
-                    rule = "source_val" if bench_values(
-                        rows, algo, f"encoder_probe_acc/{m}") else "last"
-                    init = bench_values(rows, algo, f"init_probe_acc/{m}", rule)
-                    after = bench_values(rows, algo, f"encoder_probe_acc/{m}", rule)
-                    rank0 = bench_values(rows, algo, f"init_erank/{m}", rule)
-                    rank1 = bench_values(rows, algo, f"encoder_erank/{m}", rule)
-                    if not after:
-                        continue
-                    a0, a1 = np.mean(list(init.values())), np.mean(list(after.values()))
-                    r0, r1 = np.mean(list(rank0.values())), np.mean(list(rank1.values()))
-                    numbers[name].setdefault("mechanism", {})[(regime, algo, m)] = (
-                        a0, a1, r0, r1)
-                    mech.append(f"| {name} | {regime} | {algo} | {m} | {100 * a0:.1f} | "
-                                f"{100 * a1:.1f} | {100 * (a1 - a0):+.1f} | {r0:.1f} | "
-                                f"{r1:.1f} | {r1 - r0:+.1f} |")
+            if values["ERM"] and values["MERDG"]:
+                per_target += per_target_rows(name, regime, values)
+            long_rows, paired = mechanism_rows(name, regime, rows, numbers)
+            mech += long_rows
+            mech_paired += paired
     text = ["## Target accuracy", "",
             "Each run's epoch chosen on source validation; n = (target, seed) pairs; mean ± "
-            "sample std over them; Δ = mean paired difference against the reference algorithm "
-            "on the same (target, seed) pairs, 95% paired t-interval (merdg.evaluation."
-            "statistics).", "", *acc, "",
+            "sample std over them; seed std = mean over targets of the std over seeds; Δ = mean "
+            "paired difference against the reference algorithm on the same (target, seed) "
+            "pairs, 95% paired t-interval (merdg.evaluation.statistics).", "", *acc, "",
             "Lambda chosen by leave-one-domain-out cross-validation, per target:", "",
-            *lambdas_text, "", "## Each encoder alone: at initialization and after fused "
+            *lambdas_text, "", "## MER-DG minus ERM per target", "",
+            "Mean ± std over seeds; Δ over the seeds of that target (points).", "",
+            *per_target, "", "## Each encoder alone: at initialization and after fused "
             "training", "",
             "Linear probe on each encoder's embedding (fit on the sources' training split, "
             "epoch chosen on their validation split, accuracy on the target) and effective "
             "rank of the target embeddings; at initialization (after pretraining and freezing, "
-            "before the first fused step) and after the last epoch; mean over targets and "
-            "seeds.", "", *mech, ""]
+            "before the first fused step) and on the selected model; mean over targets and "
+            "seeds.", "", *mech, "", "## The mechanism: MER-DG minus ERM after training", "",
+            "Per (target, seed) pair both runs start from the same encoders (the probe at "
+            "initialization is the same); Δ = MER-DG minus ERM on the selected model, 95% "
+            "paired t-interval (probe accuracy in points, effective rank in dimensions).", "",
+            *mech_paired, ""]
     return "\n".join(text), numbers
 
 
