@@ -448,13 +448,17 @@ def report(args: argparse.Namespace) -> None:
     figures = Path(args.figures)
     figures.mkdir(parents=True, exist_ok=True)
     specs = datasets(args)
-    for name, spec in specs.items():
-        path = plot_mechanism(numbers, name, spec["regimes"], figures / f"mechanism_{name}.png")
+    for name, spec in specs.items():  # the regimes that were run
+        spec["regimes"] = [r for r in spec["regimes"]
+                           if (Path(args.out) / name / slug(r)).exists()]
+        path = plot_mechanism(numbers, name, spec["regimes"],
+                              figures / f"{args.figure_prefix}mechanism_{name}.png")
         print(f"figure: {path}")
-    print(f"figure: {plot_differences(numbers, specs, figures / args.differences_figure)}")
-    json.dump({n: {f"{k[0]} | {k[1]}": v.as_dict() for k, v in d.items() if len(k) == 2}
-               for n, d in numbers.items()}, open(Path(args.out) / "differences.json", "w"),
-              indent=1)
+    path = plot_differences(numbers, specs, figures / f"{args.figure_prefix}differences.png")
+    print(f"figure: {path}")
+    json.dump({n: {f"{k[0]} | {k[1]}": v.as_dict() for k, v in d.items()
+                   if isinstance(k, tuple)} for n, d in numbers.items()},
+              open(Path(args.out) / "differences.json", "w"), indent=1)
 
 
 def main() -> None:
@@ -480,8 +484,9 @@ def main() -> None:
     p.add_argument("--utd-corpus-epochs", type=int, default=20,
                    help="external pretraining epochs on the other half of the subjects")
     p.add_argument("--figures", default="docs/regimes")
-    p.add_argument("--differences-figure", default="differences.png",
-                   help="file name of the paired-differences figure in --figures")
+    p.add_argument("--figure-prefix", default="",
+                   help="prefix of the figures' file names (mechanism_<part>.png, "
+                   "differences.png)")
     p.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch: checks the "
                    "pipeline in a minute (not a result)")
     args = p.parse_args()

@@ -140,13 +140,13 @@ class EncoderProbeSettings(Settings):
     probe_epochs: int = setting(
         LINEAR.epochs, help=f"epochs of each encoder probe (default {LINEAR.epochs}, the "
         "official recipe; raise it with --probe-lr on small data, docs/regimes.md)",
-        flag="--probe-epochs", kind="int", low=1)
+        flag="--probe-epochs", kind="int", low=1, metavar="EPOCHS")
     probe_lr: float = setting(
         LINEAR.lr, help=f"Adam learning rate of each encoder probe (default {LINEAR.lr:g})",
-        flag="--probe-lr", kind="float", low=0, low_open=True)
+        flag="--probe-lr", kind="float", low=0, low_open=True, metavar="LR")
     probe_batch_size: int = setting(
         LINEAR.batch_size, help=f"batch size of each encoder probe (default "
-        f"{LINEAR.batch_size})", flag="--probe-batch-size", kind="int", low=1)
+        f"{LINEAR.batch_size})", flag="--probe-batch-size", kind="int", low=1, metavar="SIZE")
 
 
 @EVALUATORS.register("encoder_probes")
