@@ -20,11 +20,20 @@ at initialization and the number after training are comparable. The measurement 
 initialization happens during training only (it is kept in the run's ``config.json``,
 ``encoders_at_init``); ``merdg evaluate --encoder-probes`` on a run trained without it measures
 the trained encoders alone.
+
+The probe's optimization defaults to the official recipe (:data:`merdg.evaluation.probes.PROBES`
+``"linear"``: 25 epochs, Adam lr 1e-3, batch 256), sized for thousands of training samples. On
+a few hundred (UTD-MHAD with single subjects as domains: 258 samples, 2 steps per epoch) it
+stops far from convergence and reports near-chance accuracy for encoders that know the task
+(docs/regimes.md, section 7); the settings ``probe_epochs``, ``probe_lr`` and
+``probe_batch_size`` (``--probe-epochs``, ...) set it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 from merdg.datasets.base import DomainConcat, collate
 from merdg.datasets.open_set import known_class_part
 from merdg.evaluation.chance import ChanceTest, near_chance_probes
-from merdg.evaluation.probes import PROBES, LabeledFeatures, train_probe
+from merdg.evaluation.probes import PROBES, LabeledFeatures, ProbeConfig, train_probe
 from merdg.evaluation.representation import effective_rank
 from merdg.evaluators.base import (
     EVALUATORS,
@@ -47,6 +56,7 @@ from merdg.evaluators.base import (
 )
 from merdg.evaluators.context import leaves_random_state
 from merdg.hparams import seed_hash
+from merdg.options import Settings, setting
 
 __all__ = ["EncoderProbes", "chance_probes", "encoder_embeddings", "near_chance_warnings",
            "probe_encoders"]
@@ -92,7 +102,8 @@ def encoder_embeddings(encoders: Mapping[str, nn.Module], data: Dataset | Sequen
 def probe_encoders(encoders: Mapping[str, nn.Module], train: Sequence[Dataset],
                    val: Sequence[Dataset], target: Dataset, num_classes: int,
                    device: torch.device, seed: int, batch_size: int = 256,
-                   num_workers: int = 0) -> dict[str, dict[str, float]]:
+                   num_workers: int = 0, recipe: ProbeConfig = PROBES["linear"]
+                   ) -> dict[str, dict[str, float]]:
     """Probe accuracy and effective rank of every encoder (module docstring).
 
     Args:
@@ -103,6 +114,8 @@ def probe_encoders(encoders: Mapping[str, nn.Module], train: Sequence[Dataset],
         device: Where the encoders are.
         seed: Seeds the probes (the same seed at initialization and after training).
         batch_size / num_workers: Forward passes.
+        recipe: The probes' recipe (default: the linear one of
+            :data:`merdg.evaluation.probes.PROBES`).
 
     Returns:
         ``{modality: {"probe_acc": target accuracy, "val_probe_acc": source-validation accuracy
@@ -117,11 +130,28 @@ def probe_encoders(encoders: Mapping[str, nn.Module], train: Sequence[Dataset],
             probe = train_probe(LabeledFeatures(fit[0][m], fit[1]),
                                 LabeledFeatures(select[0][m], select[1]),
                                 LabeledFeatures(report[0][m], report[1]), num_classes,
-                                PROBES["linear"], seed=seed_hash("encoder-probe", seed, m))
+                                recipe, seed=seed_hash("encoder-probe", seed, m))
             out[m] = {"probe_acc": probe["selected"]["test_acc"],
                       "val_probe_acc": probe["selected"]["val_acc"],
                       "erank": effective_rank(report[0][m])}
     return out
+
+
+LINEAR = PROBES["linear"]
+
+
+@dataclass
+class EncoderProbeSettings(Settings):
+    probe_epochs: int = setting(
+        LINEAR.epochs, help="epochs of each encoder probe (the default is the official "
+        "recipe's; raise it with --probe-lr on small data, docs/regimes.md)",
+        flag="--probe-epochs", kind="int", low=1, metavar="EPOCHS")
+    probe_lr: float = setting(
+        LINEAR.lr, help="Adam learning rate of each encoder probe",
+        flag="--probe-lr", kind="float", low=0, low_open=True, metavar="LR")
+    probe_batch_size: int = setting(
+        LINEAR.batch_size, help="batch size of each encoder probe",
+        flag="--probe-batch-size", kind="int", low=1, metavar="SIZE")
 
 
 @EVALUATORS.register("encoder_probes")
@@ -133,12 +163,32 @@ class EncoderProbes(Evaluator):
     description = ("each encoder alone: linear-probe accuracy on the target and effective rank, "
                    "at initialization and on the selected model")
     times = frozenset({INIT, MODEL})
+    Settings = EncoderProbeSettings
     request_flag = "--encoder-probes"
     request_help = ("measure each encoder alone (a linear probe on its embedding: fit on the "
                     "sources' training split, epoch chosen on their validation split, accuracy "
                     "on the target; and the effective rank of its target embeddings) at "
                     "initialization and on the selected model (docs/regimes.md)")
     columns = (INIT_PROBE, INIT_RANK, PROBE, RANK, VAL_PROBE)
+
+    @classmethod
+    def normalize(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Only the settings that differ from the official recipe: ``--encoder-probes`` alone
+        stays ``{}``, as before these settings existed (same settings hash, so evaluations
+        already written are found again)."""
+        defaults = {n: d for n, _, d in cls.Settings.options()}
+        return {n: v for n, v in values.items() if v != defaults[n]}
+
+    @property
+    def settings_dict(self) -> dict[str, Any]:
+        """The canonical settings (:meth:`normalize`), which name the evaluation files."""
+        return self.normalize(super().settings_dict)
+
+    def probe_config(self) -> ProbeConfig:
+        """The probes' recipe: the linear one with these settings."""
+        return dataclasses.replace(LINEAR, epochs=self.settings.probe_epochs,
+                                   lr=self.settings.probe_lr,
+                                   batch_size=self.settings.probe_batch_size)
 
     def _measure(self, context: Any) -> dict[str, dict[str, float]]:
         run = context.run
@@ -151,7 +201,7 @@ class EncoderProbes(Evaluator):
         return probe_encoders(dict(context.algorithm.net.encoders.items()),
                               context.train_parts, list(context.val_sets.values()), target,
                               run.num_classes, context.device, context.seed,
-                              context.batch_size, context.num_workers)
+                              context.batch_size, context.num_workers, self.probe_config())
 
     def measure_init(self, context: Any) -> dict[str, Any]:
         """``{"encoders_at_init": {modality: {"probe_acc", "val_probe_acc", "erank"}}}`` of
