@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import importlib.util
 import json
 import os
 import re
@@ -289,8 +290,9 @@ def report(scores: list[Score], min_score: float) -> bool:
             print(f"  stale equivalence entry (mutant renumbered, killed or gone): {mutant}")
     print(f"\n{'module':<28}{'mutants':>8}{'killed':>8}{'equiv.':>8}{'survived':>9}{'score':>8}")
     for s in scores:
+        shown = f"{100 * s.score:>7.1f}%" if s.total and not s.error else f"{'failed':>8}"
         print(f"{s.module:<28}{s.total:>8}{s.killed:>8}{s.equivalent:>8}{len(s.survivors):>9}"
-              f"{100 * s.score:>7.1f}%")
+              f"{shown}")
         ok = ok and not s.error and s.total > 0 and s.score >= min_score
     print(f"\nscore = killed / (mutants - equivalent); required: {100 * min_score:.0f}% per module")
     return ok
@@ -344,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("nice") is None:
         print("`nice` is not on PATH", file=sys.stderr)
         return 2
+    if not args.rescore and importlib.util.find_spec("mutmut") is None:
+        print(f"mutmut is not installed in {sys.executable}: pip install -e '.[dev]'",
+              file=sys.stderr)
+        return 2
     scores = []
     for name in names:
         module, start = modules[name], time.monotonic()
@@ -355,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             work = prepare(module)
             error = run_mutmut(module, work)
         s = score(module, work, equivalents)
-        s.error = s.error or error
+        s.error = error or s.error  # mutmut's own failure first: it explains missing verdicts
         scores.append(s)
         print(f"{name}: {s.killed}/{s.scored} killed ({100 * s.score:.1f}%) in "
               f"{time.monotonic() - start:.0f} s", flush=True)
