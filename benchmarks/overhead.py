@@ -12,6 +12,9 @@ of 48 samples, the dataset's default networks); each figure is the minimum wall 
   embeddings, which every merdg algorithm trains for its diagnostics), backward, Adam. The
   script checks that it takes exactly ERM's steps (identical weights after one epoch), and
   also times the loop without the probes, so their own cost is visible;
+- **bare loop + evaluation**: the bare loop with, after every epoch, the accuracy on the
+  sources' validation sets and on the target written plainly (batches of 256, inference mode):
+  the evaluation the protocol's epoch selection and its tables need, without anything else;
 - **bare step**: the same step on batches already in memory (no loading);
 - **ERM / MER-DG / SimMMDG / SimMMDG+MER update**: ``algorithm.update(batch)`` on the same
   batches in memory; **MER-DG heads alone**: MER-DG's step with its regularizer replaced by a
@@ -21,7 +24,8 @@ of 48 samples, the dataset's default networks); each figure is the minimum wall 
   (data, the network, every evaluation after an epoch, records, checkpoints, the evaluations
   of the selected model, the summary and the saved weights).
 
-Ratios: full run / bare loop, ERM update / bare step, and each update / ERM update. The
+Ratios: full run / bare loop, full run / bare loop + evaluation, ERM update / bare step, and
+each update / ERM update. The
 breakdown of one more full run times each phase by wrapping the run's own functions (data
 loading of training and of evaluation, updates, the clean evaluation after every epoch, each
 evaluator of the selected model, records, checkpoints, the saved weights and summary); what
@@ -52,13 +56,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 import merdg
 import merdg.run.training as training
 from merdg.algorithms import Algorithm, get_algorithm_class
 from merdg.algorithms.base import Objective
 from merdg.datasets import build_dataset
-from merdg.datasets.base import Batch
+from merdg.datasets.base import Batch, DomainConcat, collate
 from merdg.run.config import RunConfig
 from merdg.run.directory import RunDir
 from merdg.run.evaluation import EvaluationStage
@@ -86,6 +91,7 @@ class Workload:
         self.hparams = resolve_run_hparams(config, self.dataset)
         batch_size = int(self.hparams["batch_size"])
         data = prepare_data(config, self.dataset, self.sources, batch_size)
+        self.eval_sets = [*data.val_sets.values(), data.target_set]  # what selection reads
         self.loader, self.sampler = training._train_loader(data.train_parts, self.sources,
                                                            config, batch_size)
         self.schedule = Schedule.of(self.hparams, len(self.sampler))
@@ -126,18 +132,37 @@ def bare_loss(net: torch.nn.Module, batch: Batch, probes: bool = True) -> torch.
 
 
 def bare_training(work: Workload, batches: Iterator[Batch] | Sequence[Batch],
-                  probes: bool = True) -> tuple[float, torch.nn.Module]:
-    """Seconds of forward, loss, backward and Adam over ``batches``, and the trained network."""
+                  probes: bool = True, evaluate: bool = False) -> tuple[float, torch.nn.Module]:
+    """Seconds of forward, loss, backward and Adam over ``batches``, and the trained network
+    (``evaluate``: with :func:`bare_evaluation` after every epoch)."""
     net = work.algorithm("ERM").net
     optimizer = torch.optim.Adam(net.parameters(), lr=float(work.hparams["lr"]),
                                  weight_decay=float(work.hparams["weight_decay"]), fused=True)
     start = time.perf_counter()
-    for batch in batches:
+    for step, batch in enumerate(batches, 1):
         loss = bare_loss(net, batch, probes)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if evaluate and step % work.schedule.steps_per_epoch == 0:
+            bare_evaluation(net, work.eval_sets)
     return time.perf_counter() - start, net
+
+
+def bare_evaluation(net: torch.nn.Module, sets: Sequence[Any]) -> list[float]:
+    """The accuracy of ``net`` on each set, in plain PyTorch (batches of 256 in inference mode,
+    fetched by indexing the in-memory samples): what a loop that selects its epoch on source
+    validation, and reports the target, evaluates after every epoch."""
+    net.eval()
+    accuracies = []
+    with torch.inference_mode():
+        for data in sets:
+            correct = 0
+            for batch in DataLoader(DomainConcat([data]), batch_size=256, collate_fn=collate):
+                correct += int((net(batch.x).logits.argmax(1) == batch.y).sum())
+            accuracies.append(correct / len(data))
+    net.train()
+    return accuracies
 
 
 def updates(algorithm: Algorithm, batches: Sequence[Batch]) -> float:
@@ -324,6 +349,8 @@ def main() -> None:
     full_run(config)  # warm-up (first allocations, lazy imports)
     for _ in range(args.repeats):  # interleaved, so that load changes hit every figure alike
         times["bare loop"].append(bare_training(work, work.loader_batches())[0])
+        times["bare loop + evaluation"].append(
+            bare_training(work, work.loader_batches(), evaluate=True)[0])
         times["bare loop, no probes"].append(
             bare_training(work, work.loader_batches(), probes=False)[0])
         times["bare step"].append(bare_training(work, work.batches)[0])
@@ -342,6 +369,8 @@ def main() -> None:
     row("bare loop (loader, forward, loss, backward, Adam)", "bare loop", None)
     row("  the same without the probes / bare loop", "bare loop, no probes", "bare loop")
     row("full train() / bare loop", "full", "bare loop")
+    row("bare loop + plain evaluation after every epoch", "bare loop + evaluation", None)
+    row("full train() / bare loop + evaluation", "full", "bare loop + evaluation")
     row("bare step (batches in memory)", "bare step", None)
     row("ERM update() / bare step", "ERM", "bare step")
     for algorithm in ALGORITHMS[1:]:

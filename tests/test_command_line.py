@@ -318,3 +318,44 @@ def test_every_command_in_the_docs_parses():
         except (SystemExit, ValueError) as problem:
             failures.append(f"{path}: merdg {shlex.join(argv)}: {err.getvalue() or problem}")
     assert not failures, "\n".join(failures)
+
+
+def test_train_closing_lines_of_a_step_budget_name_evaluations_and_steps(tmp_path, capsys):
+    out = tmp_path / "run"
+    hparams = '{"steps": 20, "eval_every": 8, "batch_size": 12, "proj_hidden": 16, ' \
+              '"fusion_hidden": 16}'
+    argv = ["train", "--dataset", "synthetic", "--target", "d0", "--out", str(out),
+            "--hparams", hparams, "--dataset-option", "samples_per_domain=40",
+            "--dataset-option", "n_classes=3"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["evaluation_steps"] == [8, 16, 20]  # every 8 steps and at the budget's end
+    chosen = summary["selection"]["source_val"]
+    step = [8, 16, 20][chosen["epoch"] - 1]
+    assert lines[0].startswith("done: ERM, m0+m1+m2, d1+d2+d3 -> d0, seed 0 (3 evaluations "
+                               "over 20 steps, ")
+    assert lines[1].startswith(f"selected evaluation {chosen['epoch']} (step {step}) of 3 "
+                               "(best source-validation accuracy): source-val acc ")
+    assert lines[2].startswith("last evaluation 3 (step 20): target acc ")
+
+
+def test_train_closing_lines_of_a_regression_task_say_acc2_and_mae(tmp_path, capsys):
+    from merdg.testing import make_mmsa_fixture
+
+    root = make_mmsa_fixture(str(tmp_path / "mmsa"))
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", "mmsa", "--data-root", str(root), "--target", "sims",
+            "--out", str(out), "--hparams", '{"epochs": 2, "batch_size": 8}',
+            "--encoders", '{"text": {"layers": 1}, "audio": {"layers": 1}, '
+            '"vision": {"layers": 1}}']
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    summary = json.loads((out / "summary.json").read_text())
+    chosen, last = summary["selection"]["source_val"], summary["selection"]["last"]
+    assert lines[1] == (f"selected epoch {chosen['epoch']} of 2 (best source-validation Acc-2): "
+                        f"source-val Acc-2 {100 * chosen['val_acc']:.2f}%, target Acc-2 "
+                        f"{100 * chosen['target_acc']:.2f}%, target MAE "
+                        f"{chosen['target_mae']:.4f}")
+    assert lines[2].startswith(f"last epoch 2: target Acc-2 {100 * last['target_acc']:.2f}%, "
+                               f"target MAE {last['target_mae']:.4f}; oracle epoch ")

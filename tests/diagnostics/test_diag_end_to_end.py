@@ -13,7 +13,9 @@ from merdg.run.records import read_jsonl
 from merdg.run.training import train
 
 OPTIONS = {"samples_per_domain": 60, "n_classes": 3}
-HPARAMS = {"epochs": 2, "batch_size": 12, "proj_hidden": 32, "proj_dim": 16, "fusion_hidden": 16,
+# a high learning rate: source validation selects an epoch before the last (checked below)
+HPARAMS = {"epochs": 4, "lr": 0.05, "batch_size": 12, "proj_hidden": 32, "proj_dim": 16,
+           "fusion_hidden": 16,
            "encoders": {m: {"hidden": 16, "out_dim": 8} for m in ("m0", "m1", "m2")}}
 FAST = DiagnoseOptions(probe_epochs=3, batch_draws=3)
 
@@ -70,8 +72,14 @@ def test_sample_counts_follow_the_training_splits(diagnosed):
 
 
 def test_accuracies_agree_with_the_training_records(runs, diagnosed):
+    selected_epochs = []
     for path, run in zip(runs, diagnosed[0]["runs"]):
-        last = list(read_jsonl(path / "records.jsonl"))[-1]  # model.pt = final weights
+        # model.pt holds the epoch source validation selects
+        epoch = json.loads((path / "summary.json").read_text())["selection"]["source_val"][
+            "epoch"]
+        records = list(read_jsonl(path / "records.jsonl"))
+        selected_epochs.append((epoch, len(records)))
+        last = records[epoch - 1]
         acc = run["accuracy"]
         assert acc["d1"]["fused"] == pytest.approx(last["target"]["acc"], abs=1e-6)
         assert acc["all sources"]["fused"] == pytest.approx(last["val"]["acc"], abs=1e-6)
@@ -79,6 +87,8 @@ def test_accuracies_agree_with_the_training_records(runs, diagnosed):
             assert acc[d]["fused"] == pytest.approx(value, abs=1e-6)
         for m, value in last["target"]["probe_acc"].items():
             assert acc["d1"]["heads"][m] == pytest.approx(value, abs=1e-6)
+    # the runs select an earlier epoch than the last: the weights are not the final ones
+    assert any(epoch < epochs for epoch, epochs in selected_epochs), selected_epochs
 
 
 def test_zeroed_modalities_match_algorithm_evaluate(runs, diagnosed):

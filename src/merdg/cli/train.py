@@ -100,31 +100,61 @@ def _percent(value) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
+def _evaluation_words(summary: dict, row: dict) -> tuple[str, str]:
+    """How the closing lines name an evaluation and count them: ``("epoch", "15 epochs")``
+    when the run evaluated after every epoch, else ``("evaluation", "50 evaluations every 200
+    steps")`` (a step budget with ``eval_every``)."""
+    steps = summary.get("evaluation_steps") or []
+    per_epoch = row.get("steps_per_epoch")
+    n = summary["epochs"]
+    if not steps or (per_epoch and steps == [per_epoch * (i + 1) for i in range(len(steps))]):
+        return "epoch", f"{n} {'epoch' if n == 1 else 'epochs'}"
+    return "evaluation", f"{n} {'evaluation' if n == 1 else 'evaluations'} over {steps[-1]} steps"
+
+
+def _at(name: str, summary: dict, index: int) -> str:
+    """``epoch 3`` or ``evaluation 3 (step 600)``."""
+    steps = summary.get("evaluation_steps") or []
+    if name == "epoch" or not 0 < index <= len(steps):
+        return f"{name} {index}"
+    return f"{name} {index} (step {steps[index - 1]})"
+
+
 def summary_lines(summary: dict, out_dir: str | None) -> list[str]:
-    """What a finished run reports in a few lines: what ran, the epoch source validation
-    selected with its source-validation and target accuracy (and H-score for open set), the
-    last and oracle epochs for comparison, and where the files are."""
+    """What a finished run reports in a few lines: what ran, the epoch (or, with a step budget,
+    the evaluation) source validation selected with its source-validation and target accuracy
+    (Acc-2 and MAE for a regression task; H-score for open set), the last and oracle ones for
+    comparison, and where the files are."""
     from merdg.run.directory import RunDir
 
     rows = summary["selection"]
     chosen, last, oracle = rows["source_val"], rows.get("last"), rows.get("oracle")
     what = (f"{chosen['algorithm']}, {chosen['modalities']}, {chosen['sources']} -> "
             f"{chosen['target']}, seed {chosen['seed']}")
+    name, count = _evaluation_words(summary, chosen)
     open_set = chosen.get("h_score") is not None
-    target = "target acc (known classes, no rejection)" if open_set else "target acc"
-    lines = [f"done: {what} ({summary['epochs']} epochs, {summary['train_time_s']:.1f} s of "
-             "training)",
-             f"selected epoch {chosen['epoch']} of {summary['epochs']} (best source-validation "
-             f"accuracy): source-val acc {_percent(chosen['val_acc'])}, {target} "
-             f"{_percent(chosen['target_acc'])}"]
+    regression = chosen.get("task") == "regression"
+    acc = "Acc-2" if regression else "acc"
+    target = "target acc (known classes, no rejection)" if open_set else f"target {acc}"
+
+    def target_words(row: dict) -> str:
+        words = f"{target} {_percent(row['target_acc'])}"
+        if regression and row.get("target_mae") is not None:
+            words += f", target MAE {row['target_mae']:.4f}"
+        return words
+
+    lines = [f"done: {what} ({count}, {summary['train_time_s']:.1f} s of training)",
+             f"selected {_at(name, summary, chosen['epoch'])} of {summary['epochs']} (best "
+             f"source-validation {'Acc-2' if regression else 'accuracy'}): source-val {acc} "
+             f"{_percent(chosen['val_acc'])}, {target_words(chosen)}"]
     if open_set:
         lines.append(f"open set: H-score {_percent(chosen['h_score'])} (known-class acc "
                      f"{_percent(chosen.get('known_acc'))}, unknown rejected "
                      f"{_percent(chosen.get('unknown_acc'))})")
-    others = [f"last epoch {r['epoch']}: target acc {_percent(r['target_acc'])}"
+    others = [f"last {_at(name, summary, r['epoch'])}: {target_words(r)}"
               for r in (last,) if r is not None]
-    others += [f"oracle epoch {r['epoch']} (chosen on the target, for comparison only): "
-               f"{_percent(r['target_acc'])}" for r in (oracle,) if r is not None]
+    others += [f"oracle {_at(name, summary, r['epoch'])} (chosen on the target, for comparison "
+               f"only): {_percent(r['target_acc'])}" for r in (oracle,) if r is not None]
     if others:
         lines.append("; ".join(others))
     if out_dir:

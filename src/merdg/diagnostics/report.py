@@ -53,8 +53,8 @@ def _header(results: list[dict[str, Any]], labels: list[str]) -> list[str]:
     per_domain = ", ".join(f"{_domain(results[0], d)}: {s['stats']} ({s['eval']} held out)"
                            if s["role"] == "source" else f"{_domain(results[0], d)}: {s['stats']}"
                            for d, s in samples.items())
-    lines += ["The model is each run's **final** weights (`model.pt` is written after the last "
-              "epoch), not the epoch a selection rule would pick from the records.", "",
+    lines += ["The model is each run's `model.pt`: the weights of the epoch source validation "
+              "selects, the epoch the run's tables report (not necessarily the last).", "",
               f"Samples per domain: {per_domain}. Feature statistics use all of them; "
               "accuracies use the held-out part of each source and the whole target.", ""]
     return lines

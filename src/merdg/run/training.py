@@ -707,10 +707,11 @@ def _load_reports(algorithm: Algorithm, dataset: DomainDataset) -> dict[str, Any
 def summarize(records: Sequence[dict[str, Any]], evaluations: Sequence[dict[str, Any]] = (),
               models: Sequence[dict[str, Any]] = (), path: str = "") -> dict[str, Any]:
     """The row of each selection rule (:func:`merdg.run.records.run_rows`, the columns of every
-    table), the models kept (``{"rule", "epoch", "digest", "file"}``), the run's info and its
-    training time."""
+    table), the number of evaluations (``epochs``) and the step of each, the models kept
+    (``{"rule", "epoch", "digest", "file"}``), the run's info and its training time."""
     rows = run_rows(records, evaluations, path)
     summary = {"selection": {row["selection"]: row for row in rows}, "epochs": len(records),
+               "evaluation_steps": [int(r.get("steps", 0)) for r in records],
                "run": records[0]["run"], "train_time_s": sum(r["time_s"] for r in records),
                "models": [{k: m[k] for k in ("rule", "epoch", "digest", "file")}
                           for m in models]}
