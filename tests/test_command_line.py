@@ -359,3 +359,54 @@ def test_train_closing_lines_of_a_regression_task_say_acc2_and_mae(tmp_path, cap
                         f"{chosen['target_mae']:.4f}")
     assert lines[2].startswith(f"last epoch 2: target Acc-2 {100 * last['target_acc']:.2f}%, "
                                f"target MAE {last['target_mae']:.4f}; oracle epoch ")
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["sweep", "--n_trials", "3"], "--n_trials: DomainBed's --n_trials (runs of each hparam "
+     "setting) is --seeds here; --trials is the hparam search"),
+    (["sweep", "--n_hparams", "20"], "--n_hparams: DomainBed's --n_hparams counts the default "
+     "hparams among the settings; --trials counts the random ones besides it (--trials N-1)"),
+    (["bench", "--test_envs", "2"], "--test_envs: domains are named here: --targets NAME "
+     "[NAME ...]"),
+    (["train", "--nepochs", "20"], "--nepochs: --hparams '{\"epochs\": N}'"),
+    (["bench", "--steps", "500"], "--steps: a step budget is an hparam: --hparams "
+     "'{\"steps\": N}'")])
+def test_domainbed_and_mmdg_bench_flags_point_to_their_counterpart(argv, hint, capsys, tmp_path):
+    required = {"train": ["--target", "d0"], "bench": ["--out", str(tmp_path / "o")],
+                "sweep": ["--out", str(tmp_path / "o")]}[argv[0]]
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, *required])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"merdg {argv[0]}: error: unrecognized arguments: {' '.join(argv[1:])}; "
+                   f"{hint}; see merdg {argv[0]} --help")
+
+
+def test_python_warnings_of_the_command_are_one_line(capsys):
+    from merdg.cli import show_warning
+
+    show_warning(UserWarning("runs/b is a copy of the run in runs/a;\n counted once"),
+                 UserWarning, "/x/src/merdg/experiments/results.py", 156)
+    show_warning(DeprecationWarning("old API"), DeprecationWarning,
+                 "/x/site-packages/torch/utils/data.py", 12)
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: runs/b is a copy of the run in runs/a; counted once",
+        "warning: old API (DeprecationWarning, data.py:12)"]
+
+
+def test_the_merdg_command_shows_python_warnings_in_one_line(tmp_path):
+    """A copied run directory warns once through the command, as one ``warning:`` line."""
+    import shutil
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "synthetic", "--target", "d0", "--out", str(out),
+                 *TINY]) == 0
+    shutil.copytree(out, tmp_path / "run.bak")
+    done = subprocess.run([sys.executable, "-m", "merdg.cli", "collect", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "copy of the run" in line]
+    assert warnings == [f"warning: {tmp_path / 'run.bak'} is a copy of the run in {out}; "
+                        "counted once"], done.stderr

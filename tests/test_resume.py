@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from merdg.algorithms.base import Algorithm
 from merdg.cli import main
 from merdg.run.checkpoint import CheckpointMismatchError
 from merdg.run.config import RunConfig
-from merdg.run.directory import RunDir, RunDirBusyError
+from merdg.run.directory import RunDir, RunDirBusyError, RunDirConflictError
 from merdg.run.records import read_jsonl
 from merdg.run.training import train
 
@@ -150,6 +151,29 @@ def test_checkpoint_of_another_config_is_refused(tmp_path, tiny_hparams, tiny_sy
         train(other, progress=False)
     train(other, progress=False, resume=False)  # an explicit restart discards it
     assert [r["epoch"] for r in read_jsonl(tmp_path / "records.jsonl")] == [1, 2, 3, 4]
+    assert json.loads((tmp_path / "config.json").read_text())["hparams"]["lr"] == 0.5
+
+
+def test_records_of_another_config_without_a_checkpoint_are_refused(
+        tmp_path, tiny_hparams, tiny_synthetic_options, monkeypatch):
+    """A run stopped before its first checkpoint (checkpoints every 60 s by default) holds
+    records but nothing to resume: another config is refused with one line naming the
+    difference, the records untouched; --restart discards them."""
+    with monkeypatch.context() as patch:
+        crash_in_record_append(3, patch)
+        with pytest.raises(Crash):
+            train(config(tmp_path, tiny_hparams, tiny_synthetic_options,
+                         checkpoint_every=3600.0), progress=False)
+    assert not (tmp_path / RunDir.CHECKPOINT).exists()
+    before = (tmp_path / "records.jsonl").read_bytes()
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "records.jsonl")] == [1, 2]
+    other = config(tmp_path, tiny_hparams, tiny_synthetic_options, hparams={"lr": 0.5})
+    with pytest.raises(RunDirConflictError, match=rf"^{re.escape(str(tmp_path))} holds an "
+                       r"unfinished run of another config \(hparams\.lr: the default \(saved\) vs "
+                       r"0\.5 \(requested\)\); use another --out, or --overwrite to replace it$"):
+        train(other, progress=False)
+    assert (tmp_path / "records.jsonl").read_bytes() == before
+    train(other, progress=False, resume=False)  # an explicit restart discards them
     assert json.loads((tmp_path / "config.json").read_text())["hparams"]["lr"] == 0.5
 
 

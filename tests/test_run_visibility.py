@@ -134,3 +134,42 @@ def test_an_encoder_override_may_switch_the_encoder(tmp_path):
     specs = resolve_encoders(config, dataset)
     assert specs["signal"] == {"name": "tcn", "channels": [8]}  # the mlp's options dropped
     assert specs["noise"] == {"name": "mlp", "hidden": 4, "out_dim": 64, "layers": 2}
+
+
+def test_progress_bars_are_drawn_only_where_someone_watches(monkeypatch):
+    import io
+    import sys
+
+    from merdg.progress import progress_bar, watched
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a file: no bar
+    assert not watched() and progress_bar(range(3)).disable
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert watched() and not progress_bar(range(3)).disable
+    assert progress_bar(range(3), shown=False).disable  # --no-progress and the like
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    monkeypatch.setitem(sys.modules, "ipykernel", object())  # a notebook draws its widget
+    assert watched()
+
+
+def test_a_bench_into_a_file_writes_no_bar_frames(tmp_path):
+    """The jobs bar (and every other bar) stays off when standard error is a file."""
+    import subprocess
+    import sys
+
+    data = write_manifest(tmp_path / "data")
+    with open(tmp_path / "err.txt", "w") as err:
+        done = subprocess.run(
+            [sys.executable, "-m", "merdg.cli", "bench", "--dataset", "manifest", "--data-root",
+             str(data), "--algorithms", "ERM", "--seeds", "1", "--targets", "d1",
+             "--hparams", json.dumps({**HPARAMS, "epochs": 1}), "--dataset-option",
+             f"cache_dir={tmp_path / 'cache'}", "--out", str(tmp_path / "bench")],
+            stderr=err, stdout=subprocess.DEVNULL, timeout=300)
+    text = (tmp_path / "err.txt").read_text()
+    assert done.returncode == 0, text
+    assert "\r" not in text and "it/s]" not in text

@@ -46,7 +46,11 @@ def test_descriptions_written_out():
     assert Schedule(10, 25, 7).describe() == (
         "25 steps (2.5 epochs of 10), evaluated every 7 steps (4 records)")
     assert Schedule(4, 3, 10).describe() == (
-        "3 steps (0.75 epochs of 4), evaluated every 10 steps (1 records)")
+        "3 steps (0.75 epochs of 4), evaluated every 10 steps (1 record)")
+    assert Schedule(10, 10, 10).describe() == (
+        "10 steps (1 epoch of 10), evaluated after every epoch (1 record)")
+    assert Schedule(10, 1, 1).describe() == (
+        "1 step (0.1 epochs of 10), evaluated after every step (1 record)")
     assert Schedule(3, 10, 3).describe() == (
         "10 steps (3.33333 epochs of 3), evaluated after every epoch (4 records)")
 

@@ -16,6 +16,9 @@ import importlib
 import os
 import pkgutil
 import sys
+import warnings
+from pathlib import Path
+from typing import Any
 
 import merdg
 from merdg.cli.parser import Parser, unrecognized_message, walk
@@ -75,6 +78,26 @@ def main(argv: list[str] | None = None) -> int:
         one_line = " ".join(line.strip() for line in message.splitlines() if line.strip())
         print(f"merdg {_command(args)}: error: {one_line}", file=sys.stderr)
         return 2
+
+
+def console() -> int:
+    """The ``merdg`` command: :func:`main` with Python warnings shown as one ``warning:`` line
+    each, as merdg's own warnings are (:func:`show_warning`)."""
+    warnings.showwarning = show_warning
+    return main()
+
+
+def show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+    """One line per warning: ``warning: <message>``, with the category and place for warnings
+    that do not come from merdg (a library's deprecation, say)."""
+    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    if "merdg" not in Path(filename).parts:
+        text += f" ({category.__name__}, {Path(filename).name}:{lineno})"
+    try:
+        print(f"warning: {text}", file=file if file is not None else sys.stderr)
+    except OSError:  # stderr closed: nowhere to show it
+        pass
 
 
 def _silence_stdout() -> None:

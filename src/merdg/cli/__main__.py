@@ -2,6 +2,6 @@
 
 import sys
 
-from merdg.cli import main
+from merdg.cli import console
 
-sys.exit(main())
+sys.exit(console())

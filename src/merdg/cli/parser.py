@@ -67,6 +67,31 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
+# flags of DomainBed (facebookresearch/DomainBed, domainbed/scripts/train.py and sweep.py) and
+# MMDG-Bench (lihongzhao99/MMDG_Benchmark, its train_*.py) whose merdg counterpart a spelling
+# match would miss or get wrong (--n_trials is not --trials): {flag: (merdg option, words)}
+FOREIGN_FLAGS = {
+    "--n_trials": ("--seeds", "DomainBed's --n_trials (runs of each hparam setting) is --seeds "
+                   "here; --trials is the hparam search"),
+    "--n_hparams": ("--trials", "DomainBed's --n_hparams counts the default hparams among the "
+                    "settings; --trials counts the random ones besides it (--trials N-1)"),
+    "--test_envs": ("--targets", "domains are named here: --targets NAME [NAME ...]"),
+    "--test_env": ("--target", "domains are named here: --target NAME"),
+    "--output_dir": ("--out", "the output directory is --out DIR"),
+    "--data_dir": ("--data-root", "the data folder is --data-root DIR"),
+    "--datapath": ("--data-root", "the data folder is --data-root DIR"),
+    "--hparams_seed": ("--hparams-seed", "--hparams-seed N"),
+    "--holdout_fraction": ("--holdout-fraction", "--holdout-fraction F"),
+    "--source_domain": ("--source", "--source NAME [NAME ...] (bench and sweep: --setting)"),
+    "--target_domain": ("--target", "--target NAME (bench and sweep: --targets)"),
+    "--steps": ("--hparams", "a step budget is an hparam: --hparams '{\"steps\": N}'"),
+    "--checkpoint_freq": ("--hparams", "evaluation every K steps: --hparams "
+                          "'{\"eval_every\": K}'"),
+    "--nepochs": ("--hparams", "--hparams '{\"epochs\": N}'"),
+    "--bsz": ("--hparams", "--hparams '{\"batch_size\": N}'"),
+    "--lr": ("--hparams", "--hparams '{\"lr\": X}'"),
+}
+
 
 def _flags(parser: argparse.ArgumentParser) -> list[str]:
     return [s for action in parser._actions for s in action.option_strings]
@@ -75,8 +100,8 @@ def _flags(parser: argparse.ArgumentParser) -> list[str]:
 def unrecognized_message(parser: argparse.ArgumentParser, extras: Sequence[str],
                          axes: dict[str, str]) -> str:
     """``unrecognized arguments: ...`` with a hint per unknown option: the experiment option
-    that sets it per run (``--seed`` on bench: ``--seeds``), or the option of this command it
-    looks like.
+    that sets it per run (``--seed`` on bench: ``--seeds``), merdg's counterpart of a DomainBed
+    or MMDG-Bench flag (:data:`FOREIGN_FLAGS`), or the option of this command it looks like.
 
     Args:
         parser: The command's parser.
@@ -90,6 +115,10 @@ def unrecognized_message(parser: argparse.ArgumentParser, extras: Sequence[str],
         if axis_flag in known:
             hints.append(f"{flag} is an option of merdg train; {parser.prog} gives each run "
                          f"{words}")
+            continue
+        foreign_flag, words = FOREIGN_FLAGS.get(flag, ("", ""))
+        if foreign_flag in known:
+            hints.append(f"{flag}: {words}")
             continue
         close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
         if close:

@@ -43,7 +43,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from merdg.datasets.arrays import ArrayDomainDataset
 from merdg.datasets.base import DATASETS, ROLES, CheckReport
@@ -65,6 +64,7 @@ from merdg.datasets.preprocessing import (
 from merdg.datasets.sequences import SequencePlan, check_length_policy, plan_modality
 from merdg.datasets.untrusted import check_flag, one_line, read_utf8, resolve_in_root
 from merdg.hparams import HParam, training_default
+from merdg.progress import progress_bar
 
 __all__ = ["MANIFEST_NAME", "ManifestDataset", "ManifestRow", "read_manifest"]
 
@@ -456,7 +456,7 @@ def scan_shapes(root: Path, rows: Sequence[ManifestRow], modalities: Sequence[st
     """
     shapes: dict[str, list[tuple[int, ...]]] = {m: [] for m in modalities}
     good, problems = [], []
-    for row in tqdm(rows, desc="manifest: checking", disable=not progress):
+    for row in progress_bar(rows, desc="manifest: checking", shown=progress):
         found = {}
         for m in modalities:
             try:
@@ -492,8 +492,8 @@ def fill_modality(root: Path, rows: Sequence[ManifestRow], plan: SequencePlan, o
         Each sample's valid (not padded) steps (its length for vectors: 0).
     """
     valid = []
-    for i, row in enumerate(tqdm(rows, desc=f"manifest: stacking {plan.modality}",
-                                 disable=not progress)):
+    for i, row in enumerate(progress_bar(rows, desc=f"manifest: stacking {plan.modality}",
+                                 shown=progress)):
         array = load_array(root, row, plan.modality, allow_outside_root)
         out[i] = plan.fit(array)
         valid.append(plan.valid_steps(array.shape[0]) if plan.length is not None else 0)

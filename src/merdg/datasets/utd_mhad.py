@@ -43,7 +43,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from merdg.datasets.arrays import ArrayDomainDataset
 from merdg.datasets.base import DATASETS, CheckReport
@@ -73,6 +72,7 @@ from merdg.datasets.utd_mhad_release import (
     read_raw,
 )
 from merdg.hparams import HParam, training_default
+from merdg.progress import progress_bar
 
 __all__ = ["DOMAIN_COLUMNS", "ROOT_ENV", "UTDMHAD", "column_domains", "column_value"]
 
@@ -364,7 +364,7 @@ class UTDMHAD(ArrayDomainDataset):
             problems += [f"sample {i}: absent from every modality folder (the official release "
                          "has it; --dataset-option partial_release=true accepts a partial "
                          "release)" for i in _absent_from_release(found, where)]
-        for s in tqdm(samples, desc="UTD-MHAD: checking", disable=not progress):
+        for s in progress_bar(samples, desc="UTD-MHAD: checking", shown=progress):
             ok = True
             for m in mods:
                 try:

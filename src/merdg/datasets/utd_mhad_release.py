@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from merdg.datasets.preprocessing import DataError, raise_problems, resample_time
 from merdg.datasets.untrusted import OPT_OUT, one_line, outside_root
+from merdg.progress import progress_bar
 
 __all__ = [
     "ACTIONS", "LAYOUT", "RELEASE_MISSING", "ROOT_ENV", "UTDPreprocessing", "UTDSample",
@@ -243,7 +243,7 @@ def load_modality(root: Path, samples: Sequence[UTDSample], modality: str,
         DataError: Listing every missing, unreadable or invalid file (with its sample).
     """
     out, problems = [], []
-    for s in tqdm(samples, desc=f"UTD-MHAD {modality}: preprocessing", disable=not progress):
+    for s in progress_bar(samples, desc=f"UTD-MHAD {modality}: preprocessing", shown=progress):
         try:
             out.append(preprocess(read_raw(root, s, modality, allow_outside_root), modality,
                                   settings))

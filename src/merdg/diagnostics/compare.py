@@ -6,13 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from merdg.datasets import DomainDataset, build_dataset
 from merdg.diagnostics.analysis import DiagnoseOptions, diagnose_run
 from merdg.diagnostics.features import load_run
 from merdg.diagnostics.plots import matplotlib_available, plot_all
 from merdg.diagnostics.report import markdown_report, run_labels
+from merdg.progress import progress_bar
 from merdg.run.directory import RunDir
 from merdg.run.records import run_metadata, write_json_atomic
 
@@ -80,7 +79,7 @@ def diagnose(run_dirs: str | Path | Sequence[str | Path], out_dir: str | Path | 
     options = options or DiagnoseOptions()
     dataset = _shared_dataset(infos[0], data_root)
     results, records = [], []
-    for path in tqdm(paths, desc="diagnose", disable=not progress):
+    for path in progress_bar(paths, desc="diagnose", shown=progress):
         run = load_run(path, device, data_root, dataset=dataset)
         results.append(diagnose_run(run, options))
         records.append(run.records)

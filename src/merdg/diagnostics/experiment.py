@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from merdg.diagnostics.analysis import DiagnoseOptions
 from merdg.diagnostics.compare import diagnose
 from merdg.diagnostics.plots import matplotlib_available, plot_bench_summary
 from merdg.evaluation.statistics import aggregate
+from merdg.progress import progress_bar
 
 __all__ = ["diagnose_experiment", "diagnostics_section"]
 
@@ -47,8 +47,8 @@ def diagnose_experiment(experiment: Any, configs: Sequence[Any],
     out = Path(experiment.out_dir)
     done = []
     groups = comparisons(configs, experiment.diagnose_seeds)
-    for (mods, target, seed), group in tqdm(groups.items(), desc="diagnose",
-                                            disable=not progress):
+    for (mods, target, seed), group in progress_bar(groups.items(), desc="diagnose",
+                                            shown=progress):
         rel = Path("diagnostics", mods, target, f"seed{seed}")
         result = diagnose([c.out_dir for c in group], out / rel, DiagnoseOptions(),
                           device=experiment.base.device, data_root=experiment.base.data_root,

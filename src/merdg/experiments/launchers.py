@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 import merdg
 from merdg.experiments.jobs import Job, run_job
+from merdg.progress import progress_bar
 from merdg.words import count
 
 __all__ = ["LAUNCHERS", "LaunchReport", "LauncherOptions", "launch"]
@@ -162,7 +161,7 @@ def _file(report: LaunchReport, job: Job, status: str) -> None:
 
 
 def _run_in_process(todo: list[Job], progress: bool, report: LaunchReport) -> None:
-    for job in tqdm(todo, desc="jobs", disable=not progress):
+    for job in progress_bar(todo, desc="jobs", shown=progress):
         _file(report, job, run_job(job.path))
 
 
@@ -210,7 +209,7 @@ def _run_workers(todo: list[Job], workers: int, progress: bool, report: LaunchRe
     """At most ``workers`` jobs at once; worker slot k gets GPU ``k mod #GPUs`` if any."""
     env, gpus = _worker_env(workers), _visible_gpus()
     queue, running = list(todo), []  # running: (job, process, slot)
-    bar = tqdm(total=len(todo), desc=f"jobs ({workers} workers)", disable=not progress)
+    bar = progress_bar(total=len(todo), desc=f"jobs ({workers} workers)", shown=progress)
     try:
         while queue or running:
             for slot in sorted(set(range(workers)) - {r[2] for r in running}):

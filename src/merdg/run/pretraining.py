@@ -37,13 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from merdg.algorithms.base import NonFiniteLossError
 from merdg.datasets import DomainDataset
 from merdg.datasets.base import DomainConcat, collate
 from merdg.hparams import seed_hash
 from merdg.models import build_encoder
+from merdg.progress import progress_bar
 
 __all__ = ["PretrainResult", "UnimodalPretraining", "check_out_file", "pretrain_encoders"]
 
@@ -117,8 +117,8 @@ class UnimodalPretraining:
 
     def run(self, progress: bool = False) -> list[dict[str, Any]]:
         """Run the remaining epochs; returns every epoch's record."""
-        for _ in tqdm(range(self.epochs_done, self.epochs), desc="unimodal pretraining",
-                      leave=False, disable=not progress):
+        for _ in progress_bar(range(self.epochs_done, self.epochs), desc="unimodal pretraining",
+                      leave=False, shown=progress):
             self.run_epoch()
         return self.records
 

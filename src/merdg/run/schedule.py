@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from merdg.datasets import BalancedDomainBatchSampler
 from merdg.datasets.base import Batch
+from merdg.words import count
 
 __all__ = ["Schedule", "TrainingBatches"]
 
@@ -68,9 +69,12 @@ class Schedule:
         epoch (15 records)``."""
         evaluations = len(self.evaluation_steps())
         when = ("after every epoch" if self.eval_every == self.steps_per_epoch
+                else "after every step" if self.eval_every == 1
                 else f"every {self.eval_every} steps")
-        return (f"{self.total_steps} steps ({self.total_steps / self.steps_per_epoch:g} epochs "
-                f"of {self.steps_per_epoch}), evaluated {when} ({evaluations} records)")
+        epochs = self.total_steps / self.steps_per_epoch
+        return (f"{count(self.total_steps, 'step')} ({epochs:g} "
+                f"{'epoch' if epochs == 1 else 'epochs'} of {self.steps_per_epoch}), evaluated "
+                f"{when} ({count(evaluations, 'record')})")
 
 
 class TrainingBatches:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from merdg import dist as mdist
 from merdg.algorithms import Algorithm, NonFiniteLossError
@@ -47,6 +45,7 @@ from merdg.datasets.base import DomainConcat, collate
 from merdg.evaluators import canonical_evaluations
 from merdg.evaluators.encoder_probes import near_chance_warnings
 from merdg.hparams import seed_hash
+from merdg.progress import progress_bar
 from merdg.run.checkpoint import (
     epoch_payload,
     restore_rng,
@@ -302,8 +301,14 @@ def _early_decision(out: RunDir | None, config: RunConfig, resume: bool,
         return {"kind": "continue"}
     if status == "foreign" and (out.saved_config() is None or out.has_finished_run()):
         return {"kind": "error", "message": out.conflict_message(config)}
-    # an unfinished run of another config: its checkpoint (if any) refuses to be resumed
-    # (CheckpointMismatchError, naming the differences); --restart discards it
+    # an unfinished run of another config: its checkpoint (or pretraining state) refuses to be
+    # resumed (CheckpointMismatchError, naming the differences); without one, what it recorded
+    # is refused the same way (a run stopped before its first checkpoint, or whose checkpoints
+    # were removed); --restart discards it
+    saved_state = (out.checkpoint_file, out.path / RunDir.PREVIOUS_CHECKPOINT,
+                   out.pretraining_file)
+    if status == "foreign" and resume and not any(f.exists() for f in saved_state):
+        return {"kind": "error", "message": out.conflict_message(config)}
     if status == "finished":
         if resume:
             return {"kind": "finished", "summary": out.read_summary()}
@@ -341,9 +346,9 @@ def _train_loop(run: _Run, records: list[dict[str, Any]], progress: bool) -> dic
     step = int(records[-1]["steps"]) if records else 0
     batches = TrainingBatches(run.loader, run.sampler, schedule.steps_per_epoch)
     batches.start_at(step, run.restore_rng)
-    show = progress and mdist.is_main_process() and sys.stderr.isatty()
-    bar = tqdm(total=len(points), initial=len(records), leave=False, disable=not show,
-               desc=f"{config.algorithm} -> {config.target}", unit="eval")
+    bar = progress_bar(total=len(points), initial=len(records), leave=False,
+                       shown=progress and mdist.is_main_process(),
+                       desc=f"{config.algorithm} -> {config.target}", unit="eval")
     lines = _ProgressLines(run)
     for index in range(len(records), len(points)):
         records.append(_train_and_evaluate(run, batches, lines, step, points[index]))
