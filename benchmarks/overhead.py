@@ -25,7 +25,9 @@ of 48 samples, the dataset's default networks); each figure is the minimum wall 
   of the selected model, the summary and the saved weights).
 
 Ratios: full run / bare loop, full run / bare loop + evaluation, ERM update / bare step, and
-each update / ERM update. The
+each update / ERM update; ``ratio`` divides the minima, ``paired`` is the median over the
+repetitions of the ratio within one repetition (the two measured seconds apart, so a slow
+spell of a shared machine hits both). The
 breakdown of one more full run times each phase by wrapping the run's own functions (data
 loading of training and of evaluation, updates, the clean evaluation after every epoch, each
 evaluator of the selected model, records, checkpoints, the saved weights and summary); what
@@ -45,6 +47,7 @@ import argparse
 import contextlib
 import platform
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -177,7 +180,7 @@ def heads_alone(algorithm: Algorithm) -> Algorithm:
     """MER-DG with its regularizer replaced by a term that costs nothing: the projection heads
     still run forward and backward (their outputs enter the loss with weight 0) and Adam still
     steps their weights."""
-    base_objective = type(algorithm).__mro__[1].objective  # ERM's
+    base_objective = get_algorithm_class("ERM").objective  # MER-DG is ERM plus its term
 
     def objective(self: Algorithm, batch: Batch) -> Objective:
         obj = base_objective(self, batch)
@@ -361,11 +364,15 @@ def main() -> None:
     best = {k: min(v) for k, v in times.items()}
 
     def row(label: str, key: str, over: str | None) -> None:
-        ratio = f"{best[key] / best[over]:6.2f}" if over else ""
-        print(f"{label:46s} {best[key]:8.3f} {1000 * best[key] / n:8.3f} {ratio:>6s}")
+        ratio = paired = ""
+        if over:  # the ratio of the minima, and the median of the ratios within a repetition
+            ratio = f"{best[key] / best[over]:6.2f}"
+            paired = f"{statistics.median(a / b for a, b in zip(times[key], times[over])):7.2f}"
+        print(f"{label:46s} {best[key]:8.3f} {1000 * best[key] / n:8.3f} {ratio:>6s} "
+              f"{paired:>7s}")
 
     print(f"\n{'figure (minimum of ' + str(args.repeats) + ')':46s} {'seconds':>8s} "
-          f"{'ms/step':>8s} {'ratio':>6s}")
+          f"{'ms/step':>8s} {'ratio':>6s} {'paired':>7s}")
     row("bare loop (loader, forward, loss, backward, Adam)", "bare loop", None)
     row("  the same without the probes / bare loop", "bare loop, no probes", "bare loop")
     row("full train() / bare loop", "full", "bare loop")
