@@ -141,9 +141,9 @@ def test_an_unwritable_cache_directory_builds_in_memory(data, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, "merdg"):
         built = build_dataset("manifest", str(data), progress=False, cache_dir=str(blocked))
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
-        f"cannot write the preprocessing cache to {blocked / 'manifest'}: it needs 1.0 MiB, "
-        "Not a directory; building the arrays in memory instead (free some space, or point "
-        "$MERDG_CACHE_DIR or the dataset option cache_dir to another directory)"]
+        f"cannot write the preprocessing cache to {blocked / 'manifest'} (Not a directory); "
+        "building the arrays in memory instead (point $MERDG_CACHE_DIR or the dataset option "
+        "cache_dir to a writable directory)"]
     assert built.stacked["accel"].shape == (54, 32, 3)
 
 
@@ -157,7 +157,7 @@ def test_a_read_only_cache_directory_builds_in_memory(data, tmp_path, caplog):
             build_dataset("manifest", str(data), progress=False, cache_dir=str(locked))
     finally:
         locked.chmod(0o700)
-    assert "Permission denied; building the arrays in memory instead" in caplog.text
+    assert "(Permission denied); building the arrays in memory instead" in caplog.text
 
 
 def test_a_damaged_entry_is_rebuilt_with_one_line(data, tmp_path, capsys, monkeypatch):

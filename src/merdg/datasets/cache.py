@@ -131,7 +131,15 @@ def _reason(err: OSError) -> str:
     return err.strerror or str(err)
 
 
-def _unavailable(directory: Path, need: int, cause: str) -> CacheUnavailableError:
+def _unavailable(directory: Path, need: int, cause: str, space: bool = True
+                 ) -> CacheUnavailableError:
+    """Why the cache cannot be written: short of space (``space``: what it needs, and the
+    cause), or another cause (a path that is not a directory, no permission)."""
+    if not space:
+        return CacheUnavailableError(
+            f"cannot write the preprocessing cache to {directory} ({cause}); building the "
+            f"arrays in memory instead (point ${CACHE_ENV} or the dataset option cache_dir to "
+            "a writable directory)")
     return CacheUnavailableError(
         f"cannot write the preprocessing cache to {directory}: it needs {_size(need)}, {cause}; "
         f"building the arrays in memory instead (free some space, or point ${CACHE_ENV} or the "
@@ -150,7 +158,7 @@ def _room_for(directory: Path, need: int) -> None:
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
         free = free_bytes(directory)
     except OSError as err:
-        raise _unavailable(directory, need, _reason(err)) from err
+        raise _unavailable(directory, need, _reason(err), err.errno in DISK_FULL) from err
     if free < need:
         raise _unavailable(directory, need, f"only {_size(free)} are free")
 
