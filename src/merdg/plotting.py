@@ -93,7 +93,11 @@ def _wrap_titles(fig, renderer) -> bool:
         for title in (ax.title, ax._left_title, ax._right_title):
             changed |= _wrap(title, width, renderer)
     if fig._suptitle is not None:
-        changed |= _wrap(fig._suptitle, fig.bbox.width - 2 * PAD_PX, renderer)
+        # the title is centred over the figure: kept clear of a legend beside the panels
+        beside = max((legend.get_window_extent(renderer).width for legend in fig.legends),
+                     default=0.0)
+        width = fig.bbox.width - 2 * PAD_PX - 2 * (beside + PAD_PX if beside else 0.0)
+        changed |= _wrap(fig._suptitle, max(width, fig.bbox.width / 3), renderer)
     return changed
 
 

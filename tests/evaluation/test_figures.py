@@ -124,6 +124,25 @@ def test_accuracy_bars_are_readable(tmp_path, targets):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("seeds", [(0, 1), (0,)])
+def test_a_long_title_stays_clear_of_the_legend_beside_the_panels(seeds):
+    """Two algorithms, two targets, a title of the length the reports give: the title is
+    wrapped clear of the legend (it ran under the legend's title before)."""
+    rows = bench_rows(["ERM", "MERDG"], ["d0", "d1"], seeds)
+    fig = figure_accuracy(accuracy_panels(rows), title="Epochs chosen by training-domain "
+                          "validation")
+    assert_readable(fig)
+    pyplot().close(fig)
+    accuracy, clean = severity_input(["synthetic ERM", "synthetic MERDG"], ["gaussian_noise"],
+                                     (1, 3))
+    fig = figure_severity_curves(accuracy, clean, title="Target accuracy under corruptions "
+                                 "(epochs: training-domain validation; targets, seeds "
+                                 "averaged); table means of one run each (n = 1, no error "
+                                 "bars)")
+    assert_readable(fig)
+    pyplot().close(fig)
+
+
 def severity_input(algorithms, corruptions, severities=(1, 2, 3, 4, 5)):
     rng = np.random.default_rng(1)
     accuracy = {a: {(c, s): float(rng.uniform(0.2, 0.8)) for c in corruptions
