@@ -341,7 +341,7 @@ def main() -> None:
     parser.add_argument("--utd-mhad", metavar="DIR", help="the UTD-MHAD release (for --shapes)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"merdg {merdg.__version__}, torch {torch.__version__}, {_machine()}, "
+    print(f"torch {torch.__version__}, merdg {merdg.__version__}, {_machine()}, "
           f"{torch.get_num_threads()} thread, {time.strftime('%Y-%m-%d %H:%M')}")
     config = RunConfig(**CONFIG)
     work = Workload(config)

@@ -93,11 +93,22 @@ def _wrap_titles(fig, renderer) -> bool:
         for title in (ax.title, ax._left_title, ax._right_title):
             changed |= _wrap(title, width, renderer)
     if fig._suptitle is not None:
-        # the title is centred over the figure: kept clear of a legend beside the panels
+        # kept clear of a legend beside the panels: left-aligned over the room the legend
+        # leaves (centred over the whole figure it ran under the legend's top)
         beside = max((legend.get_window_extent(renderer).width for legend in fig.legends),
                      default=0.0)
-        width = fig.bbox.width - 2 * PAD_PX - 2 * (beside + PAD_PX if beside else 0.0)
-        changed |= _wrap(fig._suptitle, max(width, fig.bbox.width / 3), renderer)
+        if beside and fig._suptitle.get_horizontalalignment() == "center":
+            fig._suptitle.set_horizontalalignment("left")
+            fig._suptitle.set_x(PAD_PX / fig.bbox.width)
+            changed = True
+        room = fig.bbox.width - 3 * PAD_PX - beside if beside else fig.bbox.width - 2 * PAD_PX
+        if room < fig.bbox.width / 2:  # a wide legend: widen the figure rather than stack lines
+            width, height = fig.get_size_inches()
+            wanted = 2 * (beside + 3 * PAD_PX) / fig.dpi
+            if wanted > width and width < MAX_WIDTH_IN:
+                fig.set_size_inches(min(wanted, MAX_WIDTH_IN), height)
+                return True
+        changed |= _wrap(fig._suptitle, max(room, fig.bbox.width / 3), renderer)
     return changed
 
 
