@@ -418,8 +418,12 @@ def plot_differences(numbers: dict, specs: dict, path: Path) -> Path | None:
         ax.invert_yaxis()
         ax.set_xlabel("target accuracy difference (points), 95% CI")
         ax.set_title(name)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=3 if len(names) > 1 else 1)
+    by_label: dict[str, Any] = {}  # every comparison drawn in any panel, once
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            by_label.setdefault(label, handle)
+    fig.legend(list(by_label.values()), list(by_label), loc="outside lower center",
+               ncols=min(3, len(by_label)))
     return saved_readable(fig, path)
 
 

@@ -95,8 +95,11 @@ def _wrap_titles(fig, renderer) -> bool:
     if fig._suptitle is not None:
         # kept clear of a legend beside the panels: left-aligned over the room the legend
         # leaves (centred over the whole figure it ran under the legend's top)
-        beside = max((legend.get_window_extent(renderer).width for legend in fig.legends),
-                     default=0.0)
+        right = max((ax.get_window_extent(renderer).x1 for ax in fig.axes
+                     if ax.get_visible()), default=0.0)
+        beside = max((box.width for box in (legend.get_window_extent(renderer)
+                                            for legend in fig.legends)
+                      if box.x0 >= right - 1), default=0.0)  # legends right of the panels
         if beside and fig._suptitle.get_horizontalalignment() == "center":
             fig._suptitle.set_horizontalalignment("left")
             fig._suptitle.set_x(PAD_PX / fig.bbox.width)
