@@ -405,6 +405,7 @@ def plot_differences(numbers: dict, specs: dict, path: Path) -> Path | None:
         regimes = specs[name]["regimes"]
         for k, (algo, color) in enumerate(algos):
             ys = np.arange(len(regimes)) + (k - 1) * 0.25
+            labelled = False
             for y, regime in zip(ys, regimes):
                 d = numbers[name].get((regime, algo))
                 if d is None or np.isnan(d.t_low):
@@ -412,7 +413,8 @@ def plot_differences(numbers: dict, specs: dict, path: Path) -> Path | None:
                 ax.errorbar(100 * d.mean, y, xerr=[[100 * (d.mean - d.t_low)],
                                                    [100 * (d.t_high - d.mean)]],
                             fmt="o", color=color, capsize=3,
-                            label=f"{algo} − {REFERENCE[algo]}" if y == ys[0] else None)
+                            label=None if labelled else f"{algo} − {REFERENCE[algo]}")
+                labelled = True
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_yticks(np.arange(len(regimes)), regimes)
         ax.invert_yaxis()
