@@ -75,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("MERDG_DEBUG"):
             raise
         message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
-        one_line = " ".join(line.strip() for line in message.splitlines() if line.strip())
-        print(f"merdg {_command(args)}: error: {one_line}", file=sys.stderr)
+        print(f"merdg {_command(args)}: error: {_one_line(message)}", file=sys.stderr)
         return 2
 
 
@@ -91,13 +90,18 @@ def show_warning(message: Warning | str, category: type[Warning], filename: str,
                  file: Any = None, line: str | None = None) -> None:
     """One line per warning: ``warning: <message>``, with the category and place for warnings
     that do not come from merdg (a library's deprecation, say)."""
-    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    text = _one_line(str(message))
     if "merdg" not in Path(filename).parts:
         text += f" ({category.__name__}, {Path(filename).name}:{lineno})"
     try:
         print(f"warning: {text}", file=file if file is not None else sys.stderr)
     except OSError:  # stderr closed: nowhere to show it
         pass
+
+
+def _one_line(text: str) -> str:
+    """``text``'s lines joined by single spaces (a message printed as one line)."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _silence_stdout() -> None:

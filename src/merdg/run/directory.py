@@ -324,6 +324,12 @@ class RunDir:
     def has_run_files(self) -> bool:
         return any((self.path / name).exists() for name in self.RUN_FILES)
 
+    def has_saved_state(self) -> bool:
+        """A checkpoint (current or previous) or a pretraining state: what a resumed run reads,
+        and what compares its identity with the requested config."""
+        return any((self.path / name).exists()
+                   for name in (self.CHECKPOINT, self.PREVIOUS_CHECKPOINT, self.PRETRAINING))
+
     def differences(self, config: RunConfig) -> list[str]:
         """How the saved run's config differs from ``config`` ([] when it is the same run)."""
         saved = self.saved_config()

@@ -305,9 +305,7 @@ def _early_decision(out: RunDir | None, config: RunConfig, resume: bool,
     # resumed (CheckpointMismatchError, naming the differences); without one, what it recorded
     # is refused the same way (a run stopped before its first checkpoint, or whose checkpoints
     # were removed); --restart discards it
-    saved_state = (out.checkpoint_file, out.path / RunDir.PREVIOUS_CHECKPOINT,
-                   out.pretraining_file)
-    if status == "foreign" and resume and not any(f.exists() for f in saved_state):
+    if status == "foreign" and resume and not out.has_saved_state():
         return {"kind": "error", "message": out.conflict_message(config)}
     if status == "finished":
         if resume:
