@@ -367,10 +367,20 @@ def test_train_closing_lines_of_a_regression_task_say_acc2_and_mae(tmp_path, cap
     (["sweep", "--n_hparams", "20"], "--n_hparams: DomainBed's --n_hparams counts the default "
      "hparams among the settings; --trials counts the random ones besides it (--trials N-1)"),
     (["bench", "--test_envs", "2"], "--test_envs: domains are named here: --targets NAME "
-     "[NAME ...]"),
+     "[NAME ...] (merdg train: --target NAME)"),
     (["train", "--nepochs", "20"], "--nepochs: --hparams '{\"epochs\": N}'"),
     (["bench", "--steps", "500"], "--steps: a step budget is an hparam: --hparams "
-     "'{\"steps\": N}'")])
+     "'{\"steps\": N}'"),
+    # the counterpart belongs to other commands: which ones, not a look-alike of this one
+    (["bench", "--n_hparams", "20"], "--n_hparams: DomainBed's --n_hparams counts the default "
+     "hparams among the settings; --trials counts the random ones besides it (--trials N-1); "
+     "--trials is an option of merdg sweep, merdg bench has none"),
+    (["train", "--n_trials", "3"], "--n_trials: DomainBed's --n_trials (runs of each hparam "
+     "setting) is --seeds here; --trials is the hparam search; --seeds is an option of merdg "
+     "bench, merdg demo and merdg sweep, merdg train has none"),
+    # a counterpart of another spelling in this command
+    (["train", "--test_envs", "0"], "--test_envs: domains are named here: --targets NAME "
+     "[NAME ...] (merdg train: --target NAME)")])
 def test_domainbed_and_mmdg_bench_flags_point_to_their_counterpart(argv, hint, capsys, tmp_path):
     required = {"train": ["--target", "d0"], "bench": ["--out", str(tmp_path / "o")],
                 "sweep": ["--out", str(tmp_path / "o")]}[argv[0]]

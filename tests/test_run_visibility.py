@@ -4,6 +4,7 @@ final lines and in the bench report, plain job logs, "1 seed, no spread", and an
 override that switches the encoder."""
 
 import json
+import re
 
 import numpy as np
 
@@ -173,3 +174,7 @@ def test_a_bench_into_a_file_writes_no_bar_frames(tmp_path):
     text = (tmp_path / "err.txt").read_text()
     assert done.returncode == 0, text
     assert "\r" not in text and "it/s]" not in text
+    # instead of the bar, a timestamped line per finished job
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d job 1/1 done \(\d+\.\d s\): "
+                        + re.escape(str(tmp_path / "bench" / "runs")) + r"/\S+/ERM/d1/seed0\n",
+                        text), text

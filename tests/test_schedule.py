@@ -2,6 +2,7 @@
 middle of an epoch, checkpoints every N seconds, plain progress lines and log.txt."""
 
 import json
+import re
 
 import pytest
 
@@ -202,3 +203,32 @@ def test_merdg_train_writes_plain_progress_lines_to_log_txt(tmp_path, tiny_hpara
     assert "\r" not in (out / RunDir.LOG).read_text()  # no progress-bar frames
     err = capsys.readouterr().err
     assert "step 8/20" in err and "\r" not in err  # not a terminal: no bar either
+    # and, read later from a file, every progress line says when it was written
+    progress = [line for line in err.splitlines() if " step " in line or " evaluation " in line]
+    assert len(progress) == 6 and all(
+        re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (step|evaluation) ", line)
+        for line in progress), err
+
+
+def test_progress_lines_on_a_terminal_carry_no_timestamp(monkeypatch):
+    import io
+    import logging
+    import sys
+
+    from merdg.cli.options import _PlainFormatter
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    def line(level):
+        record = logging.LogRecord("merdg", level, "x.py", 1, "epoch 1/2: ce 0.5", None, None)
+        return _PlainFormatter().format(record)
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert line(logging.INFO) == "epoch 1/2: ce 0.5"
+    assert line(logging.WARNING) == "warning: epoch 1/2: ce 0.5"
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d epoch 1/2: ce 0\.5", line(logging.INFO))
+    assert line(logging.WARNING) == "warning: epoch 1/2: ce 0.5"

@@ -17,8 +17,9 @@ from merdg.run.records import read_jsonl
 
 TINY = {"batch_size": 12, "proj_hidden": 16, "fusion_hidden": 16}
 OPTS = ["--dataset-option", "samples_per_domain=40", "--dataset-option", "n_classes=3"]
-PROGRESS = re.compile(r"it/s|^epoch \d+/|resuming|: an epoch is \d+ steps of|"
-                      r"^warning: \w+ (side probe|encoder) \(")
+# (a progress line in a file or pipe starts with its timestamp)
+PROGRESS = re.compile(r"it/s|^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d )?epoch \d+/|resuming|"
+                      r": an epoch is \d+ steps of|^warning: \w+ (side probe|encoder) \(")
 
 
 def errors(capsys) -> list[str]:

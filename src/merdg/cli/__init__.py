@@ -48,11 +48,26 @@ def build_parser() -> Parser:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line parsed; a syntax error exits with status 2 after one line, from the
     parser of the command it belongs to."""
-    args, extras = build_parser().parse_known_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
     if extras:
         axes = {opt.flag: opt.axis for _, opt, _ in run_options() if opt.axis}
-        args.command_parser.error(unrecognized_message(args.command_parser, extras, axes))
+        args.command_parser.error(unrecognized_message(args.command_parser, extras, axes,
+                                                        commands_of(parser)))
     return args
+
+
+def commands_of(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
+    """``{flag: [command, ...]}`` over the commands of ``parser`` (``merdg``)."""
+    owners: dict[str, list[str]] = {}
+    for command in walk(parser):
+        name = command.prog.removeprefix(f"{parser.prog} ")
+        if command is parser:
+            continue
+        for action in command._actions:
+            for flag in action.option_strings:
+                owners.setdefault(flag, []).append(name)
+    return owners
 
 
 def main(argv: list[str] | None = None) -> int:

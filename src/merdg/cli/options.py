@@ -28,6 +28,7 @@ from typing import Any
 from merdg.cli.parser import default_text
 from merdg.evaluators import EVALUATORS, ORDER, canonical_evaluations
 from merdg.options import Option
+from merdg.progress import timestamp, watched
 from merdg.run.config import run_options
 
 __all__ = ["DATA_ROOT_ENV", "REQUIRED", "add_evaluation_options", "add_experiment_options",
@@ -415,10 +416,13 @@ def log_progress_to_stderr() -> None:
 
 
 class _PlainFormatter(logging.Formatter):
-    """The message alone; a warning starts with ``warning:``, as the other warning lines
+    """A progress line alone on a terminal, after a timestamp when standard error is a file or
+    a pipe (a log read later); a warning starts with ``warning:``, as the other warning lines
     merdg prints."""
 
     def format(self, record: logging.LogRecord) -> str:
         message = super().format(record)
-        return f"warning: {message}" if record.levelno >= logging.WARNING else message
+        if record.levelno >= logging.WARNING:
+            return f"warning: {message}"
+        return message if watched() else f"{timestamp()} {message}"
 

@@ -69,14 +69,17 @@ class Parser(argparse.ArgumentParser):
 
 # flags of DomainBed (facebookresearch/DomainBed, domainbed/scripts/train.py and sweep.py) and
 # MMDG-Bench (lihongzhao99/MMDG_Benchmark, its train_*.py) whose merdg counterpart a spelling
-# match would miss or get wrong (--n_trials is not --trials): {flag: (merdg option, words)}
+# match would miss or get wrong (--n_trials is not --trials): {flag: (merdg options, words)},
+# the first of the space-separated options that the command has being its counterpart
 FOREIGN_FLAGS = {
     "--n_trials": ("--seeds", "DomainBed's --n_trials (runs of each hparam setting) is --seeds "
                    "here; --trials is the hparam search"),
     "--n_hparams": ("--trials", "DomainBed's --n_hparams counts the default hparams among the "
                     "settings; --trials counts the random ones besides it (--trials N-1)"),
-    "--test_envs": ("--targets", "domains are named here: --targets NAME [NAME ...]"),
-    "--test_env": ("--target", "domains are named here: --target NAME"),
+    "--test_envs": ("--targets --target", "domains are named here: --targets NAME [NAME ...] "
+                    "(merdg train: --target NAME)"),
+    "--test_env": ("--target --targets", "domains are named here: --target NAME (bench and "
+                   "sweep: --targets NAME [NAME ...])"),
     "--output_dir": ("--out", "the output directory is --out DIR"),
     "--data_dir": ("--data-root", "the data folder is --data-root DIR"),
     "--datapath": ("--data-root", "the data folder is --data-root DIR"),
@@ -98,15 +101,18 @@ def _flags(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def unrecognized_message(parser: argparse.ArgumentParser, extras: Sequence[str],
-                         axes: dict[str, str]) -> str:
+                         axes: dict[str, str],
+                         commands_of: dict[str, list[str]] | None = None) -> str:
     """``unrecognized arguments: ...`` with a hint per unknown option: the experiment option
     that sets it per run (``--seed`` on bench: ``--seeds``), merdg's counterpart of a DomainBed
-    or MMDG-Bench flag (:data:`FOREIGN_FLAGS`), or the option of this command it looks like.
+    or MMDG-Bench flag (:data:`FOREIGN_FLAGS`; when the counterpart belongs to another command,
+    as ``--trials`` to ``sweep`` only, which one), or the option of this command it looks like.
 
     Args:
         parser: The command's parser.
         extras: What it did not recognize.
         axes: ``{run flag: its Option.axis}`` of the run settings an experiment sets per run.
+        commands_of: ``{flag: [command, ...]}``, the commands that have each flag.
     """
     hints = []
     known = _flags(parser)
@@ -116,9 +122,16 @@ def unrecognized_message(parser: argparse.ArgumentParser, extras: Sequence[str],
             hints.append(f"{flag} is an option of merdg train; {parser.prog} gives each run "
                          f"{words}")
             continue
-        foreign_flag, words = FOREIGN_FLAGS.get(flag, ("", ""))
-        if foreign_flag in known:
+        counterparts, words = FOREIGN_FLAGS.get(flag, ("", ""))
+        if any(each in known for each in counterparts.split()):
             hints.append(f"{flag}: {words}")
+            continue
+        if counterparts:
+            foreign_flag = counterparts.split()[0]
+            owners = [f"merdg {name}" for name in (commands_of or {}).get(foreign_flag, [])]
+            where = ", ".join(owners[:-1]) + " and " * (len(owners) > 1) + "".join(owners[-1:])
+            elsewhere = f"; {foreign_flag} is an option of {where}, {parser.prog} has none"
+            hints.append(f"{flag}: {words}" + elsewhere * bool(owners))
             continue
         close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
         if close:

@@ -28,7 +28,7 @@ from typing import Any
 
 import merdg
 from merdg.experiments.jobs import Job, run_job
-from merdg.progress import progress_bar
+from merdg.progress import progress_bar, progress_line
 from merdg.words import count
 
 __all__ = ["LAUNCHERS", "LaunchReport", "LauncherOptions", "launch"]
@@ -160,9 +160,23 @@ def _file(report: LaunchReport, job: Job, status: str) -> None:
     {"done": report.done, "failed": report.failed, "running": report.busy}[status].append(job)
 
 
+def _finished_line(report: LaunchReport, todo: list[Job], job: Job, status: str,
+                   seconds: float) -> str:
+    """``job 3/72 done (14.2 s): DIR`` (``failed, see DIR/log.txt``), a line per finished job
+    where no bar is drawn."""
+    count = len(report.done) + len(report.failed) + len(report.busy)
+    what = {"done": "done", "running": "running elsewhere",
+            "failed": f"failed, see {job.run_dir.log_file}"}[status]
+    return f"job {count}/{len(todo)} {what} ({seconds:.1f} s): {job.path}"
+
+
 def _run_in_process(todo: list[Job], progress: bool, report: LaunchReport) -> None:
     for job in progress_bar(todo, desc="jobs", shown=progress):
-        _file(report, job, run_job(job.path))
+        start = time.perf_counter()
+        status = run_job(job.path)
+        _file(report, job, status)
+        progress_line(_finished_line(report, todo, job, status, time.perf_counter() - start),
+                      shown=progress)
 
 
 # --- worker processes --------------------------------------------------------------------------
@@ -208,7 +222,7 @@ def _start_worker(job: Job, env: dict[str, str], gpu: str | None) -> subprocess.
 def _run_workers(todo: list[Job], workers: int, progress: bool, report: LaunchReport) -> None:
     """At most ``workers`` jobs at once; worker slot k gets GPU ``k mod #GPUs`` if any."""
     env, gpus = _worker_env(workers), _visible_gpus()
-    queue, running = list(todo), []  # running: (job, process, slot)
+    queue, running = list(todo), []  # running: (job, process, slot, start time)
     bar = progress_bar(total=len(todo), desc=f"jobs ({workers} workers)", shown=progress)
     try:
         while queue or running:
@@ -216,14 +230,18 @@ def _run_workers(todo: list[Job], workers: int, progress: bool, report: LaunchRe
                 if queue:
                     job = queue.pop(0)
                     gpu = gpus[slot % len(gpus)] if gpus else None
-                    running.append((job, _start_worker(job, env, gpu), slot))
+                    running.append((job, _start_worker(job, env, gpu), slot,
+                                    time.perf_counter()))
             time.sleep(0.1)
             for entry in [r for r in running if r[1].poll() is not None]:
                 running.remove(entry)
-                _file(report, entry[0], _status_after_worker(entry[0]))
+                status = _status_after_worker(entry[0])
+                _file(report, entry[0], status)
                 bar.update()
+                progress_line(_finished_line(report, todo, entry[0], status,
+                                             time.perf_counter() - entry[3]), shown=progress)
     finally:
-        for _, process, _ in running:  # interrupted: stop the workers (they resume later)
+        for _, process, _, _ in running:  # interrupted: stop the workers (they resume later)
             process.terminate()
         bar.close()
 
