@@ -103,6 +103,10 @@ class EvaluationContext:
         device: Where the model is.
         batch_size / num_workers: Of the evaluation passes.
         run_info: The run's info (``config.json``), e.g. what was measured at initialization.
+        loader_cache: The loader-ready form of each split predicted on
+            (:func:`~merdg.evaluators.predictions.loader_form`); a run's evaluation stage
+            passes one cache to the context of every evaluation, so each split's form is built
+            once per run and freed with it.
     """
 
     run: RunSpec
@@ -114,6 +118,7 @@ class EvaluationContext:
     batch_size: int = 256
     num_workers: int = 0
     run_info: Mapping[str, Any] = field(default_factory=dict)
+    loader_cache: dict[int, tuple] = field(default_factory=dict, repr=False)
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -128,7 +133,7 @@ class EvaluationContext:
                 translate: bool = False) -> Predictions:
         """:func:`~merdg.evaluators.predictions.predict` of the model on ``data`` (not cached)."""
         return predict(self.algorithm, data, self.device, self.batch_size, self.num_workers,
-                       zero, translate)
+                       zero, translate, self.loader_cache)
 
     def _cached(self, key: Any, compute: Any) -> Any:
         if key not in self._cache:

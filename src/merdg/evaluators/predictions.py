@@ -17,7 +17,6 @@ the L1 (MAE) the model is trained on.
 
 from __future__ import annotations
 
-import weakref
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from merdg import dist as mdist
 from merdg.algorithms import Algorithm
 from merdg.datasets.base import UNKNOWN, DomainConcat, collate, sign_classes, subset
 
-__all__ = ["Predictions", "pool", "predict", "rank_shard"]
+__all__ = ["Predictions", "loader_form", "pool", "predict", "rank_shard"]
 
 
 @dataclass
@@ -109,37 +108,40 @@ def rank_shard(data: Dataset) -> Dataset:
     return subset(data, range(mdist.rank(), len(data), mdist.world_size()))
 
 
-# the loader-ready form of each split (built once: a split is evaluated after every epoch)
-_LOADABLE: weakref.WeakKeyDictionary[Dataset, tuple[int, int, Dataset]] = (
-    weakref.WeakKeyDictionary())
-
-
-def _loadable(data: Dataset) -> Dataset:
+def loader_form(data: Dataset, cache: dict[int, tuple] | None = None) -> Dataset:
     """``data`` (this rank's shard) as a :class:`~merdg.datasets.base.DomainConcat`, which
-    fetches a batch of in-memory samples by indexing; cached per split and world layout."""
+    fetches a batch of in-memory samples by indexing.
+
+    Building it concatenates the split's tensors, so a caller that evaluates the same split
+    after every epoch passes a ``cache`` it owns (one run's
+    :class:`~merdg.run.evaluation.EvaluationStage`): the form is then built once per split and
+    world layout, and freed with the cache. The cache holds the split itself, so an ``id``
+    cannot be reused while its entry lives.
+    """
     layout = (mdist.rank(), mdist.world_size())
-    try:
-        cached = _LOADABLE.get(data)
-    except TypeError:  # a dataset that cannot be weakly referenced: built every time
+    if cache is None:
         return DomainConcat([rank_shard(data)])
-    if cached is None or cached[:2] != layout:
-        cached = (*layout, DomainConcat([rank_shard(data)]))
-        _LOADABLE[data] = cached
+    cached = cache.get(id(data))
+    if cached is None or cached[0] is not data or cached[1] != layout:
+        cached = (data, layout, DomainConcat([rank_shard(data)]))
+        cache[id(data)] = cached
     return cached[2]
 
 
 @torch.inference_mode()
 def predict(algorithm: Algorithm, data: Dataset, device: torch.device, batch_size: int = 256,
             num_workers: int = 0, zero: Collection[str] = (),
-            translate: bool = False) -> Predictions:
+            translate: bool = False, loader_cache: dict[int, tuple] | None = None
+            ) -> Predictions:
     """The model's outputs on every sample of ``data`` (gathered over ranks), in eval mode.
 
     Modalities in ``zero`` are zero-filled in the fusion, or, with ``translate``, imputed by
-    the algorithm's ``evaluate_translated`` (SimMMDG, MOOSA).
+    the algorithm's ``evaluate_translated`` (SimMMDG, MOOSA); ``loader_cache``: see
+    :func:`loader_form`.
     """
     if algorithm.training:  # a whole module tree to walk: once for consecutive passes
         algorithm.eval()
-    loader = DataLoader(_loadable(data), batch_size=batch_size, shuffle=False,
+    loader = DataLoader(loader_form(data, loader_cache), batch_size=batch_size, shuffle=False,
                         collate_fn=collate, num_workers=num_workers)
     logits, predictions, labels, targets, loss = [], [], [], [], 0.0
     probes: dict[str, list[torch.Tensor]] = defaultdict(list)

@@ -79,6 +79,7 @@ class EvaluationStage:
         self.evaluators = run_evaluators(settings, data.spec)
         for evaluator in self.evaluators:
             evaluator.check(data.spec)
+        self.loader_cache: dict[int, tuple] = {}  # each split's loader form, for this run only
 
     def at(self, time: str) -> list[Evaluator]:
         """The evaluators that run at ``time`` (``"init"``, ``"epoch"`` or ``"model"``)."""
@@ -89,7 +90,7 @@ class EvaluationStage:
         data = self.data
         return EvaluationContext(data.spec, algorithm, data.val_sets, data.target_set,
                                  data.train_parts, device, self.config.eval_batch_size,
-                                 self.config.num_workers, run_info)
+                                 self.config.num_workers, run_info, self.loader_cache)
 
     def init(self, algorithm: Algorithm, device: torch.device,
              run_info: Mapping[str, Any]) -> dict[str, Any]:
