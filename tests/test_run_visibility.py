@@ -114,7 +114,7 @@ def test_bench_report_shows_epoch_plans_flags_and_one_seed(tmp_path, capsys):
             "within noise of chance on source validation in 2 of 2 runs") in report
 
 
-def test_worker_logs_hold_plain_lines(tmp_path):
+def test_worker_logs_hold_plain_lines(tmp_path, capsys):
     data = write_manifest(tmp_path / "data")
     out = tmp_path / "sweep"
     assert main(["sweep", "--dataset", "manifest", "--data-root", str(data), "--algorithms",
@@ -124,6 +124,10 @@ def test_worker_logs_hold_plain_lines(tmp_path):
     logs = [p.read_text() for p in out.glob("jobs/*/log.txt")]
     assert len(logs) == 2 and all("epoch 1/1" in log for log in logs)
     assert not any("\r" in log for log in logs)  # no progress-bar frames
+    # the launcher's own stderr (not a terminal): a timestamped line per finished worker
+    finished = [line for line in capsys.readouterr().err.splitlines() if " job " in line]
+    assert sorted(re.sub(r"^\S+ \S+ job (\d)/2 done \(\d+\.\d s\): .*/jobs/\w+$", r"\1", line)
+                  for line in finished) == ["1", "2"], finished
 
 
 def test_an_encoder_override_may_switch_the_encoder(tmp_path):
