@@ -218,11 +218,13 @@ def test_counts_agree_with_their_nouns(capsys, tmp_path):
 def test_an_unfinished_run_takes_an(tmp_path):
     from merdg.run.config import RunConfig
     from merdg.run.directory import RunDir
-    from merdg.words import a, count
+    from merdg.words import a, count, enumeration
 
     assert [count(1, "job"), count(0, "job"), count(2, "directory", "directories")] == [
         "1 job", "0 jobs", "2 directories"]
     assert [a("unfinished"), a("finished")] == ["an unfinished", "a finished"]
+    assert [enumeration(["x"]), enumeration(["x", "y"]), enumeration(["x", "y", "z"])] == [
+        "x", "x and y", "x, y and z"]
     out = tmp_path / "run"
     assert main(["train", "--dataset", "synthetic", "--target", "d0", "--out", str(out),
                  *TINY]) == 0

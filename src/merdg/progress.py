@@ -31,9 +31,10 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, shown: bool = True,
     return tqdm(iterable, disable=not (shown and watched()), **kwargs)
 
 
-def timestamp() -> str:
-    """The local time as the plain lines and ``log.txt`` write it: ``2026-12-06 08:21:55``."""
-    return time.strftime("%Y-%m-%d %H:%M:%S")
+def timestamp(seconds: float | None = None) -> str:
+    """A local time (``seconds`` since the epoch; default now) as the plain lines write it:
+    ``2026-12-06 08:21:55`` (``log.txt`` adds milliseconds)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
 def progress_line(message: str, *, shown: bool = True) -> None:

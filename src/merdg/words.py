@@ -1,8 +1,9 @@
-"""Counted nouns in messages: ``1 job``, ``3 jobs``, ``an unfinished run``."""
+"""Words in messages: counted nouns (``1 job``, ``3 jobs``), articles (``an unfinished run``),
+enumerations (``bench, demo and sweep``)."""
 
 from __future__ import annotations
 
-__all__ = ["a", "count"]
+__all__ = ["a", "count", "enumeration"]
 
 
 def count(n: int, noun: str, plural: str | None = None) -> str:
@@ -15,3 +16,8 @@ def count(n: int, noun: str, plural: str | None = None) -> str:
 def a(word: str) -> str:
     """``word`` with its indefinite article: ``"a finished"``, ``"an unfinished"``."""
     return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
+def enumeration(items: list[str]) -> str:
+    """``"x"``, ``"x and y"``, ``"x, y and z"``."""
+    return " and ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)

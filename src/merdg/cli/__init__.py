@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import merdg
-from merdg.cli.parser import Parser, unrecognized_message, walk
+from merdg.cli.parser import Parser, commands_of, unrecognized_message, walk
 from merdg.run.config import run_options
 
 NOT_COMMANDS = ("options", "parser", "__main__")
@@ -55,19 +55,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         args.command_parser.error(unrecognized_message(args.command_parser, extras, axes,
                                                         commands_of(parser)))
     return args
-
-
-def commands_of(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
-    """``{flag: [command, ...]}`` over the commands of ``parser`` (``merdg``)."""
-    owners: dict[str, list[str]] = {}
-    for command in walk(parser):
-        name = command.prog.removeprefix(f"{parser.prog} ")
-        if command is parser:
-            continue
-        for action in command._actions:
-            for flag in action.option_strings:
-                owners.setdefault(flag, []).append(name)
-    return owners
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -424,5 +424,5 @@ class _PlainFormatter(logging.Formatter):
         message = super().format(record)
         if record.levelno >= logging.WARNING:
             return f"warning: {message}"
-        return message if watched() else f"{timestamp()} {message}"
+        return message if watched() else f"{timestamp(record.created)} {message}"
 

@@ -17,8 +17,10 @@ import difflib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["AXIS_FLAGS", "HelpFormatter", "Parser", "default_text", "unrecognized_message",
-           "walk"]
+from merdg.words import enumeration
+
+__all__ = ["AXIS_FLAGS", "HelpFormatter", "Parser", "commands_of", "default_text",
+           "unrecognized_message", "walk"]
 
 # the experiment option that sets a run field per run in bench / sweep (Option.axis -> flag)
 AXIS_FLAGS = {"targets": ("--targets", "its target through --targets DOMAIN [DOMAIN ...]"),
@@ -100,6 +102,16 @@ def _flags(parser: argparse.ArgumentParser) -> list[str]:
     return [s for action in parser._actions for s in action.option_strings]
 
 
+def commands_of(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
+    """``{flag: [command, ...]}`` over the commands under ``parser`` (``merdg``)."""
+    owners: dict[str, list[str]] = {}
+    for command in walk(parser):
+        if command is not parser:
+            for flag in _flags(command):
+                owners.setdefault(flag, []).append(command.prog.removeprefix(f"{parser.prog} "))
+    return owners
+
+
 def unrecognized_message(parser: argparse.ArgumentParser, extras: Sequence[str],
                          axes: dict[str, str],
                          commands_of: dict[str, list[str]] | None = None) -> str:
@@ -129,8 +141,8 @@ def unrecognized_message(parser: argparse.ArgumentParser, extras: Sequence[str],
         if counterparts:
             foreign_flag = counterparts.split()[0]
             owners = [f"merdg {name}" for name in (commands_of or {}).get(foreign_flag, [])]
-            where = ", ".join(owners[:-1]) + " and " * (len(owners) > 1) + "".join(owners[-1:])
-            elsewhere = f"; {foreign_flag} is an option of {where}, {parser.prog} has none"
+            elsewhere = (f"; {foreign_flag} is an option of {enumeration(owners)}, "
+                         f"{parser.prog} has none")
             hints.append(f"{flag}: {words}" + elsewhere * bool(owners))
             continue
         close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
